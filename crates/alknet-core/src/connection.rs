@@ -1,0 +1,377 @@
+//! The connection abstraction handlers see.
+//!
+//! A QUIC connection yields many bidirectional streams; a single-stream transport (TCP+TLS,
+//! WebSocket, an SSH channel) yields its one stream once, and its `open_bi` fails. Handlers only
+//! see [`Connection`] and [`BiStream`], so they run over any transport, including the in-memory
+//! pair in [`memory`] used by tests.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Why a connection operation failed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// The connection is closed (by either side, or the transport failed).
+    #[error("connection closed: {0}")]
+    Closed(String),
+    /// The transport carries one stream only.
+    #[error("this transport carries a single stream; open_bi is not available")]
+    SingleStream,
+    /// Another failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A bidirectional byte stream.
+pub trait BiStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Abandons the stream abruptly (QUIC: reset and stop sending); the default shuts it down.
+    fn reset(&mut self, _code: u32) {}
+}
+
+/// A boxed [`BiStream`].
+pub type BoxedStream = Box<dyn BiStream>;
+
+/// What a transport provides to make a [`Connection`].
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// The next stream the peer opened.
+    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError>;
+    /// Opens a new stream to the peer.
+    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError>;
+    /// Closes the connection with an application code and a reason.
+    fn close(&self, code: u32, reason: &str);
+    /// Resolves when the connection is closed.
+    async fn closed(&self);
+    /// Whether the transport carries exactly one stream.
+    fn is_single_stream(&self) -> bool;
+}
+
+/// An authenticated connection with an ALPN. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    transport: Arc<dyn Transport>,
+    alpn: Arc<[u8]>,
+    remote_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("alpn", &String::from_utf8_lossy(&self.alpn))
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Wraps a transport.
+    pub fn new(transport: impl Transport, alpn: &[u8], remote_addr: SocketAddr) -> Self {
+        Self {
+            transport: Arc::new(transport),
+            alpn: alpn.into(),
+            remote_addr,
+        }
+    }
+
+    /// The next stream the peer opened.
+    pub async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        self.transport.accept_bi().await
+    }
+
+    /// Opens a stream to the peer.
+    pub async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        self.transport.open_bi().await
+    }
+
+    /// The negotiated ALPN.
+    pub fn alpn(&self) -> &[u8] {
+        &self.alpn
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// Closes the connection.
+    pub fn close(&self, code: u32, reason: &str) {
+        self.transport.close(code, reason)
+    }
+
+    /// Resolves when the connection is closed.
+    pub async fn closed(&self) {
+        self.transport.closed().await
+    }
+
+    /// Whether this connection carries one stream only.
+    pub fn is_single_stream(&self) -> bool {
+        self.transport.is_single_stream()
+    }
+}
+
+/// A stream that ends (reads EOF, writes fail) once a token is cancelled, and cancels the token
+/// when dropped: the way a transport without native close reaches into streams it handed out.
+pub struct ClosableStream<S> {
+    inner: S,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    token: CancellationToken,
+    cancel_on_drop: bool,
+}
+
+impl<S> ClosableStream<S> {
+    /// Wraps `inner`; cancelling `token` ends it. If `cancel_on_drop`, dropping it cancels `token`.
+    pub fn new(inner: S, token: CancellationToken, cancel_on_drop: bool) -> Self {
+        Self {
+            inner,
+            closed: Box::pin(token.clone().cancelled_owned()),
+            token,
+            cancel_on_drop,
+        }
+    }
+
+    fn is_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.closed.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<S> Drop for ClosableStream<S> {
+    fn drop(&mut self) {
+        if self.cancel_on_drop {
+            self.token.cancel();
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClosableStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.is_closed(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClosableStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.is_closed(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.is_closed(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> BiStream for ClosableStream<S> {
+    fn reset(&mut self, _code: u32) {
+        self.token.cancel();
+    }
+}
+
+/// A transport over one byte stream (TCP+TLS, WebSocket, SSH channel): `accept_bi` yields the
+/// stream once, then waits for the connection to close; `open_bi` fails.
+pub struct SingleStreamTransport {
+    stream: Mutex<Option<BoxedStream>>,
+    closed: CancellationToken,
+}
+
+impl SingleStreamTransport {
+    /// Wraps `stream`. Dropping or resetting the handed-out stream closes the connection.
+    pub fn new<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S) -> Self {
+        let closed = CancellationToken::new();
+        let stream: BoxedStream = Box::new(ClosableStream::new(stream, closed.clone(), true));
+        Self {
+            stream: Mutex::new(Some(stream)),
+            closed,
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for SingleStreamTransport {
+    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        let taken = self.stream.lock().map(|mut s| s.take()).unwrap_or(None);
+        match taken {
+            Some(stream) if !self.closed.is_cancelled() => Ok(stream),
+            _ => {
+                self.closed.cancelled().await;
+                Err(ConnectionError::Closed("single stream ended".into()))
+            }
+        }
+    }
+
+    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        Err(ConnectionError::SingleStream)
+    }
+
+    fn close(&self, _code: u32, _reason: &str) {
+        self.closed.cancel();
+        // Drop a stream nobody took, so the socket closes now.
+        if let Ok(mut s) = self.stream.lock() {
+            s.take();
+        }
+    }
+
+    async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    fn is_single_stream(&self) -> bool {
+        true
+    }
+}
+
+/// In-memory connections for tests: no sockets, same semantics.
+pub mod memory {
+    use super::*;
+    use tokio::sync::{mpsc, Mutex as AsyncMutex};
+
+    struct MemoryTransport {
+        incoming: AsyncMutex<mpsc::UnboundedReceiver<BoxedStream>>,
+        outgoing: mpsc::UnboundedSender<BoxedStream>,
+        closed: CancellationToken,
+    }
+
+    #[async_trait]
+    impl Transport for MemoryTransport {
+        async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+            let mut incoming = self.incoming.lock().await;
+            tokio::select! {
+                _ = self.closed.cancelled() => Err(ConnectionError::Closed("closed".into())),
+                s = incoming.recv() => s.ok_or_else(|| ConnectionError::Closed("peer gone".into())),
+            }
+        }
+
+        async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+            if self.closed.is_cancelled() {
+                return Err(ConnectionError::Closed("closed".into()));
+            }
+            let (a, b) = tokio::io::duplex(256 * 1024);
+            let theirs: BoxedStream = Box::new(ClosableStream::new(b, self.closed.clone(), false));
+            self.outgoing
+                .send(theirs)
+                .map_err(|_| ConnectionError::Closed("peer gone".into()))?;
+            Ok(Box::new(ClosableStream::new(a, self.closed.clone(), false)))
+        }
+
+        fn close(&self, _code: u32, _reason: &str) {
+            self.closed.cancel();
+        }
+
+        async fn closed(&self) {
+            self.closed.cancelled().await
+        }
+
+        fn is_single_stream(&self) -> bool {
+            false
+        }
+    }
+
+    /// Two connected multi-stream connections, as a QUIC connection would look from each end.
+    /// Closing either closes both.
+    pub fn pair(alpn: &[u8]) -> (Connection, Connection) {
+        let closed = CancellationToken::new();
+        let (tx_a, rx_a) = mpsc::unbounded_channel();
+        let (tx_b, rx_b) = mpsc::unbounded_channel();
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let a = MemoryTransport {
+            incoming: AsyncMutex::new(rx_a),
+            outgoing: tx_b,
+            closed: closed.clone(),
+        };
+        let b = MemoryTransport {
+            incoming: AsyncMutex::new(rx_b),
+            outgoing: tx_a,
+            closed,
+        };
+        (
+            Connection::new(a, alpn, addr),
+            Connection::new(b, alpn, addr),
+        )
+    }
+
+    /// Two connected single-stream connections, as TCP+TLS would look from each end.
+    pub fn single_stream_pair(alpn: &[u8]) -> (Connection, Connection) {
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+        (
+            Connection::new(SingleStreamTransport::new(a), alpn, addr),
+            Connection::new(SingleStreamTransport::new(b), alpn, addr),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn memory_pair_carries_streams_both_ways() {
+        let (a, b) = memory::pair(b"test");
+        let mut s = a.open_bi().await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut r = b.accept_bi().await.unwrap();
+        let mut buf = [0u8; 4];
+        r.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test]
+    async fn single_stream_yields_once_and_refuses_open() {
+        let (a, b) = memory::single_stream_pair(b"test");
+        assert!(matches!(
+            a.open_bi().await,
+            Err(ConnectionError::SingleStream)
+        ));
+        let mut s = a.accept_bi().await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut r = b.accept_bi().await.unwrap();
+        let mut buf = [0u8; 1];
+        r.read_exact(&mut buf).await.unwrap();
+        drop(s);
+        // The stream is gone, so a second accept reports the connection closed.
+        assert!(matches!(
+            a.accept_bi().await,
+            Err(ConnectionError::Closed(_))
+        ));
+    }
+}

@@ -1,0 +1,188 @@
+//! Identities and how connections resolve them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigStore, PeerEntry};
+use crate::fingerprint::{constant_time_eq, token_hash, Fingerprint};
+
+/// Who a caller is and what it may do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The peer id (or `apikey:<prefix>`).
+    pub id: String,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Resource type → allowed actions.
+    pub resources: HashMap<String, Vec<String>>,
+}
+
+impl Identity {
+    /// Whether the identity holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// What the endpoint knows about a connection before its handler runs. Handlers may resolve more
+/// (per-request tokens) but never change it.
+#[derive(Clone, Debug)]
+pub struct AuthContext {
+    /// The identity the client's key resolved to, if any.
+    pub identity: Option<Identity>,
+    /// The negotiated ALPN.
+    pub alpn: Vec<u8>,
+    /// The remote socket address.
+    pub remote_addr: SocketAddr,
+    /// The fingerprint of the key or certificate the client presented.
+    pub tls_fingerprint: Option<String>,
+}
+
+/// Resolves identities from key fingerprints and bearer tokens.
+pub trait IdentityProvider: Send + Sync + 'static {
+    /// The identity of a TLS client key, if it is a known, enabled peer.
+    fn resolve_from_fingerprint(&self, fingerprint: &str) -> Option<Identity>;
+    /// The identity of a bearer token (a peer token or an `alk_…` API key).
+    fn resolve_from_token(&self, token: &[u8]) -> Option<Identity>;
+}
+
+/// The default provider: reads [`ConfigStore`] on every call, so a reload applies to the next
+/// resolution at once.
+#[derive(Clone, Debug)]
+pub struct ConfigIdentityProvider {
+    store: ConfigStore,
+}
+
+impl ConfigIdentityProvider {
+    /// A provider over `store`.
+    pub fn new(store: ConfigStore) -> Self {
+        Self { store }
+    }
+
+    /// The store it reads.
+    pub fn store(&self) -> &ConfigStore {
+        &self.store
+    }
+}
+
+fn identity_of(peer: &PeerEntry) -> Identity {
+    Identity {
+        id: peer.id.clone(),
+        scopes: peer.scopes.clone(),
+        resources: peer.resources.clone(),
+    }
+}
+
+impl IdentityProvider for ConfigIdentityProvider {
+    fn resolve_from_fingerprint(&self, fingerprint: &str) -> Option<Identity> {
+        let wanted: Fingerprint = fingerprint.parse().ok()?;
+        let config = self.store.load();
+        config
+            .auth
+            .peers
+            .iter()
+            .filter(|p| p.enabled)
+            .find(|p| {
+                p.fingerprints
+                    .iter()
+                    .any(|f| f.parse::<Fingerprint>().is_ok_and(|f| f == wanted))
+            })
+            .map(identity_of)
+    }
+
+    fn resolve_from_token(&self, token: &[u8]) -> Option<Identity> {
+        let hash = token_hash(token);
+        let config = self.store.load();
+        if let Some(rest) = token.strip_prefix(b"alk_") {
+            let prefix = rest.split(|b| *b == b'_').next()?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(u64::MAX);
+            return config
+                .auth
+                .api_keys
+                .iter()
+                .find(|k| k.prefix.as_bytes() == prefix)
+                .filter(|k| constant_time_eq(k.hash.as_bytes(), hash.as_bytes()))
+                .filter(|k| k.expires_at.is_none_or(|t| now < t))
+                .map(|k| Identity {
+                    id: format!("apikey:{}", k.prefix),
+                    scopes: k.scopes.clone(),
+                    resources: k.resources.clone(),
+                });
+        }
+        config
+            .auth
+            .peers
+            .iter()
+            .filter(|p| p.enabled)
+            .find(|p| {
+                p.token_hash
+                    .as_deref()
+                    .is_some_and(|h| constant_time_eq(h.as_bytes(), hash.as_bytes()))
+            })
+            .map(identity_of)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ApiKeyEntry, DynamicConfig};
+    use crate::SecretKey;
+
+    fn provider(config: DynamicConfig) -> ConfigIdentityProvider {
+        ConfigIdentityProvider::new(ConfigStore::new(config).unwrap())
+    }
+
+    #[test]
+    fn disabled_peer_resolves_to_nobody() {
+        let key = SecretKey::generate().public().fingerprint();
+        let mut peer = PeerEntry::new("a", [key.clone()]);
+        peer.enabled = false;
+        let mut config = DynamicConfig::default();
+        config.auth.peers.push(peer);
+        assert!(provider(config).resolve_from_fingerprint(&key).is_none());
+    }
+
+    #[test]
+    fn peer_token_resolves_by_hash() {
+        let mut peer = PeerEntry::new("svc", []);
+        peer.token_hash = Some(token_hash(b"s3cret"));
+        let mut config = DynamicConfig::default();
+        config.auth.peers.push(peer);
+        let p = provider(config);
+        assert_eq!(p.resolve_from_token(b"s3cret").unwrap().id, "svc");
+        assert!(p.resolve_from_token(b"wrong").is_none());
+    }
+
+    #[test]
+    fn api_keys_resolve_until_they_expire() {
+        let mut config = DynamicConfig::default();
+        config.auth.api_keys.push(ApiKeyEntry {
+            prefix: "live".into(),
+            hash: token_hash(b"alk_live_abc"),
+            scopes: vec!["read".into()],
+            resources: HashMap::new(),
+            expires_at: None,
+        });
+        config.auth.api_keys.push(ApiKeyEntry {
+            prefix: "old".into(),
+            hash: token_hash(b"alk_old_abc"),
+            scopes: vec![],
+            resources: HashMap::new(),
+            expires_at: Some(1),
+        });
+        let p = provider(config);
+        assert_eq!(
+            p.resolve_from_token(b"alk_live_abc").unwrap().id,
+            "apikey:live"
+        );
+        assert!(p.resolve_from_token(b"alk_live_abd").is_none());
+        assert!(p.resolve_from_token(b"alk_old_abc").is_none());
+    }
+}

@@ -1,0 +1,32 @@
+//! Core types of alknet: one Ed25519 key as a node's identity, the fingerprints peers pin,
+//! the identities a connection resolves to, the hot-reloadable configuration they come from,
+//! and the abstractions a protocol handler sees (`Connection`, `BiStream`, `AuthContext`).
+//!
+//! This crate knows no transport. Handlers written against it run over QUIC, TCP+TLS, iroh or an
+//! in-memory duplex alike.
+//!
+//! ```
+//! use alknet_core::{SecretKey, config::{ConfigStore, DynamicConfig, PeerEntry}, identity::{ConfigIdentityProvider, IdentityProvider}};
+//!
+//! let alice = SecretKey::generate();
+//! let mut config = DynamicConfig::default();
+//! config.auth.peers.push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
+//! let store = ConfigStore::new(config).unwrap();
+//! let provider = ConfigIdentityProvider::new(store);
+//! let identity = provider.resolve_from_fingerprint(&alice.public().fingerprint()).unwrap();
+//! assert_eq!(identity.id, "alice");
+//! ```
+
+pub mod config;
+pub mod connection;
+pub mod fingerprint;
+pub mod handler;
+pub mod identity;
+pub mod key;
+
+pub use config::{ConfigError, ConfigStore, DynamicConfig};
+pub use connection::{BiStream, BoxedStream, Connection, ConnectionError, Transport};
+pub use fingerprint::{fingerprint_of, Fingerprint, FingerprintError, PresentedKey};
+pub use handler::{HandlerError, ProtocolHandler};
+pub use identity::{AuthContext, ConfigIdentityProvider, Identity, IdentityProvider};
+pub use key::{KeyError, PublicKey, SecretKey};
