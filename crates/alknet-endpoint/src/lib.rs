@@ -1,1 +1,39 @@
-//! placeholder
+//! The alknet endpoint: one port, QUIC over UDP and TCP+TLS on the same port number, Ed25519
+//! raw-key TLS, and the ALPN negotiated in the handshake choosing the [`ProtocolHandler`].
+//!
+//! ```no_run
+//! # async fn run(handler: std::sync::Arc<dyn alknet_core::ProtocolHandler>) -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use alknet_core::{SecretKey, ConfigStore, ConfigIdentityProvider, DynamicConfig};
+//! use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, Client, DialOptions};
+//!
+//! let key = SecretKey::generate();
+//! let registry = HandlerRegistry::new([handler])?;
+//! let identity = Arc::new(ConfigIdentityProvider::new(ConfigStore::new(DynamicConfig::default())?));
+//! let node = Endpoint::bind(EndpointConfig::new("127.0.0.1:0".parse()?, key), registry, identity).await?;
+//!
+//! let client = Client::new(SecretKey::generate())?;
+//! let conn = client.dial(node.local_addr(), &DialOptions::pinned(b"echo", node.fingerprint())).await?;
+//! let stream = conn.open_bi().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`ProtocolHandler`]: alknet_core::ProtocolHandler
+
+mod client;
+mod limits;
+mod registry;
+mod server;
+pub mod tls;
+mod transport;
+pub mod verifier;
+
+pub use client::{Client, DialError, DialOptions, TransportKind};
+pub use limits::Limits;
+pub use registry::{HandlerRegistry, RegistryError};
+pub use server::{
+    Endpoint, EndpointConfig, EndpointError, ShutdownReport, CLOSE_HANDLER_ERROR, CLOSE_LIMIT,
+    CLOSE_SHUTDOWN,
+};
+pub use tls::{ServerCheck, ServerIdentity};
+pub use transport::{QuicStream, QuicTransport};

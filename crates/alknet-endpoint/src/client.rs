@@ -1,0 +1,190 @@
+//! Dialing: one client endpoint, many connections, every one verified by the rule in [`crate::tls`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use alknet_core::connection::SingleStreamTransport;
+use alknet_core::{Connection, SecretKey};
+use rustls::pki_types::ServerName;
+use thiserror::Error;
+
+use crate::tls::{client_config, ServerCheck, TlsError};
+use crate::transport::QuicTransport;
+
+/// Which carrier to dial.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// QUIC over UDP (default).
+    #[default]
+    Quic,
+    /// TLS over TCP, one stream.
+    Tcp,
+}
+
+/// Dialing failed.
+#[derive(Debug, Error)]
+pub enum DialError {
+    /// The TLS settings are invalid (e.g. a malformed fingerprint).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The socket could not be set up or reached.
+    #[error("cannot reach {addr}: {reason}")]
+    Io {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What the OS said.
+        reason: String,
+    },
+    /// The TLS handshake failed: wrong key, unsupported ALPN, or the server refused.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What went wrong, with a hint where one helps.
+        reason: String,
+    },
+    /// The server name is not a valid DNS name or IP address.
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+}
+
+/// What to dial.
+#[derive(Clone, Debug)]
+pub struct DialOptions {
+    /// The ALPN to ask for.
+    pub alpn: Vec<u8>,
+    /// How to check the server.
+    pub check: ServerCheck,
+    /// QUIC or TCP+TLS.
+    pub transport: TransportKind,
+    /// The TLS server name (SNI); needed for CA verification, `alknet` otherwise.
+    pub server_name: Option<String>,
+}
+
+impl DialOptions {
+    /// QUIC, pinning `fingerprint`.
+    pub fn pinned(alpn: &[u8], fingerprint: impl Into<String>) -> Self {
+        Self {
+            alpn: alpn.to_vec(),
+            check: ServerCheck::Pin(fingerprint.into()),
+            transport: TransportKind::Quic,
+            server_name: None,
+        }
+    }
+
+    /// The same options over another transport.
+    pub fn over(mut self, transport: TransportKind) -> Self {
+        self.transport = transport;
+        self
+    }
+}
+
+/// A dialer holding the client's key and one UDP socket for all its QUIC connections.
+#[derive(Clone)]
+pub struct Client {
+    key: SecretKey,
+    quic: quinn::Endpoint,
+}
+
+fn hint(reason: String, alpn: &[u8]) -> String {
+    let alpn = String::from_utf8_lossy(alpn);
+    if reason.contains("NoApplicationProtocol")
+        || reason.contains("no_application_protocol")
+        || reason.contains("error 120")
+    {
+        format!("{reason} (the server does not serve ALPN {alpn:?})")
+    } else if reason.contains("IncorrectCertificateTypeExtension") {
+        format!("{reason} (the server and client disagree on raw keys vs certificates: pin an `ed25519:` fingerprint for a raw-key server, a `SHA256:` one for a certificate)")
+    } else {
+        reason
+    }
+}
+
+impl Client {
+    /// A client with `key` as its identity. Must be called inside a tokio runtime.
+    pub fn new(key: SecretKey) -> Result<Self, DialError> {
+        let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let quic = quinn::Endpoint::client(addr).map_err(|e| DialError::Io {
+            addr,
+            reason: e.to_string(),
+        })?;
+        Ok(Self { key, quic })
+    }
+
+    /// The client's key.
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// Dials `addr`.
+    pub async fn dial(
+        &self,
+        addr: SocketAddr,
+        options: &DialOptions,
+    ) -> Result<Connection, DialError> {
+        let config = client_config(
+            &self.key,
+            &options.check,
+            std::slice::from_ref(&options.alpn),
+        )?;
+        let name = options.server_name.as_deref().unwrap_or("alknet");
+        self.dial_with_config(addr, options.transport, config, name)
+            .await
+    }
+
+    /// Dials with a ready-made rustls config (tests and special cases; the config decides how the
+    /// server is verified).
+    pub async fn dial_with_config(
+        &self,
+        addr: SocketAddr,
+        transport: TransportKind,
+        config: rustls::ClientConfig,
+        server_name: &str,
+    ) -> Result<Connection, DialError> {
+        let alpn = config.alpn_protocols.first().cloned().unwrap_or_default();
+        let name = ServerName::try_from(server_name.to_string())
+            .map_err(|_| DialError::ServerName(server_name.to_string()))?;
+        let handshake = |reason: String| DialError::Handshake {
+            addr,
+            reason: hint(reason, &alpn),
+        };
+        match transport {
+            TransportKind::Quic => {
+                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
+                    .map_err(|e| handshake(e.to_string()))?;
+                let quic_config = quinn::ClientConfig::new(Arc::new(crypto));
+                let connecting = self
+                    .quic
+                    .connect_with(quic_config, addr, server_name)
+                    .map_err(|e| handshake(e.to_string()))?;
+                let conn = connecting.await.map_err(|e| handshake(e.to_string()))?;
+                Ok(Connection::new(QuicTransport(conn), &alpn, addr))
+            }
+            TransportKind::Tcp => {
+                let tcp =
+                    tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|e| DialError::Io {
+                            addr,
+                            reason: e.to_string(),
+                        })?;
+                let _ = tcp.set_nodelay(true);
+                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| handshake(e.to_string()))?;
+                Ok(Connection::new(
+                    SingleStreamTransport::new(tls),
+                    &alpn,
+                    addr,
+                ))
+            }
+        }
+    }
+
+    /// Closes the client's QUIC socket and every connection on it.
+    pub fn close(&self) {
+        self.quic.close(0u32.into(), b"client closed");
+    }
+}

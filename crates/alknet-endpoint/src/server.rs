@@ -1,0 +1,475 @@
+//! The server side: one port, QUIC and TCP+TLS, each connection routed to its ALPN's handler.
+
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alknet_core::{
+    AuthContext, BoxedStream, Connection, ConnectionError, IdentityProvider, SecretKey, Transport,
+};
+use async_trait::async_trait;
+use futures::FutureExt;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::limits::{IpLimiter, IpSlot, Limits};
+use crate::registry::HandlerRegistry;
+use crate::tls::{server_config, ServerIdentity, TlsError};
+use crate::transport::QuicTransport;
+use alknet_core::connection::SingleStreamTransport;
+
+/// QUIC application close code: the node is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 0x01;
+/// QUIC application close code: the per-IP connection limit was reached.
+pub const CLOSE_LIMIT: u32 = 0x02;
+/// QUIC application close code: the handler failed.
+pub const CLOSE_HANDLER_ERROR: u32 = 0x03;
+
+/// Static endpoint settings (a change needs a restart).
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// Where to listen: UDP for QUIC and TCP on the same port number. Port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The node's identity.
+    pub key: SecretKey,
+    /// How the server proves its identity.
+    pub tls: ServerIdentity,
+    /// Also accept TCP+TLS (default true).
+    pub tcp: bool,
+    /// Limits.
+    pub limits: Limits,
+    /// How long shutdown waits for in-flight handlers before cutting them off (default 10 s).
+    pub drain_timeout: Duration,
+    /// How long a TCP+TLS handshake may take (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl EndpointConfig {
+    /// Defaults for a node with `key` listening on `listen`.
+    pub fn new(listen: SocketAddr, key: SecretKey) -> Self {
+        Self {
+            listen,
+            key,
+            tls: ServerIdentity::RawKey,
+            tcp: true,
+            limits: Limits::default(),
+            drain_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The endpoint could not start.
+#[derive(Debug, Error)]
+pub enum EndpointError {
+    /// The TLS identity could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The registry has no handlers, so no ALPN could be negotiated.
+    #[error("no protocol handlers registered; register at least one ALPN")]
+    NoHandlers,
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// quinn refused the configuration.
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+}
+
+/// What shutdown did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still being served when shutdown began.
+    pub in_flight: usize,
+    /// Of those, how many were cut off at the drain deadline.
+    pub cut_off: usize,
+}
+
+struct Shared {
+    registry: HandlerRegistry,
+    identity: Arc<dyn IdentityProvider>,
+    limiter: IpLimiter,
+    draining: CancellationToken,
+    hard_stop: CancellationToken,
+    tracker: TaskTracker,
+    active: AtomicUsize,
+}
+
+/// A running node endpoint.
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    quic: quinn::Endpoint,
+    local_addr: SocketAddr,
+    fingerprint: String,
+    drain_timeout: Duration,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+fn bind_same_port(
+    config: &EndpointConfig,
+) -> Result<(UdpSocket, Option<StdTcpListener>), EndpointError> {
+    let bind_err = |addr, source| EndpointError::Bind { addr, source };
+    // With port 0 the UDP port is chosen first; the TCP port may be taken, so retry a few times.
+    let attempts = if config.listen.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(config.listen).map_err(|e| bind_err(config.listen, e))?;
+        let addr = udp.local_addr().map_err(|e| bind_err(config.listen, e))?;
+        if !config.tcp {
+            return Ok((udp, None));
+        }
+        match StdTcpListener::bind(addr) {
+            Ok(tcp) => return Ok((udp, Some(tcp))),
+            Err(e) => last = Some(bind_err(addr, e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| bind_err(config.listen, std::io::ErrorKind::AddrInUse.into())))
+}
+
+impl Endpoint {
+    /// Binds the port and starts accepting. Must be called inside a tokio runtime.
+    pub async fn bind(
+        config: EndpointConfig,
+        registry: HandlerRegistry,
+        identity: Arc<dyn IdentityProvider>,
+    ) -> Result<Self, EndpointError> {
+        let alpns = registry.alpns();
+        if alpns.is_empty() {
+            return Err(EndpointError::NoHandlers);
+        }
+        let tls = server_config(&config.key, &config.tls, &alpns)?;
+        let fingerprint = tls.fingerprint.clone();
+        let tls = Arc::new(tls.config);
+
+        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
+            .map_err(|e| EndpointError::Quic(e.to_string()))?;
+        let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
+            .max_concurrent_uni_streams(0u8.into());
+        quic_config.transport_config(Arc::new(transport));
+
+        let (udp, tcp) = bind_same_port(&config)?;
+        let local_addr = udp.local_addr().map_err(|e| EndpointError::Bind {
+            addr: config.listen,
+            source: e,
+        })?;
+        let quic = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(quic_config),
+            udp,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| EndpointError::Bind {
+            addr: local_addr,
+            source: e,
+        })?;
+
+        let shared = Arc::new(Shared {
+            registry,
+            identity,
+            limiter: IpLimiter::new(config.limits.connections_per_ip),
+            draining: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            active: AtomicUsize::new(0),
+        });
+        let mut accept_loops = vec![tokio::spawn(quic_accept_loop(shared.clone(), quic.clone()))];
+        if let Some(tcp) = tcp {
+            tcp.set_nonblocking(true).map_err(|e| EndpointError::Bind {
+                addr: local_addr,
+                source: e,
+            })?;
+            let listener = TcpListener::from_std(tcp).map_err(|e| EndpointError::Bind {
+                addr: local_addr,
+                source: e,
+            })?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            accept_loops.push(tokio::spawn(tcp_accept_loop(
+                shared.clone(),
+                listener,
+                acceptor,
+                config.handshake_timeout,
+            )));
+        }
+        info!(target: "alknet::endpoint", addr = %local_addr, fingerprint = %fingerprint, "listening");
+        Ok(Self {
+            shared,
+            quic,
+            local_addr,
+            fingerprint,
+            drain_timeout: config.drain_timeout,
+            accept_loops,
+        })
+    }
+
+    /// The bound address (UDP and TCP share its port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The fingerprint clients pin: `ed25519:…` for raw keys, `SHA256:…` for certificates.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Stops accepting new connections and new streams at once; [`shutdown`](Self::shutdown) does
+    /// this first, then drains.
+    pub fn stop_accepting(&self) {
+        self.shared.draining.cancel();
+    }
+
+    /// Stops accepting at once, lets in-flight handlers finish until the drain timeout, then
+    /// closes what remains.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        self.stop_accepting();
+        let shared = &self.shared;
+        let mut accept_loops = std::mem::take(&mut self.accept_loops).into_iter();
+        // The QUIC loop refuses newcomers until the endpoint closes; the TCP loop ends now.
+        let quic_loop = accept_loops.next();
+        for task in accept_loops {
+            let _ = task.await;
+        }
+        let in_flight = shared.active.load(Ordering::SeqCst);
+        shared.tracker.close();
+        let mut cut_off = 0;
+        if tokio::time::timeout(self.drain_timeout, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            cut_off = shared.active.load(Ordering::SeqCst);
+            warn!(target: "alknet::endpoint", cut_off, "drain deadline passed; closing remaining connections");
+            shared.hard_stop.cancel();
+            shared.tracker.wait().await;
+        }
+        self.quic
+            .close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
+        if let Some(task) = quic_loop {
+            let _ = task.await;
+        }
+        info!(target: "alknet::endpoint", in_flight, cut_off, "shut down");
+        ShutdownReport { in_flight, cut_off }
+    }
+}
+
+impl Drop for Endpoint {
+    /// Dropping without [`shutdown`](Endpoint::shutdown) closes everything at once.
+    fn drop(&mut self) {
+        self.shared.draining.cancel();
+        self.shared.hard_stop.cancel();
+        self.quic
+            .close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+        for task in &self.accept_loops {
+            task.abort();
+        }
+    }
+}
+
+async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
+    // Runs until the endpoint closes; once draining, every new connection is refused at once
+    // (CONNECTION_REFUSED) instead of being left to time out.
+    while let Some(incoming) = quic.accept().await {
+        if shared.draining.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
+        let task_shared = shared.clone();
+        shared.tracker.spawn(async move {
+            let remote = incoming.remote_address();
+            let slot = task_shared.limiter.try_acquire(remote.ip());
+            let conn = match incoming.accept() {
+                Ok(connecting) => match connecting.await {
+                    Ok(conn) => conn,
+                    Err(e) => return handshake_failed(remote, "quic", &e),
+                },
+                Err(e) => return handshake_failed(remote, "quic", &e),
+            };
+            let Some(slot) = slot else {
+                let reason = format!(
+                    "too many connections from your address (limit {}); close some and retry",
+                    task_shared.limiter.max()
+                );
+                warn!(target: "alknet::conn", remote = %remote, transport = "quic", "connection refused: per-IP limit");
+                conn.close(CLOSE_LIMIT.into(), reason.as_bytes());
+                return;
+            };
+            let alpn = conn
+                .handshake_data()
+                .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+                .and_then(|d| d.protocol)
+                .unwrap_or_default();
+            let presented = conn
+                .peer_identity()
+                .and_then(|p| p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+            let transport = QuicTransport(conn);
+            serve(&task_shared, transport, "quic", alpn, remote, presented, slot).await;
+        });
+    }
+}
+
+async fn tcp_accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            biased;
+            _ = shared.draining.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE; back off briefly rather than spin.
+                    warn!(target: "alknet::endpoint", error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let task_shared = shared.clone();
+        let acceptor = acceptor.clone();
+        shared.tracker.spawn(async move {
+            let Some(slot) = task_shared.limiter.try_acquire(remote.ip()) else {
+                warn!(target: "alknet::conn", remote = %remote, transport = "tcp", "connection refused: per-IP limit");
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return handshake_failed(remote, "tcp", &e),
+                Err(_) => return handshake_failed(remote, "tcp", &"handshake timed out"),
+            };
+            let (_, session) = tls.get_ref();
+            let alpn = session.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
+            let presented = session
+                .peer_certificates()
+                .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+            let transport = SingleStreamTransport::new(tls);
+            serve(&task_shared, transport, "tcp", alpn, remote, presented, slot).await;
+        });
+    }
+}
+
+fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::Display) {
+    // A failed signature check lands here; fail2ban can match this line.
+    info!(target: "alknet::auth", remote = %remote, transport, reason = %error, "authentication rejected: handshake failed");
+}
+
+/// Hides accept_bi once the node drains, so handlers stop taking new streams and finish.
+struct DrainAware<T> {
+    inner: T,
+    draining: CancellationToken,
+}
+
+#[async_trait]
+impl<T: Transport> Transport for DrainAware<T> {
+    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        if self.inner.is_single_stream() {
+            return self.inner.accept_bi().await;
+        }
+        tokio::select! {
+            _ = self.draining.cancelled() => Err(ConnectionError::Closed("node shutting down".into())),
+            s = self.inner.accept_bi() => s,
+        }
+    }
+    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        self.inner.open_bi().await
+    }
+    fn close(&self, code: u32, reason: &str) {
+        self.inner.close(code, reason)
+    }
+    async fn closed(&self) {
+        self.inner.closed().await
+    }
+    fn is_single_stream(&self) -> bool {
+        self.inner.is_single_stream()
+    }
+}
+
+async fn serve(
+    shared: &Shared,
+    transport: impl Transport,
+    kind: &'static str,
+    alpn: Vec<u8>,
+    remote: SocketAddr,
+    presented: Option<Vec<u8>>,
+    _slot: IpSlot,
+) {
+    let started = Instant::now();
+    let alpn_shown = String::from_utf8_lossy(&alpn).into_owned();
+    let Some(handler) = shared.registry.get(&alpn).cloned() else {
+        // Cannot happen: only registered ALPNs are advertised.
+        warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, "no handler for negotiated ALPN");
+        transport.close(CLOSE_HANDLER_ERROR, "no handler");
+        return;
+    };
+    let fingerprint = presented
+        .as_deref()
+        .and_then(crate::verifier::identity_fingerprint)
+        .map(|f| f.to_string());
+    let identity = fingerprint
+        .as_deref()
+        .and_then(|fp| shared.identity.resolve_from_fingerprint(fp));
+    match (&fingerprint, &identity) {
+        (Some(fp), Some(id)) => {
+            info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = %fp, peer = %id.id, "authentication accepted")
+        }
+        (fp, _) => {
+            info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = fp.as_deref().unwrap_or("none"), "authentication rejected: unknown key")
+        }
+    }
+    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = kind, "connection opened");
+    let conn = Connection::new(
+        DrainAware {
+            inner: transport,
+            draining: shared.draining.clone(),
+        },
+        &alpn,
+        remote,
+    );
+    let auth = AuthContext {
+        identity,
+        alpn: alpn.clone(),
+        remote_addr: remote,
+        tls_fingerprint: fingerprint,
+    };
+    shared.active.fetch_add(1, Ordering::SeqCst);
+    let outcome = tokio::select! {
+        r = AssertUnwindSafe(handler.handle(conn.clone(), auth)).catch_unwind() => match r {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => {
+                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, error = %e, "handler failed");
+                conn.close(CLOSE_HANDLER_ERROR, "handler error");
+                "handler error".to_string()
+            }
+            Err(_) => {
+                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, "handler panicked");
+                conn.close(CLOSE_HANDLER_ERROR, "handler error");
+                "handler panicked".to_string()
+            }
+        },
+        _ = shared.hard_stop.cancelled() => {
+            conn.close(CLOSE_SHUTDOWN, "node shutting down");
+            "cut off at drain deadline".to_string()
+        }
+    };
+    shared.active.fetch_sub(1, Ordering::SeqCst);
+    conn.close(0, "done");
+    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = kind, outcome = %outcome, duration_ms = started.elapsed().as_millis() as u64, "connection closed");
+    debug!(target: "alknet::conn", "handler finished");
+}

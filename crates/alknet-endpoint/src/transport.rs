@@ -1,0 +1,82 @@
+//! quinn and TCP+TLS connections as [`alknet_core::Transport`]s.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use alknet_core::{BiStream, BoxedStream, ConnectionError, Transport};
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A QUIC connection.
+pub struct QuicTransport(pub quinn::Connection);
+
+/// One QUIC bidirectional stream.
+pub struct QuicStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+fn closed(e: impl std::fmt::Display) -> ConnectionError {
+    ConnectionError::Closed(e.to_string())
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        let (send, recv) = self.0.accept_bi().await.map_err(closed)?;
+        Ok(Box::new(QuicStream { send, recv }))
+    }
+
+    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        let (send, recv) = self.0.open_bi().await.map_err(closed)?;
+        Ok(Box::new(QuicStream { send, recv }))
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.0.close(code.into(), reason.as_bytes());
+    }
+
+    async fn closed(&self) {
+        self.0.closed().await;
+    }
+
+    fn is_single_stream(&self) -> bool {
+        false
+    }
+}
+
+impl AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
+    }
+}
+
+impl BiStream for QuicStream {
+    fn reset(&mut self, code: u32) {
+        let _ = self.send.reset(code.into());
+        let _ = self.recv.stop(code.into());
+    }
+}

@@ -1,0 +1,507 @@
+//! The endpoint over real sockets on loopback: TLS identity rules, ALPN routing, failure
+//! isolation, hot reload, limits and shutdown.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_core::config::PeerEntry;
+use alknet_core::SecretKey;
+use alknet_endpoint::tls::{provider, raw_certified_key};
+use alknet_endpoint::verifier::{AnyClientKeyVerifier, PinnedServerVerifier};
+use alknet_endpoint::{Client, DialError, DialOptions, ServerCheck, ServerIdentity, TransportKind};
+use rustls::client::AlwaysResolvesClientRawPublicKeys;
+use rustls::server::AlwaysResolvesServerRawPublicKeys;
+use rustls::sign::CertifiedKey;
+use support::*;
+use tokio::sync::{mpsc, Notify};
+
+const BOTH: [TransportKind; 2] = [TransportKind::Quic, TransportKind::Tcp];
+
+fn client() -> Client {
+    Client::new(SecretKey::generate()).unwrap()
+}
+
+#[tokio::test]
+async fn raw_key_to_raw_key_with_pinned_fingerprint_carries_data() {
+    let node = echo_node().await;
+    let client = client();
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"echo", node.endpoint.fingerprint()).over(kind);
+        let conn = client
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            round_trip(&conn, b"hello").await.unwrap(),
+            b"echo:hello",
+            "{kind:?}"
+        );
+    }
+    assert!(node.endpoint.fingerprint().starts_with("ed25519:"));
+}
+
+#[tokio::test]
+async fn wrong_pinned_fingerprint_fails_with_clear_error() {
+    let node = echo_node().await;
+    let other = SecretKey::generate().public().fingerprint();
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"echo", other.clone()).over(kind);
+        let err = client()
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            matches!(err, DialError::Handshake { .. }),
+            "{kind:?}: {shown}"
+        );
+        assert!(
+            shown.contains("does not match the pinned fingerprint"),
+            "{kind:?}: {shown}"
+        );
+        assert!(shown.contains(&other), "{kind:?}: {shown}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_pinned_fingerprint_is_refused_before_dialing() {
+    let node = echo_node().await;
+    let err = client()
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(b"echo", "ed25519:nothex"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DialError::Tls(_)), "{err}");
+}
+
+/// A key whose public half is `claimed` but which signs with `actual`.
+fn impostor_key(claimed: &SecretKey, actual: &SecretKey) -> Arc<CertifiedKey> {
+    let honest = raw_certified_key(actual).unwrap();
+    Arc::new(CertifiedKey::new(
+        vec![rustls::pki_types::CertificateDer::from(
+            claimed.public().to_spki_der(),
+        )],
+        honest.key.clone(),
+    ))
+}
+
+#[tokio::test]
+async fn raw_key_client_without_secret_is_rejected() {
+    let victim = SecretKey::generate();
+    let node = node_with(
+        vec![Arc::new(WhoAmI)],
+        peers_config(vec![PeerEntry::new(
+            "victim",
+            [victim.public().fingerprint()],
+        )]),
+        |_| {},
+    )
+    .await;
+    // Sanity: the real victim is recognised.
+    let honest = Client::new(victim.clone()).unwrap();
+    for kind in BOTH {
+        let conn = honest
+            .dial(
+                node.endpoint.local_addr(),
+                &DialOptions::pinned(b"whoami", node.endpoint.fingerprint()).over(kind),
+            )
+            .await
+            .unwrap();
+        assert_eq!(whoami(&conn).await.unwrap(), "victim");
+    }
+    // An impostor that knows the victim's public key but not its secret.
+    let attacker = SecretKey::generate();
+    let provider = provider();
+    for kind in BOTH {
+        let expected = node.endpoint.fingerprint().parse().unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
+                expected,
+                provider.clone(),
+            )))
+            .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(
+                impostor_key(&victim, &attacker),
+            )));
+        config.alpn_protocols = vec![b"whoami".to_vec()];
+        let outcome = match client()
+            .dial_with_config(node.endpoint.local_addr(), kind, config, "alknet")
+            .await
+        {
+            Err(e) => Err(e.to_string()),
+            Ok(conn) => whoami(&conn).await.map_err(|e| e.to_string()),
+        };
+        // Either the handshake fails, or the server never resolves (or answers) an identity.
+        assert!(
+            !outcome.as_deref().is_ok_and(|who| who == "victim"),
+            "{kind:?}: impostor was identified as the victim: {outcome:?}"
+        );
+        assert!(outcome.is_err(), "{kind:?}: {outcome:?}");
+    }
+}
+
+#[tokio::test]
+async fn raw_key_server_without_secret_is_rejected() {
+    let victim = SecretKey::generate();
+    let attacker = SecretKey::generate();
+    let provider = provider();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(Arc::new(AnyClientKeyVerifier::new(true, provider.clone())))
+        .with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
+            impostor_key(&victim, &attacker),
+        )));
+    config.alpn_protocols = vec![b"echo".to_vec()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let err = client()
+        .dial(
+            addr,
+            &DialOptions::pinned(b"echo", victim.public().fingerprint()).over(TransportKind::Tcp),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DialError::Handshake { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn self_signed_server_with_pinned_sha256_works() {
+    let node = node_with(vec![Arc::new(Echo(b"echo"))], Default::default(), |c| {
+        c.tls = ServerIdentity::SelfSigned { names: vec![] }
+    })
+    .await;
+    assert!(node.endpoint.fingerprint().starts_with("SHA256:"));
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"echo", node.endpoint.fingerprint()).over(kind);
+        let conn = client()
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(round_trip(&conn, b"x509").await.unwrap(), b"echo:x509");
+    }
+}
+
+#[tokio::test]
+async fn self_signed_server_identifies_client_by_its_ed25519_key() {
+    let alice = SecretKey::generate();
+    let node = node_with(
+        vec![Arc::new(WhoAmI)],
+        peers_config(vec![PeerEntry::new(
+            "alice",
+            [alice.public().fingerprint()],
+        )]),
+        |c| c.tls = ServerIdentity::SelfSigned { names: vec![] },
+    )
+    .await;
+    let conn = Client::new(alice)
+        .unwrap()
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(b"whoami", node.endpoint.fingerprint()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(whoami(&conn).await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn raw_key_server_dialed_without_fingerprint_fails_closed() {
+    let node = echo_node().await;
+    for kind in BOTH {
+        for check in [ServerCheck::Default, ServerCheck::Ca(None)] {
+            let options = DialOptions {
+                alpn: b"echo".to_vec(),
+                check,
+                transport: kind,
+                server_name: Some("localhost".into()),
+            };
+            let err = client()
+                .dial(node.endpoint.local_addr(), &options)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, DialError::Handshake { .. }),
+                "{kind:?}: {err}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn self_signed_server_is_not_trusted_without_a_pin() {
+    let node = node_with(vec![Arc::new(Echo(b"echo"))], Default::default(), |c| {
+        c.tls = ServerIdentity::SelfSigned { names: vec![] }
+    })
+    .await;
+    let options = DialOptions {
+        alpn: b"echo".to_vec(),
+        check: ServerCheck::Default,
+        transport: TransportKind::Quic,
+        server_name: Some("localhost".into()),
+    };
+    let err = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn each_handler_receives_only_its_alpn() {
+    let node = node_with(
+        vec![Arc::new(Echo(b"one")), Arc::new(Echo(b"two"))],
+        Default::default(),
+        |_| {},
+    )
+    .await;
+    let client = client();
+    for kind in BOTH {
+        for alpn in [&b"one"[..], b"two"] {
+            let options = DialOptions::pinned(alpn, node.endpoint.fingerprint()).over(kind);
+            let conn = client
+                .dial(node.endpoint.local_addr(), &options)
+                .await
+                .unwrap();
+            let mut expected = alpn.to_vec();
+            expected.extend_from_slice(b":ping");
+            assert_eq!(round_trip(&conn, b"ping").await.unwrap(), expected);
+        }
+    }
+}
+
+#[tokio::test]
+async fn unregistered_alpn_fails_with_clear_error() {
+    let node = echo_node().await;
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"nope", node.endpoint.fingerprint()).over(kind);
+        let err = client()
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not serve ALPN \"nope\""),
+            "{kind:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn duplicate_alpn_is_refused_when_the_registry_is_built() {
+    let err = alknet_endpoint::HandlerRegistry::new([
+        Arc::new(Echo(b"same")) as Arc<dyn alknet_core::ProtocolHandler>,
+        Arc::new(Echo(b"same")),
+    ])
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("same"));
+}
+
+#[tokio::test]
+async fn failing_handler_closes_only_its_own_connection() {
+    let node = node_with(
+        vec![
+            Arc::new(Echo(b"echo")),
+            Arc::new(Failing { panic: false }),
+            Arc::new(Failing { panic: true }),
+        ],
+        Default::default(),
+        |_| {},
+    )
+    .await;
+    let client = client();
+    let fp = node.endpoint.fingerprint().to_string();
+    let addr = node.endpoint.local_addr();
+    let healthy = client
+        .dial(addr, &DialOptions::pinned(b"echo", fp.clone()))
+        .await
+        .unwrap();
+    for kind in BOTH {
+        for alpn in [&b"errors"[..], b"panics"] {
+            let conn = client
+                .dial(addr, &DialOptions::pinned(alpn, fp.clone()).over(kind))
+                .await
+                .unwrap();
+            assert!(
+                round_trip(&conn, b"boom").await.is_err(),
+                "{alpn:?} over {kind:?}"
+            );
+        }
+    }
+    assert_eq!(round_trip(&healthy, b"still").await.unwrap(), b"echo:still");
+    let fresh = client
+        .dial(
+            addr,
+            &DialOptions::pinned(b"echo", fp).over(TransportKind::Tcp),
+        )
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&fresh, b"new").await.unwrap(), b"echo:new");
+}
+
+#[tokio::test]
+async fn hot_reload_applies_to_the_next_connection() {
+    let alice = SecretKey::generate();
+    let node = node_with(vec![Arc::new(WhoAmI)], Default::default(), |_| {}).await;
+    let client = Client::new(alice.clone()).unwrap();
+    let addr = node.endpoint.local_addr();
+    let options = DialOptions::pinned(b"whoami", node.endpoint.fingerprint());
+    let ask = || async {
+        whoami(&client.dial(addr, &options).await.unwrap())
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(ask().await, "-");
+    let mut alice_peer = PeerEntry::new("alice", [alice.public().fingerprint()]);
+    node.store
+        .reload(peers_config(vec![alice_peer.clone()]))
+        .unwrap();
+    assert_eq!(ask().await, "alice");
+
+    alice_peer.enabled = false;
+    node.store
+        .reload(peers_config(vec![alice_peer.clone()]))
+        .unwrap();
+    assert_eq!(ask().await, "-");
+
+    alice_peer.enabled = true;
+    node.store
+        .reload(peers_config(vec![alice_peer.clone()]))
+        .unwrap();
+    assert_eq!(ask().await, "alice");
+
+    let err = node
+        .store
+        .reload(peers_config(vec![alice_peer.clone(), alice_peer.clone()]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate peer id \"alice\""),
+        "{err}"
+    );
+    assert_eq!(ask().await, "alice", "the old config stays in force");
+
+    node.store.reload(peers_config(vec![])).unwrap();
+    assert_eq!(ask().await, "-");
+}
+
+async fn held_node(drain: Duration) -> (Node, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+    let (started, started_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let node = node_with(
+        vec![Arc::new(Held {
+            started,
+            release: release.clone(),
+        })],
+        Default::default(),
+        |c| c.drain_timeout = drain,
+    )
+    .await;
+    (node, started_rx, release)
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_drains_in_flight_handlers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (node, mut started, release) = held_node(Duration::from_secs(30)).await;
+    let addr = node.endpoint.local_addr();
+    let fp = node.endpoint.fingerprint().to_string();
+    let client = client();
+    let conn = client
+        .dial(addr, &DialOptions::pinned(b"held", fp.clone()))
+        .await
+        .unwrap();
+    let mut stream = conn.open_bi().await.unwrap();
+    stream.write_all(b"?").await.unwrap();
+    started.recv().await.unwrap();
+
+    node.endpoint.stop_accepting();
+    for kind in BOTH {
+        assert!(
+            client
+                .dial(addr, &DialOptions::pinned(b"held", fp.clone()).over(kind))
+                .await
+                .is_err(),
+            "{kind:?}"
+        );
+    }
+    let shutdown = tokio::spawn(node.endpoint.shutdown());
+    release.notify_one();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, b"done");
+    drop(stream);
+    conn.close(0, "bye");
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.in_flight, 1);
+    assert_eq!(report.cut_off, 0);
+}
+
+#[tokio::test]
+async fn shutdown_cuts_off_handlers_at_the_drain_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (node, mut started, _release) = held_node(Duration::from_millis(200)).await;
+    let conn = client()
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(b"held", node.endpoint.fingerprint()),
+        )
+        .await
+        .unwrap();
+    let mut stream = conn.open_bi().await.unwrap();
+    stream.write_all(b"?").await.unwrap();
+    started.recv().await.unwrap();
+    let report = node.endpoint.shutdown().await;
+    assert_eq!(report.cut_off, 1);
+    let mut out = Vec::new();
+    assert!(stream.read_to_end(&mut out).await.is_err() || out.is_empty());
+}
+
+#[tokio::test]
+async fn per_ip_connection_limit_refuses_the_excess_with_a_reason() {
+    let node = node_with(vec![Arc::new(Echo(b"echo"))], Default::default(), |c| {
+        c.limits.connections_per_ip = 2
+    })
+    .await;
+    let client = client();
+    let options = DialOptions::pinned(b"echo", node.endpoint.fingerprint());
+    let addr = node.endpoint.local_addr();
+    let first = client.dial(addr, &options).await.unwrap();
+    let second = client.dial(addr, &options).await.unwrap();
+    assert_eq!(round_trip(&first, b"1").await.unwrap(), b"echo:1");
+    assert_eq!(round_trip(&second, b"2").await.unwrap(), b"echo:2");
+    let third = client.dial(addr, &options).await.unwrap();
+    third.closed().await;
+    let err = third.open_bi().await.err().unwrap().to_string();
+    assert!(
+        err.contains("too many connections from your address (limit 2)"),
+        "{err}"
+    );
+    // Over TCP the excess connection is closed without being served.
+    let tcp = client
+        .dial(addr, &options.clone().over(TransportKind::Tcp))
+        .await;
+    if let Ok(conn) = tcp {
+        assert!(round_trip(&conn, b"4")
+            .await
+            .map_or(true, |out| out.is_empty()));
+    }
+    // Closing one frees a slot.
+    first.close(0, "bye");
+    first.closed().await;
+}

@@ -1,0 +1,208 @@
+//! Shared test handlers and node setup.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use alknet_core::config::{ConfigStore, DynamicConfig, PeerEntry};
+use alknet_core::{
+    AuthContext, ConfigIdentityProvider, Connection, HandlerError, ProtocolHandler, SecretKey,
+};
+use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry};
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+
+/// Echoes every stream back, prefixed with the ALPN it was reached on.
+pub struct Echo(pub &'static [u8]);
+
+#[async_trait]
+impl ProtocolHandler for Echo {
+    fn alpn(&self) -> &[u8] {
+        self.0
+    }
+    async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+        let prefix = conn.alpn().to_vec();
+        loop {
+            let Ok(mut stream) = conn.accept_bi().await else {
+                return Ok(());
+            };
+            let prefix = prefix.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let _ = stream.write_all(&prefix).await;
+                let _ = stream.write_all(b":").await;
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown().await;
+            });
+            if conn.is_single_stream() {
+                conn.closed().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Writes the resolved identity (or `-`) on the first stream, then waits for the peer to close.
+pub struct WhoAmI;
+
+#[async_trait]
+impl ProtocolHandler for WhoAmI {
+    fn alpn(&self) -> &[u8] {
+        b"whoami"
+    }
+    async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
+        let mut stream = conn.accept_bi().await?;
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte).await;
+        let name = auth.identity.map(|i| i.id).unwrap_or_else(|| "-".into());
+        stream
+            .write_all(name.as_bytes())
+            .await
+            .map_err(|e| HandlerError::Protocol(e.to_string()))?;
+        stream
+            .shutdown()
+            .await
+            .map_err(|e| HandlerError::Protocol(e.to_string()))?;
+        let _ = stream.read(&mut byte).await;
+        Ok(())
+    }
+}
+
+/// Fails (error or panic) as soon as a stream arrives.
+pub struct Failing {
+    pub panic: bool,
+}
+
+#[async_trait]
+impl ProtocolHandler for Failing {
+    fn alpn(&self) -> &[u8] {
+        if self.panic {
+            b"panics"
+        } else {
+            b"errors"
+        }
+    }
+    async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+        let _stream = conn.accept_bi().await?;
+        if self.panic {
+            panic!("handler bug");
+        }
+        Err(HandlerError::Protocol("deliberate failure".into()))
+    }
+}
+
+/// Reports each connection, then holds it until released; writes `done` when released.
+pub struct Held {
+    pub started: mpsc::UnboundedSender<()>,
+    pub release: Arc<Notify>,
+}
+
+#[async_trait]
+impl ProtocolHandler for Held {
+    fn alpn(&self) -> &[u8] {
+        b"held"
+    }
+    async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+        let mut stream = conn.accept_bi().await?;
+        let mut byte = [0u8; 1];
+        stream
+            .read_exact(&mut byte)
+            .await
+            .map_err(|e| HandlerError::Protocol(e.to_string()))?;
+        let _ = self.started.send(());
+        self.release.notified().await;
+        stream
+            .write_all(b"done")
+            .await
+            .map_err(|e| HandlerError::Protocol(e.to_string()))?;
+        stream
+            .shutdown()
+            .await
+            .map_err(|e| HandlerError::Protocol(e.to_string()))?;
+        let _ = stream.read(&mut byte).await;
+        Ok(())
+    }
+}
+
+pub struct Node {
+    pub endpoint: Endpoint,
+    pub store: ConfigStore,
+    pub key: SecretKey,
+}
+
+pub fn peers_config(peers: Vec<PeerEntry>) -> DynamicConfig {
+    let mut config = DynamicConfig::default();
+    config.auth.peers = peers;
+    config
+}
+
+pub async fn node_with(
+    handlers: Vec<Arc<dyn ProtocolHandler>>,
+    config: DynamicConfig,
+    edit: impl FnOnce(&mut EndpointConfig),
+) -> Node {
+    let key = SecretKey::generate();
+    let mut endpoint_config = EndpointConfig::new("127.0.0.1:0".parse().unwrap(), key.clone());
+    edit(&mut endpoint_config);
+    let store = ConfigStore::new(config).unwrap();
+    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
+    let endpoint = Endpoint::bind(
+        endpoint_config,
+        HandlerRegistry::new(handlers).unwrap(),
+        provider,
+    )
+    .await
+    .unwrap();
+    Node {
+        endpoint,
+        store,
+        key,
+    }
+}
+
+pub async fn echo_node() -> Node {
+    node_with(
+        vec![Arc::new(Echo(b"echo")), Arc::new(WhoAmI)],
+        DynamicConfig::default(),
+        |_| {},
+    )
+    .await
+}
+
+/// Sends `msg` on a new stream and returns what came back.
+pub async fn round_trip(conn: &Connection, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = if conn.is_single_stream() {
+        conn.accept_bi().await
+    } else {
+        conn.open_bi().await
+    }
+    .map_err(std::io::Error::other)?;
+    stream.write_all(msg).await?;
+    stream.shutdown().await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+/// Asks a WhoAmI handler who we are.
+pub async fn whoami(conn: &Connection) -> std::io::Result<String> {
+    let mut stream = if conn.is_single_stream() {
+        conn.accept_bi().await
+    } else {
+        conn.open_bi().await
+    }
+    .map_err(std::io::Error::other)?;
+    stream.write_all(b"?").await?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
