@@ -1,1 +1,45 @@
-//! placeholder
+//! `alknet/call`: a symmetric RPC protocol — typed operations (query, mutation, subscription)
+//! with JSON Schema, scope-based access control, cancellation, composition and pub/sub.
+//!
+//! The wire contract is `CALL-PROTOCOL.md`. The pure core ([`framing`], [`envelope`], [`access`],
+//! [`topic`], [`error`]) is testable without sockets; [`session`] drives it over any
+//! [`alknet_core::Connection`].
+//!
+//! ```
+//! # #[tokio::main] async fn main() {
+//! use alknet_call::{CallService, OperationRegistry, Peer};
+//! use serde_json::json;
+//!
+//! let mut ops = OperationRegistry::new();
+//! ops.query("math/add",
+//!     json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+//!     json!({"type": "number"}),
+//!     |_ctx, input| async move { Ok(json!(input["a"].as_f64().unwrap_or(0.0) + input["b"].as_f64().unwrap_or(0.0))) },
+//! ).unwrap();
+//! let server = CallService::anonymous(ops).unwrap();
+//!
+//! // Any connection works; here an in-memory pair stands in for QUIC.
+//! let (a, b) = alknet_core::connection::memory::pair(alknet_call::ALPN);
+//! let _serving = Peer::connect(a, server, None);
+//! let client = Peer::connect(b, CallService::anonymous(OperationRegistry::new()).unwrap(), None);
+//! assert_eq!(client.call("math/add", json!({"a": 1, "b": 2})).await.unwrap(), json!(3.0));
+//! # }
+//! ```
+
+pub mod access;
+pub mod context;
+pub mod envelope;
+pub mod error;
+pub mod framing;
+pub mod pubsub;
+pub mod registry;
+pub mod service;
+pub mod session;
+pub mod topic;
+
+pub use access::Access;
+pub use context::CallContext;
+pub use error::{CallError, ErrorCode};
+pub use registry::{Handler, OperationRegistry, OperationSpec, OperationType, Visibility};
+pub use service::{CallHandler, CallOptions, CallService, ALPN};
+pub use session::{CallClient, Peer, RequestOptions, Subscription};

@@ -1,0 +1,121 @@
+//! What a handler gets besides its input: who is calling, a cancellation signal, and the means
+//! to call other operations (composition) here or on another node.
+
+use std::sync::Arc;
+
+use alknet_core::Identity;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{CallError, ErrorCode};
+use crate::service::CallService;
+use crate::session::{Peer, RequestOptions};
+
+/// The context of one request. Cloning is cheap.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The caller's identity for this request.
+    pub identity: Option<Identity>,
+    /// The operation being served.
+    pub operation: Arc<str>,
+    cancel: CancellationToken,
+    service: Arc<CallService>,
+    peer: Option<Peer>,
+}
+
+impl CallContext {
+    pub(crate) fn new(
+        identity: Option<Identity>,
+        operation: Arc<str>,
+        cancel: CancellationToken,
+        service: Arc<CallService>,
+        peer: Option<Peer>,
+    ) -> Self {
+        Self {
+            identity,
+            operation,
+            cancel,
+            service,
+            peer,
+        }
+    }
+
+    /// Resolves when the request is cancelled (caller abort, deadline, connection closed).
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the request is cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// A token cancelled with this request; children made from it are cancelled too.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The peer on the other end of the connection the request arrived on (to call it back).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_ref()
+    }
+
+    /// The service this handler runs in.
+    pub fn service(&self) -> &Arc<CallService> {
+        &self.service
+    }
+
+    /// Calls an operation of this node (internal ones too) as the same identity. Cancelling this
+    /// request cancels the child.
+    pub async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {
+        let child = self.cancel.child_token();
+        let ctx = CallContext::new(
+            self.identity.clone(),
+            operation.into(),
+            child.clone(),
+            self.service.clone(),
+            self.peer.clone(),
+        );
+        let _guard = child.clone().drop_guard();
+        tokio::select! {
+            r = self.service.call_local(ctx, operation, input) => r,
+            _ = child.cancelled() => Err(CallError::new(ErrorCode::Cancelled, "the parent request was cancelled")),
+        }
+    }
+
+    /// Calls an operation on another node; cancelling this request sends `call.aborted` there.
+    pub async fn call_remote(
+        &self,
+        peer: &Peer,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, CallError> {
+        peer.call_with(
+            operation,
+            input,
+            RequestOptions {
+                cancel: Some(self.cancel.child_token()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Subscribes on another node; cancelling this request aborts the remote subscription.
+    pub async fn subscribe_remote(
+        &self,
+        peer: &Peer,
+        operation: &str,
+        input: Value,
+    ) -> Result<crate::session::Subscription, CallError> {
+        peer.subscribe_with(
+            operation,
+            input,
+            RequestOptions {
+                cancel: Some(self.cancel.child_token()),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+}
