@@ -359,8 +359,6 @@ async fn serve_request(
             incoming.remove(&id);
         }
     }
-    // Whatever the handler started (children, remote calls) ends with it.
-    token.cancel();
 }
 
 async fn run_request(
@@ -403,10 +401,14 @@ async fn run_request(
             "the deadline passed before the operation finished",
         )
     };
+    // `token` is cancelled by the caller's abort (and then no frame is written for this id); the
+    // handler's own token also ends when the request does, so whatever it started ends with it.
+    let handler_token = token.child_token();
+    let _ends_with_request = handler_token.clone().drop_guard();
     let ctx = CallContext::new(
         identity,
         op.spec.name.as_str().into(),
-        token.clone(),
+        handler_token,
         service.clone(),
         Some(Peer {
             inner: inner.clone(),

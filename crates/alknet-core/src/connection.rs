@@ -285,11 +285,13 @@ pub mod memory {
                 return Err(ConnectionError::Closed("closed".into()));
             }
             let (a, b) = tokio::io::duplex(256 * 1024);
-            let theirs: BoxedStream = Box::new(ClosableStream::new(b, self.closed.clone(), false));
+            // Resetting a stream ends both of its ends, not the connection.
+            let stream = self.closed.child_token();
+            let theirs: BoxedStream = Box::new(ClosableStream::new(b, stream.clone(), false));
             self.outgoing
                 .send(theirs)
                 .map_err(|_| ConnectionError::Closed("peer gone".into()))?;
-            Ok(Box::new(ClosableStream::new(a, self.closed.clone(), false)))
+            Ok(Box::new(ClosableStream::new(a, stream, false)))
         }
 
         fn close(&self, _code: u32, _reason: &str) {

@@ -469,7 +469,7 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
         "transport", "setup p50", "setup p99", "conn/s seq", "conn/s 16 conc", "bulk MB/s"
     );
     println!(
-        "|{:-<24}|{:->14}:|{:->14}:|{:->12}:|{:->16}:|{:->12}:|",
+        "|{:-<24}|{:->13}:|{:->13}:|{:->11}:|{:->15}:|{:->11}:|",
         "", "", "", "", "", ""
     );
     for row in rows {
