@@ -216,6 +216,10 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
             _ = inner.closed.cancelled() => break None,
         }
     };
+    if shared {
+        // Let the writer end with the requests still running, so the stream closes behind them.
+        inner.shared_writer_tx.send_replace(None);
+    }
     if let Some(reason) = violation {
         warn!(target: "alknet::call", remote = %inner.conn.remote_addr(), %reason, "protocol violation; resetting the stream");
         mine.iter().for_each(CancellationToken::cancel);
