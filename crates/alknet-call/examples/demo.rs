@@ -12,7 +12,9 @@ use alknet_call::{
 };
 use alknet_core::config::{DynamicConfig, PeerEntry};
 use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
-use alknet_endpoint::{Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind};
+use alknet_endpoint::{
+    Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
+};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -53,12 +55,17 @@ fn operations() -> anyhow::Result<OperationRegistry> {
             Ok(json!({"id": 1, "title": i["title"], "by": ctx.identity.map(|id| id.id)}))
         }),
     )?;
-    ops.query("work/slow", json!({}), json!({}), |ctx: alknet_call::CallContext, _| async move {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => Ok(json!("done")),
-            _ = ctx.cancelled() => Err(CallError::new(ErrorCode::Cancelled, "cancelled")),
-        }
-    })?;
+    ops.query(
+        "work/slow",
+        json!({}),
+        json!({}),
+        |ctx: alknet_call::CallContext, _| async move {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => Ok(json!("done")),
+                _ = ctx.cancelled() => Err(CallError::new(ErrorCode::Cancelled, "cancelled")),
+            }
+        },
+    )?;
     Ok(ops)
 }
 
@@ -70,10 +77,18 @@ async fn main() -> anyhow::Result<()> {
 
     // The serving node: one port, QUIC + TCP+TLS, peers from config.
     let mut config = DynamicConfig::default();
-    config.auth.peers.push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
+    config
+        .auth
+        .peers
+        .push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
     let store = ConfigStore::new(config)?;
     let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    let service = CallService::new(operations()?, provider.clone(), Some(store.clone()), Default::default())?;
+    let service = CallService::new(
+        operations()?,
+        provider.clone(),
+        Some(store.clone()),
+        Default::default(),
+    )?;
     let handler: Arc<dyn ProtocolHandler> = Arc::new(CallHandler::new(service.clone()));
     let node = Endpoint::bind(
         EndpointConfig::new("127.0.0.1:0".parse()?, server_key),
@@ -86,37 +101,87 @@ async fn main() -> anyhow::Result<()> {
 
     // The second node dials with the pinned fingerprint, as alice.
     let client = Client::new(alice.clone())?;
-    println!("client  fingerprint {} (known to the server as \"alice\")\n", alice.public().fingerprint());
+    println!(
+        "client  fingerprint {} (known to the server as \"alice\")\n",
+        alice.public().fingerprint()
+    );
     for kind in [TransportKind::Quic, TransportKind::Tcp] {
         let started = Instant::now();
-        let conn = client.dial(node.local_addr(), &DialOptions::pinned(alknet_call::ALPN, node.fingerprint()).over(kind)).await?;
-        let peer = Peer::connect(conn, CallService::anonymous(OperationRegistry::new())?, Some(node.fingerprint().into()));
+        let conn = client
+            .dial(
+                node.local_addr(),
+                &DialOptions::pinned(alknet_call::ALPN, node.fingerprint()).over(kind),
+            )
+            .await?;
+        let peer = Peer::connect(
+            conn,
+            CallService::anonymous(OperationRegistry::new())?,
+            Some(node.fingerprint().into()),
+        );
         let sum = peer.call("math/add", json!({"a": 1, "b": 2})).await?;
-        println!("[{kind:?}] dial+call math/add {{a:1,b:2}} = {sum}  ({} ms)", started.elapsed().as_millis());
+        println!(
+            "[{kind:?}] dial+call math/add {{a:1,b:2}} = {sum}  ({} ms)",
+            started.elapsed().as_millis()
+        );
         peer.close();
     }
 
-    let conn = client.dial(node.local_addr(), &DialOptions::pinned(alknet_call::ALPN, node.fingerprint())).await?;
-    let peer = Peer::connect(conn, CallService::anonymous(OperationRegistry::new())?, Some(node.fingerprint().into()));
+    let conn = client
+        .dial(
+            node.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, node.fingerprint()),
+        )
+        .await?;
+    let peer = Peer::connect(
+        conn,
+        CallService::anonymous(OperationRegistry::new())?,
+        Some(node.fingerprint().into()),
+    );
 
     let catalogue = peer.call("services/list", json!({})).await?;
-    let names: Vec<&str> = catalogue["operations"].as_array().into_iter().flatten().filter_map(|o| o["name"].as_str()).collect();
+    let names: Vec<&str> = catalogue["operations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
     println!("\nservices/list → {}", names.join(", "));
 
-    let todo = peer.call("todo/create", json!({"title": "ship alknet"})).await?;
+    let todo = peer
+        .call("todo/create", json!({"title": "ship alknet"}))
+        .await?;
     println!("todo/create (scope todo:write, identity from the TLS key) → {todo}");
 
     match peer.call("math/add", json!({"a": "one"})).await {
-        Err(e) => println!("math/add with a bad input → {} ({})", e.code, e.details.map(|d| d.to_string()).unwrap_or_default()),
+        Err(e) => println!(
+            "math/add with a bad input → {} ({})",
+            e.code,
+            e.details.map(|d| d.to_string()).unwrap_or_default()
+        ),
         Ok(v) => println!("unexpected: {v}"),
     }
-    match peer.call_with("todo/create", json!({"title": "x"}), RequestOptions { auth_token: Some("forged".into()), ..Default::default() }).await {
-        Err(e) => println!("todo/create with a forged token → {}: {}", e.code, e.message),
+    match peer
+        .call_with(
+            "todo/create",
+            json!({"title": "x"}),
+            RequestOptions {
+                auth_token: Some("forged".into()),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(e) => println!(
+            "todo/create with a forged token → {}: {}",
+            e.code, e.message
+        ),
         Ok(v) => println!("unexpected: {v}"),
     }
 
     println!("\nsubscribe clock/ticks every 100 ms, stop after 3:");
-    let mut ticks = peer.subscribe("clock/ticks", json!({"everyMs": 100})).await?;
+    let mut ticks = peer
+        .subscribe("clock/ticks", json!({"everyMs": 100}))
+        .await?;
     for _ in 0..3 {
         if let Some(tick) = ticks.next().await {
             println!("  {}", tick?);
@@ -151,12 +216,26 @@ async fn main() -> anyhow::Result<()> {
     let slow = {
         let peer = peer.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { peer.call_with("work/slow", json!({}), RequestOptions { cancel: Some(cancel), ..Default::default() }).await })
+        tokio::spawn(async move {
+            peer.call_with(
+                "work/slow",
+                json!({}),
+                RequestOptions {
+                    cancel: Some(cancel),
+                    ..Default::default()
+                },
+            )
+            .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     cancel.cancel();
     match slow.await? {
-        Err(e) => println!("  work/slow → {} after {} ms (the server's handler was dropped)", e.code, started.elapsed().as_millis()),
+        Err(e) => println!(
+            "  work/slow → {} after {} ms (the server's handler was dropped)",
+            e.code,
+            started.elapsed().as_millis()
+        ),
         Ok(v) => println!("  unexpected: {v}"),
     }
 
@@ -164,8 +243,17 @@ async fn main() -> anyhow::Result<()> {
     let mut config = (*store.load()).clone();
     config.auth.peers[0].enabled = false;
     store.reload(config)?;
-    let conn = client.dial(node.local_addr(), &DialOptions::pinned(alknet_call::ALPN, node.fingerprint())).await?;
-    let again = Peer::connect(conn, CallService::anonymous(OperationRegistry::new())?, None);
+    let conn = client
+        .dial(
+            node.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, node.fingerprint()),
+        )
+        .await?;
+    let again = Peer::connect(
+        conn,
+        CallService::anonymous(OperationRegistry::new())?,
+        None,
+    );
     match again.call("todo/create", json!({"title": "x"})).await {
         Err(e) => println!("  todo/create → {}", e.code),
         Ok(v) => println!("  unexpected: {v}"),
@@ -174,6 +262,9 @@ async fn main() -> anyhow::Result<()> {
     peer.close();
     again.close();
     let report = node.shutdown().await;
-    println!("\nshutdown: {} connection(s) in flight, {} cut off", report.in_flight, report.cut_off);
+    println!(
+        "\nshutdown: {} connection(s) in flight, {} cut off",
+        report.in_flight, report.cut_off
+    );
     Ok(())
 }

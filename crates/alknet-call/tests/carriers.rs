@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use alknet_call::{CallHandler, CallService, Peer};
 use alknet_core::config::PeerEntry;
 use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
-use alknet_endpoint::{Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind};
+use alknet_endpoint::{
+    Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
+};
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
@@ -22,10 +24,19 @@ struct Node {
 async fn node(alice: &SecretKey) -> Node {
     let (probe, _) = probe();
     let mut config = config();
-    config.auth.peers.push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["admin"]));
+    config
+        .auth
+        .peers
+        .push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["admin"]));
     let store = ConfigStore::new(config).unwrap();
     let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    let service = CallService::new(registry(&probe), provider.clone(), Some(store), Default::default()).unwrap();
+    let service = CallService::new(
+        registry(&probe),
+        provider.clone(),
+        Some(store),
+        Default::default(),
+    )
+    .unwrap();
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let seen = sessions.clone();
     let handler = CallHandler::new(service).on_session(move |peer| seen.lock().unwrap().push(peer));
@@ -43,7 +54,10 @@ async fn connect(node: &Node, key: SecretKey, kind: TransportKind) -> Peer {
     let client = Client::new(key).unwrap();
     let fp = node.endpoint.fingerprint().to_string();
     let conn = client
-        .dial(node.endpoint.local_addr(), &DialOptions::pinned(alknet_call::ALPN, fp.clone()).over(kind))
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, fp.clone()).over(kind),
+        )
         .await
         .unwrap();
     Peer::connect(conn, client_service(), Some(fp))
@@ -55,12 +69,30 @@ async fn calls_subscriptions_and_callbacks_work_over_quic_and_tcp() {
     let node = node(&alice).await;
     for kind in [TransportKind::Quic, TransportKind::Tcp] {
         let peer = connect(&node, alice.clone(), kind).await;
-        assert_eq!(peer.call("math/add", json!({"a": 1, "b": 2})).await.unwrap(), json!(3.0), "{kind:?}");
+        assert_eq!(
+            peer.call("math/add", json!({"a": 1, "b": 2}))
+                .await
+                .unwrap(),
+            json!(3.0),
+            "{kind:?}"
+        );
         // The connection identity comes from the client's key.
-        assert_eq!(peer.call("test/admin", json!({})).await.unwrap(), json!("alice"), "{kind:?}");
-        let ticks: Vec<_> = peer.subscribe("test/ticks", json!({"n": 4})).await.unwrap().collect().await;
+        assert_eq!(
+            peer.call("test/admin", json!({})).await.unwrap(),
+            json!("alice"),
+            "{kind:?}"
+        );
+        let ticks: Vec<_> = peer
+            .subscribe("test/ticks", json!({"n": 4}))
+            .await
+            .unwrap()
+            .collect()
+            .await;
         assert_eq!(ticks.len(), 4);
-        assert_eq!(peer.call("test/callback", json!(kind as u8)).await.unwrap(), json!({"hello": kind as u8}));
+        assert_eq!(
+            peer.call("test/callback", json!(kind as u8)).await.unwrap(),
+            json!({"hello": kind as u8})
+        );
         peer.close();
     }
     assert_eq!(node.sessions.lock().unwrap().len(), 2);
@@ -70,7 +102,10 @@ async fn calls_subscriptions_and_callbacks_work_over_quic_and_tcp() {
 async fn unknown_key_has_no_identity() {
     let node = node(&SecretKey::generate()).await;
     let peer = connect(&node, SecretKey::generate(), TransportKind::Quic).await;
-    assert_eq!(peer.call("test/admin", json!({})).await.unwrap_err().code, "UNAUTHENTICATED");
+    assert_eq!(
+        peer.call("test/admin", json!({})).await.unwrap_err().code,
+        "UNAUTHENTICATED"
+    );
 }
 
 #[tokio::test]
@@ -81,13 +116,30 @@ async fn garbage_on_one_connection_leaves_the_node_serving_others() {
     for kind in [TransportKind::Quic, TransportKind::Tcp] {
         let client = Client::new(SecretKey::generate()).unwrap();
         let conn = client
-            .dial(node.endpoint.local_addr(), &DialOptions::pinned(alknet_call::ALPN, node.endpoint.fingerprint()).over(kind))
+            .dial(
+                node.endpoint.local_addr(),
+                &DialOptions::pinned(alknet_call::ALPN, node.endpoint.fingerprint()).over(kind),
+            )
             .await
             .unwrap();
-        let mut stream = if conn.is_single_stream() { conn.accept_bi().await } else { conn.open_bi().await }.unwrap();
-        stream.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await.unwrap();
-        assert!(recv_raw(&mut stream).await.is_none(), "{kind:?}: the bad stream ends");
-        assert_eq!(healthy.call("test/echo", json!(kind as u8)).await.unwrap(), json!(kind as u8));
+        let mut stream = if conn.is_single_stream() {
+            conn.accept_bi().await
+        } else {
+            conn.open_bi().await
+        }
+        .unwrap();
+        stream
+            .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+            .await
+            .unwrap();
+        assert!(
+            recv_raw(&mut stream).await.is_none(),
+            "{kind:?}: the bad stream ends"
+        );
+        assert_eq!(
+            healthy.call("test/echo", json!(kind as u8)).await.unwrap(),
+            json!(kind as u8)
+        );
     }
 }
 
