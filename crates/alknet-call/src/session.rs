@@ -115,6 +115,7 @@ enum Reply {
 
 struct Incoming {
     generation: u64,
+    stream: u64,
     token: CancellationToken,
 }
 
@@ -131,6 +132,7 @@ struct Inner {
     tasks: TaskTracker,
     next_id: AtomicU64,
     generation: AtomicU64,
+    next_stream: AtomicU64,
 }
 
 /// Starts sessions.
@@ -154,6 +156,7 @@ impl Session {
             tasks: TaskTracker::new(),
             next_id: AtomicU64::new(1),
             generation: AtomicU64::new(0),
+            next_stream: AtomicU64::new(0),
         });
         tokio::spawn(run(inner.clone()));
         Peer { inner }
@@ -187,12 +190,12 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
         inner.shared_writer_tx.send_replace(Some(writer.clone()));
     }
     let mut decoder = FrameDecoder::new(inner.service.options().max_frame);
-    let mut mine: Vec<CancellationToken> = Vec::new();
+    let stream_id = inner.next_stream.fetch_add(1, Ordering::Relaxed);
     let violation = loop {
         match decoder.next_frame() {
             Ok(Some(frame)) => match decode_envelope(&frame) {
                 Ok(envelope) => {
-                    if let Err(reason) = on_envelope(&inner, envelope, &writer, &mut mine) {
+                    if let Err(reason) = on_envelope(&inner, envelope, &writer, stream_id) {
                         break Some(reason);
                     }
                     continue;
@@ -209,7 +212,7 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
                 Ok(_) => {}
                 // Reset by the peer: fail the requests that were on this stream.
                 Err(_) => {
-                    mine.iter().for_each(CancellationToken::cancel);
+                    cancel_stream_requests(&inner, stream_id);
                     break None;
                 }
             },
@@ -222,7 +225,7 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
     }
     if let Some(reason) = violation {
         warn!(target: "alknet::call", remote = %inner.conn.remote_addr(), %reason, "protocol violation; resetting the stream");
-        mine.iter().for_each(CancellationToken::cancel);
+        cancel_stream_requests(&inner, stream_id);
         if shared {
             inner
                 .conn
@@ -233,12 +236,22 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
     }
 }
 
+/// Cancels the requests that arrived on a stream that was reset or broke the protocol.
+fn cancel_stream_requests(inner: &Inner, stream: u64) {
+    if let Ok(incoming) = inner.incoming.lock() {
+        incoming
+            .values()
+            .filter(|r| r.stream == stream)
+            .for_each(|r| r.token.cancel());
+    }
+}
+
 /// Handles one decoded envelope; `Err` is a protocol violation.
 fn on_envelope(
     inner: &Arc<Inner>,
     envelope: Envelope,
     writer: &Writer,
-    mine: &mut Vec<CancellationToken>,
+    stream: u64,
 ) -> Result<(), String> {
     let Envelope { kind, id, payload } = envelope;
     match kind {
@@ -264,11 +277,10 @@ fn on_envelope(
                     id.clone(),
                     Incoming {
                         generation,
+                        stream,
                         token: token.clone(),
                     },
                 );
-                mine.retain(|t| !t.is_cancelled());
-                mine.push(token.clone());
                 inner.tasks.spawn(serve_request(
                     inner.clone(),
                     id,
@@ -321,9 +333,18 @@ fn route(inner: &Inner, id: &str, reply: Reply) {
     let Some(tx) = pending.get(id) else {
         return; // Late frames after an abort or for unknown ids are discarded.
     };
-    if tx.try_send(reply).is_err() || terminal {
-        // A full queue means the local consumer stopped reading: it will see OVERLOADED.
-        pending.remove(id);
+    match tx.try_send(reply) {
+        Ok(()) if !terminal => {}
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+            pending.remove(id);
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            // The local consumer stopped reading: it sees OVERLOADED, the callee an abort.
+            pending.remove(id);
+            if let Some(writer) = inner.shared_writer.borrow().as_ref() {
+                writer.try_send(frame_of(&EventType::Aborted, id, &Map::new()));
+            }
+        }
     }
 }
 

@@ -19,10 +19,12 @@ use tokio::io::AsyncWriteExt;
 struct Node {
     endpoint: Endpoint,
     sessions: Arc<Mutex<Vec<Peer>>>,
+    probe: Probe,
+    dropped: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
 }
 
 async fn node(alice: &SecretKey) -> Node {
-    let (probe, _) = probe();
+    let (probe, dropped) = probe();
     let mut config = config();
     config
         .auth
@@ -47,7 +49,12 @@ async fn node(alice: &SecretKey) -> Node {
     )
     .await
     .unwrap();
-    Node { endpoint, sessions }
+    Node {
+        endpoint,
+        sessions,
+        probe,
+        dropped,
+    }
 }
 
 async fn connect(node: &Node, key: SecretKey, kind: TransportKind) -> Peer {
@@ -160,4 +167,23 @@ async fn node_publish_reaches_remote_topic_subscribers() {
     assert_eq!(delivered, 1);
     let item = topic.next().await.unwrap().unwrap();
     assert_eq!(item["topic"], "chat/room1");
+}
+
+#[tokio::test]
+async fn a_reset_stream_cancels_the_requests_that_were_on_it() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let client = Client::new(alice).unwrap();
+    let conn = client
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, node.endpoint.fingerprint()),
+        )
+        .await
+        .unwrap();
+    let mut stream = conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    assert_eq!(node.probe.wait_started().await, "hold");
+    stream.reset(7);
+    assert_eq!(node.dropped.recv().await, Some("hold"));
 }
