@@ -682,11 +682,8 @@ impl Exchange {
     fn finish(&mut self) {
         self.finished = true;
         if let Route::Own { stream, .. } = &mut self.route {
-            if let Some(mut stream) = stream.take() {
-                tokio::spawn(async move {
-                    let _ = stream.shutdown().await;
-                });
-            }
+            // Dropping finishes the sending side (QUIC) or ends it (in-memory): no task needed.
+            stream.take();
         }
         if let Ok(mut pending) = self.inner.pending.lock() {
             pending.remove(&self.id);
@@ -702,13 +699,20 @@ impl Exchange {
         let frame = frame_of(&EventType::Aborted, &self.id, &Map::new());
         match &mut self.route {
             Route::Own { stream, .. } => {
-                if let (Some(mut stream), Ok(rt)) =
-                    (stream.take(), tokio::runtime::Handle::try_current())
-                {
-                    rt.spawn(async move {
-                        let _ = stream.write_all(&frame).await;
-                        let _ = stream.shutdown().await;
-                    });
+                if let Some(mut stream) = stream.take() {
+                    // The abort usually fits the send buffer at once; only wait in a task if not.
+                    let written = match stream.write(&frame).now_or_never() {
+                        Some(Ok(n)) => n,
+                        Some(Err(_)) => frame.len(),
+                        None => 0,
+                    };
+                    if written < frame.len() {
+                        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                            rt.spawn(async move {
+                                let _ = stream.write_all(&frame[written..]).await;
+                            });
+                        }
+                    }
                 }
             }
             Route::Shared { writer, .. } => {
