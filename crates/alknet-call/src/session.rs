@@ -40,6 +40,8 @@ use crate::service::{vet_error, vet_output, CallService};
 pub const RESET_PROTOCOL_VIOLATION: u32 = 0x10;
 /// Frames a stream's writer queues before senders wait.
 const WRITER_QUEUE: usize = 256;
+/// Initial size of an encoded frame: most answers fit without regrowing.
+const FRAME_CAPACITY: usize = 256;
 /// Extra time a caller waits past the deadline it asked for, so the callee's `TIMEOUT` wins.
 const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
@@ -195,7 +197,7 @@ async fn drive(inner: Arc<Inner>, stream: BoxedStream, shared: bool) {
         match decoder.next_frame() {
             Ok(Some(frame)) => match decode_envelope(&frame) {
                 Ok(envelope) => {
-                    if let Err(reason) = on_envelope(&inner, envelope, &writer, stream_id) {
+                    if let Err(reason) = on_envelope(&inner, envelope, &writer, stream_id).await {
                         break Some(reason);
                     }
                     continue;
@@ -247,7 +249,7 @@ fn cancel_stream_requests(inner: &Inner, stream: u64) {
 }
 
 /// Handles one decoded envelope; `Err` is a protocol violation.
-fn on_envelope(
+async fn on_envelope(
     inner: &Arc<Inner>,
     envelope: Envelope,
     writer: &Writer,
@@ -297,7 +299,7 @@ fn on_envelope(
             let removed = inner.incoming.lock().ok().and_then(|mut m| m.remove(&id));
             match removed {
                 Some(req) => req.token.cancel(),
-                None => route(inner, &id, Reply::Aborted),
+                None => route(inner, &id, Reply::Aborted).await,
             }
             Ok(())
         }
@@ -306,15 +308,15 @@ fn on_envelope(
                 Value::Object(mut map) => map.remove("output").unwrap_or(Value::Null),
                 _ => Value::Null,
             };
-            route(inner, &id, Reply::Output(output));
+            route(inner, &id, Reply::Output(output)).await;
             Ok(())
         }
         EventType::Completed => {
-            route(inner, &id, Reply::Completed);
+            route(inner, &id, Reply::Completed).await;
             Ok(())
         }
         EventType::Error => {
-            route(inner, &id, Reply::Error(error_from_payload(&payload)));
+            route(inner, &id, Reply::Error(error_from_payload(&payload))).await;
             Ok(())
         }
         EventType::Unknown(kind) => {
@@ -324,32 +326,28 @@ fn on_envelope(
     }
 }
 
-/// Delivers a reply to a request of ours made on the shared stream.
-fn route(inner: &Inner, id: &str, reply: Reply) {
+/// Delivers a reply to a request of ours made on the shared stream. A full queue waits: on a
+/// single-stream carrier the one stream is the unit of flow control, so a slow local consumer
+/// slows the connection (as TCP would) instead of losing answers.
+async fn route(inner: &Inner, id: &str, reply: Reply) {
     let terminal = !matches!(reply, Reply::Output(_));
-    let Ok(mut pending) = inner.pending.lock() else {
-        return;
+    let tx = match inner.pending.lock() {
+        Ok(mut pending) if terminal => pending.remove(id),
+        Ok(pending) => pending.get(id).cloned(),
+        Err(_) => None,
     };
-    let Some(tx) = pending.get(id) else {
-        return; // Late frames after an abort or for unknown ids are discarded.
-    };
-    match tx.try_send(reply) {
-        Ok(()) if !terminal => {}
-        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
-            pending.remove(id);
-        }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            // The local consumer stopped reading: it sees OVERLOADED, the callee an abort.
-            pending.remove(id);
-            if let Some(writer) = inner.shared_writer.borrow().as_ref() {
-                writer.try_send(frame_of(&EventType::Aborted, id, &Map::new()));
+    // Late frames after an abort or for unknown ids are discarded.
+    if let Some(tx) = tx {
+        if tx.send(reply).await.is_err() {
+            if let Ok(mut pending) = inner.pending.lock() {
+                pending.remove(id);
             }
         }
     }
 }
 
 fn frame_of(kind: &EventType, id: &str, payload: &impl serde::Serialize) -> Bytes {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
     encode_frame_of(kind, id, payload, &mut buf);
     buf.freeze()
 }
@@ -449,7 +447,7 @@ async fn run_request(
             };
             let frame = match result.and_then(|out| vet_output(service, &op, &out).map(|()| out)) {
                 Ok(output) => {
-                    let mut buf = BytesMut::new();
+                    let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
                     encode_responded_frame(id, &output, &mut buf);
                     buf.freeze()
                 }
@@ -469,7 +467,7 @@ async fn run_request(
                 let frame = match item {
                     Some(Ok(output)) => match vet_output(service, &op, &output) {
                         Ok(()) => {
-                            let mut buf = BytesMut::new();
+                            let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
                             encode_responded_frame(id, &output, &mut buf);
                             buf.freeze()
                         }
@@ -605,11 +603,7 @@ impl Exchange {
         match &mut self.route {
             Route::Shared { replies, .. } => match replies.recv().await {
                 Some(reply) => reply,
-                None if self.inner.closed.is_cancelled() => Reply::Error(unavailable("closed")),
-                None => Reply::Error(CallError::new(
-                    ErrorCode::Overloaded,
-                    "answers arrived faster than they were read; the request was dropped",
-                )),
+                None => Reply::Error(unavailable("closed")),
             },
             Route::Own { stream, decoder } => {
                 let Some(stream) = stream.as_mut() else {

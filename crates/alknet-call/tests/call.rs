@@ -794,3 +794,27 @@ async fn slow_subscriber_gets_overloaded_while_others_keep_receiving() {
     assert_eq!(err.code, "OVERLOADED");
     assert_eq!(ErrorCode::parse(&err.code), Some(ErrorCode::Overloaded));
 }
+
+#[tokio::test]
+async fn single_stream_subscription_larger_than_the_queue_is_flow_controlled_not_dropped() {
+    let (probe, _) = probe();
+    let p = pair_with(
+        &probe,
+        CallOptions {
+            subscription_queue: 16,
+            ..Default::default()
+        },
+        true,
+    );
+    let count = p
+        .client
+        .subscribe("test/ticks", json!({"n": 5000}))
+        .await
+        .unwrap()
+        .fold(0, |n, item| async move {
+            item.unwrap();
+            n + 1
+        })
+        .await;
+    assert_eq!(count, 5000);
+}

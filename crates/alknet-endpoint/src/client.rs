@@ -11,6 +11,9 @@ use thiserror::Error;
 use crate::tls::{client_config, ServerCheck, TlsError};
 use crate::transport::QuicTransport;
 
+/// How often an idle QUIC connection sends a keep-alive (the idle timeout is 30 s).
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Which carrier to dial.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TransportKind {
@@ -152,7 +155,11 @@ impl Client {
             TransportKind::Quic => {
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
                     .map_err(|e| handshake(e.to_string()))?;
-                let quic_config = quinn::ClientConfig::new(Arc::new(crypto));
+                let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
+                // Idle connections would otherwise time out after 30 s.
+                let mut transport = quinn::TransportConfig::default();
+                transport.keep_alive_interval(Some(KEEP_ALIVE));
+                quic_config.transport_config(Arc::new(transport));
                 let connecting = self
                     .quic
                     .connect_with(quic_config, addr, server_name)
