@@ -40,6 +40,8 @@ use crate::service::{vet_error, vet_output, CallService};
 pub const RESET_PROTOCOL_VIOLATION: u32 = 0x10;
 /// Frames a stream's writer queues before senders wait.
 const WRITER_QUEUE: usize = 256;
+/// Bytes of ready subscription items encoded into one write.
+const STREAM_BATCH: usize = 32 * 1024;
 /// Initial size of an encoded frame: most answers fit without regrowing.
 const FRAME_CAPACITY: usize = 256;
 /// Extra time a caller waits past the deadline it asked for, so the callee's `TIMEOUT` wins.
@@ -457,33 +459,47 @@ async fn run_request(
         }
         Handler::Stream(f) => {
             let mut items = f(ctx, request.input);
+            let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
             loop {
-                let item = tokio::select! {
+                let first = tokio::select! {
                     biased;
                     _ = token.cancelled() => return,
                     _ = &mut deadline => return send_error(timed_out()).await,
                     item = items.next() => item,
                 };
-                let frame = match item {
-                    Some(Ok(output)) => match vet_output(service, &op, &output) {
-                        Ok(()) => {
-                            let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
-                            encode_responded_frame(id, &output, &mut buf);
-                            buf.freeze()
+                // Encode this item and whatever else is ready now into one write.
+                let mut next = Some(first);
+                let mut ended = false;
+                while let Some(item) = next.take() {
+                    match item {
+                        Some(Ok(output)) => match vet_output(service, &op, &output) {
+                            Ok(()) => encode_responded_frame(id, &output, &mut batch),
+                            Err(e) => {
+                                encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                                ended = true;
+                            }
+                        },
+                        Some(Err(e)) => {
+                            encode_frame_of(&EventType::Error, id, &vet_error(&op, e), &mut batch);
+                            ended = true;
                         }
-                        Err(e) => return send_error(e).await,
-                    },
-                    Some(Err(e)) => return send_error(vet_error(&op, e)).await,
-                    None => {
-                        let frame = frame_of(&EventType::Completed, id, &Map::new());
-                        writer.send(frame, Some(token)).await;
-                        return;
+                        None => {
+                            encode_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
+                            ended = true;
+                        }
                     }
-                };
+                    if !ended && batch.len() < STREAM_BATCH {
+                        next = items.next().now_or_never();
+                    }
+                }
+                let frames = batch.split().freeze();
                 tokio::select! {
                     biased;
                     _ = token.cancelled() => return,
-                    sent = writer.send(frame, Some(token)) => if !sent { return },
+                    sent = writer.send(frames, Some(token)) => if !sent { return },
+                }
+                if ended {
+                    return;
                 }
             }
         }
