@@ -506,6 +506,43 @@ async fn run_request(
     }
 }
 
+/// Parses an answer to our request `id` without building the envelope as a `Value` (the hot
+/// path of a subscription); `Ok(None)` is a valid envelope of another id or type.
+fn decode_reply(frame: &[u8], id: &str) -> Result<Option<Reply>, String> {
+    #[derive(serde::Deserialize)]
+    struct Wire<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        payload: &'a serde_json::value::RawValue,
+    }
+    #[derive(serde::Deserialize)]
+    struct Responded {
+        #[serde(default)]
+        output: Value,
+    }
+    let wire: Wire<'_> = serde_json::from_slice(frame).map_err(|e| e.to_string())?;
+    if wire.id != id {
+        return Ok(None);
+    }
+    let payload = wire.payload.get();
+    Ok(Some(match EventType::parse(&wire.kind) {
+        EventType::Responded => {
+            let responded: Responded = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+            Reply::Output(responded.output)
+        }
+        EventType::Completed => Reply::Completed,
+        EventType::Aborted => Reply::Aborted,
+        EventType::Error => {
+            let payload: Value = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+            Reply::Error(error_from_payload(&payload))
+        }
+        EventType::Requested | EventType::Unknown(_) => return Ok(None),
+    }))
+}
+
 /// Per-request options for outgoing calls.
 #[derive(Clone, Debug, Default)]
 pub struct RequestOptions {
@@ -627,20 +664,9 @@ impl Exchange {
                 };
                 loop {
                     match decoder.next_frame() {
-                        Ok(Some(frame)) => match decode_envelope(&frame) {
-                            Ok(env) if env.id == self.id => match env.kind {
-                                EventType::Responded => {
-                                    let mut payload = env.payload;
-                                    return Reply::Output(payload["output"].take());
-                                }
-                                EventType::Completed => return Reply::Completed,
-                                EventType::Error => {
-                                    return Reply::Error(error_from_payload(&env.payload))
-                                }
-                                EventType::Aborted => return Reply::Aborted,
-                                _ => continue,
-                            },
-                            Ok(_) => continue,
+                        Ok(Some(frame)) => match decode_reply(&frame, &self.id) {
+                            Ok(Some(reply)) => return reply,
+                            Ok(None) => continue,
                             Err(v) => {
                                 return Reply::Error(unavailable(&format!(
                                     "peer sent an invalid frame: {v}"
