@@ -10,3 +10,5 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== Node package (napi build, tsc --strict, vitest)"
+bash scripts/test-node.sh

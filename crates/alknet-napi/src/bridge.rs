@@ -1,0 +1,270 @@
+//! Operations answered by JavaScript.
+//!
+//! Every request gets a numeric id and is announced to JavaScript through the node's one
+//! ThreadsafeFunction as `(event, id, operation, inputJson, identityJson)`:
+//!
+//! | event | meaning | JavaScript answers |
+//! |---|---|---|
+//! | `call` | run a query or mutation | `resolve(id, outputJson)` or `reject(id, errorJson)` |
+//! | `subscribe` | start a subscription and produce its first item | `push(id, itemJson)`, `end(id)` or `reject(id, errorJson)` |
+//! | `next` | produce the next item (sent only after the previous one was taken) | as for `subscribe` |
+//! | `cancel` | the request is gone (caller abort, deadline, connection closed) | nothing; abort `ctx.signal` |
+//!
+//! Subscriptions are pulled one item at a time, so a JavaScript generator runs only as fast as
+//! its subscriber reads. The Rust side waits on a channel keyed by the id; when its future or
+//! stream is dropped before JavaScript answered, the [`Pending`] guard sends `cancel`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alknet_call::{CallContext, CallError, ErrorCode, Handler};
+use napi::bindgen_prelude::FnArgs;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the dispatcher receives: `(event, requestId, operation, inputJson, identityJson)`.
+pub type HandlerEvent = (String, i64, String, String, String);
+
+/// The node's dispatcher: weak, so it never keeps the event loop alive by itself.
+pub type Dispatch =
+    ThreadsafeFunction<FnArgs<HandlerEvent>, (), FnArgs<HandlerEvent>, Status, false, true>;
+
+/// One answer to a subscription's pull.
+enum Pulled {
+    Item(Value),
+    End,
+    Failed(CallError),
+}
+
+enum Waiter {
+    Unary(oneshot::Sender<Result<Value, CallError>>),
+    Stream(mpsc::UnboundedSender<Pulled>),
+}
+
+/// The requests JavaScript is working on, and the way to announce new ones.
+pub struct Bridge {
+    dispatch: Dispatch,
+    waiters: Mutex<HashMap<i64, Waiter>>,
+    next_id: AtomicI64,
+}
+
+/// Withdraws a request when its Rust side goes away; tells JavaScript if it was still running.
+struct Pending {
+    bridge: Arc<Bridge>,
+    id: i64,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.bridge.take(self.id).is_some() {
+            self.bridge
+                .send("cancel", self.id, "", String::new(), String::new());
+        }
+    }
+}
+
+/// JavaScript sent something that is not JSON: the handler is at fault, the caller sees INTERNAL.
+fn parse_answer(json: &str) -> Result<Value, CallError> {
+    serde_json::from_str(json).map_err(|e| {
+        tracing::error!(target: "alknet::napi", error = %e, "handler answered with invalid JSON; answering INTERNAL");
+        CallError::internal()
+    })
+}
+
+/// A JavaScript failure `{ code, message, retryable?, details? }`; anything else is INTERNAL.
+fn parse_error(json: &str) -> CallError {
+    let value: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    let Some(code) = value["code"].as_str() else {
+        return CallError::internal();
+    };
+    let message = value["message"].as_str().unwrap_or_default();
+    let mut error = match ErrorCode::parse(code) {
+        Some(code) => CallError::new(code, message),
+        None => CallError::custom(code, message),
+    };
+    if let Some(retryable) = value["retryable"].as_bool() {
+        error.retryable = retryable;
+    }
+    if !value["details"].is_null() {
+        error.details = Some(value["details"].clone());
+    }
+    error
+}
+
+fn unknown(id: i64) -> napi::Error {
+    napi::Error::from_reason(format!(
+        "request {id} is not open (already answered, or cancelled by the caller)"
+    ))
+}
+
+impl Bridge {
+    /// A bridge announcing requests through `dispatch`.
+    pub fn new(dispatch: Dispatch) -> Arc<Self> {
+        Arc::new(Self {
+            dispatch,
+            waiters: Mutex::default(),
+            next_id: AtomicI64::new(1),
+        })
+    }
+
+    fn take(&self, id: i64) -> Option<Waiter> {
+        self.waiters.lock().ok().and_then(|mut w| w.remove(&id))
+    }
+
+    fn send(&self, event: &str, id: i64, operation: &str, input: String, identity: String) {
+        let status = self.dispatch.call(
+            (
+                event.to_string(),
+                id,
+                operation.to_string(),
+                input,
+                identity,
+            )
+                .into(),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+        if status != Status::Ok {
+            tracing::debug!(target: "alknet::napi", %event, id, ?status, "dispatcher unavailable");
+        }
+    }
+
+    /// Registers a waiter and announces the request; the guard withdraws it when dropped.
+    fn open(
+        self: &Arc<Self>,
+        waiter: Waiter,
+        event: &str,
+        ctx: &CallContext,
+        input: &Value,
+    ) -> Pending {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.insert(id, waiter);
+        }
+        let identity = serde_json::to_string(&ctx.identity).unwrap_or_else(|_| "null".into());
+        self.send(event, id, &ctx.operation, input.to_string(), identity);
+        Pending {
+            bridge: self.clone(),
+            id,
+        }
+    }
+
+    /// A query or mutation handler answered by JavaScript.
+    pub fn unary(self: &Arc<Self>) -> Handler {
+        let bridge = self.clone();
+        Handler::unary(move |ctx: CallContext, input: Value| {
+            let bridge = bridge.clone();
+            async move {
+                let (tx, rx) = oneshot::channel();
+                let _pending = bridge.open(Waiter::Unary(tx), "call", &ctx, &input);
+                rx.await.unwrap_or_else(|_| {
+                    Err(CallError::new(
+                        ErrorCode::Unavailable,
+                        "the node is closing; retry on another node",
+                    ))
+                })
+            }
+        })
+    }
+
+    /// A subscription handler whose items JavaScript produces one pull at a time.
+    pub fn stream(self: &Arc<Self>) -> Handler {
+        let bridge = self.clone();
+        Handler::stream(move |ctx: CallContext, input: Value| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let pending = bridge.open(Waiter::Stream(tx), "subscribe", &ctx, &input);
+            futures::stream::unfold(Some((pending, rx, true)), |state| async move {
+                let (pending, mut rx, first) = state?;
+                if !first {
+                    let bridge = &pending.bridge;
+                    bridge.send("next", pending.id, "", String::new(), String::new());
+                }
+                match rx.recv().await {
+                    Some(Pulled::Item(v)) => Some((Ok(v), Some((pending, rx, false)))),
+                    Some(Pulled::Failed(e)) => Some((Err(e), None)),
+                    Some(Pulled::End) | None => None,
+                }
+            })
+        })
+    }
+
+    /// JavaScript's answer to `call`.
+    pub fn resolve(&self, id: i64, output_json: &str) -> napi::Result<()> {
+        match self.take(id) {
+            Some(Waiter::Unary(tx)) => {
+                let _ = tx.send(parse_answer(output_json));
+                Ok(())
+            }
+            Some(Waiter::Stream(tx)) => {
+                let _ = tx.send(Pulled::Failed(CallError::internal()));
+                Err(napi::Error::from_reason(format!(
+                    "request {id} is a subscription; use push/end"
+                )))
+            }
+            None => Err(unknown(id)),
+        }
+    }
+
+    /// JavaScript's failure of a call or subscription.
+    pub fn reject(&self, id: i64, error_json: &str) -> napi::Result<()> {
+        let error = parse_error(error_json);
+        match self.take(id) {
+            Some(Waiter::Unary(tx)) => {
+                let _ = tx.send(Err(error));
+                Ok(())
+            }
+            Some(Waiter::Stream(tx)) => {
+                let _ = tx.send(Pulled::Failed(error));
+                Ok(())
+            }
+            None => Err(unknown(id)),
+        }
+    }
+
+    /// One item of a subscription, answering `subscribe` or `next`.
+    pub fn push(&self, id: i64, item_json: &str) -> napi::Result<()> {
+        let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
+        match waiters.get(&id) {
+            Some(Waiter::Stream(tx)) => {
+                let item = match parse_answer(item_json) {
+                    Ok(v) => Pulled::Item(v),
+                    Err(e) => Pulled::Failed(e),
+                };
+                let _ = tx.send(item);
+                Ok(())
+            }
+            Some(Waiter::Unary(_)) => Err(napi::Error::from_reason(format!(
+                "request {id} is a query or mutation; use resolve/reject"
+            ))),
+            None => Err(unknown(id)),
+        }
+    }
+
+    /// The end of a subscription.
+    pub fn end(&self, id: i64) -> napi::Result<()> {
+        match self.take(id) {
+            Some(Waiter::Stream(tx)) => {
+                let _ = tx.send(Pulled::End);
+                Ok(())
+            }
+            Some(Waiter::Unary(tx)) => {
+                let _ = tx.send(Ok(Value::Null));
+                Ok(())
+            }
+            None => Err(unknown(id)),
+        }
+    }
+
+    /// Fails every open request (the node is closing) and tells JavaScript to stop them.
+    pub fn close(&self) {
+        let open: Vec<i64> = match self.waiters.lock() {
+            Ok(mut waiters) => waiters.drain().map(|(id, _)| id).collect(),
+            Err(_) => Vec::new(),
+        };
+        for id in open {
+            self.send("cancel", id, "", String::new(), String::new());
+        }
+    }
+}

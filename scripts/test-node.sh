@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The Node.js package: install (from the lock file), build the native binding (debug) and the
+# TypeScript layer (strict), then the vitest suite over real loopback sockets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== npm install"
+if [ -f package-lock.json ]; then
+  # The registry mirror this project's machines reach lacks the other platforms' optional
+  # binaries of @napi-rs/cli's tools, so the lock file cannot list them and `npm ci` refuses it;
+  # `npm install` then installs the same locked versions.
+  npm ci --no-audit --no-fund || {
+    echo "npm ci refused the lock file; installing the locked versions with npm install" >&2
+    npm install --no-audit --no-fund
+  }
+else
+  npm install --no-audit --no-fund
+fi
+echo "== napi build --platform"
+npx napi build --platform --manifest-path crates/alknet-napi/Cargo.toml --package-json-path package.json --output-dir .
+echo "== tsc -p tsconfig.json (strict)"
+npx tsc -p tsconfig.json
+echo "== vitest run"
+npx vitest run

@@ -1,0 +1,86 @@
+/** The error codes the call protocol defines; handlers may declare their own codes too. */
+export type ProtocolErrorCode =
+  | 'NOT_FOUND'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'INVALID_INPUT'
+  | 'INVALID_OPERATION_TYPE'
+  | 'TIMEOUT'
+  | 'CANCELLED'
+  | 'OVERLOADED'
+  | 'UNAVAILABLE'
+  | 'INTERNAL'
+
+/** A protocol code or a code an operation declared (`string & {}` keeps editor completion). */
+export type ErrorCode = ProtocolErrorCode | (string & {})
+
+const RETRYABLE: ReadonlySet<string> = new Set(['TIMEOUT', 'OVERLOADED', 'UNAVAILABLE'])
+
+/**
+ * A failed call, as a value with a code: switch on `code`, never on `message`.
+ *
+ * Handlers throw it to fail with a declared code; callers receive it from `call`/`subscribe`.
+ *
+ * @example
+ * ```ts
+ * try { await peer.call('todo/create', {}) }
+ * catch (e) { if (e instanceof CallError && e.code === 'FORBIDDEN') { … } }
+ * ```
+ */
+export class CallError extends Error {
+  /** `NOT_FOUND`, `INVALID_INPUT`, … or a code the operation declared. */
+  readonly code: ErrorCode
+  /** Whether the same request may succeed if sent again later. */
+  readonly retryable: boolean
+  /** Structured details, e.g. `{ errors: [{ path, message }] }` for `INVALID_INPUT`. */
+  readonly details: unknown
+
+  /**
+   * @param code - the error code
+   * @param message - a human explanation that says what to do
+   * @param options - `retryable` (default: from the code) and `details`
+   */
+  constructor(code: ErrorCode, message: string, options: { retryable?: boolean; details?: unknown } = {}) {
+    super(message)
+    this.name = 'CallError'
+    this.code = code
+    this.retryable = options.retryable ?? RETRYABLE.has(code)
+    this.details = options.details
+  }
+
+  /** The wire shape, `{ code, message, retryable, details? }`. */
+  toJSON(): { code: string; message: string; retryable: boolean; details?: unknown } {
+    const json: { code: string; message: string; retryable: boolean; details?: unknown } = {
+      code: this.code,
+      message: this.message,
+      retryable: this.retryable,
+    }
+    if (this.details !== undefined) json.details = this.details
+    return json
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null
+}
+
+/** Parses a JSON-encoded call error; `undefined` if `json` is not one. @internal */
+export function parseCallError(json: string): CallError | undefined {
+  let value: unknown
+  try {
+    value = JSON.parse(json)
+  } catch {
+    return undefined
+  }
+  if (!isRecord(value) || typeof value.code !== 'string') return undefined
+  return new CallError(value.code, typeof value.message === 'string' ? value.message : value.code, {
+    retryable: typeof value.retryable === 'boolean' ? value.retryable : undefined,
+    details: value.details,
+  })
+}
+
+/** Turns a rejection of the native binding into a `CallError` when it carries one. @internal */
+export function fromNative(error: unknown): unknown {
+  if (error instanceof Error) return parseCallError(error.message) ?? error
+  return error
+}

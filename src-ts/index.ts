@@ -1,0 +1,37 @@
+/**
+ * `@alkdev/alknet`: secure service-to-service networking. One Ed25519 key per node, one port
+ * (QUIC + TCP+TLS), typed RPC (queries, mutations, subscriptions) with pub/sub.
+ *
+ * @example
+ * ```ts
+ * import { serve, connect, Keypair, Registry, Type } from '@alkdev/alknet'
+ * const ops = new Registry().query('math/add',
+ *   { input: Type.Object({ a: Type.Number(), b: Type.Number() }), output: Type.Number() },
+ *   ({ a, b }) => a + b)
+ * const node = await serve({ listen: '127.0.0.1:0', key: Keypair.generate(), operations: ops })
+ * const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key: Keypair.generate() })
+ * await peer.call('math/add', { a: 1, b: 2 }) // 3
+ * ```
+ *
+ * @packageDocumentation
+ */
+export { Type } from '@sinclair/typebox'
+export type { Static, TSchema } from '@sinclair/typebox'
+export { CallError } from './errors'
+export type { ErrorCode, ProtocolErrorCode } from './errors'
+export { Keypair } from './keypair'
+export { Registry } from './registry'
+export type {
+  Access,
+  ErrorDeclaration,
+  HandlerContext,
+  Identity,
+  OperationDefinition,
+  OperationType,
+  SubscriptionHandler,
+  UnaryHandler,
+} from './registry'
+export { serve } from './node'
+export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, PeerEntry, ServeOptions, TopicRule } from './node'
+export { Peer, connect } from './peer'
+export type { ConnectOptions, RequestOptions, TopicMessage } from './peer'

@@ -1,0 +1,164 @@
+import type { Static, TSchema } from '@sinclair/typebox'
+
+/** Who is calling, as the node's peer list (or an API key) resolved it. */
+export interface Identity {
+  /** The peer's id from the peer list. */
+  id: string
+  /** Scopes granted. */
+  scopes: string[]
+  /** Resource rights: resource type → allowed actions. */
+  resources: Record<string, string[]>
+}
+
+/** What a handler gets besides its input. */
+export interface HandlerContext {
+  /** Aborts when the caller cancels, the deadline passes, or the connection closes. */
+  signal: AbortSignal
+  /** The caller's identity, or `null` for an anonymous caller. */
+  identity: Identity | null
+  /** The operation being served. */
+  operation: string
+}
+
+/** Who may call an operation. Nothing set: anyone, also without identity. */
+export interface Access {
+  /** Scopes the identity must hold, every one. */
+  requiredScopes?: string[]
+  /** Scopes of which the identity must hold at least one. */
+  requiredScopesAny?: string[]
+  /** The resource type whose rights the identity needs. */
+  resourceType?: string
+  /** The action on `resourceType` the identity needs. */
+  resourceAction?: string
+}
+
+/** An error code an operation may fail with (a thrown `CallError` with an undeclared code becomes `INTERNAL`). */
+export interface ErrorDeclaration {
+  /** The code, e.g. `TODO_NOT_OWNED`. */
+  code: string
+  /** What it means. */
+  description?: string
+}
+
+/** The contract of an operation: schemas (TypeBox or plain JSON Schema), access, errors. */
+export interface OperationDefinition<I extends TSchema, O extends TSchema> {
+  /** Schema of the input; the handler's input type is `Static<I>`. */
+  input: I
+  /** Schema of each output; the handler's output type is `Static<O>`. */
+  output: O
+  /** Who may call it. */
+  access?: Access
+  /** Declared error codes. */
+  errors?: ErrorDeclaration[]
+  /** A human description, shown by `services/list`. */
+  description?: string
+  /** `internal` operations are callable only by composition inside the node. */
+  visibility?: 'external' | 'internal'
+}
+
+/** A query or mutation handler. */
+export type UnaryHandler<I extends TSchema, O extends TSchema> = (
+  input: Static<I>,
+  ctx: HandlerContext,
+) => Static<O> | Promise<Static<O>>
+
+/** A subscription handler: an async generator; `ctx.signal` aborts when the caller cancels. */
+export type SubscriptionHandler<I extends TSchema, O extends TSchema> = (
+  input: Static<I>,
+  ctx: HandlerContext,
+) => AsyncIterable<Static<O>>
+
+/** The kind of operation. */
+export type OperationType = 'query' | 'mutation' | 'subscription'
+
+/** A registered operation, as the node serves it. @internal */
+export type RegisteredOperation =
+  | { kind: 'query' | 'mutation'; spec: OperationSpecJson; handler: (input: unknown, ctx: HandlerContext) => unknown }
+  | { kind: 'subscription'; spec: OperationSpecJson; handler: (input: unknown, ctx: HandlerContext) => AsyncIterable<unknown> }
+
+/** The wire/native shape of an operation's contract. @internal */
+export interface OperationSpecJson {
+  name: string
+  type: OperationType
+  input_schema: unknown
+  output_schema: unknown
+  access: Record<string, unknown>
+  errors: { code: string; description?: string }[]
+  description?: string
+  visibility: 'external' | 'internal'
+}
+
+function accessJson(access: Access | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  if (access?.requiredScopes) out.required_scopes = access.requiredScopes
+  if (access?.requiredScopesAny) out.required_scopes_any = access.requiredScopesAny
+  if (access?.resourceType !== undefined) out.resource_type = access.resourceType
+  if (access?.resourceAction !== undefined) out.resource_action = access.resourceAction
+  return out
+}
+
+/** JSON Schema without TypeBox's symbol-keyed metadata (JSON.stringify drops symbols anyway). */
+function schemaJson(schema: TSchema): unknown {
+  return JSON.parse(JSON.stringify(schema))
+}
+
+/**
+ * The operations a node serves. Input and output types are inferred from the schemas, so a
+ * handler's types are never written twice.
+ *
+ * @example
+ * ```ts
+ * const ops = new Registry()
+ *   .query('math/add', { input: Type.Object({ a: Type.Number(), b: Type.Number() }), output: Type.Number() },
+ *     ({ a, b }) => a + b)
+ * ```
+ */
+export class Registry {
+  /** @internal */
+  readonly operations = new Map<string, RegisteredOperation>()
+
+  private spec<I extends TSchema, O extends TSchema>(
+    name: string,
+    type: OperationType,
+    def: OperationDefinition<I, O>,
+  ): OperationSpecJson {
+    if (this.operations.has(name)) throw new Error(`operation ${JSON.stringify(name)} is already registered`)
+    const spec: OperationSpecJson = {
+      name,
+      type,
+      input_schema: schemaJson(def.input),
+      output_schema: schemaJson(def.output),
+      access: accessJson(def.access),
+      errors: (def.errors ?? []).map((e) => ({ code: e.code, description: e.description })),
+      visibility: def.visibility ?? 'external',
+    }
+    if (def.description !== undefined) spec.description = def.description
+    return spec
+  }
+
+  /** Adds a query (reads; one answer). */
+  query<I extends TSchema, O extends TSchema>(name: string, def: OperationDefinition<I, O>, handler: UnaryHandler<I, O>): this {
+    this.operations.set(name, { kind: 'query', spec: this.spec(name, 'query', def), handler: handler as (input: unknown, ctx: HandlerContext) => unknown })
+    return this
+  }
+
+  /** Adds a mutation (changes; one answer). */
+  mutation<I extends TSchema, O extends TSchema>(name: string, def: OperationDefinition<I, O>, handler: UnaryHandler<I, O>): this {
+    this.operations.set(name, { kind: 'mutation', spec: this.spec(name, 'mutation', def), handler: handler as (input: unknown, ctx: HandlerContext) => unknown })
+    return this
+  }
+
+  /** Adds a subscription (many answers; an async generator, pulled as fast as the caller reads). */
+  subscription<I extends TSchema, O extends TSchema>(
+    name: string,
+    def: OperationDefinition<I, O>,
+    handler: SubscriptionHandler<I, O>,
+  ): this {
+    this.operations.set(name, {
+      kind: 'subscription',
+      spec: this.spec(name, 'subscription', def),
+      handler: handler as (input: unknown, ctx: HandlerContext) => AsyncIterable<unknown>,
+    })
+    return this
+  }
+}
