@@ -619,6 +619,9 @@ impl Exchange {
                 pending.insert(id.clone(), tx);
             }
             if !writer.send(frame.freeze(), None).await {
+                if let Ok(mut pending) = inner.pending.lock() {
+                    pending.remove(&id);
+                }
                 return Err(unavailable("stream closed"));
             }
             Route::Shared { replies, writer }

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::limits::{IpLimiter, IpSlot, Limits};
 use crate::registry::HandlerRegistry;
@@ -471,5 +471,4 @@ async fn serve(
     shared.active.fetch_sub(1, Ordering::SeqCst);
     conn.close(0, "done");
     info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = kind, outcome = %outcome, duration_ms = started.elapsed().as_millis() as u64, "connection closed");
-    debug!(target: "alknet::conn", "handler finished");
 }
