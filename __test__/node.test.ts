@@ -65,15 +65,15 @@ describe('@alkdev/alknet', () => {
   it('passes declared CallErrors through to the caller', async () => {
     const ops = new Registry().mutation(
       'todo/delete',
-      { input: Type.Object({ id: Type.Integer() }), output: Type.Null(), errors: [{ code: 'TODO_NOT_OWNED' }] },
+      { input: Type.Object({ id: Type.Integer() }), output: Type.Null(), errors: [{ code: 'ITEM_NOT_OWNED' }] },
       () => {
-        throw new CallError('TODO_NOT_OWNED', 'someone else owns it', { details: { owner: 'bob' } })
+        throw new CallError('ITEM_NOT_OWNED', 'someone else owns it', { details: { owner: 'bob' } })
       },
     )
     const node = await start(ops)
     const peer = await dial(node)
     const err = (await peer.call('todo/delete', { id: 1 }).catch((e: unknown) => e)) as InstanceType<typeof CallError>
-    expect(err.code).toBe('TODO_NOT_OWNED')
+    expect(err.code).toBe('ITEM_NOT_OWNED')
     expect(err.details).toEqual({ owner: 'bob' })
   })
 

@@ -34,7 +34,7 @@ export interface Access {
 
 /** An error code an operation may fail with (a thrown `CallError` with an undeclared code becomes `INTERNAL`). */
 export interface ErrorDeclaration {
-  /** The code, e.g. `TODO_NOT_OWNED`. */
+  /** The code, e.g. `ITEM_NOT_OWNED`. */
   code: string
   /** What it means. */
   description?: string

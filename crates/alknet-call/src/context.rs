@@ -83,6 +83,14 @@ impl CallContext {
         }
     }
 
+    /// Options for a remote child request: cancelled with this request.
+    fn child_options(&self) -> RequestOptions {
+        RequestOptions {
+            cancel: Some(self.cancel.child_token()),
+            ..Default::default()
+        }
+    }
+
     /// Calls an operation on another node; cancelling this request sends `call.aborted` there.
     pub async fn call_remote(
         &self,
@@ -90,15 +98,7 @@ impl CallContext {
         operation: &str,
         input: Value,
     ) -> Result<Value, CallError> {
-        peer.call_with(
-            operation,
-            input,
-            RequestOptions {
-                cancel: Some(self.cancel.child_token()),
-                ..Default::default()
-            },
-        )
-        .await
+        peer.call_with(operation, input, self.child_options()).await
     }
 
     /// Subscribes on another node; cancelling this request aborts the remote subscription.
@@ -108,14 +108,7 @@ impl CallContext {
         operation: &str,
         input: Value,
     ) -> Result<crate::session::Subscription, CallError> {
-        peer.subscribe_with(
-            operation,
-            input,
-            RequestOptions {
-                cancel: Some(self.cancel.child_token()),
-                ..Default::default()
-            },
-        )
-        .await
+        peer.subscribe_with(operation, input, self.child_options())
+            .await
     }
 }

@@ -8,7 +8,7 @@
 //! assert!(err.is(ErrorCode::Timeout));
 //!
 //! // Handlers may declare their own codes; those are never retryable unless they say so.
-//! let err = CallError::custom("TODO_NOT_OWNED", "the todo belongs to someone else");
+//! let err = CallError::custom("ITEM_NOT_OWNED", "the todo belongs to someone else");
 //! assert_eq!(err.code(), None);
 //! assert!(!err.retryable);
 //! ```
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn parse_rejects_unknown_and_differently_cased_codes() {
-        assert_eq!(ErrorCode::parse("TODO_NOT_OWNED"), None);
+        assert_eq!(ErrorCode::parse("ITEM_NOT_OWNED"), None);
         assert_eq!(ErrorCode::parse("not_found"), None);
         assert_eq!(ErrorCode::parse(""), None);
     }
