@@ -27,11 +27,16 @@ export type {
   HandlerContext,
   Identity,
   OperationDefinition,
+  OperationMap,
   OperationType,
+  OperationTypes,
   SubscriptionHandler,
   UnaryHandler,
 } from './registry'
+export type { RemoteOperations, RequestOptions } from './call'
+export type { HandlerErrorReporter } from './host'
 export { serve } from './node'
-export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, PeerEntry, ServeOptions, TopicRule } from './node'
+export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 export { Peer, connect } from './peer'
-export type { ConnectOptions, RequestOptions, TopicMessage } from './peer'
+export type { ConnectOptions, OperationInfo, TopicMessage } from './peer'
+export type { OperationMethod, TypedApi } from './typed'

@@ -1,8 +1,9 @@
 import * as native from '../index.js'
-import { CallError } from './errors'
+import { fromNative } from './errors'
+import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
-import type { HandlerContext, Identity, RegisteredOperation, Registry } from './registry'
+import type { Registry } from './registry'
 
 /** A known peer (`PeerEntry`): who may connect and what they may do. */
 export interface PeerEntry {
@@ -60,6 +61,33 @@ export interface DynamicConfig {
   pubsub?: { rules?: TopicRule[] }
 }
 
+/** How the node proves its identity in TLS. */
+export type TlsMode =
+  /** The node's Ed25519 key as an RFC 7250 raw public key (default); callers pin `ed25519:<hex>`. */
+  | 'raw'
+  /** A certificate for `localhost`, signed by the node's key; callers pin its `SHA256:` fingerprint. */
+  | 'self-signed'
+  /** A self-signed certificate for the given DNS names. */
+  | { selfSigned: string[] }
+  /** A PEM certificate chain and private key from files (e.g. from a CA). */
+  | { cert: string; key: string }
+
+/** Limits that protect a node from one greedy or hostile peer. */
+export interface Limits {
+  /** Open connections allowed from one IP address (default 64). */
+  connectionsPerIp?: number
+  /** Concurrent QUIC streams a peer may open on one connection (default 1024). */
+  streamsPerConnection?: number
+  /** Concurrent requests per connection, subscriptions included (default 1024); beyond it `OVERLOADED`. */
+  maxConcurrentRequests?: number
+  /** Deadline of calls that ask for none (default 30 000 ms); a handler past it is cancelled and the caller gets `TIMEOUT`. */
+  defaultTimeoutMs?: number
+  /** Cap on any deadline a caller asks for (default 600 000 ms). */
+  maxTimeoutMs?: number
+  /** Largest message accepted, in bytes (default 16 MiB, at most 64 MiB). */
+  maxMessageBytes?: number
+}
+
 /** Options of {@link serve}. */
 export interface ServeOptions extends DynamicConfig {
   /** `host:port` (QUIC over UDP, TCP+TLS on the same port number); port 0 picks a free one. */
@@ -68,15 +96,21 @@ export interface ServeOptions extends DynamicConfig {
   key: Keypair
   /** The operations to serve. */
   operations: Registry
+  /** TLS identity (default `'raw'`). */
+  tls?: TlsMode
+  /** Also accept TCP+TLS on the same port number (default true). */
+  tcp?: boolean
+  /** Per-peer limits. */
+  limits?: Limits
   /** How long `close()` waits for in-flight connections (default 10 000 ms). */
   drainTimeoutMs?: number
   /** Where handler failures are reported (default `console.error`). */
-  onHandlerError?: (error: unknown, operation: string) => void
+  onHandlerError?: HandlerErrorReporter
 }
 
 /** A running node. */
 export interface AlknetNode {
-  /** `ed25519:<hex>`: what callers pin. */
+  /** What callers pin: `ed25519:<hex>` (raw key) or `SHA256:<hex>` (certificate). */
   readonly fingerprint: string
   /** `host:port` it listens on. */
   readonly address: string
@@ -84,29 +118,27 @@ export interface AlknetNode {
   reload(config: DynamicConfig): void
   /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
   publish(topic: string, data: unknown): Promise<number>
-  /** Graceful: stops accepting, drains, closes; the process may exit afterwards. */
+  /** Graceful: stops accepting, lets in-flight calls finish (up to `drainTimeoutMs`), closes; the process may exit afterwards. */
   close(): Promise<void>
-}
-
-interface Running {
-  operation: string
-  controller: AbortController
-  iterator?: AsyncIterator<unknown>
-}
-
-function errorJson(error: unknown, operation: string, report: (error: unknown, operation: string) => void): string {
-  if (error instanceof CallError) return JSON.stringify(error)
-  report(error, operation)
-  return JSON.stringify({ code: 'INTERNAL', message: 'the handler failed' })
-}
-
-function parseIdentity(json: string): Identity | null {
-  const value: unknown = JSON.parse(json)
-  return value === null || typeof value !== 'object' ? null : (value as Identity)
 }
 
 function configJson(config: DynamicConfig): string {
   return JSON.stringify({ auth: config.auth ?? {}, pubsub: config.pubsub ?? {} })
+}
+
+function tlsOptions(tls: TlsMode | undefined): Pick<native.ServeOptions, 'tls' | 'tlsNames' | 'tlsCert' | 'tlsKey'> {
+  if (tls === undefined || tls === 'raw') return { tls: 'raw' }
+  if (tls === 'self-signed') return { tls: 'self-signed' }
+  if ('selfSigned' in tls) return { tls: 'self-signed', tlsNames: tls.selfSigned }
+  return { tls: 'x509', tlsCert: tls.cert, tlsKey: tls.key }
+}
+
+/** Throws if `value` is set and not a whole number in `[min, max]`, naming the option. */
+function whole(name: string, value: number | undefined, min: number, max = 2 ** 32 - 1): number | undefined {
+  if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
+    throw new RangeError(`${name} must be a whole number from ${min} to ${max}, not ${value}`)
+  }
+  return value
 }
 
 /**
@@ -119,117 +151,44 @@ function configJson(config: DynamicConfig): string {
  * ```
  */
 export async function serve(options: ServeOptions): Promise<AlknetNode> {
-  const operations: ReadonlyMap<string, RegisteredOperation> = options.operations.operations
-  const report = options.onHandlerError ?? ((error: unknown, operation: string) => console.error(`alknet: handler of ${operation} failed:`, error))
-  const running = new Map<number, Running>()
-  // Set once the native node exists; events cannot be answered before that.
-  let ready: Promise<native.Node> = Promise.reject(new Error('not started'))
-  ready.catch(() => {})
-  // Answers may race a cancel: a request that is no longer open is not an error here.
-  const answer = (f: (n: native.Node) => void): void => {
-    ready.then((n) => {
-      try {
-        f(n)
-      } catch {
-        /* cancelled meanwhile */
-      }
-    }, () => {})
-  }
-
-  const pull = (id: number): void => {
-    const entry = running.get(id)
-    if (!entry?.iterator) return
-    const operation = entry.operation
-    entry.iterator.next().then(
-      (r) => {
-        if (r.done) {
-          running.delete(id)
-          answer((n) => n.end(id))
-        } else {
-          answer((n) => n.push(id, JSON.stringify(r.value ?? null)))
-        }
+  const host = new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole)
+  const limits = options.limits ?? {}
+  let n: native.Node
+  try {
+    n = await native.serve(
+      {
+        listen: options.listen,
+        config: configJson(options),
+        operations: host.specsJson(),
+        drainTimeoutMs: whole('drainTimeoutMs', options.drainTimeoutMs, 0),
+        tcp: options.tcp,
+        ...tlsOptions(options.tls),
+        connectionsPerIp: whole('limits.connectionsPerIp', limits.connectionsPerIp, 1),
+        streamsPerConnection: whole('limits.streamsPerConnection', limits.streamsPerConnection, 1),
+        maxConcurrentRequests: whole('limits.maxConcurrentRequests', limits.maxConcurrentRequests, 1),
+        defaultTimeoutMs: whole('limits.defaultTimeoutMs', limits.defaultTimeoutMs, 1),
+        maxTimeoutMs: whole('limits.maxTimeoutMs', limits.maxTimeoutMs, 1),
+        maxFrameBytes: whole('limits.maxMessageBytes', limits.maxMessageBytes, 1024, 64 * 1024 * 1024),
       },
-      (e: unknown) => {
-        running.delete(id)
-        answer((n) => n.reject(id, errorJson(e, operation, report)))
-      },
+      options.key.native,
+      host.native,
     )
+  } catch (e) {
+    throw fromNative(e)
   }
-
-  const dispatch = (event: string, id: number, operation: string, inputJson: string, identityJson: string): void => {
-    try {
-      switch (event) {
-        case 'call':
-        case 'subscribe': {
-          const op = operations.get(operation)
-          const controller = new AbortController()
-          const ctx: HandlerContext = { signal: controller.signal, identity: parseIdentity(identityJson), operation }
-          const input: unknown = JSON.parse(inputJson)
-          if (!op) {
-            answer((n) => n.reject(id, JSON.stringify({ code: 'NOT_FOUND', message: `no operation /${operation}` })))
-          } else if (op.kind === 'subscription') {
-            const entry: Running = { operation, controller }
-            running.set(id, entry)
-            try {
-              entry.iterator = op.handler(input, ctx)[Symbol.asyncIterator]()
-            } catch (e) {
-              running.delete(id)
-              answer((n) => n.reject(id, errorJson(e, operation, report)))
-              return
-            }
-            pull(id)
-          } else {
-            running.set(id, { operation, controller })
-            new Promise<unknown>((resolve) => resolve(op.handler(input, ctx))).then(
-              (out) => {
-                running.delete(id)
-                answer((n) => n.resolve(id, JSON.stringify(out ?? null)))
-              },
-              (e: unknown) => {
-                running.delete(id)
-                answer((n) => n.reject(id, errorJson(e, operation, report)))
-              },
-            )
-          }
-          break
-        }
-        case 'next':
-          pull(id)
-          break
-        case 'cancel': {
-          const entry = running.get(id)
-          running.delete(id)
-          if (entry) {
-            entry.controller.abort(new CallError('CANCELLED', 'the caller cancelled the request'))
-            entry.iterator?.return?.().catch(() => {})
-          }
-          break
-        }
-      }
-    } catch (e) {
-      report(e, operation)
-    }
-  }
-
-  const specs = [...operations.values()].map((op) => op.spec)
-  ready = native.serve(
-    {
-      listen: options.listen,
-      config: configJson(options),
-      operations: JSON.stringify(specs),
-      drainTimeoutMs: options.drainTimeoutMs,
-    },
-    options.key.native,
-    dispatch,
-  )
-  const n = await ready
   const release = holdEventLoop()
   let closing: Promise<void> | undefined
   return {
     fingerprint: n.fingerprint,
     address: n.address,
     reload: (config: DynamicConfig) => n.reload(configJson(config)),
-    publish: async (topic: string, data: unknown) => n.publish(topic, JSON.stringify(data ?? null)),
+    publish: async (topic: string, data: unknown) => {
+      try {
+        return n.publish(topic, JSON.stringify(data ?? null))
+      } catch (e) {
+        throw fromNative(e)
+      }
+    },
     close: () => {
       closing ??= n.close().finally(release)
       return closing

@@ -1,7 +1,11 @@
 import * as native from '../index.js'
-import { CallError, fromNative, parseCallError } from './errors'
+import { type RemoteOperations, type RequestOptions, stream, unary } from './call'
+import { fromNative } from './errors'
+import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
+import type { OperationMap, OperationType, Registry } from './registry'
+import { type TypedApi, typedApi } from './typed'
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -15,16 +19,10 @@ export interface ConnectOptions {
   token?: string
   /** `quic` (default) or `tcp` (TCP+TLS, for networks that block UDP). */
   transport?: 'quic' | 'tcp'
-}
-
-/** Per-request options. */
-export interface RequestOptions {
-  /** Aborting it cancels the request on the remote node; the call rejects with `CANCELLED`. */
-  signal?: AbortSignal
-  /** The deadline to ask for; the call fails with `TIMEOUT` after it. */
-  timeoutMs?: number
-  /** A bearer token for this request only. */
-  token?: string
+  /** Operations this side offers the node: its handlers may call them back through `ctx.peer`. */
+  operations?: Registry
+  /** Where failures of `operations`' handlers are reported (default `console.error`). */
+  onHandlerError?: HandlerErrorReporter
 }
 
 /** One message of a topic. */
@@ -35,14 +33,22 @@ export interface TopicMessage<T = unknown> {
   data: T
 }
 
-let nextCancelId = 1
-
-function cancelled(): CallError {
-  return new CallError('CANCELLED', 'the request was cancelled by its AbortSignal')
-}
-
-function optionsJson(options: RequestOptions | undefined, cancelId?: number): string {
-  return JSON.stringify({ timeoutMs: options?.timeoutMs, token: options?.token, cancelId })
+/** An operation as the remote node describes it to this caller (`services/list` + `services/schema`). */
+export interface OperationInfo {
+  /** e.g. `math/add`. */
+  name: string
+  /** Query, mutation or subscription. */
+  type: OperationType
+  /** What it does, if the node said. */
+  description?: string
+  /** JSON Schema of the input. */
+  input_schema: unknown
+  /** JSON Schema of the output (of each item, for a subscription). */
+  output_schema: unknown
+  /** Error codes it declares. */
+  errors: { code: string; description?: string; schema?: unknown }[]
+  /** Who may call it. */
+  access: Record<string, unknown>
 }
 
 /**
@@ -56,7 +62,7 @@ function optionsJson(options: RequestOptions | undefined, cancelId?: number): st
  * await peer.close()
  * ```
  */
-export class Peer {
+export class Peer implements RemoteOperations {
   private readonly native: native.Peer
   private readonly release: () => void
   private closed = false
@@ -73,22 +79,14 @@ export class Peer {
   }
 
   /** Calls a query or mutation. Rejects with a {@link CallError}. */
-  async call<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Promise<T> {
-    const signal = options?.signal
-    if (signal?.aborted) throw cancelled()
-    const cancelId = signal ? nextCancelId++ : undefined
-    const onAbort = (): void => {
-      if (cancelId !== undefined) this.native.cancel(cancelId)
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
+  call<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Promise<T> {
+    let inputJson: string
     try {
-      const out = await this.native.call(operation, JSON.stringify(input ?? null), optionsJson(options, cancelId))
-      return JSON.parse(out) as T
+      inputJson = JSON.stringify(input ?? null)
     } catch (e) {
-      throw fromNative(e)
-    } finally {
-      signal?.removeEventListener('abort', onAbort)
+      return Promise.reject(e)
     }
+    return unary<T>((o) => this.native.call(operation, inputJson, o), (c) => this.native.cancel(c), options)
   }
 
   /**
@@ -96,85 +94,8 @@ export class Peer {
    * `options.signal` cancels the subscription on the remote node.
    */
   subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): AsyncIterableIterator<T> {
-    const queue: T[] = []
-    let failure: unknown
-    let done = false
-    let waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined
-
-    const settle = (): void => {
-      if (!waiting) return
-      const w = waiting
-      if (queue.length > 0) {
-        waiting = undefined
-        w.resolve({ value: queue.shift() as T, done: false })
-      } else if (failure !== undefined) {
-        waiting = undefined
-        const f = failure
-        failure = undefined
-        done = true
-        w.reject(f)
-      } else if (done) {
-        waiting = undefined
-        w.resolve({ value: undefined, done: true })
-      }
-    }
-
-    const listener = (event: string, json: string): void => {
-      if (done) return
-      if (event === 'item') queue.push(JSON.parse(json) as T)
-      else if (event === 'error') failure = parseCallError(json) ?? new CallError('INTERNAL', json)
-      else done = true
-      settle()
-    }
-
-    let subscription: native.Subscription | undefined
-    const stop = (): void => {
-      subscription?.cancel()
-      signal?.removeEventListener('abort', onAbort)
-    }
-    const signal = options?.signal
-    const onAbort = (): void => {
-      if (done) return
-      stop()
-      failure = cancelled()
-      queue.length = 0
-      settle()
-    }
-    if (signal?.aborted) {
-      failure = cancelled()
-    } else {
-      try {
-        subscription = this.native.subscribe(operation, JSON.stringify(input ?? null), optionsJson(options), listener)
-      } catch (e) {
-        failure = fromNative(e)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-    }
-
-    const iterator: AsyncIterableIterator<T> = {
-      next: () =>
-        new Promise<IteratorResult<T>>((resolve, reject) => {
-          if (waiting) {
-            reject(new Error('next() called again before the previous call settled'))
-            return
-          }
-          waiting = { resolve, reject }
-          settle()
-        }),
-      return: async () => {
-        if (!done) {
-          done = true
-          stop()
-        }
-        queue.length = 0
-        settle()
-        return { value: undefined, done: true }
-      },
-      [Symbol.asyncIterator]() {
-        return iterator
-      },
-    }
-    return iterator
+    const inputJson = JSON.stringify(input ?? null)
+    return stream<T>((o, listener) => this.native.subscribe(operation, inputJson, o, listener), options)
   }
 
   /** Publishes to a topic on the remote node; resolves with how many subscriptions it reached. */
@@ -191,6 +112,26 @@ export class Peer {
     return this.subscribe<TopicMessage<T>>('pubsub/subscribe', { topic: pattern }, options)
   }
 
+  /**
+   * The registry's operations as typed methods, called on this peer: `math/add` becomes
+   * `api.math.add(input, options?)`, typed from the registry's schemas.
+   *
+   * @example
+   * ```ts
+   * const api = peer.typed(ops)
+   * const sum = await api.math.add({ a: 1, b: 2 }) // number
+   * ```
+   */
+  typed<Ops extends OperationMap>(registry: Registry<Ops>): TypedApi<Ops> {
+    return typedApi(this, registry)
+  }
+
+  /** The operations this caller may call on the node, with their schemas. */
+  async discover(options?: RequestOptions): Promise<OperationInfo[]> {
+    const list = await this.call<{ operations: { name: string }[] }>('services/list', {}, options)
+    return Promise.all(list.operations.map((op) => this.call<OperationInfo>('services/schema', { name: op.name }, options)))
+  }
+
   /** Closes the connection; in-flight requests fail. The process may exit afterwards. */
   async close(): Promise<void> {
     if (this.closed) return
@@ -200,11 +141,26 @@ export class Peer {
   }
 }
 
-/** Dials a node, pinning its fingerprint. Rejects if the node cannot be reached or is not the one pinned. */
+/**
+ * Dials a node, pinning its fingerprint. Rejects if the node cannot be reached or is not the one
+ * pinned (the error says which fingerprint it presented).
+ */
 export async function connect(options: ConnectOptions): Promise<Peer> {
-  const peer = await native.connect(
-    { address: options.address, fingerprint: options.fingerprint, token: options.token, transport: options.transport },
-    options.key.native,
-  )
-  return new Peer(peer)
+  const host = options.operations ? new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole) : undefined
+  try {
+    const peer = await native.connect(
+      {
+        address: options.address,
+        fingerprint: options.fingerprint,
+        token: options.token,
+        transport: options.transport,
+        operations: host?.specsJson(),
+      },
+      options.key.native,
+      host?.native,
+    )
+    return new Peer(peer)
+  } catch (e) {
+    throw fromNative(e)
+  }
 }

@@ -1,4 +1,5 @@
 import type { Static, TSchema } from '@sinclair/typebox'
+import type { RemoteOperations } from './call'
 
 /** Who is calling, as the node's peer list (or an API key) resolved it. */
 export interface Identity {
@@ -13,11 +14,21 @@ export interface Identity {
 /** What a handler gets besides its input. */
 export interface HandlerContext {
   /** Aborts when the caller cancels, the deadline passes, or the connection closes. */
-  signal: AbortSignal
+  readonly signal: AbortSignal
   /** The caller's identity, or `null` for an anonymous caller. */
-  identity: Identity | null
+  readonly identity: Identity | null
   /** The operation being served. */
-  operation: string
+  readonly operation: string
+  /**
+   * Calls another operation of this node (internal ones too) as the same caller; cancelled
+   * with this request.
+   */
+  call<T = unknown>(operation: string, input: unknown): Promise<T>
+  /**
+   * The peer at the other end of the connection this request arrived on: call back the
+   * operations it offered (`connect({ operations })`). Its calls are cancelled with this request.
+   */
+  readonly peer: RemoteOperations
 }
 
 /** Who may call an operation. Nothing set: anyone, also without identity. */
@@ -71,6 +82,24 @@ export type SubscriptionHandler<I extends TSchema, O extends TSchema> = (
 /** The kind of operation. */
 export type OperationType = 'query' | 'mutation' | 'subscription'
 
+/** An operation's types as a registry records them: its kind, input and output. */
+export interface OperationTypes {
+  /** Query, mutation or subscription. */
+  kind: OperationType
+  /** The input type (`Static` of the input schema). */
+  input: unknown
+  /** The type of the output, or of each item of a subscription. */
+  output: unknown
+}
+
+/** The types of a registry's operations, by name. */
+export type OperationMap = Record<string, OperationTypes>
+
+/** `Ops` with operation `N` added. */
+type With<Ops extends OperationMap, N extends string, K extends OperationType, I extends TSchema, O extends TSchema> = Ops & {
+  [P in N]: { kind: K; input: Static<I>; output: Static<O> }
+}
+
 /** A registered operation, as the node serves it. @internal */
 export type RegisteredOperation =
   | { kind: 'query' | 'mutation'; spec: OperationSpecJson; handler: (input: unknown, ctx: HandlerContext) => unknown }
@@ -113,9 +142,12 @@ function schemaJson(schema: TSchema): unknown {
  *     ({ a, b }) => a + b)
  * ```
  */
-export class Registry {
+export class Registry<Ops extends OperationMap = {}> {
   /** @internal */
   readonly operations = new Map<string, RegisteredOperation>()
+
+  /** Type-level only: the operations' types, for `peer.typed(registry)`. Always `undefined`. */
+  declare readonly types?: Ops
 
   private spec<I extends TSchema, O extends TSchema>(
     name: string,
@@ -136,29 +168,47 @@ export class Registry {
     return spec
   }
 
-  /** Adds a query (reads; one answer). */
-  query<I extends TSchema, O extends TSchema>(name: string, def: OperationDefinition<I, O>, handler: UnaryHandler<I, O>): this {
+  /** Adds a query (reads; one answer). Names are `segment/segment…`, e.g. `math/add`. */
+  query<N extends string, I extends TSchema, O extends TSchema>(
+    name: N,
+    def: OperationDefinition<I, O>,
+    handler: UnaryHandler<I, O>,
+  ): Registry<With<Ops, N, 'query', I, O>> {
     this.operations.set(name, { kind: 'query', spec: this.spec(name, 'query', def), handler: handler as (input: unknown, ctx: HandlerContext) => unknown })
-    return this
+    return this.grown()
   }
 
   /** Adds a mutation (changes; one answer). */
-  mutation<I extends TSchema, O extends TSchema>(name: string, def: OperationDefinition<I, O>, handler: UnaryHandler<I, O>): this {
+  mutation<N extends string, I extends TSchema, O extends TSchema>(
+    name: N,
+    def: OperationDefinition<I, O>,
+    handler: UnaryHandler<I, O>,
+  ): Registry<With<Ops, N, 'mutation', I, O>> {
     this.operations.set(name, { kind: 'mutation', spec: this.spec(name, 'mutation', def), handler: handler as (input: unknown, ctx: HandlerContext) => unknown })
-    return this
+    return this.grown()
   }
 
   /** Adds a subscription (many answers; an async generator, pulled as fast as the caller reads). */
-  subscription<I extends TSchema, O extends TSchema>(
-    name: string,
+  subscription<N extends string, I extends TSchema, O extends TSchema>(
+    name: N,
     def: OperationDefinition<I, O>,
     handler: SubscriptionHandler<I, O>,
-  ): this {
+  ): Registry<With<Ops, N, 'subscription', I, O>> {
     this.operations.set(name, {
       kind: 'subscription',
       spec: this.spec(name, 'subscription', def),
       handler: handler as (input: unknown, ctx: HandlerContext) => AsyncIterable<unknown>,
     })
-    return this
+    return this.grown()
+  }
+
+  /** This registry, typed with the operation just added (the types exist only at compile time). */
+  private grown<More extends OperationMap>(): Registry<More> {
+    return this as Registry<OperationMap> as Registry<More>
+  }
+
+  /** The kind of operation `name`, if registered. */
+  kindOf(name: string): OperationType | undefined {
+    return this.operations.get(name)?.kind
   }
 }

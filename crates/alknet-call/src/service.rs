@@ -369,6 +369,9 @@ pub(crate) fn not_found(name: &str) -> CallError {
 pub(crate) fn vet_error(op: &Operation, error: CallError) -> CallError {
     if op.may_fail_with(&error.code) {
         error
+    } else if error.code == ErrorCode::Internal.as_str() {
+        // The handler chose INTERNAL itself (and reported why); only its details are withheld.
+        CallError::internal()
     } else {
         tracing::warn!(target: "alknet::call", operation = %op.spec.name, code = %error.code, "handler failed with an undeclared error; answering INTERNAL");
         CallError::internal()
@@ -385,8 +388,9 @@ pub(crate) fn vet_output(
         return Ok(());
     }
     op.validate_output(output).map_err(|errors| {
-        let errors = serde_json::Value::Array(errors);
-        tracing::error!(target: "alknet::call", operation = %op.spec.name, %errors, "handler output does not match its schema; answering INTERNAL");
+        // Paths only: the validator's messages quote the output, and payloads are never logged.
+        let paths: Vec<&str> = errors.iter().filter_map(|e| e["path"].as_str()).collect();
+        tracing::error!(target: "alknet::call", operation = %op.spec.name, paths = ?paths, "handler output does not match its schema; answering INTERNAL");
         CallError::internal()
     })
 }

@@ -44,10 +44,17 @@ enum Waiter {
     Stream(mpsc::UnboundedSender<Pulled>),
 }
 
+/// A request JavaScript is working on: where its answer goes, and its context (for calls the
+/// handler makes on its behalf).
+struct Open {
+    waiter: Waiter,
+    ctx: CallContext,
+}
+
 /// The requests JavaScript is working on, and the way to announce new ones.
 pub struct Bridge {
     dispatch: Dispatch,
-    waiters: Mutex<HashMap<i64, Waiter>>,
+    waiters: Mutex<HashMap<i64, Open>>,
     next_id: AtomicI64,
 }
 
@@ -111,7 +118,20 @@ impl Bridge {
     }
 
     fn take(&self, id: i64) -> Option<Waiter> {
-        self.waiters.lock().ok().and_then(|mut w| w.remove(&id))
+        self.waiters
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(&id))
+            .map(|open| open.waiter)
+    }
+
+    /// The context of open request `id`: a handler calls other operations through it.
+    pub fn context(&self, id: i64) -> napi::Result<CallContext> {
+        self.waiters
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&id).map(|open| open.ctx.clone()))
+            .ok_or_else(|| unknown(id))
     }
 
     fn send(&self, event: &str, id: i64, operation: &str, input: String, identity: String) {
@@ -141,7 +161,8 @@ impl Bridge {
     ) -> Pending {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.insert(id, waiter);
+            let ctx = ctx.clone();
+            waiters.insert(id, Open { waiter, ctx });
         }
         let identity = serde_json::to_string(&ctx.identity).unwrap_or_else(|_| "null".into());
         self.send(event, id, &ctx.operation, input.to_string(), identity);
@@ -226,7 +247,7 @@ impl Bridge {
     /// One item of a subscription, answering `subscribe` or `next`.
     pub fn push(&self, id: i64, item_json: &str) -> napi::Result<()> {
         let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
-        match waiters.get(&id) {
+        match waiters.get(&id).map(|open| &open.waiter) {
             Some(Waiter::Stream(tx)) => {
                 let item = match parse_answer(item_json) {
                     Ok(v) => Pulled::Item(v),

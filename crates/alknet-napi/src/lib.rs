@@ -4,29 +4,51 @@
 //! (`Registry`, `serve`, `connect`, `CallError`) lives in TypeScript (`src-ts/`). The pieces:
 //!
 //! - [`Keypair`]: a node's Ed25519 identity.
-//! - [`serve`] → [`Node`]: an endpoint whose operations are answered by JavaScript. One
-//!   ThreadsafeFunction per node delivers `call` / `subscribe` / `next` / `cancel` events; the
-//!   JavaScript side answers with [`Node::resolve`], [`Node::reject`], [`Node::push`] and
-//!   [`Node::end`] (see [`bridge`]).
-//! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node. Failures reject
-//!   with a JSON-encoded `CallError` as the message, so TypeScript can rebuild it.
+//! - [`Host`]: operations answered by JavaScript. One ThreadsafeFunction per host delivers
+//!   `call` / `subscribe` / `next` / `cancel` events; the JavaScript side answers with
+//!   [`Host::resolve`], [`Host::reject`], [`Host::push`] and [`Host::end`] (see [`bridge`]), and
+//!   its handlers call other operations through the host on behalf of their request.
+//! - [`serve`] → [`Node`]: an endpoint serving a host's operations.
+//! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node, optionally
+//!   serving a host's operations back to it. Failures reject with a JSON-encoded `CallError` as
+//!   the message, so TypeScript can rebuild it. Subscriptions deliver items in batches, within
+//!   the credit JavaScript grants ([`Subscription`]).
 //!
 //! The ThreadsafeFunctions are weak: they never keep the Node.js event loop alive. The
 //! TypeScript layer holds one timer per open node or peer instead, and clears it on `close()`.
 //!
 //! ```js
-//! const { Keypair, serve } = require('./index.js')
-//! const key = Keypair.generate()
-//! const node = await serve({ listen: '127.0.0.1:0', operations: '[]' }, key, (event, id, op, input, identity) => {})
+//! const { Host, Keypair, serve } = require('./index.js')
+//! const host = new Host((event, id, op, input, identity) => {})
+//! const node = await serve({ listen: '127.0.0.1:0', operations: '[]' }, Keypair.generate(), host)
 //! await node.close()
 //! ```
 
 pub mod bridge;
 mod errors;
+mod host;
 mod keypair;
 mod node;
 mod peer;
+mod request;
+mod subscription;
 
+pub use host::Host;
 pub use keypair::Keypair;
 pub use node::{serve, Node, ServeOptions};
-pub use peer::{connect, ConnectOptions, Peer, Subscription};
+pub use peer::{connect, ConnectOptions, Peer};
+pub use subscription::Subscription;
+
+/// The node's log lines (warnings and errors by default: a handler's output failing its schema,
+/// refused connections) go to stderr; `ALKNET_LOG` takes a `tracing` filter (`info`, `debug`,
+/// `alknet::call=debug`, `off`). Log lines never carry payloads, tokens or keys.
+#[napi_derive::module_init]
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ALKNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}

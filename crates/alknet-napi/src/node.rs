@@ -1,21 +1,21 @@
 //! `serve`: a node whose operations JavaScript answers.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alknet_call::{
-    CallHandler, CallOptions, CallService, OperationRegistry, OperationSpec, OperationType,
-};
+use alknet_call::{CallHandler, CallOptions, CallService};
 use alknet_core::{ConfigIdentityProvider, ConfigStore, DynamicConfig, ProtocolHandler};
-use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry};
+use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, ServerIdentity};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 
-use crate::bridge::{Bridge, Dispatch};
+use crate::bridge::Bridge;
 use crate::errors::{call_error, parse_json, plain};
+use crate::host::Host;
 use crate::keypair::Keypair;
 
 /// Static settings of a node.
@@ -30,6 +30,28 @@ pub struct ServeOptions {
     pub operations: String,
     /// How long `close()` lets in-flight connections finish (default 10 000 ms).
     pub drain_timeout_ms: Option<u32>,
+    /// `raw` (default: the key as an RFC 7250 raw public key), `self-signed` or `x509`.
+    pub tls: Option<String>,
+    /// DNS names of the `self-signed` certificate (default `localhost`).
+    pub tls_names: Option<Vec<String>>,
+    /// PEM certificate chain file (`x509`).
+    pub tls_cert: Option<String>,
+    /// PEM private key file (`x509`).
+    pub tls_key: Option<String>,
+    /// Also accept TCP+TLS on the same port number (default true).
+    pub tcp: Option<bool>,
+    /// Open connections allowed from one IP address (default 64).
+    pub connections_per_ip: Option<u32>,
+    /// Concurrent QUIC streams a peer may open on one connection (default 1024).
+    pub streams_per_connection: Option<u32>,
+    /// Concurrent requests per connection, subscriptions included (default 1024).
+    pub max_concurrent_requests: Option<u32>,
+    /// Deadline of calls that ask for none (default 30 000 ms).
+    pub default_timeout_ms: Option<u32>,
+    /// Cap on any deadline a caller asks for (default 600 000 ms).
+    pub max_timeout_ms: Option<u32>,
+    /// Largest frame accepted, in bytes (default 16 MiB, at most 64 MiB).
+    pub max_frame_bytes: Option<u32>,
 }
 
 /// A running node.
@@ -43,15 +65,59 @@ pub struct Node {
     address: String,
 }
 
-struct Prepared {
-    listen: SocketAddr,
-    store: ConfigStore,
-    service: Arc<CallService>,
-    bridge: Arc<Bridge>,
-    drain_timeout: Option<Duration>,
+fn millis(ms: Option<u32>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(ms.into()))
 }
 
-fn prepare(options: ServeOptions, dispatch: Dispatch) -> napi::Result<Prepared> {
+fn server_identity(options: &ServeOptions) -> napi::Result<ServerIdentity> {
+    let file = |path: &Option<String>, what: &str| {
+        path.as_ref()
+            .map(PathBuf::from)
+            .ok_or_else(|| plain(format!("tls \"x509\" needs {what}: the path of a PEM file")))
+    };
+    Ok(match options.tls.as_deref() {
+        None | Some("raw") => ServerIdentity::RawKey,
+        Some("self-signed") => ServerIdentity::SelfSigned {
+            names: options.tls_names.clone().unwrap_or_default(),
+        },
+        Some("x509") => ServerIdentity::X509 {
+            cert: file(&options.tls_cert, "cert")?,
+            key: file(&options.tls_key, "key")?,
+        },
+        Some(other) => {
+            return Err(plain(format!(
+                "tls {other:?} is unknown; use \"raw\", \"self-signed\" or {{ cert, key }}"
+            )))
+        }
+    })
+}
+
+fn call_options(options: &ServeOptions) -> CallOptions {
+    let mut call = CallOptions::default();
+    if let Some(n) = options.max_concurrent_requests {
+        call.max_concurrent = n as usize;
+    }
+    if let Some(t) = millis(options.default_timeout_ms) {
+        call.default_timeout = t;
+    }
+    if let Some(t) = millis(options.max_timeout_ms) {
+        call.max_timeout = t;
+    }
+    if let Some(n) = options.max_frame_bytes {
+        call.max_frame = n as usize;
+    }
+    call
+}
+
+/// Starts a node: binds `options.listen` (UDP + TCP), serves `options.operations` through
+/// `host` and resolves once it is listening.
+#[napi(ts_return_type = "Promise<Node>")]
+pub fn serve<'env>(
+    env: &'env Env,
+    options: ServeOptions,
+    key: &Keypair,
+    host: &Host,
+) -> napi::Result<PromiseRaw<'env, Node>> {
     let listen: SocketAddr = options
         .listen
         .parse()
@@ -61,64 +127,31 @@ fn prepare(options: ServeOptions, dispatch: Dispatch) -> napi::Result<Prepared> 
         None => DynamicConfig::default(),
     };
     let store = ConfigStore::new(config).map_err(plain)?;
-    let specs: Vec<OperationSpec> = parse_json(&options.operations, "operations")?;
-    let bridge = Bridge::new(dispatch);
-    let mut registry = OperationRegistry::new();
-    for spec in specs {
-        let handler = match spec.kind {
-            OperationType::Subscription => bridge.stream(),
-            OperationType::Query | OperationType::Mutation => bridge.unary(),
-        };
-        registry.register(spec, handler).map_err(plain)?;
-    }
-    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
+    let registry = host.registry(&options.operations)?;
+    let identity = Arc::new(ConfigIdentityProvider::new(store.clone()));
     let service = CallService::new(
         registry,
-        provider,
+        identity.clone(),
         Some(store.clone()),
-        CallOptions::default(),
+        call_options(&options),
     )
     .map_err(plain)?;
-    Ok(Prepared {
-        listen,
-        store,
-        service,
-        bridge,
-        drain_timeout: options
-            .drain_timeout_ms
-            .map(|ms| Duration::from_millis(ms.into())),
-    })
-}
-
-/// Starts a node: binds `options.listen` (UDP + TCP), serves `options.operations` through
-/// `handler` (see [`crate::bridge`] for its events) and resolves once it is listening.
-#[napi(
-    ts_args_type = "options: ServeOptions, key: Keypair, handler: (event: string, requestId: number, operation: string, inputJson: string, identityJson: string) => void",
-    ts_return_type = "Promise<Node>"
-)]
-pub fn serve<'env>(
-    env: &'env Env,
-    options: ServeOptions,
-    key: &Keypair,
-    handler: Dispatch,
-) -> napi::Result<PromiseRaw<'env, Node>> {
-    let prepared = prepare(options, handler)?;
-    let key = key.key.clone();
+    let mut config = EndpointConfig::new(listen, key.key.clone());
+    config.tls = server_identity(&options)?;
+    config.tcp = options.tcp.unwrap_or(true);
+    if let Some(t) = millis(options.drain_timeout_ms) {
+        config.drain_timeout = t;
+    }
+    if let Some(n) = options.connections_per_ip {
+        config.limits.connections_per_ip = n as usize;
+    }
+    if let Some(n) = options.streams_per_connection {
+        config.limits.streams_per_connection = n;
+    }
+    let bridge = host.bridge.clone();
     env.spawn_future(async move {
-        let Prepared {
-            listen,
-            store,
-            service,
-            bridge,
-            drain_timeout,
-        } = prepared;
-        let mut config = EndpointConfig::new(listen, key);
-        if let Some(t) = drain_timeout {
-            config.drain_timeout = t;
-        }
         let call: Arc<dyn ProtocolHandler> = Arc::new(CallHandler::new(service.clone()));
         let handlers = HandlerRegistry::new([call]).map_err(plain)?;
-        let identity = Arc::new(ConfigIdentityProvider::new(store.clone()));
         let endpoint = Endpoint::bind(config, handlers, identity)
             .await
             .map_err(plain)?;
@@ -135,7 +168,8 @@ pub fn serve<'env>(
 
 #[napi]
 impl Node {
-    /// The node's fingerprint, `ed25519:<hex>`: what callers pin.
+    /// The node's fingerprint (`ed25519:<hex>`, or `SHA256:<hex>` with a certificate): what
+    /// callers pin.
     #[napi(getter)]
     pub fn fingerprint(&self) -> String {
         self.fingerprint.clone()
@@ -148,7 +182,8 @@ impl Node {
     }
 
     /// Replaces the dynamic configuration (JSON `{ auth, pubsub }`) after validating it; throws
-    /// with the reason and keeps the old one if it is invalid. New connections see it at once.
+    /// with the reason and keeps the old one if it is invalid. New connections and requests see
+    /// it at once.
     #[napi]
     pub fn reload(&self, config_json: String) -> napi::Result<()> {
         let config: DynamicConfig = parse_json(&config_json, "config")?;
@@ -161,30 +196,6 @@ impl Node {
         let data: Value = parse_json(&data_json, "data")?;
         let delivered = self.service.publish(&topic, &data).map_err(call_error)?;
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
-    }
-
-    /// Answers a `call` event.
-    #[napi]
-    pub fn resolve(&self, request_id: i64, output_json: String) -> napi::Result<()> {
-        self.bridge.resolve(request_id, &output_json)
-    }
-
-    /// Fails a `call` or subscription with `{ code, message, details? }` (JSON).
-    #[napi]
-    pub fn reject(&self, request_id: i64, error_json: String) -> napi::Result<()> {
-        self.bridge.reject(request_id, &error_json)
-    }
-
-    /// Answers a `subscribe` or `next` event with one item.
-    #[napi]
-    pub fn push(&self, request_id: i64, item_json: String) -> napi::Result<()> {
-        self.bridge.push(request_id, &item_json)
-    }
-
-    /// Ends a subscription (answering `subscribe` or `next`).
-    #[napi]
-    pub fn end(&self, request_id: i64) -> napi::Result<()> {
-        self.bridge.end(request_id)
     }
 
     /// Stops accepting, lets in-flight connections finish (up to the drain timeout), closes the

@@ -1,0 +1,158 @@
+//! [`Host`]: the JavaScript side's operations, as a node serves them (`serve`) or as a connecting
+//! peer offers them to the node it dials (`connect` with operations, for calls back).
+//!
+//! JavaScript answers the [`Bridge`]'s events through it, and a handler calls other operations
+//! on behalf of its request: of this node ([`Host::call_local`]) or of the peer at the other
+//! end of the request's connection ([`Host::call_peer`], [`Host::subscribe_peer`]). Those child
+//! requests are cancelled with their parent.
+
+use std::sync::Arc;
+
+use alknet_call::{CallError, ErrorCode, OperationRegistry, OperationSpec, OperationType, Peer};
+use napi_derive::napi;
+use serde_json::Value;
+
+use crate::bridge::{Bridge, Dispatch};
+use crate::errors::{call_error, parse_json, plain};
+use crate::request::Cancels;
+use crate::subscription::{self, Listener, Subscription};
+
+/// Operations answered by JavaScript, and the calls their handlers make.
+#[napi]
+pub struct Host {
+    pub(crate) bridge: Arc<Bridge>,
+    cancels: Cancels,
+}
+
+impl Host {
+    /// A registry of `operations_json` (a JSON array of operation specs) answered through this host.
+    pub(crate) fn registry(&self, operations_json: &str) -> napi::Result<OperationRegistry> {
+        let specs: Vec<OperationSpec> = parse_json(operations_json, "operations")?;
+        let mut registry = OperationRegistry::new();
+        for spec in specs {
+            let handler = match spec.kind {
+                OperationType::Subscription => self.bridge.stream(),
+                OperationType::Query | OperationType::Mutation => self.bridge.unary(),
+            };
+            registry.register(spec, handler).map_err(plain)?;
+        }
+        Ok(registry)
+    }
+
+    fn caller(&self, request_id: i64) -> napi::Result<(alknet_call::CallContext, Peer)> {
+        let ctx = self.bridge.context(request_id)?;
+        let peer = ctx.peer().cloned().ok_or_else(|| {
+            call_error(CallError::new(
+                ErrorCode::Unavailable,
+                "this request did not arrive over a connection; there is no peer to call back",
+            ))
+        })?;
+        Ok((ctx, peer))
+    }
+}
+
+#[napi]
+impl Host {
+    /// A host announcing requests through `dispatch` (see [`crate::bridge`] for its events).
+    #[napi(
+        constructor,
+        ts_args_type = "dispatch: (event: string, requestId: number, operation: string, inputJson: string, identityJson: string) => void"
+    )]
+    pub fn new(dispatch: Dispatch) -> Self {
+        Self {
+            bridge: Bridge::new(dispatch),
+            cancels: Cancels::default(),
+        }
+    }
+
+    /// Answers a `call` event.
+    #[napi]
+    pub fn resolve(&self, request_id: i64, output_json: String) -> napi::Result<()> {
+        self.bridge.resolve(request_id, &output_json)
+    }
+
+    /// Fails a `call` or subscription with `{ code, message, details? }` (JSON).
+    #[napi]
+    pub fn reject(&self, request_id: i64, error_json: String) -> napi::Result<()> {
+        self.bridge.reject(request_id, &error_json)
+    }
+
+    /// Answers a `subscribe` or `next` event with one item.
+    #[napi]
+    pub fn push(&self, request_id: i64, item_json: String) -> napi::Result<()> {
+        self.bridge.push(request_id, &item_json)
+    }
+
+    /// Ends a subscription (answering `subscribe` or `next`).
+    #[napi]
+    pub fn end(&self, request_id: i64) -> napi::Result<()> {
+        self.bridge.end(request_id)
+    }
+
+    /// Calls `operation` of this node (internal ones too) on behalf of request `requestId`, as its
+    /// caller's identity; resolves with the output as JSON.
+    #[napi]
+    pub async fn call_local(
+        &self,
+        request_id: i64,
+        operation: String,
+        input_json: String,
+    ) -> napi::Result<String> {
+        let ctx = self.bridge.context(request_id)?;
+        let input: Value = parse_json(&input_json, "input")?;
+        let out = ctx.call(&operation, input).await.map_err(call_error)?;
+        Ok(out.to_string())
+    }
+
+    /// Calls `operation` on the peer at the other end of request `requestId`'s connection.
+    /// Options as for `Peer.call`; the call is cancelled with its parent request.
+    #[napi]
+    pub async fn call_peer(
+        &self,
+        request_id: i64,
+        operation: String,
+        input_json: String,
+        options_json: Option<String>,
+    ) -> napi::Result<String> {
+        let (ctx, peer) = self.caller(request_id)?;
+        let input: Value = parse_json(&input_json, "input")?;
+        let request = self
+            .cancels
+            .request(options_json.as_deref(), ctx.token(), None)?;
+        let out = peer
+            .call_with(&operation, input, request.options.clone())
+            .await
+            .map_err(call_error)?;
+        Ok(out.to_string())
+    }
+
+    /// Subscribes to `operation` on the peer at the other end of request `requestId`'s
+    /// connection; delivered as for `Peer.subscribe`, cancelled with its parent request.
+    #[napi(
+        ts_args_type = "requestId: number, operation: string, inputJson: string, optionsJson: string | undefined | null, listener: (event: string, json: string) => void"
+    )]
+    pub fn subscribe_peer(
+        &self,
+        request_id: i64,
+        operation: String,
+        input_json: String,
+        options_json: Option<String>,
+        listener: Listener,
+    ) -> napi::Result<Subscription> {
+        let (ctx, peer) = self.caller(request_id)?;
+        let input: Value = parse_json(&input_json, "input")?;
+        let request = self
+            .cancels
+            .request(options_json.as_deref(), ctx.token(), None)?;
+        let options = request.options.clone();
+        Ok(subscription::spawn(
+            peer, operation, input, options, listener,
+        ))
+    }
+
+    /// Cancels a `callPeer` started with `{ cancelId }`; it rejects with `CANCELLED`.
+    #[napi]
+    pub fn cancel(&self, cancel_id: i64) {
+        self.cancels.cancel(cancel_id);
+    }
+}

@@ -1,0 +1,185 @@
+import type * as native from '../index.js'
+import { CallError, fromNative, parseCallError } from './errors'
+
+/** Per-request options of a call or subscription. */
+export interface RequestOptions {
+  /** Aborting it cancels the request on the remote node; the call rejects with `CANCELLED`. */
+  signal?: AbortSignal
+  /** The deadline to ask for; the call fails with `TIMEOUT` after it. */
+  timeoutMs?: number
+  /** A bearer token for this request only. */
+  token?: string
+}
+
+/** What can be called: a connected {@link Peer}, or the caller of a request (`ctx.peer`). */
+export interface RemoteOperations {
+  /** Calls a query or mutation. Rejects with a {@link CallError}. */
+  call<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Promise<T>
+  /**
+   * Subscribes; iterate with `for await`. Breaking out of the loop, `return()`, or aborting
+   * `options.signal` cancels the subscription on the remote node.
+   */
+  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): AsyncIterableIterator<T>
+}
+
+/** Items a consumer takes before more credit is granted to the native side. */
+const CREDIT_BATCH = 64
+
+let nextCancelId = 1
+
+function cancelled(): CallError {
+  return new CallError('CANCELLED', 'the request was cancelled by its AbortSignal')
+}
+
+function optionsJson(options: RequestOptions | undefined, cancelId?: number): string | undefined {
+  if (options === undefined && cancelId === undefined) return undefined
+  return JSON.stringify({ timeoutMs: options?.timeoutMs, token: options?.token, cancelId })
+}
+
+/**
+ * Runs a native call with `options`: an `AbortSignal` becomes a cancel id the native side
+ * listens for; a native rejection becomes a {@link CallError}.
+ * @internal
+ */
+export async function unary<T>(
+  invoke: (optionsJson: string | undefined) => Promise<string>,
+  cancel: (cancelId: number) => void,
+  options?: RequestOptions,
+): Promise<T> {
+  const signal = options?.signal
+  if (signal === undefined) {
+    try {
+      return JSON.parse(await invoke(optionsJson(options))) as T
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+  if (signal.aborted) throw cancelled()
+  const cancelId = nextCancelId++
+  const onAbort = (): void => cancel(cancelId)
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return JSON.parse(await invoke(optionsJson(options, cancelId))) as T
+  } catch (e) {
+    throw fromNative(e)
+  } finally {
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+/** The native side of a subscription: its listener receives `items` (a JSON array), `error` or `end`. @internal */
+export type OpenSubscription = (
+  optionsJson: string | undefined,
+  listener: (event: string, json: string) => void,
+) => native.Subscription
+
+/**
+ * A subscription as an async iterator. Items arrive in batches within the credit granted to the
+ * native side, so at most a few hundred wait here; `return()`, `break` or the signal cancel it.
+ * @internal
+ */
+export function stream<T>(open: OpenSubscription, options?: RequestOptions): AsyncIterableIterator<T> {
+  let items: T[] = []
+  let head = 0
+  let taken = 0
+  let failure: unknown
+  let done = false
+  let waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined
+  let subscription: native.Subscription | undefined
+  const signal = options?.signal
+
+  const take = (): T => {
+    const item = items[head++] as T
+    if (head === items.length) {
+      items = []
+      head = 0
+    }
+    if (++taken >= CREDIT_BATCH && !done) {
+      subscription?.request(taken)
+      taken = 0
+    }
+    return item
+  }
+
+  const settle = (): void => {
+    if (!waiting) return
+    const w = waiting
+    if (head < items.length) {
+      waiting = undefined
+      w.resolve({ value: take(), done: false })
+    } else if (failure !== undefined) {
+      waiting = undefined
+      const f = failure
+      failure = undefined
+      w.reject(f)
+    } else if (done) {
+      waiting = undefined
+      w.resolve({ value: undefined, done: true })
+    }
+  }
+
+  const listener = (event: string, json: string): void => {
+    if (done) return
+    if (event === 'items') {
+      const batch = JSON.parse(json) as T[]
+      if (items.length === 0) items = batch
+      else for (const item of batch) items.push(item)
+    } else {
+      if (event === 'error') failure = parseCallError(json) ?? new CallError('INTERNAL', json)
+      done = true
+      signal?.removeEventListener('abort', onAbort)
+    }
+    settle()
+  }
+
+  const stop = (): void => {
+    done = true
+    subscription?.cancel()
+    signal?.removeEventListener('abort', onAbort)
+  }
+  const onAbort = (): void => {
+    if (done) return
+    stop()
+    failure = cancelled()
+    items = []
+    head = 0
+    settle()
+  }
+
+  if (signal?.aborted) {
+    failure = cancelled()
+    done = true
+  } else {
+    try {
+      subscription = open(optionsJson(options), listener)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    } catch (e) {
+      failure = fromNative(e)
+      done = true
+    }
+  }
+
+  const iterator: AsyncIterableIterator<T> = {
+    next: () =>
+      new Promise<IteratorResult<T>>((resolve, reject) => {
+        if (waiting) {
+          reject(new Error('next() called again before the previous call settled'))
+          return
+        }
+        waiting = { resolve, reject }
+        settle()
+      }),
+    return: async () => {
+      if (!done) stop()
+      items = []
+      head = 0
+      failure = undefined
+      settle()
+      return { value: undefined, done: true }
+    },
+    [Symbol.asyncIterator]() {
+      return iterator
+    },
+  }
+  return iterator
+}

@@ -1,0 +1,175 @@
+import * as native from '../index.js'
+import { type RemoteOperations, type RequestOptions, stream, unary } from './call'
+import { CallError } from './errors'
+import type { HandlerContext, Identity, RegisteredOperation, Registry } from './registry'
+
+/** Where handler failures that are not {@link CallError}s are reported. */
+export type HandlerErrorReporter = (error: unknown, operation: string) => void
+
+/** Reports to `console.error` (the default). @internal */
+export const reportToConsole: HandlerErrorReporter = (error, operation) =>
+  console.error(`alknet: handler of ${operation} failed:`, error)
+
+interface Running {
+  operation: string
+  controller: AbortController
+  iterator?: AsyncIterator<unknown>
+}
+
+function parseIdentity(json: string): Identity | null {
+  const value: unknown = JSON.parse(json)
+  return value === null || typeof value !== 'object' ? null : (value as Identity)
+}
+
+/** The context of one request answered here. */
+class RequestContext implements HandlerContext {
+  readonly signal: AbortSignal
+  private remote?: RemoteOperations
+
+  constructor(
+    private readonly host: native.Host,
+    private readonly id: number,
+    readonly operation: string,
+    readonly identity: Identity | null,
+    controller: AbortController,
+  ) {
+    this.signal = controller.signal
+  }
+
+  async call<T = unknown>(operation: string, input: unknown): Promise<T> {
+    return unary<T>(() => this.host.callLocal(this.id, operation, JSON.stringify(input ?? null)), () => {})
+  }
+
+  get peer(): RemoteOperations {
+    const { host, id } = this
+    this.remote ??= {
+      call: <T>(operation: string, input: unknown, options?: RequestOptions) =>
+        unary<T>((o) => host.callPeer(id, operation, JSON.stringify(input ?? null), o), (c) => host.cancel(c), options),
+      subscribe: <T>(operation: string, input: unknown, options?: RequestOptions) =>
+        stream<T>((o, listener) => host.subscribePeer(id, operation, JSON.stringify(input ?? null), o, listener), options),
+    }
+    return this.remote
+  }
+}
+
+/**
+ * Runs a registry's handlers for the native side: requests arrive as events, answers go back by
+ * request id. A handler that throws, rejects or returns garbage answers `INTERNAL` (reported
+ * through `report`) and nothing else is affected.
+ * @internal
+ */
+export class HandlerHost {
+  readonly native: native.Host
+  private readonly running = new Map<number, Running>()
+  private readonly operations: ReadonlyMap<string, RegisteredOperation>
+
+  constructor(
+    registry: Registry,
+    private readonly report: HandlerErrorReporter,
+  ) {
+    this.operations = registry.operations
+    this.native = new native.Host((event, id, operation, inputJson, identityJson) => this.dispatch(event, id, operation, inputJson, identityJson))
+  }
+
+  /** The specs the native registry is built from. */
+  specsJson(): string {
+    return JSON.stringify([...this.operations.values()].map((op) => op.spec))
+  }
+
+  /** Answers may race a cancel: a request that is no longer open is not an error here. */
+  private answer(f: (host: native.Host) => void): void {
+    try {
+      f(this.native)
+    } catch {
+      /* cancelled meanwhile */
+    }
+  }
+
+  private errorJson(error: unknown, operation: string): string {
+    if (error instanceof CallError) return JSON.stringify(error)
+    this.report(error, operation)
+    return JSON.stringify({ code: 'INTERNAL', message: 'the handler failed' })
+  }
+
+  private fail(id: number, operation: string, error: unknown): void {
+    this.running.delete(id)
+    this.answer((h) => h.reject(id, this.errorJson(error, operation)))
+  }
+
+  /** `value` as JSON; a value JSON cannot hold (a BigInt, a cycle) fails the request instead. */
+  private encode(id: number, operation: string, value: unknown): string | undefined {
+    try {
+      return JSON.stringify(value ?? null)
+    } catch (e) {
+      this.fail(id, operation, e)
+      return undefined
+    }
+  }
+
+  private pull(id: number): void {
+    const entry = this.running.get(id)
+    if (!entry?.iterator) return
+    entry.iterator.next().then(
+      (r) => {
+        if (r.done) {
+          this.running.delete(id)
+          this.answer((h) => h.end(id))
+          return
+        }
+        const json = this.encode(id, entry.operation, r.value)
+        if (json !== undefined) this.answer((h) => h.push(id, json))
+      },
+      (e: unknown) => this.fail(id, entry.operation, e),
+    )
+  }
+
+  private start(id: number, op: RegisteredOperation, operation: string, inputJson: string, identityJson: string): void {
+    const controller = new AbortController()
+    const entry: Running = { operation, controller }
+    this.running.set(id, entry)
+    const ctx = new RequestContext(this.native, id, operation, parseIdentity(identityJson), controller)
+    const input: unknown = JSON.parse(inputJson)
+    if (op.kind === 'subscription') {
+      entry.iterator = op.handler(input, ctx)[Symbol.asyncIterator]()
+      this.pull(id)
+      return
+    }
+    new Promise<unknown>((resolve) => resolve(op.handler(input, ctx))).then(
+      (out) => {
+        const json = this.encode(id, operation, out)
+        if (json === undefined) return
+        this.running.delete(id)
+        this.answer((h) => h.resolve(id, json))
+      },
+      (e: unknown) => this.fail(id, operation, e),
+    )
+  }
+
+  private dispatch(event: string, id: number, operation: string, inputJson: string, identityJson: string): void {
+    try {
+      switch (event) {
+        case 'call':
+        case 'subscribe': {
+          const op = this.operations.get(operation)
+          if (op) this.start(id, op, operation, inputJson, identityJson)
+          else this.answer((h) => h.reject(id, JSON.stringify({ code: 'NOT_FOUND', message: `no operation ${operation}` })))
+          break
+        }
+        case 'next':
+          this.pull(id)
+          break
+        case 'cancel': {
+          const entry = this.running.get(id)
+          this.running.delete(id)
+          if (entry) {
+            entry.controller.abort(new CallError('CANCELLED', 'the caller cancelled the request'))
+            entry.iterator?.return?.().catch(() => {})
+          }
+          break
+        }
+      }
+    } catch (e) {
+      this.fail(id, operation, e)
+    }
+  }
+}
