@@ -10,10 +10,24 @@ export type HandlerErrorReporter = (error: unknown, operation: string) => void
 export const reportToConsole: HandlerErrorReporter = (error, operation) =>
   console.error(`alknet: handler of ${operation} failed:`, error)
 
+/** Items a subscription handler may run ahead of its subscriber (the native side's INITIAL_CREDIT). */
+const INITIAL_CREDIT = 128
+
+/** Encoded items waiting for one `push`; pushed sooner when this many wait. */
+const PUSH_BATCH = 64
+
 interface Running {
   operation: string
   controller: AbortController
   iterator?: AsyncIterator<unknown>
+  /** Items that may still be produced before the subscriber takes some. */
+  credit: number
+  /** A `next()` of the generator is in flight. */
+  pulling: boolean
+  /** Encoded items not yet pushed. */
+  batch: string[]
+  /** A push of `batch` is scheduled. */
+  flushing: boolean
 }
 
 function parseIdentity(json: string): Identity | null {
@@ -106,32 +120,59 @@ export class HandlerHost {
     }
   }
 
-  private pull(id: number): void {
-    const entry = this.running.get(id)
-    if (!entry?.iterator) return
-    entry.iterator.next().then(
+  /** Pushes the encoded items waiting, as one JSON array. */
+  private flush(id: number, entry: Running): void {
+    entry.flushing = false
+    if (entry.batch.length === 0) return
+    const json = `[${entry.batch.join(',')}]`
+    entry.batch = []
+    this.answer((h) => h.push(id, json))
+  }
+
+  /** Runs the generator while it has credit; items produced together cross in one push. */
+  private pull(id: number, entry: Running): void {
+    const iterator = entry.iterator
+    if (!iterator || entry.pulling || entry.credit <= 0) return
+    entry.pulling = true
+    iterator.next().then(
       (r) => {
+        entry.pulling = false
+        if (this.running.get(id) !== entry) return
         if (r.done) {
           this.running.delete(id)
+          this.flush(id, entry)
           this.answer((h) => h.end(id))
           return
         }
         const json = this.encode(id, entry.operation, r.value)
-        if (json !== undefined) this.answer((h) => h.push(id, json))
+        if (json === undefined) return
+        entry.credit--
+        entry.batch.push(json)
+        if (entry.batch.length >= PUSH_BATCH) this.flush(id, entry)
+        else if (!entry.flushing) {
+          entry.flushing = true
+          setImmediate(() => this.flush(id, entry))
+        }
+        this.pull(id, entry)
       },
-      (e: unknown) => this.fail(id, entry.operation, e),
+      (e: unknown) => {
+        entry.pulling = false
+        if (this.running.get(id) !== entry) return
+        this.flush(id, entry)
+        this.fail(id, entry.operation, e)
+      },
     )
   }
 
   private start(id: number, op: RegisteredOperation, operation: string, inputJson: string, identityJson: string): void {
     const controller = new AbortController()
-    const entry: Running = { operation, controller }
+    const entry: Running = { operation, controller, credit: INITIAL_CREDIT, pulling: false, batch: [], flushing: false }
     this.running.set(id, entry)
     const ctx = new RequestContext(this.native, id, operation, parseIdentity(identityJson), controller)
     const input: unknown = JSON.parse(inputJson)
     if (op.kind === 'subscription') {
       entry.iterator = op.handler(input, ctx)[Symbol.asyncIterator]()
-      this.pull(id)
+      this.pull(id, entry)
       return
     }
     new Promise<unknown>((resolve) => resolve(op.handler(input, ctx))).then(
@@ -155,9 +196,14 @@ export class HandlerHost {
           else this.answer((h) => h.reject(id, JSON.stringify({ code: 'NOT_FOUND', message: `no operation ${operation}` })))
           break
         }
-        case 'next':
-          this.pull(id)
+        case 'credit': {
+          const entry = this.running.get(id)
+          if (entry) {
+            entry.credit += Number(inputJson)
+            this.pull(id, entry)
+          }
           break
+        }
         case 'cancel': {
           const entry = this.running.get(id)
           this.running.delete(id)

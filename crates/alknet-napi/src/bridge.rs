@@ -6,13 +6,15 @@
 //! | event | meaning | JavaScript answers |
 //! |---|---|---|
 //! | `call` | run a query or mutation | `resolve(id, outputJson)` or `reject(id, errorJson)` |
-//! | `subscribe` | start a subscription and produce its first item | `push(id, itemJson)`, `end(id)` or `reject(id, errorJson)` |
-//! | `next` | produce the next item (sent only after the previous one was taken) | as for `subscribe` |
+//! | `subscribe` | start a subscription; produce up to [`INITIAL_CREDIT`] items | `push(id, itemsJsonArray)`, then `end(id)` or `reject(id, errorJson)` |
+//! | `credit` | the subscriber took items: `inputJson` is how many more may be pushed | more `push`es |
 //! | `cancel` | the request is gone (caller abort, deadline, connection closed) | nothing; abort `ctx.signal` |
 //!
-//! Subscriptions are pulled one item at a time, so a JavaScript generator runs only as fast as
-//! its subscriber reads. The Rust side waits on a channel keyed by the id; when its future or
-//! stream is dropped before JavaScript answered, the [`Pending`] guard sends `cancel`.
+//! A subscription's items cross in batches (a JSON array per `push`), and JavaScript runs ahead
+//! of its subscriber by at most the credit it holds, so a generator runs only as fast as its
+//! subscriber reads and the items waiting in between stay bounded. The Rust side waits on a
+//! channel keyed by the id; when its future or stream is dropped before JavaScript answered, the
+//! [`Pending`] guard sends `cancel`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -31,6 +33,12 @@ pub type HandlerEvent = (String, i64, String, String, String);
 /// The node's dispatcher: weak, so it never keeps the event loop alive by itself.
 pub type Dispatch =
     ThreadsafeFunction<FnArgs<HandlerEvent>, (), FnArgs<HandlerEvent>, Status, false, true>;
+
+/// Items a JavaScript subscription handler may push before the subscriber took any.
+pub const INITIAL_CREDIT: usize = 128;
+
+/// Items taken by the subscriber before the credit is topped up by that many.
+const CREDIT_STEP: usize = 64;
 
 /// One answer to a subscription's pull.
 enum Pulled {
@@ -190,20 +198,26 @@ impl Bridge {
         })
     }
 
-    /// A subscription handler whose items JavaScript produces one pull at a time.
+    /// A subscription handler whose items JavaScript pushes within the credit it was granted.
     pub fn stream(self: &Arc<Self>) -> Handler {
         let bridge = self.clone();
         Handler::stream(move |ctx: CallContext, input: Value| {
             let (tx, rx) = mpsc::unbounded_channel();
             let pending = bridge.open(Waiter::Stream(tx), "subscribe", &ctx, &input);
-            futures::stream::unfold(Some((pending, rx, true)), |state| async move {
-                let (pending, mut rx, first) = state?;
-                if !first {
-                    let bridge = &pending.bridge;
-                    bridge.send("next", pending.id, "", String::new(), String::new());
-                }
+            futures::stream::unfold(Some((pending, rx, 0usize)), |state| async move {
+                let (pending, mut rx, mut taken) = state?;
                 match rx.recv().await {
-                    Some(Pulled::Item(v)) => Some((Ok(v), Some((pending, rx, false)))),
+                    Some(Pulled::Item(v)) => {
+                        taken += 1;
+                        if taken == CREDIT_STEP {
+                            let step = CREDIT_STEP.to_string();
+                            pending
+                                .bridge
+                                .send("credit", pending.id, "", step, String::new());
+                            taken = 0;
+                        }
+                        Some((Ok(v), Some((pending, rx, taken))))
+                    }
                     Some(Pulled::Failed(e)) => Some((Err(e), None)),
                     Some(Pulled::End) | None => None,
                 }
@@ -244,16 +258,22 @@ impl Bridge {
         }
     }
 
-    /// One item of a subscription, answering `subscribe` or `next`.
-    pub fn push(&self, id: i64, item_json: &str) -> napi::Result<()> {
+    /// Items of a subscription (a JSON array), within the credit granted.
+    pub fn push(&self, id: i64, items_json: &str) -> napi::Result<()> {
         let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
         match waiters.get(&id).map(|open| &open.waiter) {
             Some(Waiter::Stream(tx)) => {
-                let item = match parse_answer(item_json) {
-                    Ok(v) => Pulled::Item(v),
-                    Err(e) => Pulled::Failed(e),
-                };
-                let _ = tx.send(item);
+                match serde_json::from_str::<Vec<Value>>(items_json) {
+                    Ok(items) => {
+                        for item in items {
+                            let _ = tx.send(Pulled::Item(item));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "alknet::napi", error = %e, "handler pushed items that are not a JSON array; answering INTERNAL");
+                        let _ = tx.send(Pulled::Failed(CallError::internal()));
+                    }
+                }
                 Ok(())
             }
             Some(Waiter::Unary(_)) => Err(napi::Error::from_reason(format!(

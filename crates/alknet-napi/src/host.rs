@@ -77,13 +77,14 @@ impl Host {
         self.bridge.reject(request_id, &error_json)
     }
 
-    /// Answers a `subscribe` or `next` event with one item.
+    /// Items of a subscription, as a JSON array, within the credit granted (`INITIAL_CREDIT`
+    /// at `subscribe`, topped up by `credit` events).
     #[napi]
-    pub fn push(&self, request_id: i64, item_json: String) -> napi::Result<()> {
-        self.bridge.push(request_id, &item_json)
+    pub fn push(&self, request_id: i64, items_json: String) -> napi::Result<()> {
+        self.bridge.push(request_id, &items_json)
     }
 
-    /// Ends a subscription (answering `subscribe` or `next`).
+    /// Ends a subscription (after its last `push`).
     #[napi]
     pub fn end(&self, request_id: i64) -> napi::Result<()> {
         self.bridge.end(request_id)
