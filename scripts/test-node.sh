@@ -20,5 +20,7 @@ echo "== napi build --platform"
 npx napi build --platform --manifest-path crates/alknet-napi/Cargo.toml --package-json-path package.json --output-dir .
 echo "== tsc -p tsconfig.json (strict)"
 npx tsc -p tsconfig.json
+echo "== published types: no any, TSDoc on every export"
+node scripts/check-dts.mjs
 echo "== vitest run"
 npx vitest run
