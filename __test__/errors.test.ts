@@ -77,6 +77,12 @@ describe('contract errors as CallError', () => {
     expect(await aborted.promise).toBeInstanceOf(CallError)
   })
 
+  it('TIMEOUT after the node default deadline when the caller asks for none', async () => {
+    const ops = new Registry().query('work/hang', { input: Type.Object({}), output: Type.String() }, () => new Promise<string>(() => {}))
+    const peer = await dial(await start(ops, { limits: { defaultTimeoutMs: 100 } }))
+    expect((await rejection(peer.call('work/hang', {}))).code).toBe('TIMEOUT')
+  })
+
   it('CANCELLED when the caller aborts its signal', async () => {
     const { ops, started, release } = gated()
     const peer = await dial(await start(ops))

@@ -94,6 +94,20 @@ describe('Peer', () => {
     expect((await rejection(alice.publish('news/x', {}))).code).toBe('UNAUTHENTICATED')
   })
 
+  it('the node publishes as itself to peers subscribed to a topic', async () => {
+    const node = await start(new Registry(), { pubsub: { rules: [{ pattern: 'news/>', publish: [], subscribe: null, anonymous: true }] } })
+    const peer = await dial(node)
+    expect(peer.fingerprint).toBe(node.fingerprint)
+    const news = peer.topic<string>('news/>')
+    const first = news.next()
+    let delivered = 0
+    while (delivered === 0) delivered = await node.publish('news/tech', 'hello')
+    await expect(first).resolves.toEqual({ done: false, value: { topic: 'news/tech', data: 'hello' } })
+    // publish: [] means no peer may publish, while the node itself still can.
+    expect((await rejection(peer.publish('news/tech', 'spoof'))).code).toBe('UNAUTHENTICATED')
+    await news.return()
+  })
+
   it('works over TCP+TLS as over QUIC', async () => {
     const node = await start(api())
     const peer = await dial(node, { transport: 'tcp' })
