@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Node.js package: install (from the lock file), build the native binding (debug) and the
-# TypeScript layer (strict), then the vitest suite over real loopback sockets.
+# TypeScript layer (strict), type-check the tests, build the Rust interop example, then the vitest
+# suite over real loopback sockets (including `npm pack` installed into a scratch project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,5 +21,9 @@ echo "== napi build --platform"
 npx napi build --platform --manifest-path crates/alknet-napi/Cargo.toml --package-json-path package.json --output-dir .
 echo "== tsc -p tsconfig.json (strict)"
 npx tsc -p tsconfig.json
+echo "== tsc -p tsconfig.test.json (the tests, strict, no emit)"
+npx tsc -p tsconfig.test.json
+echo "== cargo build --example interop (the Rust node of __test__/interop.test.ts)"
+cargo build -q -p alknet-call --example interop
 echo "== vitest run"
 npx vitest run
