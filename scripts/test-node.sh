@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Node.js package: install (from the lock file), build the native binding (debug) and the
-# TypeScript layer (strict), then the vitest suite over real loopback sockets.
+# TypeScript layer (strict), type-check the tests, build the Rust interop example, then the vitest
+# suite over real loopback sockets (including `npm pack` installed into a scratch project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +23,9 @@ echo "== tsc -p tsconfig.json (strict)"
 npx tsc -p tsconfig.json
 echo "== published types: no any, TSDoc on every export"
 node scripts/check-dts.mjs
+echo "== tsc -p tsconfig.test.json (the tests, strict, no emit)"
+npx tsc -p tsconfig.test.json
+echo "== cargo build --example interop (the Rust node of __test__/interop.test.ts)"
+cargo build -q -p alknet-call --example interop
 echo "== vitest run"
 npx vitest run
