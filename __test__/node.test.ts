@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { alknet } from './helpers'
 import { addOps, deferred, dial, rejection, start } from './support'
 
-const { serve, connect, Keypair, Registry, Type } = alknet
+const { serve, Keypair, Registry, Type } = alknet
 
 describe('@alkdev/alknet', () => {
   it('serves a TypeBox-typed query that a peer calls', async () => {

@@ -11,6 +11,15 @@ export interface RequestOptions {
   token?: string
 }
 
+/**
+ * A running subscription: iterate it with `for await`; `break`, `return()` or the request's
+ * `AbortSignal` cancel it on the remote node.
+ */
+export interface Subscription<T> extends AsyncIterableIterator<T> {
+  /** Cancels the subscription on the remote node; resolves once nothing more will be delivered. */
+  return(): Promise<IteratorResult<T>>
+}
+
 /** What can be called: a connected {@link Peer}, or the caller of a request (`ctx.peer`). */
 export interface RemoteOperations {
   /** Calls a query or mutation. Rejects with a {@link CallError}. */
@@ -19,13 +28,11 @@ export interface RemoteOperations {
    * Subscribes; iterate with `for await`. Breaking out of the loop, `return()`, or aborting
    * `options.signal` cancels the subscription on the remote node.
    */
-  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): AsyncIterableIterator<T>
+  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Subscription<T>
 }
 
 /** Items a consumer takes before more credit is granted to the native side. */
 const CREDIT_BATCH = 64
-
-let nextCancelId = 1
 
 function cancelled(): CallError {
   return new CallError('CANCELLED', 'the request was cancelled by its AbortSignal')
@@ -37,33 +44,49 @@ function optionsJson(options: RequestOptions | undefined, cancelId?: number): st
 }
 
 /**
- * Runs a native call with `options`: an `AbortSignal` becomes a cancel id the native side
- * listens for; a native rejection becomes a {@link CallError}.
+ * The calls a peer or host has in flight: the native side reports each outcome to
+ * {@link Completions.complete} under the id the call was started with.
  * @internal
  */
-export async function unary<T>(
-  invoke: (optionsJson: string | undefined) => Promise<string>,
-  cancel: (cancelId: number) => void,
-  options?: RequestOptions,
-): Promise<T> {
-  const signal = options?.signal
-  if (signal === undefined) {
-    try {
-      return JSON.parse(await invoke(optionsJson(options))) as T
-    } catch (e) {
-      throw fromNative(e)
-    }
+export class Completions {
+  private readonly pending = new Map<number, { resolve: (json: string) => void; reject: (error: unknown) => void }>()
+  private nextId = 1
+
+  /** The listener the native side calls: `(callId, ok, json)`. */
+  readonly complete = (id: number, ok: boolean, json: string): void => {
+    const waiter = this.pending.get(id)
+    if (waiter === undefined) return
+    this.pending.delete(id)
+    if (ok) waiter.resolve(json)
+    else waiter.reject(parseCallError(json) ?? new CallError('INTERNAL', json))
   }
-  if (signal.aborted) throw cancelled()
-  const cancelId = nextCancelId++
-  const onAbort = (): void => cancel(cancelId)
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    return JSON.parse(await invoke(optionsJson(options, cancelId))) as T
-  } catch (e) {
-    throw fromNative(e)
-  } finally {
-    signal.removeEventListener('abort', onAbort)
+
+  /**
+   * Starts a native call with `options` and resolves with its parsed output: an `AbortSignal`
+   * becomes the call's cancel id; failures reject with a {@link CallError}.
+   */
+  run<T>(
+    start: (callId: number, optionsJson: string | undefined) => void,
+    cancel: (cancelId: number) => void,
+    options?: RequestOptions,
+  ): Promise<T> {
+    const signal = options?.signal
+    if (signal?.aborted) return Promise.reject(cancelled())
+    const id = this.nextId++
+    const outcome = new Promise<string>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject })
+      try {
+        start(id, optionsJson(options, signal === undefined ? undefined : id))
+      } catch (e) {
+        this.pending.delete(id)
+        reject(fromNative(e))
+      }
+    })
+    const parse = (json: string): T => JSON.parse(json) as T
+    if (signal === undefined) return outcome.then(parse)
+    const onAbort = (): void => cancel(id)
+    signal.addEventListener('abort', onAbort, { once: true })
+    return outcome.finally(() => signal.removeEventListener('abort', onAbort)).then(parse)
   }
 }
 
@@ -78,7 +101,7 @@ export type OpenSubscription = (
  * native side, so at most a few hundred wait here; `return()`, `break` or the signal cancel it.
  * @internal
  */
-export function stream<T>(open: OpenSubscription, options?: RequestOptions): AsyncIterableIterator<T> {
+export function stream<T>(open: OpenSubscription, options?: RequestOptions): Subscription<T> {
   let items: T[] = []
   let head = 0
   let taken = 0
@@ -159,7 +182,7 @@ export function stream<T>(open: OpenSubscription, options?: RequestOptions): Asy
     }
   }
 
-  const iterator: AsyncIterableIterator<T> = {
+  const iterator: Subscription<T> = {
     next: () =>
       new Promise<IteratorResult<T>>((resolve, reject) => {
         if (waiting) {

@@ -1,5 +1,5 @@
 import * as native from '../index.js'
-import { type RemoteOperations, type RequestOptions, stream, unary } from './call'
+import { Completions, type RemoteOperations, type RequestOptions, stream } from './call'
 import { CallError } from './errors'
 import type { HandlerContext, Identity, RegisteredOperation, Registry } from './registry'
 
@@ -18,7 +18,10 @@ const PUSH_BATCH = 64
 
 interface Running {
   operation: string
-  controller: AbortController
+  /** Made when a handler first reads `ctx.signal` (most never do). */
+  controller?: AbortController
+  /** Why the request was cancelled, once it was. */
+  cancelled?: CallError
   iterator?: AsyncIterator<unknown>
   /** Items that may still be produced before the subscriber takes some. */
   credit: number
@@ -30,35 +33,60 @@ interface Running {
   flushing: boolean
 }
 
+/** Parsed identities by their JSON: a connection's requests share one (frozen) object. */
+const identities = new Map<string, Identity | null>()
+
 function parseIdentity(json: string): Identity | null {
+  let identity = identities.get(json)
+  if (identity !== undefined) return identity
   const value: unknown = JSON.parse(json)
-  return value === null || typeof value !== 'object' ? null : (value as Identity)
+  identity = value === null || typeof value !== 'object' ? null : (value as Identity)
+  if (identity !== null) {
+    Object.freeze(identity.scopes)
+    for (const actions of Object.values(identity.resources ?? {})) Object.freeze(actions)
+    Object.freeze(identity.resources)
+    Object.freeze(identity)
+  }
+  if (identities.size >= 1024) identities.clear()
+  identities.set(json, identity)
+  return identity
 }
 
 /** The context of one request answered here. */
 class RequestContext implements HandlerContext {
-  readonly signal: AbortSignal
   private remote?: RemoteOperations
 
   constructor(
     private readonly host: native.Host,
+    private readonly completions: Completions,
     private readonly id: number,
-    readonly operation: string,
+    private readonly entry: Running,
     readonly identity: Identity | null,
-    controller: AbortController,
-  ) {
-    this.signal = controller.signal
+  ) {}
+
+  get operation(): string {
+    return this.entry.operation
   }
 
-  async call<T = unknown>(operation: string, input: unknown): Promise<T> {
-    return unary<T>(() => this.host.callLocal(this.id, operation, JSON.stringify(input ?? null)), () => {})
+  get signal(): AbortSignal {
+    const entry = this.entry
+    if (entry.controller === undefined) {
+      entry.controller = new AbortController()
+      if (entry.cancelled !== undefined) entry.controller.abort(entry.cancelled)
+    }
+    return entry.controller.signal
+  }
+
+  call<T = unknown>(operation: string, input: unknown): Promise<T> {
+    const { host, id } = this
+    return this.completions.run<T>((callId) => host.callLocal(callId, id, operation, JSON.stringify(input ?? null)), () => {})
   }
 
   get peer(): RemoteOperations {
-    const { host, id } = this
+    const { host, id, completions } = this
     this.remote ??= {
       call: <T>(operation: string, input: unknown, options?: RequestOptions) =>
-        unary<T>((o) => host.callPeer(id, operation, JSON.stringify(input ?? null), o), (c) => host.cancel(c), options),
+        completions.run<T>((callId, o) => host.callPeer(callId, id, operation, JSON.stringify(input ?? null), o), (c) => host.cancel(c), options),
       subscribe: <T>(operation: string, input: unknown, options?: RequestOptions) =>
         stream<T>((o, listener) => host.subscribePeer(id, operation, JSON.stringify(input ?? null), o, listener), options),
     }
@@ -74,6 +102,7 @@ class RequestContext implements HandlerContext {
  */
 export class HandlerHost {
   readonly native: native.Host
+  private readonly completions = new Completions()
   private readonly running = new Map<number, Running>()
   private readonly operations: ReadonlyMap<string, RegisteredOperation>
 
@@ -82,7 +111,10 @@ export class HandlerHost {
     private readonly report: HandlerErrorReporter,
   ) {
     this.operations = registry.operations
-    this.native = new native.Host((event, id, operation, inputJson, identityJson) => this.dispatch(event, id, operation, inputJson, identityJson))
+    this.native = new native.Host(
+      (event, id, operation, inputJson, identityJson) => this.dispatch(event, id, operation, inputJson, identityJson),
+      this.completions.complete,
+    )
   }
 
   /** The specs the native registry is built from. */
@@ -165,10 +197,9 @@ export class HandlerHost {
   }
 
   private start(id: number, op: RegisteredOperation, operation: string, inputJson: string, identityJson: string): void {
-    const controller = new AbortController()
-    const entry: Running = { operation, controller, credit: INITIAL_CREDIT, pulling: false, batch: [], flushing: false }
+    const entry: Running = { operation, credit: INITIAL_CREDIT, pulling: false, batch: [], flushing: false }
     this.running.set(id, entry)
-    const ctx = new RequestContext(this.native, id, operation, parseIdentity(identityJson), controller)
+    const ctx = new RequestContext(this.native, this.completions, id, entry, parseIdentity(identityJson))
     const input: unknown = JSON.parse(inputJson)
     if (op.kind === 'subscription') {
       entry.iterator = op.handler(input, ctx)[Symbol.asyncIterator]()
@@ -208,7 +239,8 @@ export class HandlerHost {
           const entry = this.running.get(id)
           this.running.delete(id)
           if (entry) {
-            entry.controller.abort(new CallError('CANCELLED', 'the caller cancelled the request'))
+            entry.cancelled = new CallError('CANCELLED', 'the caller cancelled the request')
+            entry.controller?.abort(entry.cancelled)
             entry.iterator?.return?.().catch(() => {})
           }
           break

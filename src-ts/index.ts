@@ -33,7 +33,7 @@ export type {
   SubscriptionHandler,
   UnaryHandler,
 } from './registry'
-export type { RemoteOperations, RequestOptions } from './call'
+export type { RemoteOperations, RequestOptions, Subscription } from './call'
 export type { HandlerErrorReporter } from './host'
 export { serve } from './node'
 export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'

@@ -1,5 +1,5 @@
 import * as native from '../index.js'
-import { type RemoteOperations, type RequestOptions, stream, unary } from './call'
+import { Completions, type RemoteOperations, type RequestOptions, type Subscription, stream } from './call'
 import { fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
@@ -64,12 +64,14 @@ export interface OperationInfo {
  */
 export class Peer implements RemoteOperations {
   private readonly native: native.Peer
+  private readonly completions: Completions
   private readonly release: () => void
   private closed = false
 
   /** @internal */
-  constructor(peer: native.Peer) {
+  constructor(peer: native.Peer, completions: Completions) {
     this.native = peer
+    this.completions = completions
     this.release = holdEventLoop()
   }
 
@@ -86,14 +88,15 @@ export class Peer implements RemoteOperations {
     } catch (e) {
       return Promise.reject(e)
     }
-    return unary<T>((o) => this.native.call(operation, inputJson, o), (c) => this.native.cancel(c), options)
+    const peer = this.native
+    return this.completions.run<T>((id, o) => peer.call(id, operation, inputJson, o), (id) => peer.cancel(id), options)
   }
 
   /**
    * Subscribes; iterate with `for await`. Breaking out of the loop, `return()`, or aborting
    * `options.signal` cancels the subscription on the remote node.
    */
-  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): AsyncIterableIterator<T> {
+  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Subscription<T> {
     const inputJson = JSON.stringify(input ?? null)
     return stream<T>((o, listener) => this.native.subscribe(operation, inputJson, o, listener), options)
   }
@@ -108,7 +111,7 @@ export class Peer implements RemoteOperations {
   }
 
   /** Receives what is published to topics matching `pattern` (`*` one segment, `>` the rest). */
-  topic<T = unknown>(pattern: string, options?: RequestOptions): AsyncIterableIterator<TopicMessage<T>> {
+  topic<T = unknown>(pattern: string, options?: RequestOptions): Subscription<TopicMessage<T>> {
     return this.subscribe<TopicMessage<T>>('pubsub/subscribe', { topic: pattern }, options)
   }
 
@@ -147,6 +150,7 @@ export class Peer implements RemoteOperations {
  */
 export async function connect(options: ConnectOptions): Promise<Peer> {
   const host = options.operations ? new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole) : undefined
+  const completions = new Completions()
   try {
     const peer = await native.connect(
       {
@@ -157,9 +161,10 @@ export async function connect(options: ConnectOptions): Promise<Peer> {
         operations: host?.specsJson(),
       },
       options.key.native,
+      completions.complete,
       host?.native,
     )
-    return new Peer(peer)
+    return new Peer(peer, completions)
   } catch (e) {
     throw fromNative(e)
   }

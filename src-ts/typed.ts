@@ -1,9 +1,9 @@
-import type { RemoteOperations, RequestOptions } from './call'
+import type { RemoteOperations, RequestOptions, Subscription } from './call'
 import type { OperationMap, OperationTypes, Registry } from './registry'
 
 /** The method an operation becomes: a promise for queries and mutations, an async iterator for subscriptions. */
 export type OperationMethod<T extends OperationTypes> = T['kind'] extends 'subscription'
-  ? (input: T['input'], options?: RequestOptions) => AsyncIterableIterator<T['output']>
+  ? (input: T['input'], options?: RequestOptions) => Subscription<T['output']>
   : (input: T['input'], options?: RequestOptions) => Promise<T['output']>
 
 type Split<N extends string> = N extends `${infer Head}/${infer Rest}` ? [Head, ...Split<Rest>] : [N]

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::bridge::{Bridge, Dispatch};
 use crate::errors::{call_error, parse_json, plain};
-use crate::request::Cancels;
+use crate::request::{complete, Cancels, Completer};
 use crate::subscription::{self, Listener, Subscription};
 
 /// Operations answered by JavaScript, and the calls their handlers make.
@@ -22,6 +22,7 @@ use crate::subscription::{self, Listener, Subscription};
 pub struct Host {
     pub(crate) bridge: Arc<Bridge>,
     cancels: Cancels,
+    completer: Arc<Completer>,
 }
 
 impl Host {
@@ -53,15 +54,17 @@ impl Host {
 
 #[napi]
 impl Host {
-    /// A host announcing requests through `dispatch` (see [`crate::bridge`] for its events).
+    /// A host announcing requests through `dispatch` (see [`crate::bridge`] for its events);
+    /// the calls its handlers make finish through `completer`.
     #[napi(
         constructor,
-        ts_args_type = "dispatch: (event: string, requestId: number, operation: string, inputJson: string, identityJson: string) => void"
+        ts_args_type = "dispatch: (event: string, requestId: number, operation: string, inputJson: string, identityJson: string) => void, completer: (callId: number, ok: boolean, json: string) => void"
     )]
-    pub fn new(dispatch: Dispatch) -> Self {
+    pub fn new(dispatch: Dispatch, completer: Completer) -> Self {
         Self {
             bridge: Bridge::new(dispatch),
             cancels: Cancels::default(),
+            completer: Arc::new(completer),
         }
     }
 
@@ -91,40 +94,46 @@ impl Host {
     }
 
     /// Calls `operation` of this node (internal ones too) on behalf of request `requestId`, as its
-    /// caller's identity; resolves with the output as JSON.
+    /// caller's identity; the outcome reaches the completer under `callId`.
     #[napi]
-    pub async fn call_local(
+    pub fn call_local(
         &self,
+        call_id: i64,
         request_id: i64,
         operation: String,
         input_json: String,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<()> {
         let ctx = self.bridge.context(request_id)?;
         let input: Value = parse_json(&input_json, "input")?;
-        let out = ctx.call(&operation, input).await.map_err(call_error)?;
-        Ok(out.to_string())
+        let request = self.cancels.request(None, ctx.token(), None)?;
+        complete(&self.completer, call_id, request, async move {
+            ctx.call(&operation, input).await
+        });
+        Ok(())
     }
 
-    /// Calls `operation` on the peer at the other end of request `requestId`'s connection.
-    /// Options as for `Peer.call`; the call is cancelled with its parent request.
+    /// Calls `operation` on the peer at the other end of request `requestId`'s connection; the
+    /// outcome reaches the completer under `callId`. Options as for `Peer.call`; the call is
+    /// cancelled with its parent request.
     #[napi]
-    pub async fn call_peer(
+    pub fn call_peer(
         &self,
+        call_id: i64,
         request_id: i64,
         operation: String,
         input_json: String,
         options_json: Option<String>,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<()> {
         let (ctx, peer) = self.caller(request_id)?;
         let input: Value = parse_json(&input_json, "input")?;
         let request = self
             .cancels
             .request(options_json.as_deref(), ctx.token(), None)?;
-        let out = peer
-            .call_with(&operation, input, request.options.clone())
-            .await
-            .map_err(call_error)?;
-        Ok(out.to_string())
+        let options = request.options.clone();
+        complete(&self.completer, call_id, request, async move {
+            peer.call_with(&operation, input, options).await
+        });
+        Ok(())
     }
 
     /// Subscribes to `operation` on the peer at the other end of request `requestId`'s

@@ -1,6 +1,7 @@
 //! `connect`: calls, subscriptions and pub/sub on a remote node.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use alknet_call::{CallService, OperationRegistry, ALPN};
 use alknet_endpoint::{Client, DialOptions, TransportKind};
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::errors::{call_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
-use crate::request::Cancels;
+use crate::request::{complete, Cancels, Completer};
 use crate::subscription::{self, Listener, Subscription};
 
 /// Where and how to dial.
@@ -40,6 +41,7 @@ pub struct Peer {
     token: Option<String>,
     cancels: Cancels,
     closed: CancellationToken,
+    completer: Arc<Completer>,
 }
 
 fn transport(name: Option<&str>) -> napi::Result<TransportKind> {
@@ -52,13 +54,18 @@ fn transport(name: Option<&str>) -> napi::Result<TransportKind> {
     }
 }
 
-/// Dials `options.address` with `key`, pinning `options.fingerprint`. With `host`, the
-/// operations in `options.operations` are served to the node over the same connection.
-#[napi(ts_return_type = "Promise<Peer>")]
+/// Dials `options.address` with `key`, pinning `options.fingerprint`; the peer's calls finish
+/// through `completer`. With `host`, the operations in `options.operations` are served to the
+/// node over the same connection.
+#[napi(
+    ts_args_type = "options: ConnectOptions, key: Keypair, completer: (callId: number, ok: boolean, json: string) => void, host?: Host | undefined | null",
+    ts_return_type = "Promise<Peer>"
+)]
 pub fn connect<'env>(
     env: &'env Env,
     options: ConnectOptions,
     key: &Keypair,
+    completer: Completer,
     host: Option<&Host>,
 ) -> napi::Result<PromiseRaw<'env, Peer>> {
     let address: SocketAddr = options.address.parse().map_err(|e| {
@@ -88,32 +95,33 @@ pub fn connect<'env>(
             token: options.token,
             cancels: Cancels::default(),
             closed: CancellationToken::new(),
+            completer: Arc::new(completer),
         })
     })
 }
 
 #[napi]
 impl Peer {
-    /// Calls a query or mutation; resolves with the output as JSON. A failure rejects with an
-    /// `Error` whose message is the JSON-encoded `CallError`. Options (JSON):
-    /// `{ timeoutMs?, cancelId?, token? }`.
+    /// Starts a query or mutation; its outcome reaches the completer under `callId`. Options
+    /// (JSON): `{ timeoutMs?, cancelId?, token? }`.
     #[napi]
-    pub async fn call(
+    pub fn call(
         &self,
+        call_id: i64,
         operation: String,
         input_json: String,
         options_json: Option<String>,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<()> {
         let input: Value = parse_json(&input_json, "input")?;
         let request =
             self.cancels
                 .request(options_json.as_deref(), &self.closed, self.token.as_deref())?;
-        let out = self
-            .peer
-            .call_with(&operation, input, request.options.clone())
-            .await
-            .map_err(call_error)?;
-        Ok(out.to_string())
+        let options = request.options.clone();
+        let peer = self.peer.clone();
+        complete(&self.completer, call_id, request, async move {
+            peer.call_with(&operation, input, options).await
+        });
+        Ok(())
     }
 
     /// Cancels the in-flight call started with `{ cancelId }`; it rejects with `CANCELLED`.

@@ -2,11 +2,16 @@
 //! JavaScript chose (an `AbortSignal` on the TypeScript side).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alknet_call::RequestOptions;
+use alknet_call::{CallError, RequestOptions};
+use napi::bindgen_prelude::FnArgs;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::parse_json;
@@ -21,19 +26,19 @@ struct OptionsJson {
 }
 
 /// Cancellation tokens of in-flight requests, by the id JavaScript chose.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Cancels {
-    tokens: Mutex<HashMap<i64, CancellationToken>>,
+    tokens: Arc<Mutex<HashMap<i64, CancellationToken>>>,
 }
 
 /// A request's options and the id it can be cancelled by; the id is withdrawn when dropped.
-pub(crate) struct Request<'a> {
+pub(crate) struct Request {
     pub options: RequestOptions,
-    cancels: &'a Cancels,
+    cancels: Cancels,
     cancel_id: Option<i64>,
 }
 
-impl Drop for Request<'_> {
+impl Drop for Request {
     fn drop(&mut self) {
         if let Some(id) = self.cancel_id {
             self.cancels.remove(id);
@@ -49,7 +54,7 @@ impl Cancels {
         json: Option<&str>,
         parent: &CancellationToken,
         token: Option<&str>,
-    ) -> napi::Result<Request<'_>> {
+    ) -> napi::Result<Request> {
         let parsed: OptionsJson = match json {
             Some(j) if !j.is_empty() => parse_json(j, "options")?,
             _ => OptionsJson::default(),
@@ -64,7 +69,7 @@ impl Cancels {
                 timeout: parsed.timeout_ms.map(Duration::from_millis),
                 cancel: Some(cancel),
             },
-            cancels: self,
+            cancels: self.clone(),
             cancel_id: parsed.cancel_id,
         })
     }
@@ -79,4 +84,37 @@ impl Cancels {
             token.cancel();
         }
     }
+}
+
+/// How a finished call reaches JavaScript: `(callId, ok, json)`, where `json` is the output, or
+/// the `CallError` when `ok` is false. One listener serves every call of a peer or host, so
+/// completions that finish together are delivered in one wake-up of the event loop, and no
+/// call creates a promise or a threadsafe function of its own on the native side.
+pub type Completion = (i64, bool, String);
+
+/// The completion listener; weak, so it never keeps the event loop alive.
+pub type Completer =
+    ThreadsafeFunction<FnArgs<Completion>, (), FnArgs<Completion>, Status, false, true>;
+
+/// Runs `call` on the runtime and delivers its outcome to `completer` under `call_id`.
+pub(crate) fn complete(
+    completer: &Arc<Completer>,
+    call_id: i64,
+    request: Request,
+    call: impl Future<Output = Result<Value, CallError>> + Send + 'static,
+) {
+    let completer = completer.clone();
+    napi::bindgen_prelude::spawn(async move {
+        let outcome = call.await;
+        drop(request);
+        let completion = match outcome {
+            Ok(v) => (call_id, true, v.to_string()),
+            Err(e) => (
+                call_id,
+                false,
+                serde_json::to_string(&e).unwrap_or_default(),
+            ),
+        };
+        completer.call(completion.into(), ThreadsafeFunctionCallMode::NonBlocking);
+    });
 }
