@@ -330,3 +330,42 @@ async fn shutdown_drains_an_iroh_handler_that_finishes_in_time() {
     let report = shutdown.await.unwrap();
     assert_eq!((report.in_flight, report.cut_off), (1, 0));
 }
+
+#[tokio::test]
+async fn call_protocol_runs_over_a_relayed_iroh_connection() {
+    use alknet_call::{CallHandler, CallService, OperationRegistry, Peer};
+    use serde_json::json;
+
+    let relay = TestRelay::start().await.unwrap();
+    let mut ops = OperationRegistry::new();
+    ops.query(
+        "math/add",
+        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}, "required": ["a", "b"]}),
+        json!({"type": "number"}),
+        |_, i| async move { Ok(json!(i["a"].as_f64().unwrap_or(0.0) + i["b"].as_f64().unwrap_or(0.0))) },
+    )
+    .unwrap();
+    let handler = CallHandler::new(CallService::anonymous(ops).unwrap());
+    let node = node_with(vec![Arc::new(handler)], Default::default(), |c| {
+        c.iroh = Some(IrohConfig {
+            direct: false,
+            ..relay.config()
+        })
+    })
+    .await;
+    let target = node.endpoint.iroh_online(ONLINE).await.unwrap();
+    let client = Client::with_iroh(SecretKey::generate(), relay.trusting()).unwrap();
+    let conn = client.dial_iroh(&target, alknet_call::ALPN).await.unwrap();
+    let peer = Peer::connect(
+        conn,
+        CallService::anonymous(OperationRegistry::new()).unwrap(),
+        Some(node.endpoint.fingerprint().to_string()),
+    );
+    assert_eq!(
+        peer.call("math/add", json!({"a": 2, "b": 3}))
+            .await
+            .unwrap(),
+        json!(5.0)
+    );
+    peer.close();
+}
