@@ -6,9 +6,13 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --workspace
+# Every cargo feature on (alknet-endpoint's `iroh`), so the iroh tests run; the endpoint is also
+# linted without it, since the feature gates code.
+echo "== cargo clippy --all-targets --all-features -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== cargo clippy -p alknet-endpoint --all-targets -D warnings (no features)"
+cargo clippy -p alknet-endpoint --all-targets -- -D warnings
+echo "== cargo test --all-features"
+cargo test --workspace --all-features
 echo "== Node package (napi build, tsc --strict, vitest)"
 bash scripts/test-node.sh

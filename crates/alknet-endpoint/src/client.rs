@@ -8,6 +8,10 @@ use alknet_core::{Connection, SecretKey};
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 
+#[cfg(feature = "iroh")]
+use crate::iroh_config::{bind_iroh, error_chain, IrohConfig, Role, SharedIroh};
+#[cfg(feature = "iroh")]
+use crate::iroh_target::IrohTarget;
 use crate::tls::{client_config, ServerCheck, TlsError};
 use crate::transport::QuicTransport;
 
@@ -49,6 +53,22 @@ pub enum DialError {
     /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// An iroh dial did not complete within the dial timeout (`IrohConfig::dial_timeout`).
+    #[error("iroh: no connection to node {node} within {timeout:?}: it is offline, not registered with the given relay, or not at the given addresses (through a relay, a wrong node id looks the same)")]
+    IrohTimeout {
+        /// The node dialed, as its `ed25519:` fingerprint.
+        node: String,
+        /// The timeout that passed.
+        timeout: std::time::Duration,
+    },
+    /// An iroh dial failed: wrong key, unsupported ALPN, refused, or no way to reach the node.
+    #[error("iroh: dial to node {node} failed: {reason}")]
+    Iroh {
+        /// The node dialed, as its `ed25519:` fingerprint.
+        node: String,
+        /// What went wrong, with a hint where one helps.
+        reason: String,
+    },
 }
 
 /// What to dial.
@@ -82,11 +102,20 @@ impl DialOptions {
     }
 }
 
-/// A dialer holding the client's key and one UDP socket for all its QUIC connections.
+/// A dialer holding the client's key and one UDP socket for all its QUIC connections (and, with
+/// feature `iroh`, one iroh endpoint, bound on the first iroh dial).
 #[derive(Clone)]
 pub struct Client {
     key: SecretKey,
     quic: quinn::Endpoint,
+    #[cfg(feature = "iroh")]
+    iroh: Arc<IrohDialer>,
+}
+
+#[cfg(feature = "iroh")]
+struct IrohDialer {
+    config: IrohConfig,
+    endpoint: SharedIroh,
 }
 
 fn hint(reason: String, alpn: &[u8]) -> String {
@@ -96,6 +125,8 @@ fn hint(reason: String, alpn: &[u8]) -> String {
         || reason.contains("error 120")
     {
         format!("{reason} (the server does not serve ALPN {alpn:?})")
+    } else if reason.contains("UnknownIssuer") {
+        format!("{reason} (the node reached presented a different key than the node id dialed)")
     } else if reason.contains("IncorrectCertificateTypeExtension") {
         format!("{reason} (the server and client disagree on raw keys vs certificates: pin an `ed25519:` fingerprint for a raw-key server, a `SHA256:` one for a certificate)")
     } else {
@@ -111,7 +142,91 @@ impl Client {
             addr,
             reason: e.to_string(),
         })?;
-        Ok(Self { key, quic })
+        Ok(Self {
+            key,
+            quic,
+            #[cfg(feature = "iroh")]
+            iroh: Arc::new(IrohDialer {
+                config: IrohConfig::default(),
+                endpoint: SharedIroh::default(),
+            }),
+        })
+    }
+
+    /// A client whose iroh dials use `iroh` (relays, bind address, dial timeout). [`new`](Self::new)
+    /// uses [`IrohConfig::default`]: no relay of its own, 10 s dial timeout.
+    #[cfg(feature = "iroh")]
+    pub fn with_iroh(key: SecretKey, iroh: IrohConfig) -> Result<Self, DialError> {
+        let mut client = Self::new(key)?;
+        client.iroh = Arc::new(IrohDialer {
+            config: iroh,
+            endpoint: SharedIroh::default(),
+        });
+        Ok(client)
+    }
+
+    /// Dials an iroh node by node id, through its relay and/or at its direct addresses, asking for
+    /// `alpn`. The node must prove it holds the key of `target.node_id` (the same pin as an
+    /// `ed25519:` fingerprint over QUIC); the dial fails after `IrohConfig::dial_timeout`.
+    #[cfg(feature = "iroh")]
+    pub async fn dial_iroh(
+        &self,
+        target: &IrohTarget,
+        alpn: &[u8],
+    ) -> Result<Connection, DialError> {
+        let node = target.fingerprint();
+        let failed = |reason: String| DialError::Iroh {
+            node: node.clone(),
+            reason: hint(reason, alpn),
+        };
+        let addr = target.to_endpoint_addr().map_err(|e| failed(e.reason))?;
+        let timeout = self.iroh.config.dial_timeout;
+        let attempt = async {
+            let endpoint = self
+                .iroh
+                .endpoint
+                .get_or_try_init(|| {
+                    bind_iroh(
+                        &self.key,
+                        &self.iroh.config,
+                        Role::Dial,
+                        Vec::new(),
+                        0,
+                        None,
+                    )
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            endpoint
+                .connect(addr, alpn)
+                .await
+                .map_err(|e| failed(error_chain(&e)))
+        };
+        let conn = tokio::time::timeout(timeout, attempt).await.map_err(|_| {
+            DialError::IrohTimeout {
+                node: node.clone(),
+                timeout,
+            }
+        })??;
+        // iroh's verifier already refuses any other key; checked again so that this function's
+        // promise does not rest on a dependency's internals.
+        if conn.remote_id().as_bytes() != &target.node_id.to_bytes() {
+            conn.close(0u32.into(), b"wrong node");
+            return Err(failed(format!(
+                "the node presented key {}",
+                conn.remote_id()
+            )));
+        }
+        let remote = target
+            .direct_addrs
+            .first()
+            .copied()
+            .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        Ok(Connection::new(
+            crate::transport::IrohTransport(conn),
+            alpn,
+            remote,
+        ))
     }
 
     /// The client's key.
@@ -190,8 +305,16 @@ impl Client {
         }
     }
 
-    /// Closes the client's QUIC socket and every connection on it.
+    /// Closes the client's QUIC socket and every connection on it (and its iroh endpoint, in the
+    /// background).
     pub fn close(&self) {
         self.quic.close(0u32.into(), b"client closed");
+        #[cfg(feature = "iroh")]
+        if let (Some(endpoint), Ok(runtime)) = (
+            self.iroh.endpoint.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            runtime.spawn(async move { endpoint.close().await });
+        }
     }
 }

@@ -21,6 +21,10 @@
 //! [`ProtocolHandler`]: alknet_core::ProtocolHandler
 
 mod client;
+#[cfg(feature = "iroh")]
+mod iroh_config;
+#[cfg(feature = "iroh")]
+mod iroh_target;
 mod limits;
 mod registry;
 mod server;
@@ -28,7 +32,14 @@ pub mod tls;
 mod transport;
 pub mod verifier;
 
+/// iroh's relay URL type (feature `iroh`), used in [`IrohRelays`] and [`IrohTarget`].
+#[cfg(feature = "iroh")]
+pub use ::iroh::RelayUrl;
 pub use client::{Client, DialError, DialOptions, TransportKind};
+#[cfg(feature = "iroh")]
+pub use iroh_config::{IrohConfig, IrohError, IrohRelays};
+#[cfg(feature = "iroh")]
+pub use iroh_target::{IrohTarget, IrohTargetError, TICKET_SCHEME};
 pub use limits::Limits;
 pub use registry::{HandlerRegistry, RegistryError};
 pub use server::{
@@ -36,4 +47,6 @@ pub use server::{
     CLOSE_SHUTDOWN,
 };
 pub use tls::{ServerCheck, ServerIdentity};
+#[cfg(feature = "iroh")]
+pub use transport::{IrohStream, IrohTransport};
 pub use transport::{QuicStream, QuicTransport};

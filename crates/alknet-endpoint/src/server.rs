@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+#[cfg(feature = "iroh")]
+use crate::iroh_config::{bind_iroh, IrohConfig, IrohError, Role, IROH_CLOSE_WAIT};
+#[cfg(feature = "iroh")]
+use crate::iroh_target::IrohTarget;
 use crate::limits::{IpLimiter, IpSlot, Limits};
 use crate::registry::HandlerRegistry;
 use crate::tls::{server_config, ServerIdentity, TlsError};
@@ -48,6 +52,9 @@ pub struct EndpointConfig {
     pub drain_timeout: Duration,
     /// How long a TCP+TLS handshake may take (default 10 s).
     pub handshake_timeout: Duration,
+    /// Also accept over iroh, on its own UDP socket (feature `iroh`; default off).
+    #[cfg(feature = "iroh")]
+    pub iroh: Option<IrohConfig>,
 }
 
 impl EndpointConfig {
@@ -61,6 +68,8 @@ impl EndpointConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            #[cfg(feature = "iroh")]
+            iroh: None,
         }
     }
 }
@@ -85,6 +94,14 @@ pub enum EndpointError {
     /// quinn refused the configuration.
     #[error("QUIC configuration: {0}")]
     Quic(String),
+    /// The iroh endpoint could not start.
+    #[cfg(feature = "iroh")]
+    #[error(transparent)]
+    Iroh(#[from] IrohError),
+    /// The iroh endpoint did not reach its relay in time.
+    #[cfg(feature = "iroh")]
+    #[error("iroh: not connected to a relay after {0:?}; check the relay URL, that it is reachable, and its certificate (relay_roots)")]
+    IrohOffline(Duration),
 }
 
 /// What shutdown did.
@@ -114,6 +131,8 @@ pub struct Endpoint {
     fingerprint: String,
     drain_timeout: Duration,
     accept_loops: Vec<JoinHandle<()>>,
+    #[cfg(feature = "iroh")]
+    iroh: Option<(::iroh::Endpoint, JoinHandle<()>)>,
 }
 
 fn bind_same_port(
@@ -204,6 +223,24 @@ impl Endpoint {
                 config.handshake_timeout,
             )));
         }
+        #[cfg(feature = "iroh")]
+        let iroh = match &config.iroh {
+            Some(iroh_config) => {
+                let endpoint = bind_iroh(
+                    &config.key,
+                    iroh_config,
+                    Role::Listen,
+                    alpns,
+                    config.limits.streams_per_connection,
+                    Some(local_addr),
+                )
+                .await?;
+                info!(target: "alknet::endpoint", node_id = %endpoint.id(), addrs = ?endpoint.bound_sockets(), "iroh listening");
+                let task = tokio::spawn(iroh_accept_loop(shared.clone(), endpoint.clone()));
+                Some((endpoint, task))
+            }
+            None => None,
+        };
         info!(target: "alknet::endpoint", addr = %local_addr, fingerprint = %fingerprint, "listening");
         Ok(Self {
             shared,
@@ -212,6 +249,8 @@ impl Endpoint {
             fingerprint,
             drain_timeout: config.drain_timeout,
             accept_loops,
+            #[cfg(feature = "iroh")]
+            iroh,
         })
     }
 
@@ -223,6 +262,44 @@ impl Endpoint {
     /// The fingerprint clients pin: `ed25519:…` for raw keys, `SHA256:…` for certificates.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The iroh node id: the node's public key (`None` without iroh). Its hex digits are those of
+    /// [`fingerprint`](Self::fingerprint) for a raw-key node.
+    #[cfg(feature = "iroh")]
+    pub fn iroh_node_id(&self) -> Option<alknet_core::PublicKey> {
+        let (endpoint, _) = self.iroh.as_ref()?;
+        alknet_core::PublicKey::from_bytes(endpoint.id().as_bytes()).ok()
+    }
+
+    /// Where this node can be dialed over iroh right now: node id, home relay (once chosen) and
+    /// direct addresses. `to_string()` gives the ticket to paste (see [`IrohTarget`]).
+    #[cfg(feature = "iroh")]
+    pub fn iroh_target(&self) -> Option<IrohTarget> {
+        let (endpoint, _) = self.iroh.as_ref()?;
+        let mut target = IrohTarget::from_endpoint_addr(&endpoint.addr())?;
+        // Sockets bound to one specific IP are direct addresses from the start.
+        for addr in endpoint.bound_sockets() {
+            if !addr.ip().is_unspecified() && !target.direct_addrs.contains(&addr) {
+                target.direct_addrs.push(addr);
+            }
+        }
+        Some(target)
+    }
+
+    /// Waits until the iroh endpoint is registered with its home relay, so that dialing through
+    /// the relay works, then returns [`iroh_target`](Self::iroh_target). Fails after `timeout`,
+    /// and at once without iroh or without relays.
+    #[cfg(feature = "iroh")]
+    pub async fn iroh_online(&self, timeout: Duration) -> Result<IrohTarget, EndpointError> {
+        let Some((endpoint, _)) = self.iroh.as_ref() else {
+            return Err(EndpointError::IrohOffline(Duration::ZERO));
+        };
+        tokio::time::timeout(timeout, endpoint.online())
+            .await
+            .map_err(|_| EndpointError::IrohOffline(timeout))?;
+        self.iroh_target()
+            .ok_or(EndpointError::IrohOffline(timeout))
     }
 
     /// Stops accepting new connections and new streams at once; [`shutdown`](Self::shutdown) does
@@ -256,8 +333,22 @@ impl Endpoint {
         }
         self.quic
             .close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+        #[cfg(feature = "iroh")]
+        let iroh = self.iroh.take().map(|(endpoint, task)| {
+            // iroh's close waits for peers to acknowledge; bounded below, and left to finish
+            // in the background if it takes longer.
+            let closing = tokio::spawn(async move { endpoint.close().await });
+            (closing, task)
+        });
         let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
         if let Some(task) = quic_loop {
+            let _ = task.await;
+        }
+        #[cfg(feature = "iroh")]
+        if let Some((closing, task)) = iroh {
+            let _ = tokio::time::timeout(IROH_CLOSE_WAIT, closing).await;
+            // The loop ends once the endpoint is closed; it holds nothing worth waiting for.
+            task.abort();
             let _ = task.await;
         }
         info!(target: "alknet::endpoint", in_flight, cut_off, "shut down");
@@ -274,6 +365,13 @@ impl Drop for Endpoint {
             .close(CLOSE_SHUTDOWN.into(), b"node shutting down");
         for task in &self.accept_loops {
             task.abort();
+        }
+        #[cfg(feature = "iroh")]
+        if let Some((endpoint, task)) = self.iroh.take() {
+            task.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { endpoint.close().await });
+            }
         }
     }
 }
@@ -316,7 +414,57 @@ async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
                 .and_then(|p| p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = QuicTransport(conn);
-            serve(&task_shared, transport, "quic", alpn, remote, presented, slot).await;
+            serve(&task_shared, transport, "quic", alpn, remote, presented, Some(slot)).await;
+        });
+    }
+}
+
+#[cfg(feature = "iroh")]
+async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
+    use ::iroh::endpoint::IncomingAddr;
+    // Like the QUIC loop: runs until the endpoint closes, refusing newcomers once draining.
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.draining.is_cancelled() {
+            incoming.refuse();
+            continue;
+        }
+        let task_shared = shared.clone();
+        shared.tracker.spawn(async move {
+            // A relayed connection has no remote IP; it is shown as 0.0.0.0:0 and is not subject
+            // to the per-IP limit (the relay sees the IP, we only see the node id).
+            let (remote, kind) = match incoming.remote_addr() {
+                IncomingAddr::Ip(addr) => (addr, "iroh"),
+                _ => (SocketAddr::from(([0, 0, 0, 0], 0)), "iroh-relay"),
+            };
+            let slot = (kind == "iroh").then(|| task_shared.limiter.try_acquire(remote.ip()));
+            let conn = match incoming.accept() {
+                Ok(accepting) => match accepting.await {
+                    Ok(conn) => conn,
+                    Err(e) => return handshake_failed(remote, kind, &e),
+                },
+                Err(e) => return handshake_failed(remote, kind, &e),
+            };
+            let slot = match slot {
+                Some(None) => {
+                    let reason = format!(
+                        "too many connections from your address (limit {}); close some and retry",
+                        task_shared.limiter.max()
+                    );
+                    warn!(target: "alknet::conn", remote = %remote, transport = kind, "connection refused: per-IP limit");
+                    conn.close(CLOSE_LIMIT.into(), reason.as_bytes());
+                    return;
+                }
+                Some(slot) => slot,
+                None => None,
+            };
+            let alpn = conn.alpn().to_vec();
+            // iroh's handshake proved the remote holds the secret of this key (raw-key TLS 1.3,
+            // signature verified); present it as the same SPKI a quinn client would.
+            let presented = alknet_core::PublicKey::from_bytes(conn.remote_id().as_bytes())
+                .ok()
+                .map(|key| key.to_spki_der());
+            let transport = crate::transport::IrohTransport(conn);
+            serve(&task_shared, transport, kind, alpn, remote, presented, slot).await;
         });
     }
 }
@@ -360,7 +508,7 @@ async fn tcp_accept_loop(
                 .peer_certificates()
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = SingleStreamTransport::new(tls);
-            serve(&task_shared, transport, "tcp", alpn, remote, presented, slot).await;
+            serve(&task_shared, transport, "tcp", alpn, remote, presented, Some(slot)).await;
         });
     }
 }
@@ -408,7 +556,7 @@ async fn serve(
     alpn: Vec<u8>,
     remote: SocketAddr,
     presented: Option<Vec<u8>>,
-    _slot: IpSlot,
+    _slot: Option<IpSlot>,
 ) {
     let started = Instant::now();
     let alpn_shown = String::from_utf8_lossy(&alpn).into_owned();

@@ -1,4 +1,5 @@
-//! quinn and TCP+TLS connections as [`alknet_core::Transport`]s.
+//! quinn and iroh connections as [`alknet_core::Transport`]s (TCP+TLS uses the core's
+//! single-stream transport).
 
 use std::io;
 use std::pin::Pin;
@@ -75,6 +76,81 @@ impl AsyncWrite for QuicStream {
 }
 
 impl BiStream for QuicStream {
+    fn reset(&mut self, code: u32) {
+        let _ = self.send.reset(code.into());
+        let _ = self.recv.stop(code.into());
+    }
+}
+
+/// An iroh connection (feature `iroh`): QUIC over iroh's paths (direct UDP or a relay).
+#[cfg(feature = "iroh")]
+pub struct IrohTransport(pub ::iroh::endpoint::Connection);
+
+/// One bidirectional stream of an iroh connection.
+#[cfg(feature = "iroh")]
+pub struct IrohStream {
+    send: ::iroh::endpoint::SendStream,
+    recv: ::iroh::endpoint::RecvStream,
+}
+
+#[cfg(feature = "iroh")]
+#[async_trait]
+impl Transport for IrohTransport {
+    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        let (send, recv) = self.0.accept_bi().await.map_err(closed)?;
+        Ok(Box::new(IrohStream { send, recv }))
+    }
+
+    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+        let (send, recv) = self.0.open_bi().await.map_err(closed)?;
+        Ok(Box::new(IrohStream { send, recv }))
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.0.close(code.into(), reason.as_bytes());
+    }
+
+    async fn closed(&self) {
+        self.0.closed().await;
+    }
+
+    fn is_single_stream(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(feature = "iroh")]
+impl AsyncRead for IrohStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "iroh")]
+impl AsyncWrite for IrohStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
+    }
+}
+
+#[cfg(feature = "iroh")]
+impl BiStream for IrohStream {
     fn reset(&mut self, code: u32) {
         let _ = self.send.reset(code.into());
         let _ = self.recv.stop(code.into());

@@ -1,6 +1,9 @@
 //! Shared test handlers and node setup.
 #![allow(dead_code)]
 
+#[cfg(feature = "iroh")]
+pub mod relay;
+
 use std::sync::Arc;
 
 use alknet_core::config::{ConfigStore, DynamicConfig, PeerEntry};
