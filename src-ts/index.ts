@@ -36,7 +36,7 @@ export type {
 export type { RemoteOperations, RequestOptions, Subscription } from './call'
 export type { HandlerErrorReporter } from './host'
 export { serve } from './node'
-export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 export { Peer, connect } from './peer'
 export type { ConnectOptions, OperationInfo, TopicMessage } from './peer'
 export type { OperationMethod, TypedApi } from './typed'

@@ -88,6 +88,20 @@ export interface Limits {
   maxMessageBytes?: number
 }
 
+/** iroh for a node: reachable by its key alone, through a relay when no direct path exists. */
+export interface IrohOptions {
+  /**
+   * `'none'` (default: reachable at its direct addresses only), `'n0'` (number 0's public
+   * relays; contacts third-party servers) or the `https://` URL of your own relay. Nothing
+   * phones home unless set.
+   */
+  relay?: string
+  /** PEM certificate(s) to trust for the relay, for a relay with its own CA or a self-signed one. */
+  relayCa?: string
+  /** Use direct UDP paths (default true); `false`: relay only, the node's IP stays hidden. */
+  direct?: boolean
+}
+
 /** Options of {@link serve}. */
 export interface ServeOptions extends DynamicConfig {
   /** `host:port` (QUIC over UDP, TCP+TLS on the same port number); port 0 picks a free one. */
@@ -100,6 +114,8 @@ export interface ServeOptions extends DynamicConfig {
   tls?: TlsMode
   /** Also accept TCP+TLS on the same port number (default true). */
   tcp?: boolean
+  /** Also accept over iroh, with the same key, handlers and peer list (`true`: no relay). */
+  iroh?: IrohOptions | boolean
   /** Per-peer limits. */
   limits?: Limits
   /** How long `close()` waits for in-flight connections (default 10 000 ms). */
@@ -114,6 +130,11 @@ export interface AlknetNode {
   readonly fingerprint: string
   /** `host:port` it listens on. */
   readonly address: string
+  /**
+   * With iroh: the ticket to dial it by, `iroh:<node id>?relay=…&addr=…` (pass it to
+   * `connect({ iroh })`); the node id is the hex of its `ed25519:` fingerprint. `null` without iroh.
+   */
+  readonly irohTicket: string | null
   /** Replaces peers, API keys and pub/sub rules; throws with the reason (keeping the old ones) if invalid. */
   reload(config: DynamicConfig): void
   /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
@@ -153,6 +174,7 @@ function whole(name: string, value: number | undefined, min: number, max = 2 ** 
 export async function serve(options: ServeOptions): Promise<AlknetNode> {
   const host = new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole)
   const limits = options.limits ?? {}
+  const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
   let n: native.Node
   try {
     n = await native.serve(
@@ -169,6 +191,10 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
         defaultTimeoutMs: whole('limits.defaultTimeoutMs', limits.defaultTimeoutMs, 1),
         maxTimeoutMs: whole('limits.maxTimeoutMs', limits.maxTimeoutMs, 1),
         maxFrameBytes: whole('limits.maxMessageBytes', limits.maxMessageBytes, 1024, 64 * 1024 * 1024),
+        iroh: iroh !== undefined,
+        irohRelay: iroh?.relay,
+        irohRelayCa: iroh?.relayCa,
+        irohDirect: iroh?.direct,
       },
       options.key.native,
       host.native,
@@ -181,6 +207,7 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
   return {
     fingerprint: n.fingerprint,
     address: n.address,
+    irohTicket: n.irohTicket ?? null,
     reload: (config: DynamicConfig) => n.reload(configJson(config)),
     publish: async (topic: string, data: unknown) => {
       try {

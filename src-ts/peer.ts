@@ -9,10 +9,18 @@ import { type TypedApi, typedApi } from './typed'
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
-  /** `host:port` of the node. */
-  address: string
-  /** The node's fingerprint, pinned exactly (`node.fingerprint` on the serving side). */
-  fingerprint: string
+  /** `host:port` of the node (QUIC, or TCP+TLS with `transport: 'tcp'`). Not needed with `iroh`. */
+  address?: string
+  /** The node's fingerprint, pinned exactly (`node.fingerprint` on the serving side). With `iroh`, the node id is the pin. */
+  fingerprint?: string
+  /** Dial over iroh: the node's ticket (`node.irohTicket`) or bare node id. */
+  iroh?: string
+  /** With `iroh`: the `https://` URL of the relay the node uses, if the ticket does not name it. */
+  relay?: string
+  /** With `iroh`: PEM certificate(s) to trust for that relay. */
+  relayCa?: string
+  /** With `iroh`: direct UDP addresses (`ip:port`) to try. */
+  irohAddrs?: string[]
   /** This side's key: the server's peer list maps its fingerprint to an identity. */
   key: Keypair
   /** A bearer token (peer token or `alk_…` API key) sent with every request. */
@@ -156,6 +164,10 @@ export async function connect(options: ConnectOptions): Promise<Peer> {
       {
         address: options.address,
         fingerprint: options.fingerprint,
+        iroh: options.iroh,
+        irohRelay: options.relay,
+        irohRelayCa: options.relayCa,
+        irohAddrs: options.irohAddrs,
         token: options.token,
         transport: options.transport,
         operations: host?.specsJson(),

@@ -103,6 +103,41 @@ pub enum IrohError {
     /// iroh refused to start.
     #[error("iroh endpoint: {0}")]
     Start(String),
+    /// A relay setting that is neither `none`, `n0` nor an `https://` URL.
+    #[error("iroh relay {0:?} is not valid; use \"none\", \"n0\" (number 0's public relays) or the https:// URL of your relay")]
+    Relay(String),
+    /// Relay CA certificates that are not PEM certificates.
+    #[error("iroh relay CA: {0}; give one or more PEM certificates (-----BEGIN CERTIFICATE-----)")]
+    RelayCa(String),
+}
+
+impl std::str::FromStr for IrohRelays {
+    type Err = IrohError;
+
+    /// `none`, `n0`, or one relay URL (what a command line or a config file says).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "none" => Ok(Self::None),
+            "n0" | "default" => Ok(Self::N0),
+            url => url
+                .parse::<RelayUrl>()
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http"))
+                .map(|u| Self::Custom(vec![u]))
+                .ok_or_else(|| IrohError::Relay(url.to_string())),
+        }
+    }
+}
+
+/// The certificates of a PEM text, to trust for relays (`IrohConfig::relay_roots`).
+pub fn relay_roots_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, IrohError> {
+    let roots = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IrohError::RelayCa(e.to_string()))?;
+    if roots.is_empty() {
+        return Err(IrohError::RelayCa("no certificate found".into()));
+    }
+    Ok(roots)
 }
 
 /// Which side the iroh endpoint is for.

@@ -37,7 +37,7 @@ pub mod verifier;
 pub use ::iroh::RelayUrl;
 pub use client::{Client, DialError, DialOptions, TransportKind};
 #[cfg(feature = "iroh")]
-pub use iroh_config::{IrohConfig, IrohError, IrohRelays};
+pub use iroh_config::{relay_roots_from_pem, IrohConfig, IrohError, IrohRelays};
 #[cfg(feature = "iroh")]
 pub use iroh_target::{IrohTarget, IrohTargetError, TICKET_SCHEME};
 pub use limits::Limits;

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use alknet_call::{CallHandler, CallOptions, CallService};
 use alknet_core::{ConfigIdentityProvider, ConfigStore, DynamicConfig, ProtocolHandler};
-use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, ServerIdentity};
+use alknet_endpoint::{
+    relay_roots_from_pem, Endpoint, EndpointConfig, HandlerRegistry, IrohConfig, IrohRelays,
+    ServerIdentity,
+};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::Env;
 use napi_derive::napi;
@@ -52,6 +55,33 @@ pub struct ServeOptions {
     pub max_timeout_ms: Option<u32>,
     /// Largest frame accepted, in bytes (default 16 MiB, at most 64 MiB).
     pub max_frame_bytes: Option<u32>,
+    /// Also accept over iroh (default false).
+    pub iroh: Option<bool>,
+    /// iroh relay: `none` (default), `n0` (number 0's public relays) or your relay's URL.
+    pub iroh_relay: Option<String>,
+    /// PEM certificates to trust for the relay (a self-hosted relay with its own CA).
+    pub iroh_relay_ca: Option<String>,
+    /// Use direct UDP paths over iroh (default true); false: relay only, the IP stays hidden.
+    pub iroh_direct: Option<bool>,
+}
+
+/// iroh settings from the serve or connect options; `None` when iroh is off.
+pub(crate) fn iroh_config(
+    relay: Option<&str>,
+    relay_ca: Option<&str>,
+    direct: Option<bool>,
+) -> napi::Result<IrohConfig> {
+    let mut config = IrohConfig::default();
+    if let Some(relay) = relay {
+        config.relays = relay.parse::<IrohRelays>().map_err(plain)?;
+    }
+    if let Some(pem) = relay_ca {
+        config.relay_roots = relay_roots_from_pem(pem).map_err(plain)?;
+    }
+    if let Some(direct) = direct {
+        config.direct = direct;
+    }
+    Ok(config)
 }
 
 /// A running node.
@@ -63,7 +93,11 @@ pub struct Node {
     bridge: Arc<Bridge>,
     fingerprint: String,
     address: String,
+    iroh_ticket: Option<String>,
 }
+
+/// How long `serve` waits for the iroh endpoint to register with its relay.
+const IROH_ONLINE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn millis(ms: Option<u32>) -> Option<Duration> {
     ms.map(|ms| Duration::from_millis(ms.into()))
@@ -148,6 +182,18 @@ pub fn serve<'env>(
     if let Some(n) = options.streams_per_connection {
         config.limits.streams_per_connection = n;
     }
+    let with_relay;
+    if options.iroh.unwrap_or(false) {
+        let iroh = iroh_config(
+            options.iroh_relay.as_deref(),
+            options.iroh_relay_ca.as_deref(),
+            options.iroh_direct,
+        )?;
+        with_relay = iroh.relays != IrohRelays::None;
+        config.iroh = Some(iroh);
+    } else {
+        with_relay = false;
+    }
     let bridge = host.bridge.clone();
     env.spawn_future(async move {
         let call: Arc<dyn ProtocolHandler> = Arc::new(CallHandler::new(service.clone()));
@@ -155,7 +201,20 @@ pub fn serve<'env>(
         let endpoint = Endpoint::bind(config, handlers, identity)
             .await
             .map_err(plain)?;
+        // With a relay, resolve once registered there, so the ticket names the relay.
+        let target = if with_relay {
+            match endpoint.iroh_online(IROH_ONLINE_TIMEOUT).await {
+                Ok(target) => Some(target),
+                Err(e) => {
+                    endpoint.shutdown().await;
+                    return Err(plain(e));
+                }
+            }
+        } else {
+            endpoint.iroh_target()
+        };
         Ok(Node {
+            iroh_ticket: target.map(|t| t.to_string()),
             fingerprint: endpoint.fingerprint().to_string(),
             address: endpoint.local_addr().to_string(),
             endpoint: Mutex::new(Some(endpoint)),
@@ -179,6 +238,13 @@ impl Node {
     #[napi(getter)]
     pub fn address(&self) -> String {
         self.address.clone()
+    }
+
+    /// Where to dial this node over iroh: `iroh:<node id>?relay=…&addr=…` (`null` without
+    /// iroh). The node id is the 64 hex digits of its `ed25519:` fingerprint.
+    #[napi(getter)]
+    pub fn iroh_ticket(&self) -> Option<String> {
+        self.iroh_ticket.clone()
     }
 
     /// Replaces the dynamic configuration (JSON `{ auth, pubsub }`) after validating it; throws

@@ -9,7 +9,7 @@ use iroh_relay::server::{CertConfig, RelayConfig, Server, ServerConfig, TlsConfi
 use rustls::pki_types::CertificateDer;
 
 /// A certificate for `localhost` and `127.0.0.1`, signed by itself, and a server config using it.
-fn self_signed() -> anyhow::Result<(Vec<CertificateDer<'static>>, rustls::ServerConfig)> {
+fn self_signed() -> anyhow::Result<(Vec<CertificateDer<'static>>, String, rustls::ServerConfig)> {
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     let der = cert.cert.der().clone();
@@ -22,7 +22,7 @@ fn self_signed() -> anyhow::Result<(Vec<CertificateDer<'static>>, rustls::Server
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(vec![der.clone()], key)?;
-    Ok((vec![der], config))
+    Ok((vec![der], cert.cert.pem(), config))
 }
 
 /// A running relay; stops when dropped.
@@ -33,12 +33,15 @@ pub struct TestRelay {
     pub url: RelayUrl,
     /// Its self-signed certificate, to trust.
     pub roots: Vec<CertificateDer<'static>>,
+    /// The same certificate as PEM.
+    #[allow(dead_code)]
+    pub ca_pem: String,
 }
 
 impl TestRelay {
     /// Starts a relay on 127.0.0.1 (HTTPS relay and HTTP on free ports; no QUIC address discovery).
     pub async fn start() -> anyhow::Result<Self> {
-        let (roots, server_config) = self_signed()?;
+        let (roots, ca_pem, server_config) = self_signed()?;
         let mut relay = RelayConfig::new((Ipv4Addr::LOCALHOST, 0));
         relay.tls = Some(TlsConfig::new(
             (Ipv4Addr::LOCALHOST, 0),
@@ -56,6 +59,7 @@ impl TestRelay {
             _server: server,
             url,
             roots,
+            ca_pem,
         })
     }
 
