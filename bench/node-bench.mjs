@@ -4,7 +4,8 @@
 //
 //   node --expose-gc bench/node-bench.mjs            # full run (3 interleaved rounds, medians)
 //   ALKNET_BENCH_QUICK=1 node bench/node-bench.mjs   # a short smoke run
-//   ALKNET_BENCH_ONLY=alknet-quic,grpc-tls ...       # only these columns (ids below)
+//   ALKNET_BENCH_ONLY=alknet-quic,grpc-tls ...       # only these columns (ids in SYSTEMS below)
+//   ALKNET_BENCH_ROUNDS=1 ...                         # fewer rounds
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
 //
 // Every server runs in its own child process (this file with `serve <kind>`); the clients run in
@@ -39,9 +40,11 @@ const QUICK = process.env.ALKNET_BENCH_QUICK === '1'
 const S = QUICK
   ? { rounds: 1, warmup: 500, latencyCalls: 1_000, callsPerLevel: 2_000, items: 10_000, messages: 5_000, rssCalls: 10_000 }
   : { rounds: 3, warmup: 3_000, latencyCalls: 5_000, callsPerLevel: 20_000, items: 100_000, messages: 50_000, rssCalls: 100_000 }
+if (process.env.ALKNET_BENCH_ROUNDS) S.rounds = Number(process.env.ALKNET_BENCH_ROUNDS)
 const LEVELS = [1, 16, 256]
-const WINDOW = 256 // pub/sub: published but not yet received
+const WINDOW = 512 // pub/sub: published but not yet received
 const PUBLISHERS = 16 // pub/sub: concurrent publish calls
+const BURST = 128 // pub/sub from the node: messages per burst
 const KEEP_ALIVE_MS = 5_000 // QUIC connections close after 30 s idle
 
 // ---------------------------------------------------------------------------------------------
@@ -76,6 +79,12 @@ class Broker {
   }
 }
 
+function burst(broker, { start, count }) {
+  let delivered = 0
+  for (let i = 0; i < count; i++) delivered += broker.publish('bench/t', { n: start + i })
+  return delivered
+}
+
 function stats(gc) {
   if (gc) globalThis.gc?.()
   const cpu = process.cpuUsage()
@@ -88,15 +97,22 @@ function stats(gc) {
 async function serveAlknet() {
   const { serve, Keypair, Registry, Type } = require(path.join(root, 'dist/index.js'))
   const N = Type.Object({ n: Type.Integer({ minimum: 0 }) })
+  const BURST = Type.Object({ start: Type.Integer({ minimum: 0 }), count: Type.Integer({ minimum: 0 }) })
+  let node
   const ops = new Registry()
     .query('echo/ping', { input: N, output: N }, (input) => input)
+    .query('bench/burst', { input: BURST, output: Type.Integer() }, async ({ start, count }) => {
+      const delivered = []
+      for (let i = 0; i < count; i++) delivered.push(node.publish('bench/t', { n: start + i }))
+      return (await Promise.all(delivered)).reduce((a, b) => a + b, 0)
+    })
     .subscription('echo/items', { input: Type.Object({ count: Type.Integer({ minimum: 0 }) }), output: N }, ({ count }) => numbers(count))
     .query(
       'bench/stats',
       { input: Type.Object({ gc: Type.Boolean() }), output: Type.Object({ rss: Type.Number(), user: Type.Number(), system: Type.Number(), gc: Type.Boolean() }) },
       ({ gc }) => stats(gc),
     )
-  const node = await serve({
+  node = await serve({
     listen: '127.0.0.1:0',
     key: Keypair.generate(),
     operations: ops,
@@ -127,6 +143,7 @@ function grpcService() {
     publish: method('Publish', false),
     subscribe: method('Subscribe', true),
     stats: method('Stats', false),
+    burst: method('Burst', false),
   }
 }
 
@@ -150,6 +167,7 @@ async function serveGrpc(certs) {
       call.on('cancelled', () => broker.subs.delete(sub))
     },
     stats: (call, callback) => callback(null, stats(call.request.gc)),
+    burst: (call, callback) => callback(null, burst(broker, call.request)),
   })
   const credentials = certs
     ? grpc.ServerCredentials.createSsl(null, [{ private_key: certs.key, cert_chain: certs.cert }], false)
@@ -202,6 +220,9 @@ async function serveWs(certs) {
               mine.delete(s)
             }
           }
+          break
+        case 'bench/burst':
+          ws.send(JSON.stringify({ id, result: burst(broker, params) }))
           break
         case 'bench/stats':
           ws.send(JSON.stringify({ id, result: stats(params.gc) }))
@@ -300,6 +321,7 @@ async function alknetClient(info, transport) {
     topic: (pattern) => peer.topic(pattern),
     publish: (topic, data) => publisher.publish(topic, data),
     stats: (gc) => peer.call('bench/stats', { gc }),
+    burst: (start, count) => publisher.call('bench/burst', { start, count }),
     close: async () => {
       await peer.close()
       await publisher.close()
@@ -340,6 +362,7 @@ async function grpcClient(info, certs) {
     },
     publish: (topic, data) => unary(publisher, 'publish', { topic, data }),
     stats: (gc) => unary(client, 'stats', { gc }),
+    burst: (start, count) => unary(publisher, 'burst', { start, count }),
     close: async () => {
       client.close()
       publisher.close()
@@ -394,6 +417,7 @@ async function wsClient(info, certs) {
     topic: (pattern) => conn.stream('pubsub/subscribe', { topic: pattern }),
     publish: (topic, data) => publisher.request('pubsub/publish', { topic, data }),
     stats: (gc) => conn.request('bench/stats', { gc }),
+    burst: (start, count) => publisher.request('bench/burst', { start, count }),
     close: async () => {
       conn.ws.close()
       publisher.ws.close()
@@ -447,7 +471,12 @@ async function streaming(sys, count) {
   return count / ((performance.now() - started) / 1e3)
 }
 
-async function pubsub(sys, total) {
+/**
+ * Pub/sub messages/s received by a `bench/>` subscriber. `peer`: a second connection publishes
+ * each message (PUBLISHERS concurrent publish calls); `node`: the server publishes bursts of
+ * BURST messages on request. Either way at most WINDOW messages are published but not received.
+ */
+async function pubsub(sys, total, from = 'peer') {
   const messages = sys.topic('bench/>')
   // The subscription is in place once a probe reaches it.
   const probeUntil = Date.now() + 10_000
@@ -463,7 +492,7 @@ async function pubsub(sys, total) {
     for await (const m of messages) {
       if (m.data.probe) continue
       received++
-      if (waiters.length && published - received < WINDOW) {
+      if (waiters.length && published - received <= WINDOW - BURST) {
         const w = waiters
         waiters = []
         w.forEach((r) => r())
@@ -471,16 +500,27 @@ async function pubsub(sys, total) {
       if (received === total) break
     }
   })()
-  await Promise.all(
-    Array.from({ length: PUBLISHERS }, async () => {
-      for (;;) {
-        while (published - received >= WINDOW) await new Promise((r) => waiters.push(r))
-        const n = published++
-        if (n >= total) return
-        if ((await sys.publish('bench/t', { n })) !== 1) throw new Error(`publish ${n} reached no subscriber`)
-      }
-    }),
-  )
+  const space = (k) => (published - received + k > WINDOW ? new Promise((r) => waiters.push(r)).then(() => space(k)) : undefined)
+  if (from === 'node') {
+    while (published < total) {
+      await space(BURST)
+      const count = Math.min(BURST, total - published)
+      const start = published
+      published += count
+      if ((await sys.burst(start, count)) !== count) throw new Error(`burst at ${start} did not reach the subscriber`)
+    }
+  } else {
+    await Promise.all(
+      Array.from({ length: PUBLISHERS }, async () => {
+        for (;;) {
+          await space(1)
+          const n = published++
+          if (n >= total) return
+          if ((await sys.publish('bench/t', { n })) !== 1) throw new Error(`publish ${n} reached no subscriber`)
+        }
+      }),
+    )
+  }
   await consumer
   return total / ((performance.now() - started) / 1e3)
 }
@@ -500,9 +540,10 @@ async function round(sys) {
   const rates = []
   for (const c of LEVELS) rates.push(await throughput(sys, c, S.callsPerLevel))
   const items = await streaming(sys, S.items)
-  const messages = await pubsub(sys, S.messages)
+  const messages = await pubsub(sys, S.messages, 'peer')
+  const nodeMessages = await pubsub(sys, S.messages, 'node')
   const cpu = await cpuPerCall(sys, S.callsPerLevel)
-  return { p50, p99, rates, items, messages, cpuClient: cpu.client, cpuServer: cpu.server }
+  return { p50, p99, rates, items, messages, nodeMessages, cpuClient: cpu.client, cpuServer: cpu.server }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,7 +617,8 @@ function table(columns, results) {
     ['latency p99 (sequential)', (f) => f.p99, fmt.us, true],
     ...LEVELS.map((c, i) => [`calls/s, concurrency ${c}`, (f) => f.rates[i], fmt.rate, false]),
     ['subscription items/s', (f) => f.items, fmt.rate, false],
-    ['pub/sub messages/s', (f) => f.messages, fmt.rate, false],
+    ['pub/sub msgs/s, peer publishes', (f) => f.messages, fmt.rate, false],
+    ['pub/sub msgs/s, node publishes', (f) => f.nodeMessages, fmt.rate, false],
     ['CPU µs/call client (c=256)', (f) => f.cpuClient, fmt.us, true],
     ['CPU µs/call server (c=256)', (f) => f.cpuServer, fmt.us, true],
   ]
@@ -610,6 +652,7 @@ function combine(rounds) {
     rates: LEVELS.map((_, i) => of((f) => f.rates[i])),
     items: of((f) => f.items),
     messages: of((f) => f.messages),
+    nodeMessages: of((f) => f.nodeMessages),
     cpuClient: of((f) => f.cpuClient),
     cpuServer: of((f) => f.cpuServer),
   }
@@ -617,7 +660,7 @@ function combine(rounds) {
 
 const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`
 
-async function rssCheck(sys, calls) {
+async function rssCheck(sys, calls, transport) {
   if (typeof globalThis.gc !== 'function') console.log('(client: run node with --expose-gc for a gc before each RSS reading)')
   globalThis.gc?.()
   const c0 = process.memoryUsage().rss
@@ -629,7 +672,7 @@ async function rssCheck(sys, calls) {
   const c1 = process.memoryUsage().rss
   const s1 = await sys.stats(true)
   console.log(
-    `RSS around ${calls} alknet calls (QUIC, concurrency 16, ${((calls / seconds) / 1e3).toFixed(1)} k/s), after a gc: ` +
+    `RSS around ${calls} alknet calls (${transport}, concurrency 16, ${((calls / seconds) / 1e3).toFixed(1)} k/s), after a gc: ` +
       `client ${mb(c0)} → ${mb(c1)} (${c1 >= c0 ? '+' : ''}${mb(c1 - c0)}), server ${mb(s0.rss)} → ${mb(s1.rss)} (${s1.rss >= s0.rss ? '+' : ''}${mb(s1.rss - s0.rss)})` +
       (s0.gc ? '' : ' [server without gc]'),
   )
@@ -642,7 +685,7 @@ async function main() {
   for (const v of versions()) console.log(`   ${v}`)
   console.log(
     `   ${S.rounds} interleaved round(s), medians; ${S.latencyCalls} sequential calls, ${S.callsPerLevel} calls per concurrency level, ` +
-      `${S.items} stream items, ${S.messages} pub/sub messages (window ${WINDOW}, ${PUBLISHERS} concurrent publishes)`,
+      `${S.items} stream items, ${S.messages} pub/sub messages (window ${WINDOW}; ${PUBLISHERS} concurrent publishes, or node bursts of ${BURST})`,
   )
   const certs = columns.some((c) => c.tls) ? makeCerts() : undefined
   const running = []
@@ -661,7 +704,8 @@ async function main() {
       for (let n = 0; n < S.warmup; n++) await checkedPing(r.sys, n)
       await throughput(r.sys, 16, S.warmup)
       await streaming(r.sys, Math.min(S.items, 10_000))
-      await pubsub(r.sys, Math.min(S.messages, 5_000))
+      await pubsub(r.sys, Math.min(S.messages, 5_000), 'peer')
+      await pubsub(r.sys, Math.min(S.messages, 5_000), 'node')
     }
     const rounds = running.map(() => [])
     for (let i = 0; i < S.rounds; i++) {
@@ -671,7 +715,7 @@ async function main() {
         try {
           const f = await round(r.sys)
           rounds[k].push(f)
-          process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)}\n`)
+          process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
         } catch (e) {
           rounds[k].push(`failed: ${e?.message ?? e}`)
           process.stdout.write(` failed: ${e?.message ?? e}\n`)
@@ -682,10 +726,10 @@ async function main() {
     console.log()
     console.log(table(columns, results))
     console.log()
-    const alk = running.find((r) => r.column.id === 'alknet-quic')
+    const alk = running.find((r) => r.column.id === 'alknet-quic') ?? running.find((r) => r.column.id === 'alknet-tcp')
     if (alk) {
       current = alk
-      await rssCheck(alk.sys, S.rssCalls)
+      await rssCheck(alk.sys, S.rssCalls, alk.column.id === 'alknet-quic' ? 'QUIC' : 'TCP+TLS')
     }
     clearInterval(keepAlive)
   } finally {

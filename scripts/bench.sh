@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `npm run bench`: the Rust benches (endpoint, call protocol), then the Node package's benchmark
+# (@alkdev/alknet JS→JS vs @grpc/grpc-js vs ws) against a release build of the binding.
+# ALKNET_BENCH_NODE_ONLY=1 skips the Rust benches; ALKNET_BENCH_QUICK=1 makes every part short.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${ALKNET_BENCH_NODE_ONLY:-}" != 1 ]; then
+  echo "== cargo bench -p alknet-endpoint --features iroh --bench endpoint (quinn and iroh)"
+  cargo bench -p alknet-endpoint --features iroh --bench endpoint
+  echo "== cargo run --release -p alknet-call-bench"
+  cargo run -q --release -p alknet-call-bench
+fi
+
+if [ ! -d node_modules/@napi-rs/cli ] || [ ! -d node_modules/@grpc/grpc-js ] || [ ! -d node_modules/ws ]; then
+  echo "== npm install"
+  npm install --no-audit --no-fund
+fi
+echo "== napi build --platform --release"
+npx napi build --platform --release --manifest-path crates/alknet-napi/Cargo.toml --package-json-path package.json --output-dir .
+echo "== tsc -p tsconfig.json"
+npx tsc -p tsconfig.json
+echo "== node --expose-gc bench/node-bench.mjs"
+node --expose-gc bench/node-bench.mjs
