@@ -130,6 +130,26 @@ describe('Peer', () => {
     expect((await rejection((await dial(node, { token: 'wrong' })).call('who/ami', {}))).code).toBe('UNAUTHENTICATED')
   })
 
+  it('an alk_ API key identifies its caller with its scopes until it expires', async () => {
+    const sha = (t: string) => `sha256:${createHash('sha256').update(t).digest('hex')}`
+    const ops = new Registry().mutation(
+      'todo/create',
+      { input: Type.Object({}), output: Type.Unknown(), access: { requiredScopes: ['todo:write'] } },
+      (_i, ctx) => ctx.identity?.id ?? null,
+    )
+    const node = await start(ops, {
+      auth: {
+        api_keys: [
+          { prefix: 'ci', hash: sha('alk_ci_s3cret'), scopes: ['todo:write'] },
+          { prefix: 'old', hash: sha('alk_old_s3cret'), scopes: ['todo:write'], expires_at: 1 },
+        ],
+      },
+    })
+    await expect((await dial(node, { token: 'alk_ci_s3cret' })).call('todo/create', {})).resolves.toBe('apikey:ci')
+    expect((await rejection((await dial(node, { token: 'alk_ci_guess' })).call('todo/create', {}))).code).toBe('UNAUTHENTICATED')
+    expect((await rejection((await dial(node, { token: 'alk_old_s3cret' })).call('todo/create', {}))).code).toBe('UNAUTHENTICATED')
+  })
+
   it('close() lets calls in flight finish and refuses new connections', async () => {
     const started = deferred()
     const release = deferred()
