@@ -3,6 +3,7 @@
 //! its stdin closes. For a real relay, run the `iroh-relay` binary (see the README).
 
 #[path = "../tests/support/relay.rs"]
+#[allow(dead_code)] // the tests use more of it than this binary
 mod relay;
 
 use std::io::Read;
