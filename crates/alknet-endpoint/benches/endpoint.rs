@@ -1,13 +1,19 @@
 //! Loopback benchmark of the endpoint: connection setup and bulk throughput for QUIC and TCP+TLS
-//! with Ed25519 raw keys, next to plain TCP (no TLS) as the reference.
+//! with Ed25519 raw keys, next to plain TCP (no TLS) as the reference; with feature `iroh`, also
+//! iroh direct and iroh through an in-process relay.
 //!
 //! ```text
 //! cargo bench -p alknet-endpoint --bench endpoint                          # full run
+//! cargo bench -p alknet-endpoint --features iroh --bench endpoint          # with the iroh rows
 //! ALKNET_BENCH_QUICK=1 cargo bench -p alknet-endpoint --bench endpoint     # smoke run
 //! ```
 //!
 //! Client and server run in one process on one multi-threaded tokio runtime and talk over
 //! 127.0.0.1 only. Every phase is bounded in count, and every operation in time.
+
+#[cfg(feature = "iroh")]
+#[path = "../tests/support/relay.rs"]
+mod relay;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -196,8 +202,9 @@ async fn plain_servers() -> Result<PlainServers> {
     })
 }
 
-async fn endpoint() -> Result<Endpoint> {
-    let config = EndpointConfig::new("127.0.0.1:0".parse()?, SecretKey::generate());
+async fn endpoint(edit: impl FnOnce(&mut EndpointConfig)) -> Result<Endpoint> {
+    let mut config = EndpointConfig::new("127.0.0.1:0".parse()?, SecretKey::generate());
+    edit(&mut config);
     let registry = HandlerRegistry::new([
         Arc::new(BenchHandler { alpn: PING_ALPN }) as Arc<dyn ProtocolHandler>,
         Arc::new(BenchHandler { alpn: SINK_ALPN }),
@@ -216,16 +223,32 @@ enum Kind {
     Quic,
     Tls,
     Plain,
+    #[cfg(feature = "iroh")]
+    IrohDirect,
+    #[cfg(feature = "iroh")]
+    IrohRelay,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Quic, Kind::Tls, Kind::Plain];
+    const ALL: &[Kind] = &[
+        Kind::Quic,
+        #[cfg(feature = "iroh")]
+        Kind::IrohDirect,
+        #[cfg(feature = "iroh")]
+        Kind::IrohRelay,
+        Kind::Tls,
+        Kind::Plain,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Kind::Quic => "QUIC, raw key",
             Kind::Tls => "TCP+TLS, raw key",
             Kind::Plain => "plain TCP (reference)",
+            #[cfg(feature = "iroh")]
+            Kind::IrohDirect => "iroh, direct",
+            #[cfg(feature = "iroh")]
+            Kind::IrohRelay => "iroh, via relay",
         }
     }
 }
@@ -236,6 +259,28 @@ struct Targets {
     fingerprint: String,
     plain_ping: SocketAddr,
     plain_sink: SocketAddr,
+    /// The endpoint over iroh, at its direct address.
+    #[cfg(feature = "iroh")]
+    iroh_direct: alknet_endpoint::IrohTarget,
+    /// A relay-only endpoint, by node id and relay URL.
+    #[cfg(feature = "iroh")]
+    iroh_relay: alknet_endpoint::IrohTarget,
+    /// The dialers' iroh settings (trusting the relay's certificate).
+    #[cfg(feature = "iroh")]
+    iroh_config: alknet_endpoint::IrohConfig,
+}
+
+impl Targets {
+    /// A client with its own key (and, with iroh, its own iroh endpoint).
+    fn client(&self) -> Result<Client> {
+        #[cfg(feature = "iroh")]
+        return Ok(Client::with_iroh(
+            SecretKey::generate(),
+            self.iroh_config.clone(),
+        )?);
+        #[cfg(not(feature = "iroh"))]
+        Ok(Client::new(SecretKey::generate())?)
+    }
 }
 
 enum Dialed {
@@ -247,6 +292,18 @@ async fn dial(client: &Client, targets: &Targets, kind: Kind, alpn: &[u8]) -> Re
     let transport = match kind {
         Kind::Quic => TransportKind::Quic,
         Kind::Tls => TransportKind::Tcp,
+        #[cfg(feature = "iroh")]
+        Kind::IrohDirect => {
+            return Ok(Dialed::Endpoint(
+                client.dial_iroh(&targets.iroh_direct, alpn).await?,
+            ))
+        }
+        #[cfg(feature = "iroh")]
+        Kind::IrohRelay => {
+            return Ok(Dialed::Endpoint(
+                client.dial_iroh(&targets.iroh_relay, alpn).await?,
+            ))
+        }
         Kind::Plain => {
             let addr = if alpn == SINK_ALPN {
                 targets.plain_sink
@@ -349,7 +406,7 @@ async fn concurrent(
     let deadline = started + CONCURRENT_DEADLINE;
     let mut dialers = Vec::with_capacity(CONCURRENCY);
     for _ in 0..CONCURRENCY {
-        let client = Client::new(SecretKey::generate())?;
+        let client = targets.client()?;
         let targets = targets.clone();
         let next = next.clone();
         dialers.push(tokio::spawn(async move {
@@ -492,7 +549,11 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
         );
     }
     println!();
-    println!("setup = time for Client::dial to return (plain TCP: TcpStream::connect).");
+    println!("setup = time for Client::dial (iroh: Client::dial_iroh) to return (plain TCP: TcpStream::connect).");
+    #[cfg(feature = "iroh")]
+    println!(
+        "iroh, direct: node id + 127.0.0.1 address, no relay; iroh, via relay: node id + relay URL only, to a relay-only node (in-process relay on 127.0.0.1, HTTPS)."
+    );
     println!(
         "conn/s = full cycles per second: dial, 1-byte round trip through the server handler, close."
     );
@@ -514,23 +575,55 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
 }
 
 async fn run(settings: Settings, workers: usize) -> Result<()> {
-    let node = endpoint().await?;
+    #[cfg(feature = "iroh")]
+    let relay = relay::TestRelay::start().await?;
+    #[cfg(feature = "iroh")]
+    let direct = alknet_endpoint::IrohConfig {
+        bind: Some("127.0.0.1:0".parse()?),
+        ..alknet_endpoint::IrohConfig::default()
+    };
+    let node = endpoint(|_c| {
+        #[cfg(feature = "iroh")]
+        {
+            _c.iroh = Some(direct.clone());
+        }
+    })
+    .await?;
+    // Relay-only: no direct path exists, so every byte goes through the relay.
+    #[cfg(feature = "iroh")]
+    let relayed = endpoint(|c| {
+        c.iroh = Some(alknet_endpoint::IrohConfig {
+            direct: false,
+            ..relay.config()
+        })
+    })
+    .await?;
+    #[cfg(feature = "iroh")]
+    let relayed_target = relayed.iroh_online(Duration::from_secs(30)).await?;
     let plain = plain_servers().await?;
     let targets = Arc::new(Targets {
         endpoint: node.local_addr(),
         fingerprint: node.fingerprint().to_string(),
         plain_ping: plain.ping,
         plain_sink: plain.sink,
+        #[cfg(feature = "iroh")]
+        iroh_direct: node.iroh_target().context("the node has no iroh address")?,
+        #[cfg(feature = "iroh")]
+        iroh_relay: relayed_target,
+        #[cfg(feature = "iroh")]
+        iroh_config: relay.trusting(),
     });
-    let client = Client::new(SecretKey::generate())?;
+    let client = targets.client()?;
     let mut rows = Vec::new();
-    for kind in Kind::ALL {
+    for &kind in Kind::ALL {
         rows.push(measure(&client, &targets, kind, &settings).await?);
     }
     client.close();
     print_table(&settings, workers, &rows);
     drop(plain);
     let _ = timeout(Duration::from_secs(15), node.shutdown()).await;
+    #[cfg(feature = "iroh")]
+    let _ = timeout(Duration::from_secs(15), relayed.shutdown()).await;
     Ok(())
 }
 

@@ -163,7 +163,13 @@ pub fn connect<'env>(
             }
             Route::Iroh { target, config } => {
                 let client = Client::with_iroh(key, *config).map_err(plain)?;
-                let conn = client.dial_iroh(&target, ALPN).await.map_err(plain)?;
+                let conn = match client.dial_iroh(&target, ALPN).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        client.close();
+                        return Err(plain(e));
+                    }
+                };
                 (client, conn, target.fingerprint())
             }
         };
@@ -255,6 +261,7 @@ impl Peer {
     pub fn close(&self) {
         self.closed.cancel();
         self.peer.close();
-        self.client.close();
+        // Inside the runtime, so that the client can close its iroh endpoint gracefully.
+        napi::bindgen_prelude::within_runtime_if_available(|| self.client.close());
     }
 }
