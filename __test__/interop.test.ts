@@ -1,5 +1,5 @@
 // Node and Rust nodes talk only through the wire contract: the Rust side is a separate process
-// (crates/alknet-call/examples/interop.rs) sharing nothing with the binding but the protocol.
+// (crates/alknet-node/examples/interop.rs) sharing nothing with the binding but the protocol.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -16,7 +16,7 @@ const interop = path.join(targetDir, 'debug', 'examples', 'interop')
 // scripts/test-node.sh builds it first; building again here is a no-op then, and keeps a direct
 // `npx vitest run` from testing a binary older than the Rust sources.
 beforeAll(async () => {
-  const build = await run('cargo', ['build', '-q', '-p', 'alknet-call', '--example', 'interop'], { cwd: repoRoot })
+  const build = await run('cargo', ['build', '-q', '-p', 'alknet-node', '--example', 'interop'], { cwd: repoRoot })
   expect(build.code, explain(build)).toBe(0)
 }, 600_000)
 

@@ -26,7 +26,7 @@ node scripts/check-dts.mjs
 echo "== tsc -p tsconfig.test.json (the tests, strict, no emit)"
 npx tsc -p tsconfig.test.json
 echo "== cargo build --example interop (the Rust node of __test__/interop.test.ts)"
-cargo build -q -p alknet-call --example interop
+cargo build -q -p alknet-node --example interop
 echo "== cargo build --example relay (the loopback iroh relay of __test__/iroh.test.ts)"
 cargo build -q -p alknet-endpoint --features iroh --example relay
 echo "== vitest run"

@@ -147,11 +147,11 @@ function configJson(config: DynamicConfig): string {
   return JSON.stringify({ auth: config.auth ?? {}, pubsub: config.pubsub ?? {} })
 }
 
-function tlsOptions(tls: TlsMode | undefined): Pick<native.ServeOptions, 'tls' | 'tlsNames' | 'tlsCert' | 'tlsKey'> {
-  if (tls === undefined || tls === 'raw') return { tls: 'raw' }
-  if (tls === 'self-signed') return { tls: 'self-signed' }
-  if ('selfSigned' in tls) return { tls: 'self-signed', tlsNames: tls.selfSigned }
-  return { tls: 'x509', tlsCert: tls.cert, tlsKey: tls.key }
+function tlsConfig(tls: TlsMode | undefined): Record<string, unknown> {
+  if (tls === undefined || tls === 'raw') return { mode: 'raw' }
+  if (tls === 'self-signed') return { mode: 'self-signed' }
+  if ('selfSigned' in tls) return { mode: 'self-signed', names: tls.selfSigned }
+  return { mode: 'x509', cert: tls.cert, key: tls.key }
 }
 
 /** Throws if `value` is set and not a whole number in `[min, max]`, naming the option. */
@@ -160,6 +160,29 @@ function whole(name: string, value: number | undefined, min: number, max = 2 ** 
     throw new RangeError(`${name} must be a whole number from ${min} to ${max}, not ${value}`)
   }
   return value
+}
+
+/** The `NodeConfig` JSON the native layer takes (the shape of `alknet.toml`). */
+function nodeConfigJson(options: ServeOptions): string {
+  const limits = options.limits ?? {}
+  const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
+  return JSON.stringify({
+    listen: options.listen,
+    tls: tlsConfig(options.tls),
+    tcp: options.tcp,
+    iroh: iroh && { relay: iroh.relay, relay_ca: iroh.relayCa, direct: iroh.direct },
+    limits: {
+      connections_per_ip: whole('limits.connectionsPerIp', limits.connectionsPerIp, 1),
+      streams_per_connection: whole('limits.streamsPerConnection', limits.streamsPerConnection, 1),
+      max_concurrent_requests: whole('limits.maxConcurrentRequests', limits.maxConcurrentRequests, 1),
+      default_timeout_ms: whole('limits.defaultTimeoutMs', limits.defaultTimeoutMs, 1),
+      max_timeout_ms: whole('limits.maxTimeoutMs', limits.maxTimeoutMs, 1),
+      max_frame_bytes: whole('limits.maxMessageBytes', limits.maxMessageBytes, 1024, 64 * 1024 * 1024),
+    },
+    drain_timeout_ms: whole('drainTimeoutMs', options.drainTimeoutMs, 0),
+    auth: options.auth ?? {},
+    pubsub: options.pubsub ?? {},
+  })
 }
 
 /**
@@ -173,32 +196,9 @@ function whole(name: string, value: number | undefined, min: number, max = 2 ** 
  */
 export async function serve(options: ServeOptions): Promise<AlknetNode> {
   const host = new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole)
-  const limits = options.limits ?? {}
-  const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
   let n: native.Node
   try {
-    n = await native.serve(
-      {
-        listen: options.listen,
-        config: configJson(options),
-        operations: host.specsJson(),
-        drainTimeoutMs: whole('drainTimeoutMs', options.drainTimeoutMs, 0),
-        tcp: options.tcp,
-        ...tlsOptions(options.tls),
-        connectionsPerIp: whole('limits.connectionsPerIp', limits.connectionsPerIp, 1),
-        streamsPerConnection: whole('limits.streamsPerConnection', limits.streamsPerConnection, 1),
-        maxConcurrentRequests: whole('limits.maxConcurrentRequests', limits.maxConcurrentRequests, 1),
-        defaultTimeoutMs: whole('limits.defaultTimeoutMs', limits.defaultTimeoutMs, 1),
-        maxTimeoutMs: whole('limits.maxTimeoutMs', limits.maxTimeoutMs, 1),
-        maxFrameBytes: whole('limits.maxMessageBytes', limits.maxMessageBytes, 1024, 64 * 1024 * 1024),
-        iroh: iroh !== undefined,
-        irohRelay: iroh?.relay,
-        irohRelayCa: iroh?.relayCa,
-        irohDirect: iroh?.direct,
-      },
-      options.key.native,
-      host.native,
-    )
+    n = await native.serve(nodeConfigJson(options), host.specsJson(), options.key.native, host.native)
   } catch (e) {
     throw fromNative(e)
   }

@@ -26,14 +26,13 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use alknet_call::service::NoIdentities;
-use alknet_call::{CallHandler, CallOptions, CallService, OperationRegistry, Peer};
+use alknet_call::{CallOptions, CallService, OperationRegistry, Peer};
 use alknet_core::{
-    AuthContext, BoxedStream, ConfigIdentityProvider, ConfigStore, Connection, DynamicConfig,
-    HandlerError, ProtocolHandler, SecretKey,
+    Alpn, AuthContext, BoxedStream, ConfigStore, Connection, HandlerError, ProtocolHandler,
+    SecretKey,
 };
-use alknet_endpoint::{
-    Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
-};
+use alknet_endpoint::{Client, DialOptions, TransportKind};
+use alknet_node::{Node, NodeConfig};
 use anyhow::{anyhow, ensure, Context, Result};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -282,8 +281,8 @@ struct RawHandler;
 
 #[async_trait]
 impl ProtocolHandler for RawHandler {
-    fn alpn(&self) -> &[u8] {
-        RAW_ALPN
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(RAW_ALPN)]
     }
 
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
@@ -833,27 +832,19 @@ async fn measure(entries: &[Entry], s: &Settings) -> Vec<Result<Figures, String>
 // Setup.
 
 struct AlknetNode {
-    endpoint: Endpoint,
+    endpoint: Node,
     /// The dialers, kept so their QUIC sockets stay open while their connections are used.
     clients: Mutex<Vec<Client>>,
 }
 
 async fn alknet_node(options: CallOptions, schemas: bool) -> Result<AlknetNode> {
-    let store = ConfigStore::new(DynamicConfig::default())?;
-    let service = CallService::new(
-        call_registry(schemas)?,
-        Arc::new(ConfigIdentityProvider::new(store.clone())),
-        Some(store.clone()),
-        options,
-    )?;
-    let handlers: Vec<Arc<dyn ProtocolHandler>> =
-        vec![Arc::new(CallHandler::new(service)), Arc::new(RawHandler)];
-    let endpoint = Endpoint::bind(
-        EndpointConfig::new("127.0.0.1:0".parse()?, SecretKey::generate()),
-        HandlerRegistry::new(handlers)?,
-        Arc::new(ConfigIdentityProvider::new(store)),
-    )
-    .await?;
+    let endpoint = Node::builder(NodeConfig::new("127.0.0.1:0".parse()?))
+        .key(SecretKey::generate())
+        .operations(call_registry(schemas)?)
+        .call_options(options)
+        .handler(Arc::new(RawHandler))
+        .start()
+        .await?;
     Ok(AlknetNode {
         endpoint,
         clients: Mutex::default(),
@@ -1133,7 +1124,7 @@ async fn variants(s: &Settings) -> Result<usize> {
     let server = CallService::new(
         call_registry(true)?,
         Arc::new(NoIdentities),
-        None,
+        ConfigStore::default(),
         CallOptions::default(),
     )?;
     let _serving = Peer::connect(a, server, None);

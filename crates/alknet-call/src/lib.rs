@@ -40,6 +40,7 @@ pub mod topic;
 pub use access::Access;
 pub use context::CallContext;
 pub use error::{CallError, ErrorCode};
+pub use pubsub::{PubSubPolicy, TopicRule};
 pub use registry::{Handler, OperationRegistry, OperationSpec, OperationType, Visibility};
 pub use service::{CallHandler, CallOptions, CallService, ALPN};
 pub use session::{CallClient, Peer, RequestOptions, Subscription};

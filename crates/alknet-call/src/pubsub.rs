@@ -1,4 +1,5 @@
-//! The topic broker behind `pubsub/publish` and `pubsub/subscribe`.
+//! The topic broker behind `pubsub/publish` and `pubsub/subscribe`, and the `pubsub` section of
+//! the node's dynamic configuration ([`PubSubPolicy`]): who may publish and subscribe where.
 //!
 //! Each subscription has a bounded queue. Publishing never waits: a subscription whose queue is
 //! full is ended with `OVERLOADED` (its queued items are dropped), so one slow subscriber never
@@ -8,13 +9,54 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alknet_core::config::{PubSubPolicy, TopicRule};
+use alknet_core::config::{ConfigError, ConfigSection};
 use alknet_core::Identity;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::topic::matches;
+use crate::topic::{matches, validate_pattern};
+
+/// Who may publish and subscribe (the `pubsub` section of the dynamic configuration). By default
+/// an identity is required for both and any identified caller may use any topic; the first rule
+/// whose pattern matches a concrete topic decides instead.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PubSubPolicy {
+    /// Rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<TopicRule>,
+}
+
+/// A rule for the topics matching `pattern` (`*` one segment, `>` one or more trailing segments).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRule {
+    /// Topic pattern.
+    pub pattern: String,
+    /// Who may publish: `None` = any identity, `Some([])` = nobody, else any of these scopes.
+    #[serde(default)]
+    pub publish: Option<Vec<String>>,
+    /// Who may receive: same meaning as `publish`.
+    #[serde(default)]
+    pub subscribe: Option<Vec<String>>,
+    /// Callers without an identity are allowed too (where the scope lists are `None`).
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+impl ConfigSection for PubSubPolicy {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            validate_pattern(&rule.pattern).map_err(|reason| ConfigError::Invalid {
+                entry: format!("topic rule {i}"),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+}
 
 struct Subscriber {
     pattern: String,

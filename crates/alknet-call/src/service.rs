@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_core::config::PubSubPolicy;
 use alknet_core::{
-    AuthContext, ConfigStore, Connection, HandlerError, Identity, IdentityProvider, ProtocolHandler,
+    Alpn, AuthContext, ConfigStore, Connection, HandlerError, Identity, IdentityProvider,
+    ProtocolHandler,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -17,7 +17,7 @@ use crate::context::CallContext;
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
 use crate::framing::DEFAULT_MAX_FRAME;
-use crate::pubsub::{may_publish, may_subscribe, Broker};
+use crate::pubsub::{may_publish, may_subscribe, Broker, PubSubPolicy};
 use crate::registry::{
     Handler, Operation, OperationRegistry, OperationSpec, OperationType, RegistryError, Visibility,
 };
@@ -61,7 +61,7 @@ impl Default for CallOptions {
 pub struct CallService {
     registry: OperationRegistry,
     identity: Arc<dyn IdentityProvider>,
-    config: Option<ConfigStore>,
+    pubsub: ConfigStore<PubSubPolicy>,
     broker: Broker,
     options: CallOptions,
 }
@@ -203,12 +203,12 @@ fn denied(identity: Option<&Identity>, what: &str) -> CallError {
 }
 
 impl CallService {
-    /// A service serving `registry` plus the built-ins (`services/*`, `pubsub/*`). `config`
-    /// supplies the pub/sub rules (defaults apply without it).
+    /// A service serving `registry` plus the built-ins (`services/*`, `pubsub/*`). `pubsub`
+    /// supplies the live pub/sub rules (`ConfigStore::default()` for the defaults).
     pub fn new(
         registry: OperationRegistry,
         identity: Arc<dyn IdentityProvider>,
-        config: Option<ConfigStore>,
+        pubsub: ConfigStore<PubSubPolicy>,
         options: CallOptions,
     ) -> Result<Arc<Self>, RegistryError> {
         let mut all = builtins()?;
@@ -216,7 +216,7 @@ impl CallService {
         Ok(Arc::new(Self {
             registry: all,
             identity,
-            config,
+            pubsub,
             broker: Broker::new(),
             options,
         }))
@@ -227,7 +227,7 @@ impl CallService {
         Self::new(
             registry,
             Arc::new(NoIdentities),
-            None,
+            ConfigStore::default(),
             CallOptions::default(),
         )
     }
@@ -253,11 +253,8 @@ impl CallService {
     }
 
     /// The pub/sub rules in force now.
-    pub fn pubsub_policy(&self) -> PubSubPolicy {
-        self.config
-            .as_ref()
-            .map(|c| c.load().pubsub.clone())
-            .unwrap_or_default()
+    pub fn pubsub_policy(&self) -> Arc<PubSubPolicy> {
+        self.pubsub.load()
     }
 
     /// Publishes as the node itself (no topic rules apply to the node); returns the deliveries.
@@ -423,8 +420,8 @@ impl CallHandler {
 
 #[async_trait]
 impl ProtocolHandler for CallHandler {
-    fn alpn(&self) -> &[u8] {
-        ALPN
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(ALPN)]
     }
 
     async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {

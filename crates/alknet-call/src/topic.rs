@@ -26,7 +26,23 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
 /// Checks a subscription pattern: non-empty segments; `*` and `>` only as whole segments; `>` only
 /// last. The same rules the node configuration's topic rules follow.
 pub fn validate_pattern(pattern: &str) -> Result<(), String> {
-    alknet_core::config::validate_topic_pattern(pattern)
+    let segments: Vec<&str> = pattern.split('/').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            return Err(format!("topic {pattern:?} has an empty segment"));
+        }
+        if *segment == ">" && i + 1 != segments.len() {
+            return Err(format!(
+                "topic {pattern:?}: `>` may only be the last segment"
+            ));
+        }
+        if segment.len() > 1 && (segment.contains('*') || segment.contains('>')) {
+            return Err(format!(
+                "topic {pattern:?}: `*` and `>` must be whole segments"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `topic` matches `pattern`: `*` matches exactly one segment, a final `>` one or more

@@ -708,7 +708,7 @@ async fn pubsub_needs_an_identity_by_default_and_rejects_wildcard_publish() {
 
 #[tokio::test]
 async fn topic_rules_reload_takes_effect_for_the_next_publish() {
-    use alknet_core::config::TopicRule;
+    use alknet_call::{PubSubPolicy, TopicRule};
     let (probe, _) = probe();
     let p = pair(&probe);
     let reader = RequestOptions {
@@ -723,14 +723,15 @@ async fn topic_rules_reload_takes_effect_for_the_next_publish() {
         )
     };
     assert!(publish().await.is_ok());
-    let mut config = config();
-    config.pubsub.rules.push(TopicRule {
-        pattern: "ops/>".into(),
-        publish: Some(vec!["admin".into()]),
-        subscribe: None,
-        anonymous: false,
-    });
-    p.store.reload(config).unwrap();
+    let rules = PubSubPolicy {
+        rules: vec![TopicRule {
+            pattern: "ops/>".into(),
+            publish: Some(vec!["admin".into()]),
+            subscribe: None,
+            anonymous: false,
+        }],
+    };
+    p.store.pubsub.reload(rules).unwrap();
     assert_eq!(publish().await.unwrap_err().code, "FORBIDDEN");
 }
 

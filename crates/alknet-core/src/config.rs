@@ -1,7 +1,10 @@
-//! The dynamic (hot-reloadable) configuration: peers, API keys and pub/sub topic rules.
+//! The dynamic (hot-reloadable) configuration, one section per owner: this crate owns [`AuthConfig`]
+//! (peers and API keys); each handler crate brings its own section type (pub/sub rules live in
+//! `alknet-call`, forwarding policy in the SSH crate) implementing [`ConfigSection`].
 //!
-//! It lives behind an [`ArcSwap`]: readers never block, and a reload is validated first, so an
-//! invalid one is refused with a reason and the old configuration stays in force.
+//! Each section lives in a [`ConfigStore`] behind an [`ArcSwap`]: readers never block, and a reload
+//! is validated first, so an invalid one is refused with a reason and the old configuration stays
+//! in force.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,18 +14,6 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::fingerprint::Fingerprint;
-
-/// Everything that may change without a restart.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DynamicConfig {
-    /// Who may connect and what they may do.
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// Who may publish and subscribe to which topics.
-    #[serde(default)]
-    pub pubsub: PubSubPolicy,
-}
 
 /// Peers and API keys.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -102,33 +93,6 @@ pub struct ApiKeyEntry {
     pub expires_at: Option<u64>,
 }
 
-/// Who may publish and subscribe. By default an identity is required for both and any identified
-/// caller may use any topic; the first rule whose pattern matches a concrete topic decides instead.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PubSubPolicy {
-    /// Rules, first match wins.
-    #[serde(default)]
-    pub rules: Vec<TopicRule>,
-}
-
-/// A rule for the topics matching `pattern` (`*` one segment, `>` one or more trailing segments).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TopicRule {
-    /// Topic pattern.
-    pub pattern: String,
-    /// Who may publish: `None` = any identity, `Some([])` = nobody, else any of these scopes.
-    #[serde(default)]
-    pub publish: Option<Vec<String>>,
-    /// Who may receive: same meaning as `publish`.
-    #[serde(default)]
-    pub subscribe: Option<Vec<String>>,
-    /// Callers without an identity are allowed too (where the scope lists are `None`).
-    #[serde(default)]
-    pub anonymous: bool,
-}
-
 /// A configuration that was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -159,33 +123,17 @@ fn is_sha256_hash(s: &str) -> bool {
     })
 }
 
-/// Checks a topic or topic pattern: `/`-separated non-empty segments; `>` only last.
-pub fn validate_topic_pattern(pattern: &str) -> Result<(), String> {
-    let segments: Vec<&str> = pattern.split('/').collect();
-    for (i, segment) in segments.iter().enumerate() {
-        if segment.is_empty() {
-            return Err(format!("topic {pattern:?} has an empty segment"));
-        }
-        if *segment == ">" && i + 1 != segments.len() {
-            return Err(format!(
-                "topic {pattern:?}: `>` may only be the last segment"
-            ));
-        }
-        if segment.len() > 1 && (segment.contains('*') || segment.contains('>')) {
-            return Err(format!(
-                "topic {pattern:?}: `*` and `>` must be whole segments"
-            ));
-        }
-    }
-    Ok(())
+/// A section of the dynamic configuration: a part one crate owns, validates and reads.
+pub trait ConfigSection: Clone + Default + Send + Sync + 'static {
+    /// Checks the section; the first problem is returned, naming the entry.
+    fn validate(&self) -> Result<(), ConfigError>;
 }
 
-impl DynamicConfig {
-    /// Checks the whole configuration; the first problem is returned, naming the entry.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl ConfigSection for AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
         let mut fingerprints = HashSet::new();
-        for peer in &self.auth.peers {
+        for peer in &self.peers {
             let entry = format!("peer {:?}", peer.id);
             if peer.id.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -223,7 +171,7 @@ impl DynamicConfig {
             }
         }
         let mut prefixes = HashSet::new();
-        for key in &self.auth.api_keys {
+        for key in &self.api_keys {
             let entry = format!("api key {:?}", key.prefix);
             if key.prefix.is_empty() || !key.prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(ConfigError::Invalid {
@@ -244,38 +192,51 @@ impl DynamicConfig {
                 });
             }
         }
-        for (i, rule) in self.pubsub.rules.iter().enumerate() {
-            validate_topic_pattern(&rule.pattern).map_err(|reason| ConfigError::Invalid {
-                entry: format!("topic rule {i}"),
-                reason,
-            })?;
-        }
         Ok(())
     }
 }
 
-/// The live configuration: cheap to read from any thread, replaced atomically by [`reload`](Self::reload).
-#[derive(Clone, Debug)]
-pub struct ConfigStore(Arc<ArcSwap<DynamicConfig>>);
+/// One live section: cheap to read from any thread, replaced atomically by [`reload`](Self::reload).
+/// Clones share the section.
+#[derive(Debug)]
+pub struct ConfigStore<T>(Arc<ArcSwap<T>>);
 
-impl ConfigStore {
+impl<T> Clone for ConfigStore<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: ConfigSection> Default for ConfigStore<T> {
+    /// A store holding the section's default (which is valid by definition).
+    fn default() -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(T::default())))
+    }
+}
+
+impl<T: ConfigSection> ConfigStore<T> {
     /// A store holding a validated `config`.
-    pub fn new(config: DynamicConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: T) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self(Arc::new(ArcSwap::from_pointee(config))))
     }
 
-    /// The current configuration.
-    pub fn load(&self) -> Arc<DynamicConfig> {
+    /// The current section.
+    pub fn load(&self) -> Arc<T> {
         self.0.load_full()
     }
 
-    /// Validates `config` and swaps it in; on error the old configuration stays.
-    pub fn reload(&self, config: DynamicConfig) -> Result<(), ConfigError> {
+    /// Validates `config` and swaps it in; on error the old section stays.
+    pub fn reload(&self, config: T) -> Result<(), ConfigError> {
         config.validate()?;
-        self.0.store(Arc::new(config));
-        tracing::info!(target: "alknet::config", "configuration reloaded");
+        self.store_validated(config);
         Ok(())
+    }
+
+    /// Swaps in a section the caller has already validated (a node validates every section of a
+    /// reload first, then swaps them all, so a reload applies entirely or not at all).
+    pub fn store_validated(&self, config: T) {
+        self.0.store(Arc::new(config));
     }
 }
 
@@ -284,14 +245,20 @@ mod tests {
     use super::*;
     use crate::SecretKey;
 
+    fn peers(peers: Vec<PeerEntry>) -> AuthConfig {
+        AuthConfig {
+            peers,
+            ..Default::default()
+        }
+    }
+
     fn peer(id: &str) -> PeerEntry {
         PeerEntry::new(id, [SecretKey::generate().public().fingerprint()])
     }
 
     #[test]
     fn duplicate_peer_ids_are_refused_naming_the_id() {
-        let mut config = DynamicConfig::default();
-        config.auth.peers = vec![peer("alice"), peer("alice")];
+        let config = peers(vec![peer("alice"), peer("alice")]);
         let err = config.validate().unwrap_err();
         assert_eq!(
             err,
@@ -304,48 +271,32 @@ mod tests {
 
     #[test]
     fn malformed_fingerprint_names_the_peer() {
-        let mut config = DynamicConfig::default();
-        config.auth.peers = vec![PeerEntry::new("bob", ["ed25519:xyz".to_string()])];
+        let config = peers(vec![PeerEntry::new("bob", ["ed25519:xyz".to_string()])]);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("peer \"bob\""), "{err}");
     }
 
     #[test]
     fn malformed_token_hash_is_refused() {
-        let mut config = DynamicConfig::default();
         let mut p = peer("carol");
         p.token_hash = Some("md5:abc".into());
-        config.auth.peers = vec![p];
-        assert!(config.validate().is_err());
-    }
-
-    #[test]
-    fn invalid_topic_rule_is_refused() {
-        let mut config = DynamicConfig::default();
-        config.pubsub.rules.push(TopicRule {
-            pattern: "a/>/b".into(),
-            publish: None,
-            subscribe: None,
-            anonymous: false,
-        });
+        let config = peers(vec![p]);
         assert!(config.validate().is_err());
     }
 
     #[test]
     fn invalid_reload_keeps_the_old_config() {
-        let store = ConfigStore::new(DynamicConfig::default()).unwrap();
-        let mut bad = DynamicConfig::default();
-        bad.auth.peers = vec![peer("x"), peer("x")];
+        let store = ConfigStore::new(AuthConfig::default()).unwrap();
+        let bad = peers(vec![peer("x"), peer("x")]);
         assert!(store.reload(bad).is_err());
-        assert!(store.load().auth.peers.is_empty());
+        assert!(store.load().peers.is_empty());
     }
 
     #[test]
     fn config_parses_from_json_with_defaults() {
-        let config: DynamicConfig = serde_json::from_str(
-            r#"{"auth":{"peers":[{"id":"a","fingerprints":[],"scopes":["x"]}]}}"#,
-        )
-        .unwrap();
-        assert!(config.auth.peers[0].enabled);
+        let config: AuthConfig =
+            serde_json::from_str(r#"{"peers":[{"id":"a","fingerprints":[],"scopes":["x"]}]}"#)
+                .unwrap();
+        assert!(config.peers[0].enabled);
     }
 }

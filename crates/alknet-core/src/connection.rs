@@ -61,6 +61,7 @@ pub struct Connection {
     transport: Arc<dyn Transport>,
     alpn: Arc<[u8]>,
     remote_addr: SocketAddr,
+    drain: CancellationToken,
 }
 
 impl std::fmt::Debug for Connection {
@@ -79,7 +80,27 @@ impl Connection {
             transport: Arc::new(transport),
             alpn: alpn.into(),
             remote_addr,
+            drain: CancellationToken::new(),
         }
+    }
+
+    /// The same connection, draining once `drain` is cancelled (the endpoint passes its shutdown
+    /// signal here).
+    pub fn with_drain(mut self, drain: CancellationToken) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Resolves when the node begins to shut down: stop taking new work on this connection,
+    /// finish what is in flight, then return from the handler. Before the drain deadline the
+    /// endpoint waits; after it, the connection is closed regardless.
+    pub async fn draining(&self) {
+        self.drain.cancelled().await
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_cancelled()
     }
 
     /// The next stream the peer opened.

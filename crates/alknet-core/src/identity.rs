@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigStore, PeerEntry};
+use crate::config::{AuthConfig, ConfigStore, PeerEntry};
 use crate::fingerprint::{constant_time_eq, token_hash, Fingerprint};
 
 /// Who a caller is and what it may do.
@@ -49,21 +49,21 @@ pub trait IdentityProvider: Send + Sync + 'static {
     fn resolve_from_token(&self, token: &[u8]) -> Option<Identity>;
 }
 
-/// The default provider: reads [`ConfigStore`] on every call, so a reload applies to the next
+/// The default provider: reads the [`AuthConfig`] section on every call, so a reload applies to the next
 /// resolution at once.
 #[derive(Clone, Debug)]
 pub struct ConfigIdentityProvider {
-    store: ConfigStore,
+    store: ConfigStore<AuthConfig>,
 }
 
 impl ConfigIdentityProvider {
     /// A provider over `store`.
-    pub fn new(store: ConfigStore) -> Self {
+    pub fn new(store: ConfigStore<AuthConfig>) -> Self {
         Self { store }
     }
 
     /// The store it reads.
-    pub fn store(&self) -> &ConfigStore {
+    pub fn store(&self) -> &ConfigStore<AuthConfig> {
         &self.store
     }
 }
@@ -81,7 +81,6 @@ impl IdentityProvider for ConfigIdentityProvider {
         let wanted: Fingerprint = fingerprint.parse().ok()?;
         let config = self.store.load();
         config
-            .auth
             .peers
             .iter()
             .filter(|p| p.enabled)
@@ -103,7 +102,6 @@ impl IdentityProvider for ConfigIdentityProvider {
                 .map(|d| d.as_secs())
                 .unwrap_or(u64::MAX);
             return config
-                .auth
                 .api_keys
                 .iter()
                 .find(|k| k.prefix.as_bytes() == prefix)
@@ -116,7 +114,6 @@ impl IdentityProvider for ConfigIdentityProvider {
                 });
         }
         config
-            .auth
             .peers
             .iter()
             .filter(|p| p.enabled)
@@ -132,10 +129,10 @@ impl IdentityProvider for ConfigIdentityProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ApiKeyEntry, DynamicConfig};
+    use crate::config::ApiKeyEntry;
     use crate::SecretKey;
 
-    fn provider(config: DynamicConfig) -> ConfigIdentityProvider {
+    fn provider(config: AuthConfig) -> ConfigIdentityProvider {
         ConfigIdentityProvider::new(ConfigStore::new(config).unwrap())
     }
 
@@ -144,8 +141,8 @@ mod tests {
         let key = SecretKey::generate().public().fingerprint();
         let mut peer = PeerEntry::new("a", [key.clone()]);
         peer.enabled = false;
-        let mut config = DynamicConfig::default();
-        config.auth.peers.push(peer);
+        let mut config = AuthConfig::default();
+        config.peers.push(peer);
         assert!(provider(config).resolve_from_fingerprint(&key).is_none());
     }
 
@@ -153,8 +150,8 @@ mod tests {
     fn peer_token_resolves_by_hash() {
         let mut peer = PeerEntry::new("svc", []);
         peer.token_hash = Some(token_hash(b"s3cret"));
-        let mut config = DynamicConfig::default();
-        config.auth.peers.push(peer);
+        let mut config = AuthConfig::default();
+        config.peers.push(peer);
         let p = provider(config);
         assert_eq!(p.resolve_from_token(b"s3cret").unwrap().id, "svc");
         assert!(p.resolve_from_token(b"wrong").is_none());
@@ -162,15 +159,15 @@ mod tests {
 
     #[test]
     fn api_keys_resolve_until_they_expire() {
-        let mut config = DynamicConfig::default();
-        config.auth.api_keys.push(ApiKeyEntry {
+        let mut config = AuthConfig::default();
+        config.api_keys.push(ApiKeyEntry {
             prefix: "live".into(),
             hash: token_hash(b"alk_live_abc"),
             scopes: vec!["read".into()],
             resources: HashMap::new(),
             expires_at: None,
         });
-        config.auth.api_keys.push(ApiKeyEntry {
+        config.api_keys.push(ApiKeyEntry {
             prefix: "old".into(),
             hash: token_hash(b"alk_old_abc"),
             scopes: vec![],

@@ -6,11 +6,11 @@
 //! in-memory duplex alike.
 //!
 //! ```
-//! use alknet_core::{SecretKey, config::{ConfigStore, DynamicConfig, PeerEntry}, identity::{ConfigIdentityProvider, IdentityProvider}};
+//! use alknet_core::{SecretKey, config::{AuthConfig, ConfigStore, PeerEntry}, identity::{ConfigIdentityProvider, IdentityProvider}};
 //!
 //! let alice = SecretKey::generate();
-//! let mut config = DynamicConfig::default();
-//! config.auth.peers.push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
+//! let mut config = AuthConfig::default();
+//! config.peers.push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
 //! let store = ConfigStore::new(config).unwrap();
 //! let provider = ConfigIdentityProvider::new(store);
 //! let identity = provider.resolve_from_fingerprint(&alice.public().fingerprint()).unwrap();
@@ -24,9 +24,9 @@ pub mod handler;
 pub mod identity;
 pub mod key;
 
-pub use config::{ConfigError, ConfigStore, DynamicConfig};
+pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
 pub use connection::{BiStream, BoxedStream, Connection, ConnectionError, Transport};
 pub use fingerprint::{fingerprint_of, Fingerprint, FingerprintError, PresentedKey};
-pub use handler::{HandlerError, ProtocolHandler};
+pub use handler::{Alpn, Carrier, HandlerError, ProtocolHandler};
 pub use identity::{AuthContext, ConfigIdentityProvider, Identity, IdentityProvider};
 pub use key::{KeyError, PublicKey, SecretKey};

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_core::{
-    AuthContext, BoxedStream, ConfigIdentityProvider, ConfigStore, Connection, DynamicConfig,
+    Alpn, AuthConfig, AuthContext, BoxedStream, ConfigIdentityProvider, ConfigStore, Connection,
     HandlerError, ProtocolHandler, SecretKey,
 };
 use alknet_endpoint::{
@@ -143,8 +143,8 @@ struct BenchHandler {
 
 #[async_trait]
 impl ProtocolHandler for BenchHandler {
-    fn alpn(&self) -> &[u8] {
-        self.alpn
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(self.alpn)]
     }
 
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
@@ -210,7 +210,7 @@ async fn endpoint(edit: impl FnOnce(&mut EndpointConfig)) -> Result<Endpoint> {
         Arc::new(BenchHandler { alpn: SINK_ALPN }),
     ])?;
     let identity = Arc::new(ConfigIdentityProvider::new(ConfigStore::new(
-        DynamicConfig::default(),
+        AuthConfig::default(),
     )?));
     Ok(Endpoint::bind(config, registry, identity).await?)
 }

@@ -4,12 +4,12 @@
 //! ```no_run
 //! # async fn run(handler: std::sync::Arc<dyn alknet_core::ProtocolHandler>) -> anyhow::Result<()> {
 //! use std::sync::Arc;
-//! use alknet_core::{SecretKey, ConfigStore, ConfigIdentityProvider, DynamicConfig};
+//! use alknet_core::{SecretKey, ConfigStore, ConfigIdentityProvider, AuthConfig};
 //! use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, Client, DialOptions};
 //!
 //! let key = SecretKey::generate();
 //! let registry = HandlerRegistry::new([handler])?;
-//! let identity = Arc::new(ConfigIdentityProvider::new(ConfigStore::new(DynamicConfig::default())?));
+//! let identity = Arc::new(ConfigIdentityProvider::new(ConfigStore::new(AuthConfig::default())?));
 //! let node = Endpoint::bind(EndpointConfig::new("127.0.0.1:0".parse()?, key), registry, identity).await?;
 //!
 //! let client = Client::new(SecretKey::generate())?;

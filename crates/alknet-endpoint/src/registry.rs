@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use alknet_core::ProtocolHandler;
+use alknet_core::{Alpn, Carrier, ProtocolHandler};
 use thiserror::Error;
 
 /// A registry that could not be built.
@@ -15,14 +15,26 @@ pub enum RegistryError {
     /// A handler has an empty ALPN.
     #[error("a handler has an empty ALPN")]
     EmptyAlpn,
+    /// A handler offers an ALPN on no carrier at all.
+    #[error("ALPN {0:?} is offered on no carrier")]
+    NoCarrier(String),
 }
 
-/// Which handler serves which ALPN. Only registered ALPNs are advertised in the handshake, so an
-/// unknown ALPN never reaches a handler.
+struct Route {
+    alpn: Alpn,
+    handler: Arc<dyn ProtocolHandler>,
+}
+
+/// Which handler serves which ALPN, and on which carrier each ALPN is offered. A carrier only
+/// advertises the ALPNs it can serve, so an unknown ALPN never reaches a handler.
 #[derive(Clone, Default)]
 pub struct HandlerRegistry {
-    handlers: HashMap<Vec<u8>, Arc<dyn ProtocolHandler>>,
-    order: Vec<Vec<u8>>,
+    routes: Arc<Vec<Route>>,
+    by_alpn: HashMap<Vec<u8>, usize>,
+}
+
+fn shown(protocol: &[u8]) -> String {
+    String::from_utf8_lossy(protocol).into_owned()
 }
 
 impl HandlerRegistry {
@@ -30,30 +42,49 @@ impl HandlerRegistry {
     pub fn new(
         handlers: impl IntoIterator<Item = Arc<dyn ProtocolHandler>>,
     ) -> Result<Self, RegistryError> {
-        let mut registry = Self::default();
+        let mut routes = Vec::new();
+        let mut by_alpn = HashMap::new();
         for handler in handlers {
-            let alpn = handler.alpn().to_vec();
-            if alpn.is_empty() {
-                return Err(RegistryError::EmptyAlpn);
+            for alpn in handler.alpns() {
+                if alpn.protocol.is_empty() {
+                    return Err(RegistryError::EmptyAlpn);
+                }
+                if alpn.carriers.is_empty() {
+                    return Err(RegistryError::NoCarrier(shown(&alpn.protocol)));
+                }
+                if by_alpn.contains_key(&alpn.protocol) {
+                    return Err(RegistryError::DuplicateAlpn(shown(&alpn.protocol)));
+                }
+                by_alpn.insert(alpn.protocol.clone(), routes.len());
+                routes.push(Route {
+                    alpn,
+                    handler: handler.clone(),
+                });
             }
-            if registry.handlers.contains_key(&alpn) {
-                return Err(RegistryError::DuplicateAlpn(
-                    String::from_utf8_lossy(&alpn).into_owned(),
-                ));
-            }
-            registry.order.push(alpn.clone());
-            registry.handlers.insert(alpn, handler);
         }
-        Ok(registry)
+        Ok(Self {
+            routes: Arc::new(routes),
+            by_alpn,
+        })
     }
 
-    /// The handler for `alpn`.
-    pub fn get(&self, alpn: &[u8]) -> Option<&Arc<dyn ProtocolHandler>> {
-        self.handlers.get(alpn)
+    /// The handler for `alpn` on `carrier` (`None` if it is not offered there).
+    pub fn get(&self, alpn: &[u8], carrier: Carrier) -> Option<&Arc<dyn ProtocolHandler>> {
+        let route = &self.routes[*self.by_alpn.get(alpn)?];
+        route.alpn.offered_on(carrier).then_some(&route.handler)
     }
 
-    /// The ALPNs, in registration order (the server's preference).
-    pub fn alpns(&self) -> Vec<Vec<u8>> {
-        self.order.clone()
+    /// The ALPNs offered on `carrier`, in registration order (the server's preference).
+    pub fn alpns(&self, carrier: Carrier) -> Vec<Vec<u8>> {
+        self.routes
+            .iter()
+            .filter(|r| r.alpn.offered_on(carrier))
+            .map(|r| r.alpn.protocol.clone())
+            .collect()
+    }
+
+    /// Whether no handler is registered.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
     }
 }

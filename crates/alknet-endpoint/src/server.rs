@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_core::{
-    AuthContext, BoxedStream, Connection, ConnectionError, IdentityProvider, SecretKey, Transport,
+    AuthContext, BoxedStream, Carrier, Connection, ConnectionError, IdentityProvider, SecretKey,
+    Transport,
 };
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -129,6 +130,7 @@ pub struct Endpoint {
     quic: quinn::Endpoint,
     local_addr: SocketAddr,
     fingerprint: String,
+    tcp: bool,
     drain_timeout: Duration,
     accept_loops: Vec<JoinHandle<()>>,
     #[cfg(feature = "iroh")]
@@ -163,16 +165,18 @@ impl Endpoint {
         registry: HandlerRegistry,
         identity: Arc<dyn IdentityProvider>,
     ) -> Result<Self, EndpointError> {
-        let alpns = registry.alpns();
-        if alpns.is_empty() {
+        if registry.is_empty() {
             return Err(EndpointError::NoHandlers);
         }
-        let tls = server_config(&config.key, &config.tls, &alpns)?;
-        let fingerprint = tls.fingerprint.clone();
-        let tls = Arc::new(tls.config);
+        let quic_tls = server_config(&config.key, &config.tls, &registry.alpns(Carrier::Quic))?;
+        let fingerprint = quic_tls.fingerprint.clone();
+        let tcp_tls = Arc::new(
+            server_config(&config.key, &config.tls, &registry.alpns(Carrier::Tcp))?.config,
+        );
 
-        let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
-            .map_err(|e| EndpointError::Quic(e.to_string()))?;
+        let quic_crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(quic_tls.config))
+                .map_err(|e| EndpointError::Quic(e.to_string()))?;
         let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -215,7 +219,7 @@ impl Endpoint {
                 addr: local_addr,
                 source: e,
             })?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tcp_tls);
             accept_loops.push(tokio::spawn(tcp_accept_loop(
                 shared.clone(),
                 listener,
@@ -230,7 +234,7 @@ impl Endpoint {
                     &config.key,
                     iroh_config,
                     Role::Listen,
-                    alpns,
+                    shared.registry.alpns(Carrier::Iroh),
                     config.limits.streams_per_connection,
                     Some(local_addr),
                 )
@@ -247,6 +251,7 @@ impl Endpoint {
             quic,
             local_addr,
             fingerprint,
+            tcp: config.tcp,
             drain_timeout: config.drain_timeout,
             accept_loops,
             #[cfg(feature = "iroh")]
@@ -257,6 +262,11 @@ impl Endpoint {
     /// The bound address (UDP and TCP share its port).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether TCP+TLS is accepted on the same port number.
+    pub fn tcp_enabled(&self) -> bool {
+        self.tcp
     }
 
     /// The fingerprint clients pin: `ed25519:…` for raw keys, `SHA256:…` for certificates.
@@ -414,7 +424,7 @@ async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
                 .and_then(|p| p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = QuicTransport(conn);
-            serve(&task_shared, transport, "quic", alpn, remote, presented, Some(slot)).await;
+            serve(&task_shared, transport, Carrier::Quic, "quic", alpn, remote, presented, Some(slot)).await;
         });
     }
 }
@@ -464,7 +474,7 @@ async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
                 .ok()
                 .map(|key| key.to_spki_der());
             let transport = crate::transport::IrohTransport(conn);
-            serve(&task_shared, transport, kind, alpn, remote, presented, slot).await;
+            serve(&task_shared, transport, Carrier::Iroh, kind, alpn, remote, presented, slot).await;
         });
     }
 }
@@ -508,7 +518,7 @@ async fn tcp_accept_loop(
                 .peer_certificates()
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = SingleStreamTransport::new(tls);
-            serve(&task_shared, transport, "tcp", alpn, remote, presented, Some(slot)).await;
+            serve(&task_shared, transport, Carrier::Tcp, "tcp", alpn, remote, presented, Some(slot)).await;
         });
     }
 }
@@ -549,9 +559,11 @@ impl<T: Transport> Transport for DrainAware<T> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     shared: &Shared,
     transport: impl Transport,
+    carrier: Carrier,
     kind: &'static str,
     alpn: Vec<u8>,
     remote: SocketAddr,
@@ -560,7 +572,7 @@ async fn serve(
 ) {
     let started = Instant::now();
     let alpn_shown = String::from_utf8_lossy(&alpn).into_owned();
-    let Some(handler) = shared.registry.get(&alpn).cloned() else {
+    let Some(handler) = shared.registry.get(&alpn, carrier).cloned() else {
         // Cannot happen: only registered ALPNs are advertised.
         warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, "no handler for negotiated ALPN");
         transport.close(CLOSE_HANDLER_ERROR, "no handler");
@@ -589,7 +601,8 @@ async fn serve(
         },
         &alpn,
         remote,
-    );
+    )
+    .with_drain(shared.draining.clone());
     let auth = AuthContext {
         identity,
         alpn: alpn.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_core::config::PeerEntry;
-use alknet_core::{AuthContext, Connection, HandlerError, ProtocolHandler, SecretKey};
+use alknet_core::{Alpn, AuthContext, Connection, HandlerError, ProtocolHandler, SecretKey};
 use alknet_endpoint::{Client, DialError, DialOptions, IrohConfig, IrohTarget};
 use async_trait::async_trait;
 use support::relay::TestRelay;
@@ -117,8 +117,8 @@ struct Reporter(mpsc::UnboundedSender<AuthContext>);
 
 #[async_trait]
 impl ProtocolHandler for Reporter {
-    fn alpn(&self) -> &[u8] {
-        b"report"
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(b"report")]
     }
     async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
         let _ = self.0.send(auth);

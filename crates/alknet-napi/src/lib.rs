@@ -20,7 +20,7 @@
 //! ```js
 //! const { Host, Keypair, serve } = require('./index.js')
 //! const host = new Host((event, id, op, input, identity) => {})
-//! const node = await serve({ listen: '127.0.0.1:0', operations: '[]' }, Keypair.generate(), host)
+//! const node = await serve('{"listen":"127.0.0.1:0"}', '[]', Keypair.generate(), host)
 //! await node.close()
 //! ```
 
@@ -35,7 +35,7 @@ mod subscription;
 
 pub use host::Host;
 pub use keypair::Keypair;
-pub use node::{serve, Node, ServeOptions};
+pub use node::{serve, Node};
 pub use peer::{connect, ConnectOptions, Peer};
 pub use subscription::Subscription;
 

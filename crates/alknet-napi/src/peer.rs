@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::errors::{call_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
-use crate::node::iroh_config;
 use crate::request::{complete, Cancels, Completer};
 use crate::subscription::{self, Listener, Subscription};
 
@@ -80,7 +79,12 @@ enum Route {
 fn route(options: &ConnectOptions) -> napi::Result<Route> {
     if let Some(ticket) = options.iroh.as_deref() {
         let mut target: IrohTarget = ticket.parse().map_err(plain)?;
-        let config = iroh_config(None, options.iroh_relay_ca.as_deref(), None)?;
+        let config = alknet_node::IrohSettings {
+            relay_ca: options.iroh_relay_ca.clone(),
+            ..Default::default()
+        }
+        .to_endpoint()
+        .map_err(plain)?;
         if let Some(relay) = options.iroh_relay.as_deref() {
             match relay.parse::<IrohRelays>().map_err(plain)? {
                 IrohRelays::Custom(urls) => target.relay_url = urls.into_iter().next(),

@@ -9,7 +9,7 @@ use alknet_call::{
     CallError, CallOptions, CallService, Handler, OperationRegistry, OperationSpec, OperationType,
     Peer,
 };
-use alknet_core::config::{DynamicConfig, PeerEntry};
+use alknet_core::config::{AuthConfig, PeerEntry};
 use alknet_core::fingerprint::token_hash;
 use alknet_core::{ConfigIdentityProvider, ConfigStore, Connection};
 use bytes::BytesMut;
@@ -200,23 +200,31 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
     r
 }
 
-pub fn config() -> DynamicConfig {
+pub fn config() -> AuthConfig {
     let mut admin = PeerEntry::new("root", []).with_scopes(["admin"]);
     admin.token_hash = Some(token_hash(ADMIN_TOKEN.as_bytes()));
     let mut reader = PeerEntry::new("reader", []).with_scopes(["read"]);
     reader.token_hash = Some(token_hash(READER_TOKEN.as_bytes()));
-    let mut config = DynamicConfig::default();
-    config.auth.peers = vec![admin, reader];
-    config
+    AuthConfig {
+        peers: vec![admin, reader],
+        ..Default::default()
+    }
 }
 
-pub fn service_with(probe: &Probe, options: CallOptions) -> (Arc<CallService>, ConfigStore) {
-    let store = ConfigStore::new(config()).unwrap();
-    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    (
-        CallService::new(registry(probe), provider, Some(store.clone()), options).unwrap(),
-        store,
-    )
+/// The live sections a test may reload.
+pub struct Stores {
+    pub auth: ConfigStore<AuthConfig>,
+    pub pubsub: ConfigStore<alknet_call::PubSubPolicy>,
+}
+
+pub fn service_with(probe: &Probe, options: CallOptions) -> (Arc<CallService>, Stores) {
+    let stores = Stores {
+        auth: ConfigStore::new(config()).unwrap(),
+        pubsub: ConfigStore::default(),
+    };
+    let provider = Arc::new(ConfigIdentityProvider::new(stores.auth.clone()));
+    let service = CallService::new(registry(probe), provider, stores.pubsub.clone(), options);
+    (service.unwrap(), stores)
 }
 
 pub fn client_service() -> Arc<CallService> {
@@ -235,7 +243,7 @@ pub struct Pair {
     pub server_conn: Connection,
     pub client_conn: Connection,
     pub service: Arc<CallService>,
-    pub store: ConfigStore,
+    pub store: Stores,
 }
 
 pub fn pair_with(probe: &Probe, options: CallOptions, single_stream: bool) -> Pair {

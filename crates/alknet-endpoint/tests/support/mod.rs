@@ -6,9 +6,9 @@ pub mod relay;
 
 use std::sync::Arc;
 
-use alknet_core::config::{ConfigStore, DynamicConfig, PeerEntry};
+use alknet_core::config::{AuthConfig, ConfigStore, PeerEntry};
 use alknet_core::{
-    AuthContext, ConfigIdentityProvider, Connection, HandlerError, ProtocolHandler, SecretKey,
+    Alpn, AuthContext, ConfigIdentityProvider, Connection, HandlerError, ProtocolHandler, SecretKey,
 };
 use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry};
 use async_trait::async_trait;
@@ -20,8 +20,8 @@ pub struct Echo(pub &'static [u8]);
 
 #[async_trait]
 impl ProtocolHandler for Echo {
-    fn alpn(&self) -> &[u8] {
-        self.0
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(self.0)]
     }
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
         let prefix = conn.alpn().to_vec();
@@ -59,8 +59,8 @@ pub struct WhoAmI;
 
 #[async_trait]
 impl ProtocolHandler for WhoAmI {
-    fn alpn(&self) -> &[u8] {
-        b"whoami"
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(b"whoami")]
     }
     async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
         let mut stream = conn.accept_bi().await?;
@@ -87,12 +87,12 @@ pub struct Failing {
 
 #[async_trait]
 impl ProtocolHandler for Failing {
-    fn alpn(&self) -> &[u8] {
-        if self.panic {
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(if self.panic {
             b"panics"
         } else {
             b"errors"
-        }
+        })]
     }
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
         let _stream = conn.accept_bi().await?;
@@ -111,8 +111,8 @@ pub struct Held {
 
 #[async_trait]
 impl ProtocolHandler for Held {
-    fn alpn(&self) -> &[u8] {
-        b"held"
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(b"held")]
     }
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
         let mut stream = conn.accept_bi().await?;
@@ -138,19 +138,20 @@ impl ProtocolHandler for Held {
 
 pub struct Node {
     pub endpoint: Endpoint,
-    pub store: ConfigStore,
+    pub store: ConfigStore<AuthConfig>,
     pub key: SecretKey,
 }
 
-pub fn peers_config(peers: Vec<PeerEntry>) -> DynamicConfig {
-    let mut config = DynamicConfig::default();
-    config.auth.peers = peers;
-    config
+pub fn peers_config(peers: Vec<PeerEntry>) -> AuthConfig {
+    AuthConfig {
+        peers,
+        ..Default::default()
+    }
 }
 
 pub async fn node_with(
     handlers: Vec<Arc<dyn ProtocolHandler>>,
-    config: DynamicConfig,
+    config: AuthConfig,
     edit: impl FnOnce(&mut EndpointConfig),
 ) -> Node {
     let key = SecretKey::generate();
@@ -175,7 +176,7 @@ pub async fn node_with(
 pub async fn echo_node() -> Node {
     node_with(
         vec![Arc::new(Echo(b"echo")), Arc::new(WhoAmI)],
-        DynamicConfig::default(),
+        AuthConfig::default(),
         |_| {},
     )
     .await

@@ -1,20 +1,18 @@
 //! The main job, end to end on loopback: a node serves operations over QUIC and TCP+TLS with a
 //! raw Ed25519 key; a second node dials it with the pinned fingerprint and calls, subscribes,
-//! publishes and cancels. Run with `npm run demo` or `cargo run -p alknet-call --example demo`.
+//! publishes and cancels. Run with `npm run demo` or `cargo run -p alknet-node --example demo`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_call::access::Access;
 use alknet_call::{
-    CallError, CallHandler, CallService, ErrorCode, Handler, OperationRegistry, OperationSpec,
-    OperationType, Peer, RequestOptions,
+    CallError, CallService, ErrorCode, Handler, OperationRegistry, OperationSpec, OperationType,
+    Peer, RequestOptions,
 };
-use alknet_core::config::{DynamicConfig, PeerEntry};
-use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
-use alknet_endpoint::{
-    Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
-};
+use alknet_core::config::PeerEntry;
+use alknet_core::SecretKey;
+use alknet_endpoint::{Client, DialOptions, TransportKind};
+use alknet_node::{Node, NodeConfig};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -76,26 +74,16 @@ async fn main() -> anyhow::Result<()> {
     println!("alknet demo — two nodes on loopback\n");
 
     // The serving node: one port, QUIC + TCP+TLS, peers from config.
-    let mut config = DynamicConfig::default();
+    let mut config = NodeConfig::new("127.0.0.1:0".parse()?);
     config
         .auth
         .peers
         .push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["todo:write"]));
-    let store = ConfigStore::new(config)?;
-    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    let service = CallService::new(
-        operations()?,
-        provider.clone(),
-        Some(store.clone()),
-        Default::default(),
-    )?;
-    let handler: Arc<dyn ProtocolHandler> = Arc::new(CallHandler::new(service.clone()));
-    let node = Endpoint::bind(
-        EndpointConfig::new("127.0.0.1:0".parse()?, server_key),
-        HandlerRegistry::new([handler])?,
-        provider,
-    )
-    .await?;
+    let node = Node::builder(config)
+        .key(server_key)
+        .operations(operations()?)
+        .start()
+        .await?;
     println!("server  listening on {} (udp+tcp)", node.local_addr());
     println!("server  fingerprint {}", node.fingerprint());
 
@@ -200,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("  publish chat/room1 → delivered to {delivered} subscriber(s)");
-    service.publish("chat/room2", &json!({"text": "from the node itself"}))?;
+    node.publish("chat/room2", &json!({"text": "from the node itself"}))?;
     for _ in 0..2 {
         if let Some(item) = chat.next().await {
             let item = item?;
@@ -240,9 +228,9 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\nreload: alice is disabled; her next connection has no identity:");
-    let mut config = (*store.load()).clone();
+    let mut config = node.dynamic();
     config.auth.peers[0].enabled = false;
-    store.reload(config)?;
+    node.reload(config)?;
     let conn = client
         .dial(
             node.local_addr(),

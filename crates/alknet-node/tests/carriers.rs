@@ -1,23 +1,23 @@
 //! The call protocol through the real endpoint: QUIC and TCP+TLS on loopback, raw-key TLS,
 //! identities from the client's key.
 
+#[path = "../../alknet-call/tests/support/mod.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};
 
-use alknet_call::{CallHandler, CallService, Peer};
+use alknet_call::Peer;
 use alknet_core::config::PeerEntry;
-use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
-use alknet_endpoint::{
-    Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
-};
+use alknet_core::SecretKey;
+use alknet_endpoint::{Client, DialOptions, TransportKind};
+use alknet_node::NodeConfig;
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
 use tokio::io::AsyncWriteExt;
 
 struct Node {
-    endpoint: Endpoint,
+    endpoint: alknet_node::Node,
     sessions: Arc<Mutex<Vec<Peer>>>,
     probe: Probe,
     dropped: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
@@ -25,30 +25,21 @@ struct Node {
 
 async fn node(alice: &SecretKey) -> Node {
     let (probe, dropped) = probe();
-    let mut config = config();
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.auth = support::config();
     config
         .auth
         .peers
         .push(PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["admin"]));
-    let store = ConfigStore::new(config).unwrap();
-    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    let service = CallService::new(
-        registry(&probe),
-        provider.clone(),
-        Some(store),
-        Default::default(),
-    )
-    .unwrap();
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let seen = sessions.clone();
-    let handler = CallHandler::new(service).on_session(move |peer| seen.lock().unwrap().push(peer));
-    let endpoint = Endpoint::bind(
-        EndpointConfig::new("127.0.0.1:0".parse().unwrap(), SecretKey::generate()),
-        HandlerRegistry::new([Arc::new(handler) as Arc<dyn ProtocolHandler>]).unwrap(),
-        provider,
-    )
-    .await
-    .unwrap();
+    let endpoint = alknet_node::Node::builder(config)
+        .key(SecretKey::generate())
+        .operations(registry(&probe))
+        .on_call_session(move |peer| seen.lock().unwrap().push(peer))
+        .start()
+        .await
+        .unwrap();
     Node {
         endpoint,
         sessions,

@@ -12,15 +12,14 @@
 //! exit 0, or print the call error as JSON on stdout and exit 1.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use alknet_call::{
-    CallError, CallHandler, CallService, ErrorCode, Handler, OperationRegistry, OperationSpec,
-    OperationType, Peer,
+    CallError, CallService, ErrorCode, Handler, OperationRegistry, OperationSpec, OperationType,
+    Peer,
 };
-use alknet_core::config::DynamicConfig;
-use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
-use alknet_endpoint::{Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry};
+use alknet_core::SecretKey;
+use alknet_endpoint::{Client, DialOptions};
+use alknet_node::{Node, NodeConfig};
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -73,21 +72,11 @@ fn operations() -> anyhow::Result<OperationRegistry> {
 
 /// Serves [`operations`] on `127.0.0.1:0` (QUIC + TCP+TLS, raw key, no peer list) until stdin closes.
 async fn serve() -> anyhow::Result<()> {
-    let store = ConfigStore::new(DynamicConfig::default())?;
-    let provider = Arc::new(ConfigIdentityProvider::new(store.clone()));
-    let service = CallService::new(
-        operations()?,
-        provider.clone(),
-        Some(store),
-        Default::default(),
-    )?;
-    let handler: Arc<dyn ProtocolHandler> = Arc::new(CallHandler::new(service));
-    let node = Endpoint::bind(
-        EndpointConfig::new("127.0.0.1:0".parse()?, SecretKey::generate()),
-        HandlerRegistry::new([handler])?,
-        provider,
-    )
-    .await?;
+    let node = Node::builder(NodeConfig::new("127.0.0.1:0".parse()?))
+        .key(SecretKey::generate())
+        .operations(operations()?)
+        .start()
+        .await?;
     println!(
         "{}",
         json!({"address": node.local_addr().to_string(), "fingerprint": node.fingerprint()})

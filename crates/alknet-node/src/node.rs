@@ -1,0 +1,324 @@
+//! [`Node`] and its builder: the one place where keys, TLS, carriers, the identity provider, the
+//! live configuration and the services are wired together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_call::pubsub::PubSubPolicy;
+use alknet_call::{CallError, CallHandler, CallOptions, CallService, OperationRegistry, Peer};
+use alknet_core::config::{AuthConfig, ConfigError, ConfigStore};
+use alknet_core::{ConfigIdentityProvider, ProtocolHandler, SecretKey};
+use alknet_endpoint::{
+    Endpoint, EndpointConfig, EndpointError, HandlerRegistry, IrohTarget, RegistryError,
+    ShutdownReport,
+};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::config::{DynamicConfig, NodeConfig};
+
+/// A node could not be assembled or started.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// A static setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The dynamic part is invalid.
+    #[error("invalid configuration: {0}")]
+    Dynamic(#[from] ConfigError),
+    /// The key file could not be loaded.
+    #[error("key file: {0}")]
+    Key(String),
+    /// The operations or handlers could not be registered.
+    #[error("{0}")]
+    Registry(String),
+    /// The endpoint could not start (port in use, TLS files, iroh).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
+impl From<RegistryError> for NodeError {
+    fn from(e: RegistryError) -> Self {
+        NodeError::Registry(e.to_string())
+    }
+}
+
+/// The live dynamic configuration: one store per section, read by the crate that owns it.
+#[derive(Clone, Default)]
+struct LiveConfig {
+    auth: ConfigStore<AuthConfig>,
+    pubsub: ConfigStore<PubSubPolicy>,
+}
+
+impl LiveConfig {
+    fn new(config: DynamicConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let live = Self::default();
+        live.store(config);
+        Ok(live)
+    }
+
+    fn store(&self, config: DynamicConfig) {
+        self.auth.store_validated(config.auth);
+        self.pubsub.store_validated(config.pubsub);
+    }
+
+    fn load(&self) -> DynamicConfig {
+        DynamicConfig {
+            auth: (*self.auth.load()).clone(),
+            pubsub: (*self.pubsub.load()).clone(),
+        }
+    }
+}
+
+type SessionHook = Arc<dyn Fn(Peer) + Send + Sync>;
+
+/// Assembles a [`Node`]: see [`Node::builder`].
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct NodeBuilder {
+    config: NodeConfig,
+    key: Option<SecretKey>,
+    operations: OperationRegistry,
+    handlers: Vec<Arc<dyn ProtocolHandler>>,
+    on_call_session: Option<SessionHook>,
+    iroh_online: Option<Duration>,
+    call_options: Option<CallOptions>,
+}
+
+/// A running node: one key, one port, the enabled services.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use alknet_node::{Node, NodeConfig};
+/// use alknet_call::OperationRegistry;
+/// use serde_json::json;
+///
+/// let mut ops = OperationRegistry::new();
+/// ops.query("math/add", json!({}), json!({}), |_ctx, input| async move {
+///     Ok(json!(input["a"].as_f64().unwrap_or(0.0) + input["b"].as_f64().unwrap_or(0.0)))
+/// })?;
+/// let node = Node::builder(NodeConfig::new("127.0.0.1:0".parse()?))
+///     .key(alknet_core::SecretKey::generate())
+///     .operations(ops)
+///     .start()
+///     .await?;
+/// println!("{} at {}", node.fingerprint(), node.local_addr());
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Node {
+    endpoint: Endpoint,
+    service: Option<Arc<CallService>>,
+    live: LiveConfig,
+    iroh: Option<IrohTarget>,
+}
+
+/// Where a node can be reached.
+#[derive(Clone, Debug)]
+pub struct NodeAddresses {
+    /// QUIC over UDP.
+    pub quic: SocketAddr,
+    /// TCP+TLS on the same port number (`None` when TCP is off).
+    pub tcp: Option<SocketAddr>,
+    /// The iroh ticket (`None` without iroh).
+    pub iroh: Option<IrohTarget>,
+}
+
+impl Node {
+    /// A builder for a node made from `config`.
+    pub fn builder(config: NodeConfig) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            key: None,
+            operations: OperationRegistry::new(),
+            handlers: Vec::new(),
+            on_call_session: None,
+            iroh_online: None,
+            call_options: None,
+        }
+    }
+
+    /// What callers pin: `ed25519:<hex>` (raw key) or `SHA256:<hex>` (certificate modes).
+    pub fn fingerprint(&self) -> &str {
+        self.endpoint.fingerprint()
+    }
+
+    /// The bound address (UDP and TCP share its port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// Every address the node is reachable at.
+    pub fn addresses(&self) -> NodeAddresses {
+        NodeAddresses {
+            quic: self.endpoint.local_addr(),
+            tcp: self
+                .endpoint
+                .tcp_enabled()
+                .then(|| self.endpoint.local_addr()),
+            iroh: self.iroh.clone(),
+        }
+    }
+
+    /// The iroh ticket (`None` without iroh).
+    pub fn iroh_target(&self) -> Option<&IrohTarget> {
+        self.iroh.as_ref()
+    }
+
+    /// The call service (`None` when `services.call` is off): for calls into the node itself.
+    pub fn call_service(&self) -> Option<&Arc<CallService>> {
+        self.service.as_ref()
+    }
+
+    /// The dynamic configuration in force.
+    pub fn dynamic(&self) -> DynamicConfig {
+        self.live.load()
+    }
+
+    /// Validates every section of `config`, then swaps them all in: a reload applies entirely or
+    /// not at all, and on error the old configuration stays in force. Connections keep the
+    /// identity they resolved; new resolutions and requests see the new configuration at once.
+    pub fn reload(&self, config: DynamicConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.live.store(config);
+        tracing::info!(target: "alknet::config", "configuration reloaded");
+        Ok(())
+    }
+
+    /// Publishes `data` to `topic` as the node itself (no topic rules apply to the node);
+    /// returns how many subscriptions it was queued for.
+    pub fn publish(&self, topic: &str, data: &Value) -> Result<usize, CallError> {
+        match &self.service {
+            Some(service) => service.publish(topic, data),
+            None => Err(CallError::new(
+                alknet_call::ErrorCode::Unavailable,
+                "the call service is off on this node (services.call = false)",
+            )),
+        }
+    }
+
+    /// Stops accepting, lets in-flight connections finish until the drain timeout (handlers
+    /// are told through [`Connection::draining`](alknet_core::Connection::draining)), then
+    /// closes what remains.
+    pub async fn shutdown(self) -> ShutdownReport {
+        self.endpoint.shutdown().await
+    }
+}
+
+impl NodeBuilder {
+    /// The node's key (otherwise `key_file` of the config is loaded).
+    pub fn key(mut self, key: SecretKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The operations the call service serves (besides the built-ins).
+    pub fn operations(mut self, operations: OperationRegistry) -> Self {
+        self.operations = operations;
+        self
+    }
+
+    /// The call service's options in full (Rust only: e.g. `validate_output`); replaces what
+    /// the config's `limits` say about calls.
+    pub fn call_options(mut self, options: CallOptions) -> Self {
+        self.call_options = Some(options);
+        self
+    }
+
+    /// Another service on the node's port, serving the ALPNs it declares.
+    pub fn handler(mut self, handler: Arc<dyn ProtocolHandler>) -> Self {
+        self.handlers.push(handler);
+        self
+    }
+
+    /// Calls `hook` with each new call connection's peer handle (to call connected clients back).
+    pub fn on_call_session(mut self, hook: impl Fn(Peer) + Send + Sync + 'static) -> Self {
+        self.on_call_session = Some(Arc::new(hook));
+        self
+    }
+
+    /// With an iroh relay configured, wait until the node is registered there (at most
+    /// `timeout`) before `start` returns, so that its ticket names the relay.
+    pub fn wait_for_relay(mut self, timeout: Duration) -> Self {
+        self.iroh_online = Some(timeout);
+        self
+    }
+
+    /// Validates the configuration, binds the port and starts serving.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let config = self.config;
+        config.validate()?;
+        let key = match (self.key, &config.key_file) {
+            (Some(key), _) => key,
+            (None, Some(path)) => {
+                SecretKey::load(path).map_err(|e| NodeError::Key(e.to_string()))?
+            }
+            (None, None) => {
+                return Err(NodeError::Config(
+                    "no key: set key_file, or give the builder a key".into(),
+                ))
+            }
+        };
+        let live = LiveConfig::new(config.dynamic())?;
+        let identity = Arc::new(ConfigIdentityProvider::new(live.auth.clone()));
+
+        let mut handlers = Vec::new();
+        let service = if config.services.call {
+            let service = CallService::new(
+                self.operations,
+                identity.clone(),
+                live.pubsub.clone(),
+                self.call_options.unwrap_or_else(|| config.call_options()),
+            )
+            .map_err(|e| NodeError::Registry(e.to_string()))?;
+            let mut handler = CallHandler::new(service.clone());
+            if let Some(hook) = self.on_call_session {
+                handler = handler.on_session(move |peer| hook(peer));
+            }
+            handlers.push(Arc::new(handler) as Arc<dyn ProtocolHandler>);
+            Some(service)
+        } else {
+            None
+        };
+        handlers.extend(self.handlers);
+        let registry = HandlerRegistry::new(handlers)?;
+
+        let mut endpoint_config = EndpointConfig::new(config.listen, key);
+        endpoint_config.tls = (&config.tls).into();
+        endpoint_config.tcp = config.tcp;
+        endpoint_config.limits = config.endpoint_limits();
+        if let Some(t) = config.drain_timeout() {
+            endpoint_config.drain_timeout = t;
+        }
+        if let Some(t) = config.handshake_timeout() {
+            endpoint_config.handshake_timeout = t;
+        }
+        let with_relay = match &config.iroh {
+            Some(settings) => {
+                let iroh = settings.to_endpoint()?;
+                let relay = iroh.relays != alknet_endpoint::IrohRelays::None;
+                endpoint_config.iroh = Some(iroh);
+                relay
+            }
+            None => false,
+        };
+        let endpoint = Endpoint::bind(endpoint_config, registry, identity).await?;
+        let iroh = match self.iroh_online {
+            Some(timeout) if with_relay => match endpoint.iroh_online(timeout).await {
+                Ok(target) => Some(target),
+                Err(e) => {
+                    endpoint.shutdown().await;
+                    return Err(e.into());
+                }
+            },
+            _ => endpoint.iroh_target(),
+        };
+        Ok(Node {
+            endpoint,
+            service,
+            live,
+            iroh,
+        })
+    }
+}
