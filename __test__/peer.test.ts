@@ -37,8 +37,8 @@ describe('Peer', () => {
     const found = await peer.discover()
     const byName = new Map(found.map((op) => [op.name, op]))
     expect(byName.has('admin/wipe')).toBe(false)
-    expect(byName.get('clock/count')).toMatchObject({ type: 'subscription', description: 'counts', output_schema: { type: 'integer' } })
-    expect(byName.get('math/add')?.input_schema).toMatchObject({ type: 'object', required: ['a', 'b'] })
+    expect(byName.get('clock/count')).toMatchObject({ type: 'subscription', description: 'counts', outputSchema: { type: 'integer' } })
+    expect(byName.get('math/add')?.inputSchema).toMatchObject({ type: 'object', required: ['a', 'b'] })
   })
 
   it('delivers a long fast subscription completely and in order', async () => {
@@ -124,7 +124,7 @@ describe('Peer', () => {
     const token = 'tok-for-carol'
     const hash = `sha256:${createHash('sha256').update(token).digest('hex')}`
     const ops = new Registry().query('who/ami', { input: Type.Object({}), output: Type.Unknown() }, (_i, ctx) => ctx.identity?.id ?? null)
-    const node = await start(ops, { auth: { peers: [{ id: 'carol', token_hash: hash }] } })
+    const node = await start(ops, { auth: { peers: [{ id: 'carol', tokenHash: hash }] } })
     await expect((await dial(node, { token })).call('who/ami', {})).resolves.toBe('carol')
     await expect((await dial(node)).call('who/ami', {}, { token })).resolves.toBe('carol')
     expect((await rejection((await dial(node, { token: 'wrong' })).call('who/ami', {}))).code).toBe('UNAUTHENTICATED')
@@ -139,9 +139,9 @@ describe('Peer', () => {
     )
     const node = await start(ops, {
       auth: {
-        api_keys: [
+        apiKeys: [
           { prefix: 'ci', hash: sha('alk_ci_s3cret'), scopes: ['todo:write'] },
-          { prefix: 'old', hash: sha('alk_old_s3cret'), scopes: ['todo:write'], expires_at: 1 },
+          { prefix: 'old', hash: sha('alk_old_s3cret'), scopes: ['todo:write'], expiresAt: 1 },
         ],
       },
     })

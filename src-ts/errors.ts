@@ -1,20 +1,29 @@
+/**
+ * The error codes the call protocol defines, each with whether a retry may succeed. The Rust
+ * side's list is the source; `__test__/wire.test.ts` checks this copy against it.
+ */
+export const PROTOCOL_ERRORS = {
+  NOT_FOUND: false,
+  UNAUTHENTICATED: false,
+  FORBIDDEN: false,
+  INVALID_INPUT: false,
+  INVALID_OPERATION_TYPE: false,
+  TIMEOUT: true,
+  CANCELLED: false,
+  OVERLOADED: true,
+  UNAVAILABLE: true,
+  INTERNAL: false,
+} as const
+
 /** The error codes the call protocol defines; handlers may declare their own codes too. */
-export type ProtocolErrorCode =
-  | 'NOT_FOUND'
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'INVALID_INPUT'
-  | 'INVALID_OPERATION_TYPE'
-  | 'TIMEOUT'
-  | 'CANCELLED'
-  | 'OVERLOADED'
-  | 'UNAVAILABLE'
-  | 'INTERNAL'
+export type ProtocolErrorCode = keyof typeof PROTOCOL_ERRORS
 
 /** A protocol code or a code an operation declared (`string & {}` keeps editor completion). */
 export type ErrorCode = ProtocolErrorCode | (string & {})
 
-const RETRYABLE: ReadonlySet<string> = new Set(['TIMEOUT', 'OVERLOADED', 'UNAVAILABLE'])
+function retryableCode(code: string): boolean {
+  return Object.hasOwn(PROTOCOL_ERRORS, code) && PROTOCOL_ERRORS[code as ProtocolErrorCode]
+}
 
 /**
  * A failed call, as a value with a code: switch on `code`, never on `message`.
@@ -44,7 +53,7 @@ export class CallError extends Error {
     super(message)
     this.name = 'CallError'
     this.code = code
-    this.retryable = options.retryable ?? RETRYABLE.has(code)
+    this.retryable = options.retryable ?? retryableCode(code)
     this.details = options.details
   }
 

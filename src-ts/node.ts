@@ -4,6 +4,7 @@ import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
 import type { Registry } from './registry'
+import { dynamicConfigWire, nodeConfigWire, protocolConstants } from './wire'
 
 /** A known peer (`PeerEntry`): who may connect and what they may do. */
 export interface PeerEntry {
@@ -12,7 +13,7 @@ export interface PeerEntry {
   /** Key fingerprints (`ed25519:…` or `SHA256:…`) that identify this peer. */
   fingerprints?: string[]
   /** `sha256:<hex>` of a bearer token that also identifies this peer. */
-  token_hash?: string
+  tokenHash?: string
   /** Scopes granted. */
   scopes?: string[]
   /** Resource type → allowed actions. */
@@ -29,8 +30,10 @@ export interface ApiKeyEntry {
   hash: string
   /** Scopes granted. */
   scopes?: string[]
+  /** Resource type → allowed actions. */
+  resources?: Record<string, string[]>
   /** Unix seconds after which it is refused. */
-  expires_at?: number
+  expiresAt?: number
 }
 
 /** Peers and API keys. */
@@ -38,7 +41,7 @@ export interface AuthConfig {
   /** Known peers. */
   peers?: PeerEntry[]
   /** Bearer tokens. */
-  api_keys?: ApiKeyEntry[]
+  apiKeys?: ApiKeyEntry[]
 }
 
 /** A pub/sub topic rule: the first matching rule decides. */
@@ -80,12 +83,14 @@ export interface Limits {
   streamsPerConnection?: number
   /** Concurrent requests per connection, subscriptions included (default 1024); beyond it `OVERLOADED`. */
   maxConcurrentRequests?: number
+  /** Items a pub/sub subscription may have queued (default 1024); a subscriber further behind gets `OVERLOADED`. */
+  subscriptionQueue?: number
   /** Deadline of calls that ask for none (default 30 000 ms); a handler past it is cancelled and the caller gets `TIMEOUT`. */
   defaultTimeoutMs?: number
   /** Cap on any deadline a caller asks for (default 600 000 ms). */
   maxTimeoutMs?: number
-  /** Largest message accepted, in bytes (default 16 MiB, at most 64 MiB). */
-  maxMessageBytes?: number
+  /** Largest frame (one message) accepted, in bytes (default 16 MiB, from 1 KiB to 64 MiB). */
+  maxFrameBytes?: number
 }
 
 /** iroh for a node: reachable by its key alone, through a relay when no direct path exists. */
@@ -120,6 +125,8 @@ export interface ServeOptions extends DynamicConfig {
   limits?: Limits
   /** How long `close()` waits for in-flight connections (default 10 000 ms). */
   drainTimeoutMs?: number
+  /** How long a TCP+TLS handshake may take (default 10 000 ms). */
+  handshakeTimeoutMs?: number
   /** Where handler failures are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
 }
@@ -143,46 +150,23 @@ export interface AlknetNode {
   close(): Promise<void>
 }
 
-function configJson(config: DynamicConfig): string {
-  return JSON.stringify({ auth: config.auth ?? {}, pubsub: config.pubsub ?? {} })
-}
-
-function tlsConfig(tls: TlsMode | undefined): Record<string, unknown> {
-  if (tls === undefined || tls === 'raw') return { mode: 'raw' }
-  if (tls === 'self-signed') return { mode: 'self-signed' }
-  if ('selfSigned' in tls) return { mode: 'self-signed', names: tls.selfSigned }
-  return { mode: 'x509', cert: tls.cert, key: tls.key }
-}
-
 /** Throws if `value` is set and not a whole number in `[min, max]`, naming the option. */
-function whole(name: string, value: number | undefined, min: number, max = 2 ** 32 - 1): number | undefined {
+function whole(name: string, value: number | undefined, min: number, max = 2 ** 32 - 1): void {
   if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
     throw new RangeError(`${name} must be a whole number from ${min} to ${max}, not ${value}`)
   }
-  return value
 }
 
-/** The `NodeConfig` JSON the native layer takes (the shape of `alknet.toml`). */
-function nodeConfigJson(options: ServeOptions): string {
+/** Range checks that name the camelCase option (Rust checks again, naming `alknet.toml`'s keys). */
+function checkNumbers(options: ServeOptions): void {
   const limits = options.limits ?? {}
-  const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
-  return JSON.stringify({
-    listen: options.listen,
-    tls: tlsConfig(options.tls),
-    tcp: options.tcp,
-    iroh: iroh && { relay: iroh.relay, relay_ca: iroh.relayCa, direct: iroh.direct },
-    limits: {
-      connections_per_ip: whole('limits.connectionsPerIp', limits.connectionsPerIp, 1),
-      streams_per_connection: whole('limits.streamsPerConnection', limits.streamsPerConnection, 1),
-      max_concurrent_requests: whole('limits.maxConcurrentRequests', limits.maxConcurrentRequests, 1),
-      default_timeout_ms: whole('limits.defaultTimeoutMs', limits.defaultTimeoutMs, 1),
-      max_timeout_ms: whole('limits.maxTimeoutMs', limits.maxTimeoutMs, 1),
-      max_frame_bytes: whole('limits.maxMessageBytes', limits.maxMessageBytes, 1024, 64 * 1024 * 1024),
-    },
-    drain_timeout_ms: whole('drainTimeoutMs', options.drainTimeoutMs, 0),
-    auth: options.auth ?? {},
-    pubsub: options.pubsub ?? {},
-  })
+  const { min_frame_limit_bytes, max_frame_limit_bytes } = protocolConstants()
+  whole('drainTimeoutMs', options.drainTimeoutMs, 0)
+  whole('handshakeTimeoutMs', options.handshakeTimeoutMs, 1)
+  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'defaultTimeoutMs', 'maxTimeoutMs'] as const) {
+    whole(`limits.${name}`, limits[name], 1)
+  }
+  whole('limits.maxFrameBytes', limits.maxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)
 }
 
 /**
@@ -198,7 +182,8 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
   const host = new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole)
   let n: native.Node
   try {
-    n = await native.serve(nodeConfigJson(options), host.specsJson(), options.key.native, host.native)
+    checkNumbers(options)
+    n = await native.serve(JSON.stringify(nodeConfigWire(options)), host.specsJson(), options.key.native, host.native)
   } catch (e) {
     throw fromNative(e)
   }
@@ -208,7 +193,7 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
     fingerprint: n.fingerprint,
     address: n.address,
     irohTicket: n.irohTicket ?? null,
-    reload: (config: DynamicConfig) => n.reload(configJson(config)),
+    reload: (config: DynamicConfig) => n.reload(JSON.stringify(dynamicConfigWire(config))),
     publish: async (topic: string, data: unknown) => {
       try {
         return n.publish(topic, JSON.stringify(data ?? null))

@@ -4,8 +4,9 @@ import { fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
-import type { OperationMap, OperationType, Registry } from './registry'
+import type { Access, ErrorDeclaration, OperationMap, OperationType, Registry } from './registry'
 import { type TypedApi, typedApi } from './typed'
+import { ACCESS, ERROR_DECLARATION, fromWire } from './wire'
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -50,13 +51,13 @@ export interface OperationInfo {
   /** What it does, if the node said. */
   description?: string
   /** JSON Schema of the input. */
-  input_schema: unknown
+  inputSchema: unknown
   /** JSON Schema of the output (of each item, for a subscription). */
-  output_schema: unknown
+  outputSchema: unknown
   /** Error codes it declares. */
-  errors: { code: string; description?: string; schema?: unknown }[]
+  errors: ErrorDeclaration[]
   /** Who may call it. */
-  access: Record<string, unknown>
+  access: Access
 }
 
 /**
@@ -140,7 +141,8 @@ export class Peer implements RemoteOperations {
   /** The operations this caller may call on the node, with their schemas. */
   async discover(options?: RequestOptions): Promise<OperationInfo[]> {
     const list = await this.call<{ operations: { name: string }[] }>('services/list', {}, options)
-    return Promise.all(list.operations.map((op) => this.call<OperationInfo>('services/schema', { name: op.name }, options)))
+    const schemas = await Promise.all(list.operations.map((op) => this.call<Record<string, unknown>>('services/schema', { name: op.name }, options)))
+    return schemas.map(operationInfo)
   }
 
   /** Closes the connection; in-flight requests fail. The process may exit afterwards. */
@@ -150,6 +152,20 @@ export class Peer implements RemoteOperations {
     this.native.close()
     this.release()
   }
+}
+
+/** A `services/schema` answer in the TypeScript API's casing. */
+function operationInfo(schema: Record<string, unknown>): OperationInfo {
+  const info: OperationInfo = {
+    name: String(schema.name),
+    type: schema.type as OperationType,
+    inputSchema: schema.input_schema,
+    outputSchema: schema.output_schema,
+    errors: ((schema.errors ?? []) as Record<string, unknown>[]).map((e) => fromWire<ErrorDeclaration>(e, ERROR_DECLARATION)),
+    access: fromWire<Access>((schema.access ?? {}) as Record<string, unknown>, ACCESS),
+  }
+  if (typeof schema.description === 'string') info.description = schema.description
+  return info
 }
 
 /**

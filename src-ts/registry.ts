@@ -1,5 +1,6 @@
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { RemoteOperations } from './call'
+import { accessWire, errorDeclarationWire } from './wire'
 
 /** Who is calling, as the node's peer list (or an API key) resolved it. */
 export interface Identity {
@@ -41,6 +42,11 @@ export interface Access {
   resourceType?: string
   /** The action on `resourceType` the identity needs. */
   resourceAction?: string
+  /**
+   * A JSON pointer into the input naming which resource a call touches (e.g. `/id`), for
+   * ownership checks a handler makes; it restricts nothing by itself.
+   */
+  resourceIdPath?: string
 }
 
 /** An error code an operation may fail with (a thrown `CallError` with an undeclared code becomes `INTERNAL`). */
@@ -49,6 +55,8 @@ export interface ErrorDeclaration {
   code: string
   /** What it means. */
   description?: string
+  /** JSON Schema of the error's `details`. */
+  schema?: unknown
 }
 
 /** The contract of an operation: schemas (TypeBox or plain JSON Schema), access, errors. */
@@ -112,18 +120,9 @@ export interface OperationSpecJson {
   input_schema: unknown
   output_schema: unknown
   access: Record<string, unknown>
-  errors: { code: string; description?: string }[]
+  errors: Record<string, unknown>[]
   description?: string
   visibility: 'external' | 'internal'
-}
-
-function accessJson(access: Access | undefined): Record<string, unknown> {
-  const out: Record<string, unknown> = {}
-  if (access?.requiredScopes) out.required_scopes = access.requiredScopes
-  if (access?.requiredScopesAny) out.required_scopes_any = access.requiredScopesAny
-  if (access?.resourceType !== undefined) out.resource_type = access.resourceType
-  if (access?.resourceAction !== undefined) out.resource_action = access.resourceAction
-  return out
 }
 
 /** JSON Schema without TypeBox's symbol-keyed metadata (JSON.stringify drops symbols anyway). */
@@ -160,8 +159,8 @@ export class Registry<Ops extends OperationMap = {}> {
       type,
       input_schema: schemaJson(def.input),
       output_schema: schemaJson(def.output),
-      access: accessJson(def.access),
-      errors: (def.errors ?? []).map((e) => ({ code: e.code, description: e.description })),
+      access: accessWire(def.access),
+      errors: (def.errors ?? []).map(errorDeclarationWire),
       visibility: def.visibility ?? 'external',
     }
     if (def.description !== undefined) spec.description = def.description

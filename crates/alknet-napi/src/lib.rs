@@ -32,12 +32,14 @@ mod node;
 mod peer;
 mod request;
 mod subscription;
+mod wire;
 
 pub use host::Host;
 pub use keypair::Keypair;
 pub use node::{serve, Node};
 pub use peer::{connect, ConnectOptions, Peer};
 pub use subscription::Subscription;
+pub use wire::{protocol_constants, wire_samples};
 
 /// The node's log lines (warnings and errors by default: a handler's output failing its schema,
 /// refused connections) go to stderr; `ALKNET_LOG` takes a `tracing` filter (`info`, `debug`,

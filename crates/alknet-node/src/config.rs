@@ -80,6 +80,9 @@ fn yes() -> bool {
     true
 }
 
+/// The smallest `limits.max_frame_bytes` a node accepts.
+pub const MIN_FRAME_LIMIT: usize = 1024;
+
 fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
     text.parse().map_err(|e| {
@@ -358,9 +361,9 @@ impl NodeConfig {
         }
         if let Some(n) = limits.max_frame_bytes {
             let max = alknet_call::framing::MAX_FRAME_LIMIT;
-            if !(1024..=max).contains(&(n as usize)) {
+            if !(MIN_FRAME_LIMIT..=max).contains(&(n as usize)) {
                 return Err(NodeError::Config(format!(
-                    "limits.max_frame_bytes must be from 1024 to {max}, not {n}"
+                    "limits.max_frame_bytes must be from {MIN_FRAME_LIMIT} to {max}, not {n}"
                 )));
             }
         }

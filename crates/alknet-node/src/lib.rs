@@ -21,6 +21,7 @@
 
 pub mod config;
 mod node;
+pub mod wire;
 
 pub use config::{
     DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,

@@ -1,0 +1,199 @@
+// The one place where the TypeScript API's camelCase meets the snake_case of `alknet.toml`, the
+// native layer and the wire. Each table names every field of one shared type; `satisfies` makes
+// the compiler refuse a table that misses or invents a field of the TypeScript type, and
+// `__test__/wire.test.ts` checks the snake_case side against the Rust types' own samples
+// (`alknet_node::wire`), so the two languages cannot drift apart silently.
+
+import * as native from '../index.js'
+import type { Access, ErrorDeclaration, Identity } from './registry'
+import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+
+/** The protocol's constants, from the Rust side (error codes, frame limits, default deadlines). */
+export interface ProtocolConstants {
+  /** Every protocol error code and whether a retry may succeed. */
+  error_codes: { code: string; retryable: boolean }[]
+  /** The frame size limit a node uses unless configured (16 MiB). */
+  default_max_frame_bytes: number
+  /** The largest frame size limit a node may be configured with (64 MiB). */
+  max_frame_limit_bytes: number
+  /** The smallest frame size limit a node may be configured with (1 KiB). */
+  min_frame_limit_bytes: number
+  /** Deadline of calls that ask for none. */
+  default_timeout_ms: number
+  /** Cap on any deadline a caller asks for. */
+  max_timeout_ms: number
+}
+
+let constants: ProtocolConstants | undefined
+
+/** The protocol's constants as the native layer defines them (read once). @internal */
+export function protocolConstants(): ProtocolConstants {
+  constants ??= JSON.parse(native.protocolConstants()) as ProtocolConstants
+  return constants
+}
+
+/** A table naming the snake_case key of every field of `T`. */
+type KeyTable<T> = { readonly [K in keyof Required<T>]: string }
+
+/** @internal */
+export const PEER_ENTRY = {
+  id: 'id',
+  fingerprints: 'fingerprints',
+  tokenHash: 'token_hash',
+  scopes: 'scopes',
+  resources: 'resources',
+  enabled: 'enabled',
+} as const satisfies KeyTable<PeerEntry>
+
+/** @internal */
+export const API_KEY_ENTRY = {
+  prefix: 'prefix',
+  hash: 'hash',
+  scopes: 'scopes',
+  resources: 'resources',
+  expiresAt: 'expires_at',
+} as const satisfies KeyTable<ApiKeyEntry>
+
+/** @internal */
+export const TOPIC_RULE = {
+  pattern: 'pattern',
+  publish: 'publish',
+  subscribe: 'subscribe',
+  anonymous: 'anonymous',
+} as const satisfies KeyTable<TopicRule>
+
+/** @internal */
+export const LIMITS = {
+  connectionsPerIp: 'connections_per_ip',
+  streamsPerConnection: 'streams_per_connection',
+  maxConcurrentRequests: 'max_concurrent_requests',
+  subscriptionQueue: 'subscription_queue',
+  defaultTimeoutMs: 'default_timeout_ms',
+  maxTimeoutMs: 'max_timeout_ms',
+  maxFrameBytes: 'max_frame_bytes',
+} as const satisfies KeyTable<Limits>
+
+/** @internal */
+export const IROH = {
+  relay: 'relay',
+  relayCa: 'relay_ca',
+  direct: 'direct',
+} as const satisfies KeyTable<IrohOptions>
+
+/** @internal */
+export const ACCESS = {
+  requiredScopes: 'required_scopes',
+  requiredScopesAny: 'required_scopes_any',
+  resourceType: 'resource_type',
+  resourceAction: 'resource_action',
+  resourceIdPath: 'resource_id_path',
+} as const satisfies KeyTable<Access>
+
+/** @internal */
+export const ERROR_DECLARATION = {
+  code: 'code',
+  description: 'description',
+  schema: 'schema',
+} as const satisfies KeyTable<ErrorDeclaration>
+
+/** Identities cross as they are (the same keys in both languages). @internal */
+export const IDENTITY = {
+  id: 'id',
+  scopes: 'scopes',
+  resources: 'resources',
+} as const satisfies KeyTable<Identity>
+
+/**
+ * The static part of {@link ServeOptions} and where each goes in `NodeConfig`; `null` marks an
+ * option that stays in TypeScript (the key object, the registry, callbacks) or is the dynamic part.
+ * @internal
+ */
+export const SERVE_OPTIONS = {
+  listen: 'listen',
+  tls: 'tls',
+  tcp: 'tcp',
+  iroh: 'iroh',
+  limits: 'limits',
+  drainTimeoutMs: 'drain_timeout_ms',
+  handshakeTimeoutMs: 'handshake_timeout_ms',
+  auth: 'auth',
+  pubsub: 'pubsub',
+  key: null,
+  operations: null,
+  onHandlerError: null,
+} as const satisfies { readonly [K in keyof Required<ServeOptions>]: string | null }
+
+/** `NodeConfig` keys with no `serve()` option, and why. @internal */
+export const NODE_CONFIG_ONLY = {
+  key_file: 'serve() takes the key as a Keypair object',
+  services: 'the Node.js package always serves alknet/call',
+} as const
+
+/** `value` with its keys renamed by `table`; unset (`undefined`) fields are left out. */
+function renamed<T extends object>(value: T | undefined, table: KeyTable<T>): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined
+  const out: Record<string, unknown> = {}
+  for (const [key, field] of Object.entries(value) as [keyof T & string, unknown][]) {
+    if (field === undefined) continue
+    const wire = (table as Record<string, string>)[key]
+    // An option the table does not know is refused by name here, before Rust refuses its snake_case.
+    if (wire === undefined) throw new TypeError(`unknown option ${JSON.stringify(key)}`)
+    out[wire] = field
+  }
+  return out
+}
+
+/** The dynamic configuration as `alknet.toml` spells it. @internal */
+export function dynamicConfigWire(config: DynamicConfig): Record<string, unknown> {
+  return {
+    auth: {
+      peers: (config.auth?.peers ?? []).map((p) => renamed(p, PEER_ENTRY)),
+      api_keys: (config.auth?.apiKeys ?? []).map((k) => renamed(k, API_KEY_ENTRY)),
+    },
+    pubsub: { rules: (config.pubsub?.rules ?? []).map((r) => renamed(r, TOPIC_RULE)) },
+  }
+}
+
+function tlsWire(tls: TlsMode | undefined): Record<string, unknown> {
+  if (tls === undefined || tls === 'raw') return { mode: 'raw' }
+  if (tls === 'self-signed') return { mode: 'self-signed' }
+  if ('selfSigned' in tls) return { mode: 'self-signed', names: tls.selfSigned }
+  return { mode: 'x509', cert: tls.cert, key: tls.key }
+}
+
+/** `serve()` options as the `NodeConfig` JSON the native layer parses. @internal */
+export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
+  for (const key of Object.keys(options)) {
+    if (!(key in SERVE_OPTIONS)) throw new TypeError(`unknown serve() option ${JSON.stringify(key)}`)
+  }
+  const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
+  return {
+    listen: options.listen,
+    tls: tlsWire(options.tls),
+    tcp: options.tcp,
+    iroh: renamed(iroh, IROH),
+    limits: renamed(options.limits ?? {}, LIMITS),
+    drain_timeout_ms: options.drainTimeoutMs,
+    handshake_timeout_ms: options.handshakeTimeoutMs,
+    ...dynamicConfigWire(options),
+  }
+}
+
+/** An operation's access rule as the wire spells it. @internal */
+export function accessWire(access: Access | undefined): Record<string, unknown> {
+  return renamed(access ?? {}, ACCESS) ?? {}
+}
+
+/** An error declaration as the wire spells it. @internal */
+export function errorDeclarationWire(error: ErrorDeclaration): Record<string, unknown> {
+  return renamed(error, ERROR_DECLARATION) ?? {}
+}
+
+/** `value` with snake_case keys renamed back through `table` (what the wire sends us). @internal */
+export function fromWire<T extends object>(value: Record<string, unknown>, table: KeyTable<T>): T {
+  const out: Record<string, unknown> = {}
+  for (const [camel, snake] of Object.entries(table) as [string, string][]) {
+    if (value[snake] !== undefined) out[camel] = value[snake]
+  }
+  return out as T
+}
