@@ -36,6 +36,11 @@ describe('shared types', () => {
     expect(sorted([...mapped, ...Object.keys(wire.NODE_CONFIG_ONLY)])).toEqual(rustKeys('NodeConfig'))
   })
 
+  it('connect() options cover every ConnectConfig key', () => {
+    const mapped = Object.values(wire.CONNECT_OPTIONS).filter((v): v is NonNullable<typeof v> => v !== null)
+    expect(sorted(mapped)).toEqual(rustKeys('ConnectConfig'))
+  })
+
   it('the dynamic part has the sections reload() sends', () => {
     const dynamic = wire.dynamicConfigWire({})
     expect(sorted(Object.keys(dynamic))).toEqual(rustKeys('DynamicConfig'))
@@ -87,6 +92,11 @@ describe('options cross into Rust', () => {
       drainTimeoutMs: 1000,
     })
     expect(() => node.reload(dynamic)).not.toThrow()
+  })
+
+  it('a misspelt connect() option is refused with its name', async () => {
+    const options = { address: '127.0.0.1:1', fingerprint: Keypair.generate().fingerprint, key: Keypair.generate(), adress: 'x' }
+    await expect(alknet.connect(options as Parameters<typeof alknet.connect>[0])).rejects.toThrow(/adress/)
   })
 
   it('a misspelt option is refused with its name', async () => {

@@ -6,7 +6,7 @@ import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
 import type { Access, ErrorDeclaration, OperationMap, OperationType, Registry } from './registry'
 import { type TypedApi, typedApi } from './typed'
-import { ACCESS, ERROR_DECLARATION, fromWire } from './wire'
+import { ACCESS, ERROR_DECLARATION, connectConfigWire, fromWire } from './wire'
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -177,17 +177,7 @@ export async function connect(options: ConnectOptions): Promise<Peer> {
   const completions = new Completions()
   try {
     const peer = await native.connect(
-      {
-        address: options.address,
-        fingerprint: options.fingerprint,
-        iroh: options.iroh,
-        irohRelay: options.relay,
-        irohRelayCa: options.relayCa,
-        irohAddrs: options.irohAddrs,
-        token: options.token,
-        transport: options.transport,
-        operations: host?.specsJson(),
-      },
+      { config: JSON.stringify(connectConfigWire(options)), token: options.token, operations: host?.specsJson() },
       options.key.native,
       completions.complete,
       host?.native,

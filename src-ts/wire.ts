@@ -7,6 +7,7 @@
 import * as native from '../index.js'
 import type { Access, ErrorDeclaration, Identity } from './registry'
 import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+import type { ConnectOptions } from './peer'
 
 /** The protocol's constants, from the Rust side (error codes, frame limits, default deadlines). */
 export interface ProtocolConstants {
@@ -122,6 +123,36 @@ export const SERVE_OPTIONS = {
   operations: null,
   onHandlerError: null,
 } as const satisfies { readonly [K in keyof Required<ServeOptions>]: string | null }
+
+/**
+ * {@link ConnectOptions} and where each goes in `ConnectConfig`; `null` marks what stays in
+ * TypeScript or travels beside the config (the key, the token, the operations offered back).
+ * @internal
+ */
+export const CONNECT_OPTIONS = {
+  address: 'address',
+  fingerprint: 'fingerprint',
+  iroh: 'iroh',
+  relay: 'relay',
+  relayCa: 'relay_ca',
+  irohAddrs: 'iroh_addrs',
+  transport: 'transport',
+  key: null,
+  token: null,
+  operations: null,
+  onHandlerError: null,
+} as const satisfies { readonly [K in keyof Required<ConnectOptions>]: string | null }
+
+/** `connect()` options as the `ConnectConfig` JSON the native layer parses. @internal */
+export function connectConfigWire(options: ConnectOptions): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const [key, value] of Object.entries(options)) {
+    if (!(key in CONNECT_OPTIONS)) throw new TypeError(`unknown connect() option ${JSON.stringify(key)}`)
+    const wire = CONNECT_OPTIONS[key as keyof ConnectOptions]
+    if (wire !== null && value !== undefined) out[wire] = value
+  }
+  return out
+}
 
 /** `NodeConfig` keys with no `serve()` option, and why. @internal */
 export const NODE_CONFIG_ONLY = {

@@ -1,10 +1,10 @@
 //! `connect`: calls, subscriptions and pub/sub on a remote node.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use alknet_call::{CallService, OperationRegistry, ALPN};
-use alknet_endpoint::{Client, DialOptions, IrohConfig, IrohRelays, IrohTarget, TransportKind};
+use alknet_call::{CallService, OperationRegistry};
+use alknet_endpoint::Client;
+use alknet_node::{ConnectConfig, Connected};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::Env;
 use napi_derive::napi;
@@ -20,23 +20,11 @@ use crate::subscription::{self, Listener, Subscription};
 /// Where and how to dial.
 #[napi(object)]
 pub struct ConnectOptions {
-    /// `host:port` of the node (QUIC or TCP+TLS).
-    pub address: Option<String>,
-    /// The node's fingerprint (`ed25519:…` or `SHA256:…`), pinned exactly.
-    pub fingerprint: Option<String>,
-    /// Dial over iroh instead: a ticket (`iroh:<node id>?relay=…&addr=…`) or a bare node id.
-    /// The node id is the pin.
-    pub iroh: Option<String>,
-    /// A relay to reach the iroh node through (added to the ticket's).
-    pub iroh_relay: Option<String>,
-    /// PEM certificates to trust for the relay.
-    pub iroh_relay_ca: Option<String>,
-    /// Direct UDP addresses of the iroh node (`ip:port`), added to the ticket's.
-    pub iroh_addrs: Option<Vec<String>>,
+    /// The `ConnectConfig` JSON: `address` + `fingerprint`, or `iroh` (a ticket or node id) with
+    /// `relay`, `relay_ca`, `iroh_addrs`; `transport` (`quic` or `tcp`).
+    pub config: String,
     /// A bearer token (peer token or `alk_…` API key) sent with every request.
     pub token: Option<String>,
-    /// `quic` (default) or `tcp` (TCP+TLS).
-    pub transport: Option<String>,
     /// Operations this side serves to the node (a JSON array of specs, answered through the
     /// `host` given to `connect`), so the node can call back.
     pub operations: Option<String>,
@@ -53,83 +41,7 @@ pub struct Peer {
     completer: Arc<Completer>,
 }
 
-fn transport(name: Option<&str>) -> napi::Result<TransportKind> {
-    match name {
-        None | Some("quic") => Ok(TransportKind::Quic),
-        Some("tcp") => Ok(TransportKind::Tcp),
-        Some(other) => Err(plain(format!(
-            "transport {other:?} is unknown; use \"quic\" or \"tcp\""
-        ))),
-    }
-}
-
-/// Where to dial, as the options say.
-enum Route {
-    Direct {
-        address: SocketAddr,
-        fingerprint: String,
-        over: TransportKind,
-    },
-    Iroh {
-        target: IrohTarget,
-        config: Box<IrohConfig>,
-    },
-}
-
-fn route(options: &ConnectOptions) -> napi::Result<Route> {
-    if let Some(ticket) = options.iroh.as_deref() {
-        let mut target: IrohTarget = ticket.parse().map_err(plain)?;
-        let config = alknet_node::IrohSettings {
-            relay_ca: options.iroh_relay_ca.clone(),
-            ..Default::default()
-        }
-        .to_endpoint()
-        .map_err(plain)?;
-        if let Some(relay) = options.iroh_relay.as_deref() {
-            match relay.parse::<IrohRelays>().map_err(plain)? {
-                IrohRelays::Custom(urls) => target.relay_url = urls.into_iter().next(),
-                _ => {
-                    return Err(plain(
-                        "irohRelay of connect() is the URL of the relay the node uses",
-                    ))
-                }
-            }
-        }
-        for addr in options.iroh_addrs.iter().flatten() {
-            let addr = addr
-                .parse()
-                .map_err(|e| plain(format!("iroh address {addr:?} is not ip:port: {e}")))?;
-            target.direct_addrs.push(addr);
-        }
-        if let Some(pinned) = options.fingerprint.as_deref() {
-            if pinned != target.fingerprint() {
-                return Err(plain(format!(
-                    "fingerprint {pinned} is not the iroh node id's {}; pin the node you dial",
-                    target.fingerprint()
-                )));
-            }
-        }
-        return Ok(Route::Iroh {
-            target,
-            config: Box::new(config),
-        });
-    }
-    let (Some(address), Some(fingerprint)) = (&options.address, &options.fingerprint) else {
-        return Err(plain(
-            "connect needs address and fingerprint (or iroh: a ticket or node id)",
-        ));
-    };
-    let address: SocketAddr = address
-        .parse()
-        .map_err(|e| plain(format!("address {address:?} is not host:port: {e}")))?;
-    Ok(Route::Direct {
-        address,
-        fingerprint: fingerprint.clone(),
-        over: transport(options.transport.as_deref())?,
-    })
-}
-
-/// Dials `options.address` with `key`, pinning `options.fingerprint`; the peer's calls finish
+/// Dials the node `options.config` names with `key`, pinning its key; the peer's calls finish
 /// through `completer`. With `host`, the operations in `options.operations` are served to the
 /// node over the same connection.
 #[napi(
@@ -143,7 +55,9 @@ pub fn connect<'env>(
     completer: Completer,
     host: Option<&Host>,
 ) -> napi::Result<PromiseRaw<'env, Peer>> {
-    let route = route(&options)?;
+    let target = ConnectConfig::from_json(&options.config)
+        .and_then(|c| c.target())
+        .map_err(plain)?;
     let registry = match (host, options.operations.as_deref()) {
         (Some(host), Some(ops)) => host.registry(ops)?,
         (None, Some(_)) => {
@@ -154,30 +68,9 @@ pub fn connect<'env>(
     let service = CallService::anonymous(registry).map_err(plain)?;
     let key = key.key.clone();
     env.spawn_future(async move {
-        let (client, conn, fingerprint) = match route {
-            Route::Direct {
-                address,
-                fingerprint,
-                over,
-            } => {
-                let client = Client::new(key).map_err(plain)?;
-                let dial = DialOptions::pinned(ALPN, fingerprint.clone()).over(over);
-                let conn = client.dial(address, &dial).await.map_err(plain)?;
-                (client, conn, fingerprint)
-            }
-            Route::Iroh { target, config } => {
-                let client = Client::with_iroh(key, *config).map_err(plain)?;
-                let conn = match client.dial_iroh(&target, ALPN).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        client.close();
-                        return Err(plain(e));
-                    }
-                };
-                (client, conn, target.fingerprint())
-            }
-        };
-        let peer = alknet_call::Peer::connect(conn, service, Some(fingerprint));
+        let Connected { peer, client } = alknet_node::connect(key, target, service)
+            .await
+            .map_err(plain)?;
         Ok(Peer {
             peer,
             client,

@@ -20,10 +20,12 @@
 //! ```
 
 pub mod config;
+mod connect;
 mod node;
 pub mod wire;
 
 pub use config::{
     DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
 };
+pub use connect::{connect, ConnectConfig, Connected, DialTarget, Transport};
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};

@@ -36,6 +36,9 @@ pub enum NodeError {
     /// The endpoint could not start (port in use, TLS files, iroh).
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// Dialing a node failed (unreachable, wrong key, TLS).
+    #[error("{0}")]
+    Dial(String),
 }
 
 impl From<RegistryError> for NodeError {

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::config::{
     DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
 };
+use crate::connect::{ConnectConfig, Transport};
 
 fn strings(s: &str) -> Vec<String> {
     vec![s.to_string()]
@@ -116,6 +117,15 @@ pub fn samples() -> Value {
         resources: resources(),
     };
     let dynamic = DynamicConfig { auth, pubsub };
+    let connect = ConnectConfig {
+        address: Some("127.0.0.1:4433".into()),
+        fingerprint: Some("ed25519:00".into()),
+        iroh: Some("iroh:00".into()),
+        relay: Some("https://relay.example".into()),
+        relay_ca: Some(String::new()),
+        iroh_addrs: strings("127.0.0.1:4434"),
+        transport: Transport::Tcp,
+    };
     let tls: Vec<Value> = [
         TlsConfig::Raw,
         TlsConfig::SelfSigned {
@@ -142,6 +152,7 @@ pub fn samples() -> Value {
         "OperationSpec": spec,
         "Identity": identity,
         "TlsConfig": tls,
+        "ConnectConfig": connect,
     })
 }
 
@@ -172,6 +183,7 @@ mod tests {
         let _: NodeConfig = serde_json::from_value(samples["NodeConfig"].clone()).unwrap();
         let _: DynamicConfig = serde_json::from_value(samples["DynamicConfig"].clone()).unwrap();
         let _: OperationSpec = serde_json::from_value(samples["OperationSpec"].clone()).unwrap();
+        let _: ConnectConfig = serde_json::from_value(samples["ConnectConfig"].clone()).unwrap();
         for tls in samples["TlsConfig"].as_array().unwrap() {
             let _: TlsConfig = serde_json::from_value(tls.clone()).unwrap();
         }
