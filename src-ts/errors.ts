@@ -69,6 +69,60 @@ export class CallError extends Error {
   }
 }
 
+/**
+ * Why connecting or starting failed, apart from call errors:
+ *
+ * | code | meaning |
+ * |---|---|
+ * | `PIN_MISMATCH` | the node presented another key than the one pinned (`details.expected`, `details.presented`) |
+ * | `UNREACHABLE` | nothing answers at the address (connection refused, ICMP unreachable) |
+ * | `CONNECT_TIMEOUT` | no carrier completed within `connectTimeoutMs` |
+ * | `TLS_FAILED` | the handshake failed otherwise (no common protocol, certificate files) |
+ * | `REFUSED` | the node refused the connection (its per-IP limit) |
+ * | `INVALID_OPTION` | an option is unknown or invalid (the message names it) |
+ * | `ADDRESS_IN_USE` | `serve()`: the port is taken |
+ * | `KEY_FILE` | a key file is unreadable, malformed or readable by others |
+ * | `UNAVAILABLE` | `serve()` with iroh: the relay could not be reached |
+ */
+export type ConnectErrorCode =
+  | 'PIN_MISMATCH'
+  | 'UNREACHABLE'
+  | 'CONNECT_TIMEOUT'
+  | 'TLS_FAILED'
+  | 'REFUSED'
+  | 'INVALID_OPTION'
+  | 'ADDRESS_IN_USE'
+  | 'KEY_FILE'
+  | 'UNAVAILABLE'
+
+/**
+ * A failure to connect, start a node or load a key, with a stable `code` to switch on.
+ *
+ * @example
+ * ```ts
+ * try { await connect({ address, fingerprint, key }) }
+ * catch (e) { if (e instanceof ConnectError && e.code === 'PIN_MISMATCH') console.error(e.details) }
+ * ```
+ */
+export class ConnectError extends Error {
+  /** What failed; see {@link ConnectErrorCode}. */
+  readonly code: ConnectErrorCode
+  /** Structured details, e.g. `{ expected, presented }` for `PIN_MISMATCH`. */
+  readonly details: unknown
+
+  /**
+   * @param code - the error code
+   * @param message - a human explanation that says what to do
+   * @param details - structured details
+   */
+  constructor(code: ConnectErrorCode, message: string, details?: unknown) {
+    super(message)
+    this.name = 'ConnectError'
+    this.code = code
+    this.details = details
+  }
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null
 }
@@ -88,8 +142,22 @@ export function parseCallError(json: string): CallError | undefined {
   })
 }
 
-/** Turns a rejection of the native binding into a `CallError` when it carries one. @internal */
+/** A JSON-encoded connect error of the native layer; `undefined` if `json` is not one. */
+function parseConnectError(json: string): ConnectError | undefined {
+  let value: unknown
+  try {
+    value = JSON.parse(json)
+  } catch {
+    return undefined
+  }
+  if (!isRecord(value) || value.kind !== 'connect' || typeof value.code !== 'string') return undefined
+  const details = value.details === null ? undefined : value.details
+  return new ConnectError(value.code as ConnectErrorCode, String(value.message), details)
+}
+
+/** Turns a rejection of the native binding into a `CallError` or `ConnectError` when it carries one. @internal */
 export function fromNative(error: unknown): unknown {
-  if (error instanceof Error) return parseCallError(error.message) ?? error
+  if (error instanceof ConnectError) return error
+  if (error instanceof Error) return parseConnectError(error.message) ?? parseCallError(error.message) ?? error
   return error
 }

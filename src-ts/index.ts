@@ -17,8 +17,8 @@
  */
 export { Type } from '@sinclair/typebox'
 export type { Static, TSchema } from '@sinclair/typebox'
-export { CallError, PROTOCOL_ERRORS } from './errors'
-export type { ErrorCode, ProtocolErrorCode } from './errors'
+export { CallError, ConnectError, PROTOCOL_ERRORS } from './errors'
+export type { ConnectErrorCode, ErrorCode, ProtocolErrorCode } from './errors'
 export { Keypair } from './keypair'
 export { Registry } from './registry'
 export type {

@@ -1,4 +1,5 @@
 import * as native from '../index.js'
+import { fromNative } from './errors'
 
 /**
  * A node's Ed25519 identity: one key, used in TLS (raw public key) and as the fingerprint
@@ -25,7 +26,11 @@ export class Keypair {
 
   /** Loads the PKCS#8 PEM key at `path`, or creates and saves one (file mode 0600). */
   static async loadOrCreate(path: string): Promise<Keypair> {
-    return new Keypair(native.Keypair.loadOrCreate(path))
+    try {
+      return new Keypair(native.Keypair.loadOrCreate(path))
+    } catch (e) {
+      throw fromNative(e)
+    }
   }
 
   /** `ed25519:<64 lowercase hex>`: what peers pin and peer lists name. */

@@ -1,5 +1,5 @@
 import * as native from '../index.js'
-import { fromNative } from './errors'
+import { ConnectError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
@@ -153,7 +153,7 @@ export interface AlknetNode {
 /** Throws if `value` is set and not a whole number in `[min, max]`, naming the option. */
 function whole(name: string, value: number | undefined, min: number, max = 2 ** 32 - 1): void {
   if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
-    throw new RangeError(`${name} must be a whole number from ${min} to ${max}, not ${value}`)
+    throw new ConnectError('INVALID_OPTION', `${name} must be a whole number from ${min} to ${max}, not ${value}`)
   }
 }
 

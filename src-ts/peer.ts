@@ -26,8 +26,14 @@ export interface ConnectOptions {
   key: Keypair
   /** A bearer token (peer token or `alk_…` API key) sent with every request. */
   token?: string
-  /** `quic` (default) or `tcp` (TCP+TLS, for networks that block UDP). */
+  /**
+   * Force one carrier: `quic` or `tcp` (TCP+TLS). Unset (default): QUIC first and, 250 ms later
+   * or as soon as QUIC fails, TCP+TLS to the same port; whichever completes first is used, and
+   * remembered for that address for 10 minutes. A network that drops UDP costs one head start.
+   */
   transport?: 'quic' | 'tcp'
+  /** How long connecting may take before it fails with `CONNECT_TIMEOUT` (default 10 000 ms). */
+  connectTimeoutMs?: number
   /** Operations this side offers the node: its handlers may call them back through `ctx.peer`. */
   operations?: Registry
   /** Where failures of `operations`' handlers are reported (default `console.error`). */

@@ -5,6 +5,7 @@
 // (`alknet_node::wire`), so the two languages cannot drift apart silently.
 
 import * as native from '../index.js'
+import { ConnectError } from './errors'
 import type { Access, ErrorDeclaration, Identity } from './registry'
 import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 import type { ConnectOptions } from './peer'
@@ -137,6 +138,7 @@ export const CONNECT_OPTIONS = {
   relayCa: 'relay_ca',
   irohAddrs: 'iroh_addrs',
   transport: 'transport',
+  connectTimeoutMs: 'connect_timeout_ms',
   key: null,
   token: null,
   operations: null,
@@ -147,7 +149,7 @@ export const CONNECT_OPTIONS = {
 export function connectConfigWire(options: ConnectOptions): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(options)) {
-    if (!(key in CONNECT_OPTIONS)) throw new TypeError(`unknown connect() option ${JSON.stringify(key)}`)
+    if (!(key in CONNECT_OPTIONS)) throw unknownOption('connect()', key, Object.keys(CONNECT_OPTIONS))
     const wire = CONNECT_OPTIONS[key as keyof ConnectOptions]
     if (wire !== null && value !== undefined) out[wire] = value
   }
@@ -160,15 +162,35 @@ export const NODE_CONFIG_ONLY = {
   services: 'the Node.js package always serves alknet/call',
 } as const
 
+/** Edit distance, for "did you mean" (options are short; the quadratic table is fine). */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i]
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    row = next
+  }
+  return row[b.length]
+}
+
+/** The error for an option `key` that `known` does not have, suggesting the closest one. @internal */
+export function unknownOption(where: string, key: string, known: readonly string[]): ConnectError {
+  const closest = known.map((k) => ({ k, d: distance(key.toLowerCase(), k.toLowerCase()) })).sort((a, b) => a.d - b.d)[0]
+  const hint = closest !== undefined && closest.d <= Math.max(2, Math.floor(key.length / 3)) ? `; did you mean ${JSON.stringify(closest.k)}?` : ''
+  return new ConnectError('INVALID_OPTION', `unknown ${where} option ${JSON.stringify(key)}${hint}`)
+}
+
 /** `value` with its keys renamed by `table`; unset (`undefined`) fields are left out. */
-function renamed<T extends object>(value: T | undefined, table: KeyTable<T>): Record<string, unknown> | undefined {
+function renamed<T extends object>(value: T | undefined, table: KeyTable<T>, where: string): Record<string, unknown> | undefined {
   if (value === undefined) return undefined
   const out: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(value) as [keyof T & string, unknown][]) {
     if (field === undefined) continue
     const wire = (table as Record<string, string>)[key]
     // An option the table does not know is refused by name here, before Rust refuses its snake_case.
-    if (wire === undefined) throw new TypeError(`unknown option ${JSON.stringify(key)}`)
+    if (wire === undefined) throw unknownOption(where, key, Object.keys(table))
     out[wire] = field
   }
   return out
@@ -178,10 +200,10 @@ function renamed<T extends object>(value: T | undefined, table: KeyTable<T>): Re
 export function dynamicConfigWire(config: DynamicConfig): Record<string, unknown> {
   return {
     auth: {
-      peers: (config.auth?.peers ?? []).map((p) => renamed(p, PEER_ENTRY)),
-      api_keys: (config.auth?.apiKeys ?? []).map((k) => renamed(k, API_KEY_ENTRY)),
+      peers: (config.auth?.peers ?? []).map((p) => renamed(p, PEER_ENTRY, 'auth.peers[]')),
+      api_keys: (config.auth?.apiKeys ?? []).map((k) => renamed(k, API_KEY_ENTRY, 'auth.apiKeys[]')),
     },
-    pubsub: { rules: (config.pubsub?.rules ?? []).map((r) => renamed(r, TOPIC_RULE)) },
+    pubsub: { rules: (config.pubsub?.rules ?? []).map((r) => renamed(r, TOPIC_RULE, 'pubsub.rules[]')) },
   }
 }
 
@@ -195,15 +217,15 @@ function tlsWire(tls: TlsMode | undefined): Record<string, unknown> {
 /** `serve()` options as the `NodeConfig` JSON the native layer parses. @internal */
 export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
   for (const key of Object.keys(options)) {
-    if (!(key in SERVE_OPTIONS)) throw new TypeError(`unknown serve() option ${JSON.stringify(key)}`)
+    if (!(key in SERVE_OPTIONS)) throw unknownOption('serve()', key, Object.keys(SERVE_OPTIONS))
   }
   const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
   return {
     listen: options.listen,
     tls: tlsWire(options.tls),
     tcp: options.tcp,
-    iroh: renamed(iroh, IROH),
-    limits: renamed(options.limits ?? {}, LIMITS),
+    iroh: renamed(iroh, IROH, 'iroh'),
+    limits: renamed(options.limits ?? {}, LIMITS, 'limits'),
     drain_timeout_ms: options.drainTimeoutMs,
     handshake_timeout_ms: options.handshakeTimeoutMs,
     ...dynamicConfigWire(options),
@@ -212,12 +234,12 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
 
 /** An operation's access rule as the wire spells it. @internal */
 export function accessWire(access: Access | undefined): Record<string, unknown> {
-  return renamed(access ?? {}, ACCESS) ?? {}
+  return renamed(access ?? {}, ACCESS, 'access') ?? {}
 }
 
 /** An error declaration as the wire spells it. @internal */
 export function errorDeclarationWire(error: ErrorDeclaration): Record<string, unknown> {
-  return renamed(error, ERROR_DECLARATION) ?? {}
+  return renamed(error, ERROR_DECLARATION, 'errors[]') ?? {}
 }
 
 /** `value` with snake_case keys renamed back through `table` (what the wire sends us). @internal */

@@ -3,7 +3,7 @@
 use alknet_core::SecretKey;
 use napi_derive::napi;
 
-use crate::errors::plain;
+use crate::errors::coded;
 
 /// One Ed25519 key: a node's identity everywhere (TLS raw public key, pinned fingerprint).
 #[napi]
@@ -26,7 +26,7 @@ impl Keypair {
     pub fn load_or_create(path: String) -> napi::Result<Self> {
         SecretKey::load_or_create(&path)
             .map(|key| Self { key })
-            .map_err(plain)
+            .map_err(|e| coded("KEY_FILE", e, serde_json::Value::Null))
     }
 
     /// `ed25519:<64 lowercase hex>`: what other nodes pin and peer lists name.

@@ -12,7 +12,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use crate::bridge::Bridge;
-use crate::errors::{call_error, parse_json, plain};
+use crate::errors::{call_error, node_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
 
@@ -40,7 +40,7 @@ pub fn serve<'env>(
     key: &Keypair,
     host: &Host,
 ) -> napi::Result<PromiseRaw<'env, Node>> {
-    let config = NodeConfig::from_json(&config_json).map_err(plain)?;
+    let config = NodeConfig::from_json(&config_json).map_err(node_error)?;
     let operations = host.registry(&operations_json)?;
     let builder = alknet_node::Node::builder(config)
         .key(key.key.clone())
@@ -48,7 +48,7 @@ pub fn serve<'env>(
         .wait_for_relay(IROH_ONLINE_TIMEOUT);
     let bridge = host.bridge.clone();
     env.spawn_future(async move {
-        let node = builder.start().await.map_err(plain)?;
+        let node = builder.start().await.map_err(node_error)?;
         Ok(Node {
             iroh_ticket: node.iroh_target().map(|t| t.to_string()),
             fingerprint: node.fingerprint().to_string(),

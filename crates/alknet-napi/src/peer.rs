@@ -11,7 +11,7 @@ use napi_derive::napi;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{call_error, parse_json, plain};
+use crate::errors::{call_error, connect_error, node_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
 use crate::request::{complete, Cancels, Completer};
@@ -55,9 +55,8 @@ pub fn connect<'env>(
     completer: Completer,
     host: Option<&Host>,
 ) -> napi::Result<PromiseRaw<'env, Peer>> {
-    let target = ConnectConfig::from_json(&options.config)
-        .and_then(|c| c.target())
-        .map_err(plain)?;
+    let config = ConnectConfig::from_json(&options.config).map_err(node_error)?;
+    let target = config.target().map_err(connect_error)?;
     let registry = match (host, options.operations.as_deref()) {
         (Some(host), Some(ops)) => host.registry(ops)?,
         (None, Some(_)) => {
@@ -70,7 +69,7 @@ pub fn connect<'env>(
     env.spawn_future(async move {
         let Connected { peer, client } = alknet_node::connect(key, target, service)
             .await
-            .map_err(plain)?;
+            .map_err(connect_error)?;
         Ok(Peer {
             peer,
             client,

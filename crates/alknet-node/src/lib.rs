@@ -27,5 +27,8 @@ pub mod wire;
 pub use config::{
     DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
 };
-pub use connect::{connect, ConnectConfig, Connected, DialTarget, Transport};
+pub use connect::{
+    connect, ConnectConfig, ConnectError, Connected, DialTarget, Transport,
+    DEFAULT_CONNECT_TIMEOUT, HEAD_START,
+};
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};

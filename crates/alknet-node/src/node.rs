@@ -36,9 +36,25 @@ pub enum NodeError {
     /// The endpoint could not start (port in use, TLS files, iroh).
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// Dialing a node failed (unreachable, wrong key, TLS).
-    #[error("{0}")]
-    Dial(String),
+}
+
+impl NodeError {
+    /// A stable code for programs: `ADDRESS_IN_USE`, `KEY_FILE`, `TLS_FAILED` (certificate
+    /// files), `INVALID_OPTION` (anything else about the configuration), `UNAVAILABLE` (iroh
+    /// could not reach its relay).
+    pub fn code(&self) -> &'static str {
+        match self {
+            NodeError::Key(_) => "KEY_FILE",
+            NodeError::Endpoint(EndpointError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                "ADDRESS_IN_USE"
+            }
+            NodeError::Endpoint(EndpointError::Tls(_)) => "TLS_FAILED",
+            NodeError::Endpoint(EndpointError::IrohOffline(_)) => "UNAVAILABLE",
+            _ => "INVALID_OPTION",
+        }
+    }
 }
 
 impl From<RegistryError> for NodeError {

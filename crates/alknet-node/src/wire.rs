@@ -124,7 +124,8 @@ pub fn samples() -> Value {
         relay: Some("https://relay.example".into()),
         relay_ca: Some(String::new()),
         iroh_addrs: strings("127.0.0.1:4434"),
-        transport: Transport::Tcp,
+        transport: Some(Transport::Tcp),
+        connect_timeout_ms: Some(1),
     };
     let tls: Vec<Value> = [
         TlsConfig::Raw,
