@@ -1,6 +1,6 @@
 import * as native from '../index.js'
 import { Completions, type RemoteOperations, type RequestOptions, type Subscription, stream } from './call'
-import { fromNative } from './errors'
+import { CallError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
@@ -34,10 +34,56 @@ export interface ConnectOptions {
   transport?: 'quic' | 'tcp'
   /** How long connecting may take before it fails with `CONNECT_TIMEOUT` (default 10 000 ms). */
   connectTimeoutMs?: number
+  /**
+   * Reconnect when the connection drops (off by default): `true` or backoff settings. While
+   * reconnecting, calls fail with `UNAVAILABLE` (retryable) unless they ask for `retry`;
+   * `topic()` iterators (and `subscribe()` with `resumable: true`) subscribe again once
+   * connected and keep yielding. Watch {@link Peer.status} for the events.
+   */
+  reconnect?: boolean | ReconnectOptions
   /** Operations this side offers the node: its handlers may call them back through `ctx.peer`. */
   operations?: Registry
   /** Where failures of `operations`' handlers are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
+}
+
+/** Backoff of a reconnecting peer: capped exponential, with jitter. */
+export interface ReconnectOptions {
+  /** Delay before the first attempt (default 100 ms). */
+  initialDelayMs?: number
+  /** Cap on the delay between attempts (default 5 000 ms). */
+  maxDelayMs?: number
+  /** Give up after this many failed attempts in a row (default: never); the peer then closes. */
+  maxAttempts?: number
+}
+
+/** What happened to a peer's connection, as {@link Peer.status} reports it. */
+export type PeerStatus =
+  | { type: 'connected' }
+  | { type: 'disconnected' }
+  | { type: 'reconnecting'; attempt: number; delayMs: number; error?: Error }
+  | { type: 'resubscribed'; operation: string }
+  | { type: 'closed'; error?: Error }
+
+/** Options of a subscription on a {@link Peer}. */
+export interface SubscribeOptions extends RequestOptions {
+  /**
+   * Subscribe again after a reconnect and keep yielding (default: `true` for `topic()`, `false`
+   * for `subscribe()`). Messages published while disconnected are missed: `onResubscribe` (and a
+   * `resubscribed` status event) marks the gap.
+   */
+  resumable?: boolean
+  /** Called each time the subscription was renewed after a reconnect: items may be missing before the next one. */
+  onResubscribe?: () => void
+}
+
+/** Options of a call on a {@link Peer}. */
+export interface CallOptions extends RequestOptions {
+  /**
+   * For idempotent operations on a reconnecting peer: on `UNAVAILABLE`, wait for the connection
+   * to come back and send the call once more (default false).
+   */
+  retry?: boolean
 }
 
 /** One message of a topic. */
@@ -78,16 +124,29 @@ export interface OperationInfo {
  * ```
  */
 export class Peer implements RemoteOperations {
-  private readonly native: native.Peer
+  private native: native.Peer
   private readonly completions: Completions
   private readonly release: () => void
+  private readonly redial: (() => Promise<native.Peer>) | undefined
+  private readonly backoff: Required<Omit<ReconnectOptions, 'maxAttempts'>> & { maxAttempts: number }
   private closed = false
+  /** Bumped on every new connection; a subscription knows which one it was opened on. */
+  private generation = 0
+  private readonly events = new StatusBroadcast()
+  private connectedWaiters: (() => void)[] = []
 
   /** @internal */
-  constructor(peer: native.Peer, completions: Completions) {
+  constructor(peer: native.Peer, completions: Completions, redial?: () => Promise<native.Peer>, reconnect?: ReconnectOptions) {
     this.native = peer
     this.completions = completions
     this.release = holdEventLoop()
+    this.redial = redial
+    this.backoff = {
+      initialDelayMs: reconnect?.initialDelayMs ?? 100,
+      maxDelayMs: reconnect?.maxDelayMs ?? 5_000,
+      maxAttempts: reconnect?.maxAttempts ?? Number.POSITIVE_INFINITY,
+    }
+    if (redial !== undefined) void this.watch()
   }
 
   /** The remote node's fingerprint as pinned. */
@@ -95,25 +154,143 @@ export class Peer implements RemoteOperations {
     return this.native.fingerprint
   }
 
-  /** Calls a query or mutation. Rejects with a {@link CallError}. */
-  call<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Promise<T> {
-    let inputJson: string
-    try {
-      inputJson = JSON.stringify(input ?? null)
-    } catch (e) {
-      return Promise.reject(e)
+  /**
+   * The connection's events as they happen: `disconnected`, `reconnecting` (attempt, delay),
+   * `connected`, `resubscribed`, and finally `closed`, which ends the iteration.
+   */
+  status(): AsyncIterableIterator<PeerStatus> {
+    return this.events.subscribe(this.closed)
+  }
+
+  /** Follows the connection: when it drops (and the peer is not closed), reconnects. */
+  private async watch(): Promise<void> {
+    for (;;) {
+      await this.native.closed().catch(() => undefined)
+      if (this.closed) return
+      this.events.emit({ type: 'disconnected' })
+      const next = await this.reconnect()
+      if (next === undefined) return
+      this.native = next
+      this.generation++
+      this.events.emit({ type: 'connected' })
+      for (const wake of this.connectedWaiters.splice(0)) wake()
     }
-    const peer = this.native
-    return this.completions.run<T>((id, o) => peer.call(id, operation, inputJson, o), (id) => peer.cancel(id), options)
+  }
+
+  private async reconnect(): Promise<native.Peer | undefined> {
+    let error: Error | undefined
+    for (let attempt = 1; attempt <= this.backoff.maxAttempts; attempt++) {
+      const base = Math.min(this.backoff.maxDelayMs, this.backoff.initialDelayMs * 2 ** (attempt - 1))
+      const delayMs = Math.round(base * (0.5 + Math.random() / 2))
+      this.events.emit({ type: 'reconnecting', attempt, delayMs, error })
+      // Backoff between attempts: a timer is what it is, not a synchronisation.
+      await new Promise((resolve) => setTimeout(resolve, delayMs))
+      if (this.closed) return undefined
+      try {
+        const next = await this.redial!()
+        if (this.closed) {
+          next.close()
+          return undefined
+        }
+        return next
+      } catch (e) {
+        error = fromNative(e) as Error
+      }
+    }
+    void this.shutdown(error)
+    return undefined
+  }
+
+  /** Resolves once a connection newer than `generation` is up; rejects if the peer closes first. */
+  private connectedAfter(generation: number, signal?: AbortSignal): Promise<void> {
+    if (this.generation > generation) return Promise.resolve()
+    if (this.closed || this.redial === undefined) return Promise.reject(new CallError('UNAVAILABLE', 'the peer is closed'))
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(new CallError('CANCELLED', 'the request was cancelled by its AbortSignal'))
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.connectedWaiters.push(() => {
+        signal?.removeEventListener('abort', onAbort)
+        if (this.closed) reject(new CallError('UNAVAILABLE', 'the peer is closed'))
+        else resolve()
+      })
+    })
+  }
+
+  /** Calls a query or mutation. Rejects with a {@link CallError}. */
+  async call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
+    const inputJson = JSON.stringify(input ?? null)
+    const generation = this.generation
+    const attempt = (): Promise<T> => {
+      const peer = this.native
+      return this.completions.run<T>((id, o) => peer.call(id, operation, inputJson, o), (id) => peer.cancel(id), options)
+    }
+    try {
+      return await attempt()
+    } catch (e) {
+      if (!(options?.retry && e instanceof CallError && e.code === 'UNAVAILABLE' && this.redial !== undefined)) throw e
+      await this.connectedAfter(generation, options.signal)
+      return attempt()
+    }
   }
 
   /**
    * Subscribes; iterate with `for await`. Breaking out of the loop, `return()`, or aborting
-   * `options.signal` cancels the subscription on the remote node.
+   * `options.signal` cancels the subscription on the remote node. With `resumable` on a
+   * reconnecting peer, it subscribes again after a reconnect.
    */
-  subscribe<T = unknown>(operation: string, input: unknown, options?: RequestOptions): Subscription<T> {
+  subscribe<T = unknown>(operation: string, input: unknown, options?: SubscribeOptions): Subscription<T> {
     const inputJson = JSON.stringify(input ?? null)
-    return stream<T>((o, listener) => this.native.subscribe(operation, inputJson, o, listener), options)
+    const open = (): Subscription<T> => {
+      const peer = this.native
+      return stream<T>((o, listener) => peer.subscribe(operation, inputJson, o, listener), options)
+    }
+    if (!options?.resumable || this.redial === undefined) return open()
+    return this.resumable(operation, open, options)
+  }
+
+  /** A subscription that opens again on the next connection when this one drops. */
+  private resumable<T>(operation: string, open: () => Subscription<T>, options: SubscribeOptions): Subscription<T> {
+    // The first subscription opens at once, as a plain one does: a publish right after
+    // `topic()` must reach it even before the first `next()`.
+    let generation = this.generation
+    let current: Subscription<T> = open()
+    let ended = false
+    const peer = this
+    async function* items(): AsyncGenerator<T, void, undefined> {
+      let renewed = false
+      while (!ended) {
+        if (renewed) {
+          generation = peer.generation
+          current = open()
+          options.onResubscribe?.()
+          peer.events.emit({ type: 'resubscribed', operation })
+        }
+        try {
+          for (;;) {
+            const next = await current.next()
+            if (next.done) return
+            yield next.value
+          }
+        } catch (e) {
+          if (!(e instanceof CallError && e.code === 'UNAVAILABLE') || peer.closed || ended) throw e
+          await peer.connectedAfter(generation, options.signal)
+          renewed = true
+        }
+      }
+    }
+    const generator = items()
+    const iterator: Subscription<T> = {
+      next: () => generator.next(),
+      return: async () => {
+        ended = true
+        await current.return()
+        return generator.return()
+      },
+      [Symbol.asyncIterator]() {
+        return iterator
+      },
+    }
+    return iterator
   }
 
   /** Publishes to a topic on the remote node; resolves with how many subscriptions it reached. */
@@ -125,9 +302,12 @@ export class Peer implements RemoteOperations {
     }
   }
 
-  /** Receives what is published to topics matching `pattern` (`*` one segment, `>` the rest). */
-  topic<T = unknown>(pattern: string, options?: RequestOptions): Subscription<TopicMessage<T>> {
-    return this.subscribe<TopicMessage<T>>('pubsub/subscribe', { topic: pattern }, options)
+  /**
+   * Receives what is published to topics matching `pattern` (`*` one segment, `>` the rest). On
+   * a reconnecting peer it resumes after a reconnect unless `resumable: false`.
+   */
+  topic<T = unknown>(pattern: string, options?: SubscribeOptions): Subscription<TopicMessage<T>> {
+    return this.subscribe<TopicMessage<T>>('pubsub/subscribe', { topic: pattern }, { resumable: true, ...options })
   }
 
   /**
@@ -153,10 +333,63 @@ export class Peer implements RemoteOperations {
 
   /** Closes the connection; in-flight requests fail. The process may exit afterwards. */
   async close(): Promise<void> {
+    await this.shutdown()
+  }
+
+  private async shutdown(error?: Error): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.native.close()
     this.release()
+    for (const wake of this.connectedWaiters.splice(0)) wake()
+    this.events.emit(error === undefined ? { type: 'closed' } : { type: 'closed', error })
+    this.events.end()
+  }
+}
+
+/** Fans status events out to every `status()` iterator; each has its own unbounded-but-tiny queue. */
+class StatusBroadcast {
+  private readonly listeners = new Set<(event: PeerStatus | undefined) => void>()
+
+  emit(event: PeerStatus): void {
+    for (const listener of this.listeners) listener(event)
+  }
+
+  end(): void {
+    for (const listener of this.listeners) listener(undefined)
+    this.listeners.clear()
+  }
+
+  subscribe(alreadyClosed: boolean): AsyncIterableIterator<PeerStatus> {
+    const queue: (PeerStatus | undefined)[] = alreadyClosed ? [{ type: 'closed' }, undefined] : []
+    let wake: (() => void) | undefined
+    const listener = (event: PeerStatus | undefined): void => {
+      queue.push(event)
+      wake?.()
+    }
+    if (!alreadyClosed) this.listeners.add(listener)
+    const listeners = this.listeners
+    const iterator: AsyncIterableIterator<PeerStatus> = {
+      async next(): Promise<IteratorResult<PeerStatus>> {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve))
+        wake = undefined
+        const event = queue.shift()
+        if (event === undefined) {
+          listeners.delete(listener)
+          return { value: undefined, done: true }
+        }
+        return { value: event, done: false }
+      },
+      async return(): Promise<IteratorResult<PeerStatus>> {
+        listeners.delete(listener)
+        queue.length = 0
+        return { value: undefined, done: true }
+      },
+      [Symbol.asyncIterator]() {
+        return iterator
+      },
+    }
+    return iterator
   }
 }
 
@@ -182,13 +415,11 @@ export async function connect(options: ConnectOptions): Promise<Peer> {
   const host = options.operations ? new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole) : undefined
   const completions = new Completions()
   try {
-    const peer = await native.connect(
-      { config: JSON.stringify(connectConfigWire(options)), token: options.token, operations: host?.specsJson() },
-      options.key.native,
-      completions.complete,
-      host?.native,
-    )
-    return new Peer(peer, completions)
+    const args = { config: JSON.stringify(connectConfigWire(options)), token: options.token, operations: host?.specsJson() }
+    const dial = () => native.connect(args, options.key.native, completions.complete, host?.native)
+    const peer = await dial()
+    const reconnect = options.reconnect === true ? {} : options.reconnect === false ? undefined : options.reconnect
+    return new Peer(peer, completions, reconnect === undefined ? undefined : dial, reconnect)
   } catch (e) {
     throw fromNative(e)
   }

@@ -139,6 +139,7 @@ export const CONNECT_OPTIONS = {
   irohAddrs: 'iroh_addrs',
   transport: 'transport',
   connectTimeoutMs: 'connect_timeout_ms',
+  reconnect: null,
   key: null,
   token: null,
   operations: null,

@@ -146,6 +146,13 @@ impl Peer {
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
     }
 
+    /// Resolves when the connection has closed (either side closed it, or it was lost).
+    #[napi]
+    pub async fn closed(&self) -> napi::Result<()> {
+        self.peer.closed().await;
+        Ok(())
+    }
+
     /// The remote node's fingerprint as pinned.
     #[napi(getter)]
     pub fn fingerprint(&self) -> Option<String> {
