@@ -12,6 +12,7 @@ use alknet_core::{
 };
 use async_trait::async_trait;
 use futures::FutureExt;
+use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::Acceptor;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -26,6 +27,7 @@ use crate::iroh_config::{bind_iroh, IrohConfig, IrohError, Role, IROH_CLOSE_WAIT
 #[cfg(feature = "iroh")]
 use crate::iroh_target::IrohTarget;
 use crate::limits::{IpLimiter, IpSlot, Limits};
+use crate::quic_tls::PerHelloQuicConfig;
 use crate::registry::HandlerRegistry;
 use crate::tls::{ServerConfigs, ServerIdentity, ServerTls, TlsError};
 use crate::transport::QuicTransport;
@@ -161,6 +163,22 @@ fn bind_same_port(
     Err(last.unwrap_or_else(|| bind_err(config.listen, std::io::ErrorKind::AddrInUse.into())))
 }
 
+/// The QUIC crypto config: the raw-key config, or both configs chosen per ClientHello.
+fn quic_server_crypto(
+    tls: &ServerConfigs,
+) -> Result<Arc<dyn quinn::crypto::ServerConfig>, EndpointError> {
+    let quic = |config: &Arc<rustls::ServerConfig>| {
+        QuicServerConfig::try_from(config.clone())
+            .map(Arc::new)
+            .map_err(|e| EndpointError::Quic(e.to_string()))
+    };
+    let raw = quic(tls.raw())?;
+    Ok(match tls.certificate() {
+        Some(certificate) => Arc::new(PerHelloQuicConfig::new(raw, quic(certificate)?)),
+        None => raw,
+    })
+}
+
 impl Endpoint {
     /// Binds the port and starts accepting. Must be called inside a tokio runtime.
     pub async fn bind(
@@ -174,10 +192,7 @@ impl Endpoint {
         let tls = ServerTls::new(&config.key, &config.tls)?;
         let quic_tls = tls.configs(&registry.alpns(Carrier::Quic))?;
         let tcp_tls = tls.configs(&registry.alpns(Carrier::Tcp))?;
-        let quic_crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(quic_tls.configured().clone())
-                .map_err(|e| EndpointError::Quic(e.to_string()))?;
-        let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let mut quic_config = quinn::ServerConfig::with_crypto(quic_server_crypto(&quic_tls)?);
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
@@ -542,7 +557,10 @@ fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::D
     info!(target: "alknet::auth", remote = %remote, transport, reason = %error, "authentication rejected: handshake failed");
 }
 
-/// Hides accept_bi once the node drains, so handlers stop taking new streams and finish.
+/// Refuses new streams on multi-stream carriers once the node drains, so a handler that loops on
+/// `accept_bi` stops taking work even if it never looks at `Connection::draining`. A
+/// single-stream connection still hands out its one stream (it was accepted before the drain);
+/// there the handler learns of the drain from `Connection::draining` only.
 struct DrainAware<T> {
     inner: T,
     draining: CancellationToken,

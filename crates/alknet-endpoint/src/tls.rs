@@ -1,11 +1,20 @@
 //! TLS configurations for servers and clients, following one rule set:
 //!
-//! - server identity: an RFC 7250 raw Ed25519 key (default), a self-signed certificate of that key
-//!   (development), or X.509 certificate and key files (browsers, domain-facing nodes);
+//! - server identity: the node's RFC 7250 raw Ed25519 key (default), optionally with a
+//!   self-signed certificate of that key (development) or X.509 certificate and key files
+//!   (browsers, domain-facing nodes);
+//! - per ClientHello: a client that offers raw public keys for the server (every alknet peer
+//!   pinning `ed25519:…`) gets the raw key; any other client gets the certificate, or fails when
+//!   the node has none. rustls fixes this per config, so each carrier holds two configs
+//!   ([`ServerConfigs`]) and the endpoint picks one from the ClientHello: on TCP+TLS with
+//!   `tokio_rustls::LazyConfigAcceptor`, on QUIC with a crypto config that reads the ClientHello
+//!   with rustls's `Acceptor` before it commits to a session. So one port serves call peers and
+//!   browsers on both carriers (iroh is raw-key only);
 //! - client verification: a given fingerprint is pinned exactly; no fingerprint means CA
 //!   verification of an X.509 server; a raw-key server without a fingerprint fails closed.
 //!
-//! TLS 1.3 only (QUIC requires it, and one version means one code path to audit).
+//! Every verifier checks the handshake signature. TLS 1.3 only (QUIC requires it, and one version
+//! means one code path to audit).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,19 +33,22 @@ use thiserror::Error;
 
 use crate::verifier::{AnyClientKeyVerifier, PinnedServerVerifier};
 
-/// How the server proves who it is.
+/// How the server proves who it is to clients that do not ask for a raw key. Clients that do (they
+/// pin `ed25519:…`) always get the node's raw key, on TCP+TLS and QUIC alike; the identity also
+/// decides what [`ServerTls::fingerprint`] reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ServerIdentity {
     /// The node's Ed25519 key as an RFC 7250 raw public key; clients pin `ed25519:<hex>`.
     #[default]
     RawKey,
-    /// A certificate of the node's key, signed by itself, for the given DNS names; clients pin its
-    /// `SHA256:` fingerprint.
+    /// A certificate of the node's key, signed by itself, for the given DNS names; other clients pin
+    /// its `SHA256:` fingerprint.
     SelfSigned {
         /// Subject alternative names (`localhost` if empty).
         names: Vec<String>,
     },
-    /// A PEM certificate chain and private key from files.
+    /// A PEM certificate chain and private key from files, verified by clients against their CA
+    /// roots (or pinned by its `SHA256:` fingerprint).
     X509 {
         /// Certificate chain, leaf first.
         cert: PathBuf,
@@ -248,10 +260,8 @@ impl ServerConfigs {
         &self,
         server_cert_types: Option<&[CertificateType]>,
     ) -> &Arc<ServerConfig> {
-        let wants_raw =
-            server_cert_types.is_some_and(|types| types.contains(&CertificateType::RawPublicKey));
         match &self.certificate {
-            Some(certificate) if !wants_raw => certificate,
+            Some(certificate) if !wants_raw_key(server_cert_types) => certificate,
             _ => &self.raw,
         }
     }
@@ -262,11 +272,21 @@ impl ServerConfigs {
             .clone()
     }
 
-    /// The config of the configured identity: the certificate config if there is one, else the
-    /// raw-key config.
-    pub fn configured(&self) -> &Arc<ServerConfig> {
-        self.certificate.as_ref().unwrap_or(&self.raw)
+    /// The raw-key config.
+    pub fn raw(&self) -> &Arc<ServerConfig> {
+        &self.raw
     }
+
+    /// The certificate config, when the node has a certificate.
+    pub fn certificate(&self) -> Option<&Arc<ServerConfig>> {
+        self.certificate.as_ref()
+    }
+}
+
+/// Whether a client that offered `server_cert_types` in its ClientHello asks for the server's raw
+/// public key (`None`, the extension absent, means X.509 only).
+pub fn wants_raw_key(server_cert_types: Option<&[CertificateType]>) -> bool {
+    server_cert_types.is_some_and(|types| types.contains(&CertificateType::RawPublicKey))
 }
 
 /// How a client checks the server.

@@ -295,7 +295,7 @@ async fn x509_node_reports_its_certificate_and_its_key_fingerprints() {
 }
 
 #[tokio::test]
-async fn x509_node_serves_a_raw_key_peer_pinning_its_key_over_tcp() {
+async fn x509_node_serves_a_raw_key_peer_pinning_its_key_on_both_carriers() {
     let pki = TestPki::new();
     let alice = SecretKey::generate();
     let node = x509_node(
@@ -303,14 +303,15 @@ async fn x509_node_serves_a_raw_key_peer_pinning_its_key_over_tcp() {
         vec![PeerEntry::new("alice", [alice.public().fingerprint()])],
     )
     .await;
-    let options =
-        DialOptions::pinned(b"whoami", node.endpoint.key_fingerprint()).over(TransportKind::Tcp);
-    let conn = Client::new(alice)
-        .unwrap()
-        .dial(node.endpoint.local_addr(), &options)
-        .await
-        .unwrap();
-    assert_eq!(whoami(&conn).await.unwrap(), "alice");
+    let client = Client::new(alice).unwrap();
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"whoami", node.endpoint.key_fingerprint()).over(kind);
+        let conn = client
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(whoami(&conn).await.unwrap(), "alice", "{kind:?}");
+    }
 }
 
 #[tokio::test]
@@ -356,14 +357,10 @@ async fn x509_node_rejects_a_raw_key_client_without_its_secret() {
         vec![PeerEntry::new("victim", [victim.public().fingerprint()])],
     )
     .await;
-    let outcome = impostor_whoami(
-        &node,
-        &victim,
-        node.endpoint.key_fingerprint(),
-        TransportKind::Tcp,
-    )
-    .await;
-    assert!(outcome.is_err(), "{outcome:?}");
+    for kind in BOTH {
+        let outcome = impostor_whoami(&node, &victim, node.endpoint.key_fingerprint(), kind).await;
+        assert!(outcome.is_err(), "{kind:?}: {outcome:?}");
+    }
 }
 
 #[tokio::test]
