@@ -1,6 +1,15 @@
 //! The alknet endpoint: one port, QUIC over UDP and TCP+TLS on the same port number, Ed25519
 //! raw-key TLS, and the ALPN negotiated in the handshake choosing the [`ProtocolHandler`].
 //!
+//! - TLS identity per ClientHello: peers that ask for a raw key get the node's key, everyone else
+//!   the configured certificate (self-signed or X.509 files), so call peers and browsers share
+//!   one port (see [`tls`]). [`Endpoint::fingerprint`] reports the configured identity,
+//!   [`Endpoint::key_fingerprint`] the `ed25519:` key peers pin.
+//! - Each carrier (QUIC, TCP+TLS, iroh) advertises only the ALPNs registered for it
+//!   ([`alknet_core::Alpn`]); a client asking for another fails the handshake.
+//! - Shutdown stops accepting, signals [`alknet_core::Connection::draining`] to every handler and
+//!   refuses new QUIC streams, waits for handlers up to the drain timeout, then closes the rest.
+//!
 //! ```no_run
 //! # async fn run(handler: std::sync::Arc<dyn alknet_core::ProtocolHandler>) -> anyhow::Result<()> {
 //! use std::sync::Arc;
@@ -26,6 +35,7 @@ mod iroh_config;
 #[cfg(feature = "iroh")]
 mod iroh_target;
 mod limits;
+mod quic_tls;
 mod registry;
 mod server;
 pub mod tls;

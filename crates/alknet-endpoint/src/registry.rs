@@ -88,3 +88,77 @@ impl HandlerRegistry {
         self.routes.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alknet_core::{AuthContext, Connection, HandlerError};
+    use async_trait::async_trait;
+
+    /// Serves the given ALPNs and does nothing.
+    struct Serves(Vec<Alpn>);
+
+    #[async_trait]
+    impl ProtocolHandler for Serves {
+        fn alpns(&self) -> Vec<Alpn> {
+            self.0.clone()
+        }
+        async fn handle(&self, _conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    fn handler(alpns: Vec<Alpn>) -> Arc<dyn ProtocolHandler> {
+        Arc::new(Serves(alpns))
+    }
+
+    #[test]
+    fn one_alpn_claimed_by_two_handlers_is_refused() {
+        let err = HandlerRegistry::new([
+            handler(vec![Alpn::everywhere(b"same")]),
+            handler(vec![Alpn::over(b"same", &[Carrier::Tcp])]),
+        ])
+        .err();
+        assert_eq!(err, Some(RegistryError::DuplicateAlpn("same".into())));
+    }
+
+    #[test]
+    fn an_alpn_offered_on_no_carrier_is_refused() {
+        let err = HandlerRegistry::new([handler(vec![Alpn::over(b"nowhere", &[])])]).err();
+        assert_eq!(err, Some(RegistryError::NoCarrier("nowhere".into())));
+    }
+
+    #[test]
+    fn an_empty_alpn_is_refused() {
+        let err = HandlerRegistry::new([handler(vec![Alpn::everywhere(b"")])]).err();
+        assert_eq!(err, Some(RegistryError::EmptyAlpn));
+    }
+
+    #[test]
+    fn one_handler_with_two_alpns_receives_both() {
+        let http = handler(vec![
+            Alpn::over(b"h2", &[Carrier::Tcp]),
+            Alpn::over(b"http/1.1", &[Carrier::Tcp]),
+        ]);
+        let registry = HandlerRegistry::new([http.clone()]).unwrap();
+        for alpn in [&b"h2"[..], b"http/1.1"] {
+            let routed = registry.get(alpn, Carrier::Tcp).unwrap();
+            assert!(Arc::ptr_eq(routed, &http), "{alpn:?}");
+        }
+    }
+
+    #[test]
+    fn each_carrier_lists_only_the_alpns_offered_on_it() {
+        let registry = HandlerRegistry::new([
+            handler(vec![Alpn::over(b"h2", &[Carrier::Tcp])]),
+            handler(vec![Alpn::everywhere(b"alknet/call")]),
+        ])
+        .unwrap();
+        assert_eq!(
+            registry.alpns(Carrier::Tcp),
+            vec![b"h2".to_vec(), b"alknet/call".to_vec()]
+        );
+        assert_eq!(registry.alpns(Carrier::Quic), vec![b"alknet/call".to_vec()]);
+        assert!(registry.get(b"h2", Carrier::Quic).is_none());
+    }
+}

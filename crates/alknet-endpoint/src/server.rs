@@ -12,9 +12,12 @@ use alknet_core::{
 };
 use async_trait::async_trait;
 use futures::FutureExt;
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::server::Acceptor;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -24,8 +27,9 @@ use crate::iroh_config::{bind_iroh, IrohConfig, IrohError, Role, IROH_CLOSE_WAIT
 #[cfg(feature = "iroh")]
 use crate::iroh_target::IrohTarget;
 use crate::limits::{IpLimiter, IpSlot, Limits};
+use crate::quic_tls::PerHelloQuicConfig;
 use crate::registry::HandlerRegistry;
-use crate::tls::{server_config, ServerIdentity, TlsError};
+use crate::tls::{ServerConfigs, ServerIdentity, ServerTls, TlsError};
 use crate::transport::QuicTransport;
 use alknet_core::connection::SingleStreamTransport;
 
@@ -130,6 +134,7 @@ pub struct Endpoint {
     quic: quinn::Endpoint,
     local_addr: SocketAddr,
     fingerprint: String,
+    key_fingerprint: String,
     tcp: bool,
     drain_timeout: Duration,
     accept_loops: Vec<JoinHandle<()>>,
@@ -158,6 +163,22 @@ fn bind_same_port(
     Err(last.unwrap_or_else(|| bind_err(config.listen, std::io::ErrorKind::AddrInUse.into())))
 }
 
+/// The QUIC crypto config: the raw-key config, or both configs chosen per ClientHello.
+fn quic_server_crypto(
+    tls: &ServerConfigs,
+) -> Result<Arc<dyn quinn::crypto::ServerConfig>, EndpointError> {
+    let quic = |config: &Arc<rustls::ServerConfig>| {
+        QuicServerConfig::try_from(config.clone())
+            .map(Arc::new)
+            .map_err(|e| EndpointError::Quic(e.to_string()))
+    };
+    let raw = quic(tls.raw())?;
+    Ok(match tls.certificate() {
+        Some(certificate) => Arc::new(PerHelloQuicConfig::new(raw, quic(certificate)?)),
+        None => raw,
+    })
+}
+
 impl Endpoint {
     /// Binds the port and starts accepting. Must be called inside a tokio runtime.
     pub async fn bind(
@@ -168,16 +189,10 @@ impl Endpoint {
         if registry.is_empty() {
             return Err(EndpointError::NoHandlers);
         }
-        let quic_tls = server_config(&config.key, &config.tls, &registry.alpns(Carrier::Quic))?;
-        let fingerprint = quic_tls.fingerprint.clone();
-        let tcp_tls = Arc::new(
-            server_config(&config.key, &config.tls, &registry.alpns(Carrier::Tcp))?.config,
-        );
-
-        let quic_crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(quic_tls.config))
-                .map_err(|e| EndpointError::Quic(e.to_string()))?;
-        let mut quic_config = quinn::ServerConfig::with_crypto(Arc::new(quic_crypto));
+        let tls = ServerTls::new(&config.key, &config.tls)?;
+        let quic_tls = tls.configs(&registry.alpns(Carrier::Quic))?;
+        let tcp_tls = tls.configs(&registry.alpns(Carrier::Tcp))?;
+        let mut quic_config = quinn::ServerConfig::with_crypto(quic_server_crypto(&quic_tls)?);
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
@@ -219,11 +234,10 @@ impl Endpoint {
                 addr: local_addr,
                 source: e,
             })?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(tcp_tls);
             accept_loops.push(tokio::spawn(tcp_accept_loop(
                 shared.clone(),
                 listener,
-                acceptor,
+                tcp_tls,
                 config.handshake_timeout,
             )));
         }
@@ -245,12 +259,14 @@ impl Endpoint {
             }
             None => None,
         };
+        let fingerprint = tls.fingerprint().to_string();
         info!(target: "alknet::endpoint", addr = %local_addr, fingerprint = %fingerprint, "listening");
         Ok(Self {
             shared,
             quic,
             local_addr,
             fingerprint,
+            key_fingerprint: tls.key_fingerprint().to_string(),
             tcp: config.tcp,
             drain_timeout: config.drain_timeout,
             accept_loops,
@@ -269,9 +285,16 @@ impl Endpoint {
         self.tcp
     }
 
-    /// The fingerprint clients pin: `ed25519:…` for raw keys, `SHA256:…` for certificates.
+    /// The fingerprint of the configured identity, which clients pin over QUIC: `ed25519:…` for a
+    /// raw key, `SHA256:…` for a certificate.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The node key's `ed25519:…` fingerprint. Raw-key peers pin it over TCP+TLS whatever the
+    /// configured identity (the same as [`fingerprint`](Self::fingerprint) for a raw-key node).
+    pub fn key_fingerprint(&self) -> &str {
+        &self.key_fingerprint
     }
 
     /// The iroh node id: the node's public key (`None` without iroh). Its hex digits are those of
@@ -482,7 +505,7 @@ async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
 async fn tcp_accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: ServerConfigs,
     handshake_timeout: Duration,
 ) {
     loop {
@@ -500,14 +523,20 @@ async fn tcp_accept_loop(
             },
         };
         let task_shared = shared.clone();
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         shared.tracker.spawn(async move {
             let Some(slot) = task_shared.limiter.try_acquire(remote.ip()) else {
                 warn!(target: "alknet::conn", remote = %remote, transport = "tcp", "connection refused: per-IP limit");
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            // One deadline for reading the ClientHello and for the rest of the handshake.
+            let handshake = async {
+                let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
+                let config = tls.for_client_hello(&start.client_hello());
+                start.into_stream(config).await
+            };
+            let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return handshake_failed(remote, "tcp", &e),
                 Err(_) => return handshake_failed(remote, "tcp", &"handshake timed out"),
@@ -528,7 +557,10 @@ fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::D
     info!(target: "alknet::auth", remote = %remote, transport, reason = %error, "authentication rejected: handshake failed");
 }
 
-/// Hides accept_bi once the node drains, so handlers stop taking new streams and finish.
+/// Refuses new streams on multi-stream carriers once the node drains, so a handler that loops on
+/// `accept_bi` stops taking work even if it never looks at `Connection::draining`. A
+/// single-stream connection still hands out its one stream (it was accepted before the drain);
+/// there the handler learns of the drain from `Connection::draining` only.
 struct DrainAware<T> {
     inner: T,
     draining: CancellationToken,

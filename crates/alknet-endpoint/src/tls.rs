@@ -1,11 +1,20 @@
 //! TLS configurations for servers and clients, following one rule set:
 //!
-//! - server identity: an RFC 7250 raw Ed25519 key (default), a self-signed certificate of that key
-//!   (development), or X.509 certificate and key files (browsers, domain-facing nodes);
+//! - server identity: the node's RFC 7250 raw Ed25519 key (default), optionally with a
+//!   self-signed certificate of that key (development) or X.509 certificate and key files
+//!   (browsers, domain-facing nodes);
+//! - per ClientHello: a client that offers raw public keys for the server (every alknet peer
+//!   pinning `ed25519:…`) gets the raw key; any other client gets the certificate, or fails when
+//!   the node has none. rustls fixes this per config, so each carrier holds two configs
+//!   ([`ServerConfigs`]) and the endpoint picks one from the ClientHello: on TCP+TLS with
+//!   `tokio_rustls::LazyConfigAcceptor`, on QUIC with a crypto config that reads the ClientHello
+//!   with rustls's `Acceptor` before it commits to a session. So one port serves call peers and
+//!   browsers on both carriers (iroh is raw-key only);
 //! - client verification: a given fingerprint is pinned exactly; no fingerprint means CA
 //!   verification of an X.509 server; a raw-key server without a fingerprint fails closed.
 //!
-//! TLS 1.3 only (QUIC requires it, and one version means one code path to audit).
+//! Every verifier checks the handshake signature. TLS 1.3 only (QUIC requires it, and one version
+//! means one code path to audit).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,26 +24,31 @@ use alknet_core::SecretKey;
 use rustls::client::AlwaysResolvesClientRawPublicKeys;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::AlwaysResolvesServerRawPublicKeys;
-use rustls::sign::CertifiedKey;
+use rustls::server::{
+    AlwaysResolvesServerRawPublicKeys, CertificateType, ClientHello, ResolvesServerCert,
+};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use thiserror::Error;
 
 use crate::verifier::{AnyClientKeyVerifier, PinnedServerVerifier};
 
-/// How the server proves who it is.
+/// How the server proves who it is to clients that do not ask for a raw key. Clients that do (they
+/// pin `ed25519:…`) always get the node's raw key, on TCP+TLS and QUIC alike; the identity also
+/// decides what [`ServerTls::fingerprint`] reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ServerIdentity {
     /// The node's Ed25519 key as an RFC 7250 raw public key; clients pin `ed25519:<hex>`.
     #[default]
     RawKey,
-    /// A certificate of the node's key, signed by itself, for the given DNS names; clients pin its
-    /// `SHA256:` fingerprint.
+    /// A certificate of the node's key, signed by itself, for the given DNS names; other clients pin
+    /// its `SHA256:` fingerprint.
     SelfSigned {
         /// Subject alternative names (`localhost` if empty).
         names: Vec<String>,
     },
-    /// A PEM certificate chain and private key from files.
+    /// A PEM certificate chain and private key from files, verified by clients against their CA
+    /// roots (or pinned by its `SHA256:` fingerprint).
     X509 {
         /// Certificate chain, leaf first.
         cert: PathBuf,
@@ -68,14 +82,6 @@ pub enum TlsError {
 /// The crypto provider every config uses (ring).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A server config and the fingerprint clients should pin for it.
-pub struct ServerTls {
-    /// The rustls config (ALPNs set).
-    pub config: ServerConfig,
-    /// `ed25519:…` for raw keys, `SHA256:…` for certificates.
-    pub fingerprint: String,
 }
 
 fn signing_key(
@@ -146,41 +152,141 @@ fn load_x509(
     Ok((chain, private))
 }
 
-/// The server config for `identity`, advertising `alpns`.
-pub fn server_config(
-    key: &SecretKey,
-    identity: &ServerIdentity,
-    alpns: &[Vec<u8>],
-) -> Result<ServerTls, TlsError> {
-    let provider = provider();
-    let raw = matches!(identity, ServerIdentity::RawKey);
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(AnyClientKeyVerifier::new(raw, provider.clone())));
-    let (mut config, fingerprint) = match identity {
-        ServerIdentity::RawKey => (
-            builder.with_cert_resolver(Arc::new(AlwaysResolvesServerRawPublicKeys::new(
-                raw_certified_key(key)?,
-            ))),
-            key.public().fingerprint(),
-        ),
-        ServerIdentity::SelfSigned { names } => {
-            let (cert, private) = self_signed(key, names)?;
-            let fp = fingerprint_of(PresentedKey::X509(cert.as_ref()))?.to_string();
-            (builder.with_single_cert(vec![cert], private)?, fp)
+/// The node's server credentials: its raw key, and the certificate (self-signed or from files)
+/// it presents to clients that do not ask for a raw key, when one is configured.
+pub struct ServerTls {
+    provider: Arc<CryptoProvider>,
+    raw: Arc<CertifiedKey>,
+    certificate: Option<Arc<CertifiedKey>>,
+    fingerprint: String,
+    key_fingerprint: String,
+}
+
+impl ServerTls {
+    /// Loads (or makes) the credentials for `identity`. Certificate files are read once here.
+    pub fn new(key: &SecretKey, identity: &ServerIdentity) -> Result<Self, TlsError> {
+        let provider = provider();
+        let certificate = match identity {
+            ServerIdentity::RawKey => None,
+            ServerIdentity::SelfSigned { names } => {
+                let (cert, private) = self_signed(key, names)?;
+                Some(CertifiedKey::from_der(vec![cert], private, &provider)?)
+            }
+            ServerIdentity::X509 { cert, key } => {
+                let (chain, private) = load_x509(cert, key)?;
+                Some(CertifiedKey::from_der(chain, private, &provider)?)
+            }
+        };
+        let key_fingerprint = key.public().fingerprint();
+        let fingerprint = match &certificate {
+            Some(certified) => {
+                fingerprint_of(PresentedKey::X509(certified.end_entity_cert()?))?.to_string()
+            }
+            None => key_fingerprint.clone(),
+        };
+        Ok(Self {
+            raw: raw_certified_key(key)?,
+            certificate: certificate.map(Arc::new),
+            provider,
+            fingerprint,
+            key_fingerprint,
+        })
+    }
+
+    /// The fingerprint of the configured identity: `ed25519:…` for a raw key, `SHA256:…` for a
+    /// certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The node key's `ed25519:…` fingerprint, which raw-key clients pin whatever the identity.
+    pub fn key_fingerprint(&self) -> &str {
+        &self.key_fingerprint
+    }
+
+    /// The configs of one carrier, advertising `alpns`.
+    pub fn configs(&self, alpns: &[Vec<u8>]) -> Result<ServerConfigs, TlsError> {
+        let raw = self.config(
+            true,
+            Arc::new(AlwaysResolvesServerRawPublicKeys::new(self.raw.clone())),
+            alpns,
+        )?;
+        let certificate = match &self.certificate {
+            Some(certified) => Some(self.config(
+                false,
+                Arc::new(SingleCertAndKey::from(certified.clone())),
+                alpns,
+            )?),
+            None => None,
+        };
+        Ok(ServerConfigs { raw, certificate })
+    }
+
+    fn config(
+        &self,
+        raw: bool,
+        resolver: Arc<dyn ResolvesServerCert>,
+        alpns: &[Vec<u8>],
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(AnyClientKeyVerifier::new(
+                raw,
+                self.provider.clone(),
+            )))
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = alpns.to_vec();
+        config.max_early_data_size = 0;
+        Ok(Arc::new(config))
+    }
+}
+
+/// One carrier's server configs. rustls fixes raw keys vs certificates per config, so the config
+/// is chosen per ClientHello: a client that offers raw public keys for the server
+/// (`server_certificate_type` contains `RawPublicKey`, as every alknet peer pinning `ed25519:…`
+/// does) gets the raw-key config, with raw client keys; any other client gets the certificate
+/// config, with optional X.509 client certificates, or the raw-key config (and fails) when the node
+/// has no certificate. Both verify every signature.
+#[derive(Clone, Debug)]
+pub struct ServerConfigs {
+    raw: Arc<ServerConfig>,
+    certificate: Option<Arc<ServerConfig>>,
+}
+
+impl ServerConfigs {
+    /// The config for a client that offered `server_cert_types` (`None`: the extension was absent,
+    /// which means X.509 only).
+    pub fn for_server_cert_types(
+        &self,
+        server_cert_types: Option<&[CertificateType]>,
+    ) -> &Arc<ServerConfig> {
+        match &self.certificate {
+            Some(certificate) if !wants_raw_key(server_cert_types) => certificate,
+            _ => &self.raw,
         }
-        ServerIdentity::X509 { cert, key } => {
-            let (chain, private) = load_x509(cert, key)?;
-            let fp = fingerprint_of(PresentedKey::X509(chain[0].as_ref()))?.to_string();
-            (builder.with_single_cert(chain, private)?, fp)
-        }
-    };
-    config.alpn_protocols = alpns.to_vec();
-    config.max_early_data_size = 0;
-    Ok(ServerTls {
-        config,
-        fingerprint,
-    })
+    }
+
+    /// The config for `hello`.
+    pub fn for_client_hello(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        self.for_server_cert_types(hello.server_cert_types())
+            .clone()
+    }
+
+    /// The raw-key config.
+    pub fn raw(&self) -> &Arc<ServerConfig> {
+        &self.raw
+    }
+
+    /// The certificate config, when the node has a certificate.
+    pub fn certificate(&self) -> Option<&Arc<ServerConfig>> {
+        self.certificate.as_ref()
+    }
+}
+
+/// Whether a client that offered `server_cert_types` in its ClientHello asks for the server's raw
+/// public key (`None`, the extension absent, means X.509 only).
+pub fn wants_raw_key(server_cert_types: Option<&[CertificateType]>) -> bool {
+    server_cert_types.is_some_and(|types| types.contains(&CertificateType::RawPublicKey))
 }
 
 /// How a client checks the server.

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_core::config::PeerEntry;
-use alknet_core::SecretKey;
+use alknet_core::{Carrier, SecretKey};
 use alknet_endpoint::tls::{provider, raw_certified_key};
 use alknet_endpoint::verifier::{AnyClientKeyVerifier, PinnedServerVerifier};
-use alknet_endpoint::{Client, DialError, DialOptions, ServerCheck, ServerIdentity, TransportKind};
+use alknet_endpoint::{
+    Client, DialError, DialOptions, ServerCheck, ServerIdentity, ShutdownReport, TransportKind,
+};
 use rustls::client::AlwaysResolvesClientRawPublicKeys;
 use rustls::server::AlwaysResolvesServerRawPublicKeys;
 use rustls::sign::CertifiedKey;
@@ -42,21 +44,27 @@ async fn raw_key_to_raw_key_with_pinned_fingerprint_carries_data() {
     assert!(node.endpoint.fingerprint().starts_with("ed25519:"));
 }
 
+/// Dials `node` and expects the TLS handshake to fail.
+async fn handshake_error(node: &Node, options: &DialOptions) -> DialError {
+    let err = client()
+        .dial(node.endpoint.local_addr(), options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DialError::Handshake { .. }),
+        "{:?}: {err}",
+        options.transport
+    );
+    err
+}
+
 #[tokio::test]
 async fn wrong_pinned_fingerprint_fails_with_clear_error() {
     let node = echo_node().await;
     let other = SecretKey::generate().public().fingerprint();
     for kind in BOTH {
         let options = DialOptions::pinned(b"echo", other.clone()).over(kind);
-        let err = client()
-            .dial(node.endpoint.local_addr(), &options)
-            .await
-            .unwrap_err();
-        let shown = err.to_string();
-        assert!(
-            matches!(err, DialError::Handshake { .. }),
-            "{kind:?}: {shown}"
-        );
+        let shown = handshake_error(&node, &options).await.to_string();
         assert!(
             shown.contains("does not match the pinned fingerprint"),
             "{kind:?}: {shown}"
@@ -114,36 +122,47 @@ async fn raw_key_client_without_secret_is_rejected() {
         assert_eq!(whoami(&conn).await.unwrap(), "victim");
     }
     // An impostor that knows the victim's public key but not its secret.
-    let attacker = SecretKey::generate();
-    let provider = provider();
     for kind in BOTH {
-        let expected = node.endpoint.fingerprint().parse().unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
-                expected,
-                provider.clone(),
-            )))
-            .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(
-                impostor_key(&victim, &attacker),
-            )));
-        config.alpn_protocols = vec![b"whoami".to_vec()];
-        let outcome = match client()
-            .dial_with_config(node.endpoint.local_addr(), kind, config, "alknet")
-            .await
-        {
-            Err(e) => Err(e.to_string()),
-            Ok(conn) => whoami(&conn).await.map_err(|e| e.to_string()),
-        };
-        // Either the handshake fails, or the server never resolves (or answers) an identity.
-        assert!(
-            !outcome.as_deref().is_ok_and(|who| who == "victim"),
-            "{kind:?}: impostor was identified as the victim: {outcome:?}"
-        );
+        let outcome = impostor_whoami(&node, &victim, node.endpoint.fingerprint(), kind).await;
         assert!(outcome.is_err(), "{kind:?}: {outcome:?}");
     }
+}
+
+/// Dials `node` as a raw-key client that claims `victim`'s public key but signs with another key,
+/// pinning `pin`, and asks WhoAmI who it is.
+async fn impostor_whoami(
+    node: &Node,
+    victim: &SecretKey,
+    pin: &str,
+    kind: TransportKind,
+) -> Result<String, String> {
+    let attacker = SecretKey::generate();
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedServerVerifier::new(
+            pin.parse().unwrap(),
+            provider.clone(),
+        )))
+        .with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(
+            impostor_key(victim, &attacker),
+        )));
+    config.alpn_protocols = vec![b"whoami".to_vec()];
+    let outcome = match client()
+        .dial_with_config(node.endpoint.local_addr(), kind, config, "alknet")
+        .await
+    {
+        Err(e) => Err(e.to_string()),
+        Ok(conn) => whoami(&conn).await.map_err(|e| e.to_string()),
+    };
+    // Either the handshake fails, or the server never resolves (or answers) an identity.
+    assert!(
+        !outcome.as_deref().is_ok_and(|who| who == "victim"),
+        "{kind:?}: impostor was identified as the victim: {outcome:?}"
+    );
+    outcome
 }
 
 #[tokio::test]
@@ -228,14 +247,7 @@ async fn raw_key_server_dialed_without_fingerprint_fails_closed() {
                 transport: kind,
                 server_name: Some("localhost".into()),
             };
-            let err = client()
-                .dial(node.endpoint.local_addr(), &options)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, DialError::Handshake { .. }),
-                "{kind:?}: {err}"
-            );
+            handshake_error(&node, &options).await;
         }
     }
 }
@@ -262,6 +274,95 @@ async fn self_signed_server_is_not_trusted_without_a_pin() {
     );
 }
 
+async fn x509_node(pki: &TestPki, peers: Vec<PeerEntry>) -> Node {
+    node_with(
+        vec![Arc::new(Echo(b"echo")), Arc::new(WhoAmI)],
+        peers_config(peers),
+        |c| c.tls = pki.identity(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn x509_node_reports_its_certificate_and_its_key_fingerprints() {
+    let pki = TestPki::new();
+    let node = x509_node(&pki, vec![]).await;
+    assert!(node.endpoint.fingerprint().starts_with("SHA256:"));
+    assert_eq!(
+        node.endpoint.key_fingerprint(),
+        node.key.public().fingerprint()
+    );
+}
+
+#[tokio::test]
+async fn x509_node_serves_a_raw_key_peer_pinning_its_key_on_both_carriers() {
+    let pki = TestPki::new();
+    let alice = SecretKey::generate();
+    let node = x509_node(
+        &pki,
+        vec![PeerEntry::new("alice", [alice.public().fingerprint()])],
+    )
+    .await;
+    let client = Client::new(alice).unwrap();
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"whoami", node.endpoint.key_fingerprint()).over(kind);
+        let conn = client
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(whoami(&conn).await.unwrap(), "alice", "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn x509_node_serves_a_ca_verifying_client_on_both_carriers() {
+    let pki = TestPki::new();
+    let node = x509_node(&pki, vec![]).await;
+    for kind in BOTH {
+        let options = DialOptions {
+            alpn: b"echo".to_vec(),
+            check: ServerCheck::Ca(Some(pki.roots.clone())),
+            transport: kind,
+            server_name: Some("localhost".into()),
+        };
+        let conn = client()
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            round_trip(&conn, b"ca").await.unwrap(),
+            b"echo:ca",
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn x509_node_refuses_a_peer_pinning_a_wrong_key() {
+    let pki = TestPki::new();
+    let node = x509_node(&pki, vec![]).await;
+    let other = SecretKey::generate().public().fingerprint();
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"echo", other.clone()).over(kind);
+        handshake_error(&node, &options).await;
+    }
+}
+
+#[tokio::test]
+async fn x509_node_rejects_a_raw_key_client_without_its_secret() {
+    let pki = TestPki::new();
+    let victim = SecretKey::generate();
+    let node = x509_node(
+        &pki,
+        vec![PeerEntry::new("victim", [victim.public().fingerprint()])],
+    )
+    .await;
+    for kind in BOTH {
+        let outcome = impostor_whoami(&node, &victim, node.endpoint.key_fingerprint(), kind).await;
+        assert!(outcome.is_err(), "{kind:?}: {outcome:?}");
+    }
+}
+
 #[tokio::test]
 async fn each_handler_receives_only_its_alpn() {
     let node = node_with(
@@ -282,6 +383,58 @@ async fn each_handler_receives_only_its_alpn() {
             expected.extend_from_slice(b":ping");
             assert_eq!(round_trip(&conn, b"ping").await.unwrap(), expected);
         }
+    }
+}
+
+/// A node with `h2` offered over TCP+TLS only and `alknet/call` everywhere.
+async fn mixed_carrier_node() -> Node {
+    node_with(
+        vec![
+            Arc::new(EchoOver(b"h2", &[Carrier::Tcp])),
+            Arc::new(Echo(b"alknet/call")),
+        ],
+        Default::default(),
+        |_| {},
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_tcp_only_alpn_is_negotiated_over_tcp() {
+    let node = mixed_carrier_node().await;
+    let options = DialOptions::pinned(b"h2", node.endpoint.fingerprint()).over(TransportKind::Tcp);
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    assert_eq!(round_trip(&conn, b"x").await.unwrap(), b"h2:x");
+}
+
+#[tokio::test]
+async fn a_tcp_only_alpn_is_not_offered_over_quic() {
+    let node = mixed_carrier_node().await;
+    let options = DialOptions::pinned(b"h2", node.endpoint.fingerprint());
+    let err = handshake_error(&node, &options).await;
+    assert!(
+        err.to_string().contains("does not serve ALPN \"h2\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_alpn_offered_everywhere_is_negotiated_on_quic_and_tcp() {
+    let node = mixed_carrier_node().await;
+    for kind in BOTH {
+        let options = DialOptions::pinned(b"alknet/call", node.endpoint.fingerprint()).over(kind);
+        let conn = client()
+            .dial(node.endpoint.local_addr(), &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            round_trip(&conn, b"x").await.unwrap(),
+            b"alknet/call:x",
+            "{kind:?}"
+        );
     }
 }
 
@@ -406,7 +559,7 @@ async fn held_node(drain: Duration) -> (Node, mpsc::UnboundedReceiver<()>, Arc<N
     let node = node_with(
         vec![Arc::new(Held {
             started,
-            release: release.clone(),
+            release: Release::Notified(release.clone()),
         })],
         Default::default(),
         |c| c.drain_timeout = drain,
@@ -470,6 +623,45 @@ async fn shutdown_cuts_off_handlers_at_the_drain_deadline() {
     assert_eq!(report.cut_off, 1);
     let mut out = Vec::new();
     assert!(stream.read_to_end(&mut out).await.is_err() || out.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_single_stream_handler_that_waits_for_draining() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (started, mut started_rx) = mpsc::unbounded_channel();
+    // The drain deadline is an hour away: the test only ends if the handler sees the drain.
+    let node = node_with(
+        vec![Arc::new(Held {
+            started,
+            release: Release::Draining,
+        })],
+        Default::default(),
+        |c| c.drain_timeout = Duration::from_secs(3600),
+    )
+    .await;
+    let options =
+        DialOptions::pinned(b"held", node.endpoint.fingerprint()).over(TransportKind::Tcp);
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    let mut stream = conn.accept_bi().await.unwrap();
+    stream.write_all(b"?").await.unwrap();
+    started_rx.recv().await.unwrap();
+
+    let shutdown = tokio::spawn(node.endpoint.shutdown());
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, b"done");
+    drop(stream);
+    let report = shutdown.await.unwrap();
+    assert_eq!(
+        report,
+        ShutdownReport {
+            in_flight: 1,
+            cut_off: 0
+        }
+    );
 }
 
 #[tokio::test]

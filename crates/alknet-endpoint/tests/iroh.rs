@@ -269,7 +269,7 @@ async fn shutdown_cuts_off_iroh_connections_and_refuses_new_ones() {
         vec![
             Arc::new(Held {
                 started,
-                release: release.clone(),
+                release: Release::Notified(release.clone()),
             }),
             Arc::new(Echo(b"echo")),
         ],
@@ -306,7 +306,7 @@ async fn shutdown_drains_an_iroh_handler_that_finishes_in_time() {
     let node = node_with(
         vec![Arc::new(Held {
             started,
-            release: release.clone(),
+            release: Release::Notified(release.clone()),
         })],
         Default::default(),
         |c| c.iroh = Some(direct()),

@@ -145,9 +145,9 @@ fn section(name: &str, section: &impl ConfigSection) -> Result<(), ConfigError> 
 
 /// How the node proves who it is (`[tls]`, key `mode`).
 ///
-/// Whatever the mode, a TCP+TLS client that asks for a raw public key (every alknet peer pinning
-/// `ed25519:…`) gets the node's raw key, so call peers and browsers share one port; `mode`
-/// chooses what everyone else gets, what QUIC presents, and which fingerprint the node reports.
+/// Whatever the mode, a client that asks for a raw public key (every alknet peer pinning
+/// `ed25519:…`), over TCP+TLS or QUIC, gets the node's raw key, so call peers and browsers share
+/// one port; `mode` chooses what everyone else gets and which fingerprint the node reports.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum TlsConfig {

@@ -4,18 +4,20 @@
 #[cfg(feature = "iroh")]
 pub mod relay;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use alknet_core::config::{AuthConfig, ConfigStore, PeerEntry};
 use alknet_core::{
-    Alpn, AuthContext, ConfigIdentityProvider, Connection, HandlerError, ProtocolHandler, SecretKey,
+    Alpn, AuthContext, Carrier, ConfigIdentityProvider, Connection, HandlerError, ProtocolHandler,
+    SecretKey,
 };
-use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry};
+use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, ServerIdentity};
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
-/// Echoes every stream back, prefixed with the ALPN it was reached on.
+/// Echoes every stream back, prefixed with the ALPN it was reached on; offered on every carrier.
 pub struct Echo(pub &'static [u8]);
 
 #[async_trait]
@@ -24,32 +26,49 @@ impl ProtocolHandler for Echo {
         vec![Alpn::everywhere(self.0)]
     }
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
-        let prefix = conn.alpn().to_vec();
-        loop {
-            let Ok(mut stream) = conn.accept_bi().await else {
-                return Ok(());
-            };
-            let prefix = prefix.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let _ = stream.write_all(&prefix).await;
-                let _ = stream.write_all(b":").await;
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
+        echo(conn).await
+    }
+}
+
+/// Like [`Echo`], offered on the given carriers only.
+pub struct EchoOver(pub &'static [u8], pub &'static [Carrier]);
+
+#[async_trait]
+impl ProtocolHandler for EchoOver {
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::over(self.0, self.1)]
+    }
+    async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+        echo(conn).await
+    }
+}
+
+async fn echo(conn: Connection) -> Result<(), HandlerError> {
+    let prefix = conn.alpn().to_vec();
+    loop {
+        let Ok(mut stream) = conn.accept_bi().await else {
+            return Ok(());
+        };
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = stream.write_all(&prefix).await;
+            let _ = stream.write_all(b":").await;
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            break;
                         }
                     }
                 }
-                let _ = stream.shutdown().await;
-            });
-            if conn.is_single_stream() {
-                conn.closed().await;
-                return Ok(());
             }
+            let _ = stream.shutdown().await;
+        });
+        if conn.is_single_stream() {
+            conn.closed().await;
+            return Ok(());
         }
     }
 }
@@ -103,10 +122,19 @@ impl ProtocolHandler for Failing {
     }
 }
 
-/// Reports each connection, then holds it until released; writes `done` when released.
+/// What a [`Held`] connection waits for before it finishes.
+pub enum Release {
+    /// A notification from the test.
+    Notified(Arc<Notify>),
+    /// The node beginning to drain ([`Connection::draining`]).
+    Draining,
+}
+
+/// Reports each connection, then holds its stream until released; then writes `done` and returns
+/// once the peer has closed.
 pub struct Held {
     pub started: mpsc::UnboundedSender<()>,
-    pub release: Arc<Notify>,
+    pub release: Release,
 }
 
 #[async_trait]
@@ -122,7 +150,10 @@ impl ProtocolHandler for Held {
             .await
             .map_err(|e| HandlerError::Protocol(e.to_string()))?;
         let _ = self.started.send(());
-        self.release.notified().await;
+        match &self.release {
+            Release::Notified(notify) => notify.notified().await,
+            Release::Draining => conn.draining().await,
+        }
         stream
             .write_all(b"done")
             .await
@@ -133,6 +164,54 @@ impl ProtocolHandler for Held {
             .map_err(|e| HandlerError::Protocol(e.to_string()))?;
         let _ = stream.read(&mut byte).await;
         Ok(())
+    }
+}
+
+/// A test CA and a `localhost` certificate it signed (its own ECDSA key, not the node's), written
+/// as PEM files to a temporary directory that lives as long as this value.
+pub struct TestPki {
+    pub roots: rustls::RootCertStore,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alknet test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("node.crt");
+        let key = dir.path().join("node.key");
+        std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        Self {
+            roots,
+            cert,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// The node identity that presents this certificate.
+    pub fn identity(&self) -> ServerIdentity {
+        ServerIdentity::X509 {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
     }
 }
 
