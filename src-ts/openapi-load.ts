@@ -20,9 +20,12 @@ export async function loadDocument(source: OpenApiSource, validate: boolean): Pr
   const location = source instanceof URL ? source.href : typeof source === 'string' ? source : undefined
   // swagger-parser dereferences in place: never touch the caller's object.
   const input = location ?? structuredClone(source)
+  // json-schema-ref-parser refuses loopback and private addresses by default (against SSRF from
+  // untrusted documents); the document here is the one the user chose, often an API on localhost.
+  const resolve = { resolve: { http: { safeUrlResolver: false } } } as SwaggerParser.Options
   let parsed: unknown
   try {
-    parsed = await SwaggerParser.parse(input as string)
+    parsed = await SwaggerParser.parse(input as string, resolve)
   } catch (e) {
     throw new Error(`fromOpenAPI: cannot read the OpenAPI document${location ? ` ${location}` : ''}: ${(e as Error).message}`)
   }
@@ -37,7 +40,7 @@ export async function loadDocument(source: OpenApiSource, validate: boolean): Pr
   if (!/^3\.[01]\./.test(version)) {
     throw new Error(`fromOpenAPI: the document has openapi ${JSON.stringify(version || null)}; only OpenAPI 3.0.x and 3.1.x are supported`)
   }
-  const options = { dereference: { circular: true as const } }
+  const options: SwaggerParser.Options = { ...resolve, dereference: { circular: true } }
   let document: unknown
   try {
     // A URL or file is read again here, so that its relative $refs resolve against it.

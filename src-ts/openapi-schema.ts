@@ -25,7 +25,11 @@ export class SchemaConverter {
   private readonly defs = new Map<string, JsonSchema>()
   private readonly used = new Set<string>()
 
-  constructor(private readonly openapi30: boolean) {}
+  /** `components`: the document's named schemas, so a recursive one keeps its component name in `$defs`. */
+  constructor(
+    private readonly openapi30: boolean,
+    private readonly components: ReadonlyMap<object, string> = new Map(),
+  ) {}
 
   /** `schema` (dereferenced, possibly cyclic) as acyclic JSON Schema 2020-12. */
   convert(schema: unknown, direction: Direction): JsonSchema {
@@ -76,7 +80,8 @@ export class SchemaConverter {
   private nameOf(node: Record<string, unknown>): string {
     let name = this.defNames.get(node)
     if (name === undefined) {
-      const base = (typeof node.title === 'string' ? node.title : 'def').replace(/[^A-Za-z0-9_.-]/g, '_') || 'def'
+      const given = this.components.get(node) ?? (typeof node.title === 'string' ? node.title : 'def')
+      const base = given.replace(/[^A-Za-z0-9_.-]/g, '_') || 'def'
       name = base
       for (let i = 2; [...this.defNames.values()].includes(name); i++) name = `${base}${i}`
       this.defNames.set(node, name)
@@ -131,4 +136,12 @@ function exclusiveBounds(schema: JsonSchema): JsonSchema {
     }
   }
   return schema
+}
+
+/** The document's `components.schemas`, by object (after dereferencing, `$ref`s point at these very objects). @internal */
+export function componentNames(document: Record<string, unknown>): Map<object, string> {
+  const names = new Map<object, string>()
+  const schemas = isObject(document.components) && isObject(document.components.schemas) ? document.components.schemas : {}
+  for (const [name, schema] of Object.entries(schemas)) if (isObject(schema)) names.set(schema, name)
+  return names
 }

@@ -16,7 +16,7 @@ import {
   statusError,
 } from './openapi-http'
 import { type LoadedDocument, type OpenApiSource, loadDocument } from './openapi-load'
-import { type JsonSchema, SchemaConverter } from './openapi-schema'
+import { type JsonSchema, SchemaConverter, componentNames } from './openapi-schema'
 import { type Access, type HandlerContext, type Identity, type OperationMap, type OperationType, Registry } from './registry'
 
 export type { OpenApiSource } from './openapi-load'
@@ -140,11 +140,12 @@ interface Converted {
 class OperationConverter {
   constructor(
     private readonly openapi30: boolean,
+    private readonly components: ReadonlyMap<object, string>,
     private readonly report: (where: string, feature: string, action: Unsupported['action'], why: string) => void,
   ) {}
 
   convert(where: string, op: Record<string, unknown>, pathParams: unknown[], method: string, path: string, sse: boolean): Converted | undefined {
-    const schemas = new SchemaConverter(this.openapi30)
+    const schemas = new SchemaConverter(this.openapi30, this.components)
     const properties: Record<string, JsonSchema> = {}
     const required: string[] = []
     const parameters: HttpParameter[] = []
@@ -296,7 +297,7 @@ export async function fromOpenAPI<Ops extends OperationMap = OperationMap>(
     reporter(issue)
   }
   const registry = new OpenApiRegistry<Ops>(baseUrl, unsupported)
-  const converter = new OperationConverter(loaded.version === '3.0', report)
+  const converter = new OperationConverter(loaded.version === '3.0', componentNames(loaded.document), report)
   const names = new Names('fromOpenAPI')
   const paths = isObject(loaded.document.paths) ? loaded.document.paths : {}
   if (isObject(loaded.document.webhooks) && Object.keys(loaded.document.webhooks).length > 0) {
