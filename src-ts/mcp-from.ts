@@ -81,23 +81,32 @@ const NO_TIMEOUT = 2 ** 31 - 1
 export function mcpError(e: unknown, signal: AbortSignal, where: string): CallError {
   if (e instanceof CallError) return e
   if (signal.aborted) return new CallError('CANCELLED', `the request to ${where} was cancelled`)
-  if (e instanceof McpError) {
-    switch (e.code) {
+  // By shape, not `instanceof`: the SDK ships ESM and CommonJS builds, and an error (or client)
+  // made by one is not an instance of the other's class.
+  if (e instanceof Error && e.name === McpError.name && typeof (e as McpError).code === 'number') {
+    const code = (e as McpError).code
+    const message = e.message
+    switch (code) {
       case ErrorCode.InvalidParams:
-        return new CallError('INVALID_INPUT', `${where}: the MCP server refused the arguments`, { details: { code: e.code, message: e.message } })
+        return new CallError('INVALID_INPUT', `${where}: the MCP server refused the arguments`, { details: { code, message } })
       case ErrorCode.RequestTimeout:
         return new CallError('TIMEOUT', `${where} did not answer in time`)
       case ErrorCode.ConnectionClosed:
         return new CallError('UNAVAILABLE', `${where}: the MCP connection closed`)
       default:
-        return new CallError('MCP_ERROR', `${where}: the MCP server answered error ${e.code}`, { details: { code: e.code, message: e.message } })
+        return new CallError('MCP_ERROR', `${where}: the MCP server answered error ${code}`, { details: { code, message } })
     }
   }
   return new CallError('UNAVAILABLE', `${where}: the MCP server cannot be reached`)
 }
 
+/** A connected SDK client, recognised by shape (it may come from the SDK's other build). */
+function isClient(source: McpSource): source is Client {
+  return typeof source === 'object' && !(source instanceof URL) && typeof (source as Client).callTool === 'function'
+}
+
 async function connectSource(source: McpSource): Promise<Client> {
-  if (source instanceof Client) return source
+  if (isClient(source)) return source
   const client = new Client({ name: 'alknet-fromMCP', version: '1' })
   const transport =
     typeof source === 'string' || source instanceof URL
