@@ -28,7 +28,7 @@ describe('fromMCP against @modelcontextprotocol/server-everything (stdio)', () =
   it('lists tools as operations: readOnlyHint → query, else mutation; resources as queries', async () => {
     const issues: string[] = []
     const ops = await imported(everything, { onUnsupported: (i) => issues.push(i.feature) })
-    const kinds = Object.fromEntries([...ops.operations.keys()].map((n) => [n, ops.kindOf(n)]))
+    const kinds = Object.fromEntries(ops.describe().map((o) => o.name).map((n) => [n, ops.kindOf(n)]))
     expect(kinds).toMatchObject({
       'everything/echo': 'query',
       'everything/get_sum': 'query',
@@ -42,7 +42,7 @@ describe('fromMCP against @modelcontextprotocol/server-everything (stdio)', () =
     // What it cannot carry over is said, not dropped silently.
     expect(issues).toEqual(['task-only tool', 'resource subscriptions', 'prompts'])
     expect(ops.kindOf('everything/simulate_research_query')).toBeUndefined()
-    expect(ops.operations.get('everything/echo')!.spec.input_schema).toMatchObject({ type: 'object', properties: { message: { type: 'string' } }, required: ['message'] })
+    expect(ops.describe().find((o) => o.name === 'everything/echo')!.input).toMatchObject({ type: 'object', properties: { message: { type: 'string' } }, required: ['message'] })
   })
 
   it('calls tools through a node: content list, structuredContent with outputSchema, tool errors, bad input', async () => {
@@ -78,11 +78,11 @@ describe('fromMCP against @modelcontextprotocol/server-everything (stdio)', () =
     const cancelled = deferred<unknown>()
     const send = transport.send.bind(transport)
     // Observe what the SDK client writes to the real server process.
-    transport.send = async (message, options) => {
+    transport.send = async (message: JSONRPCMessage) => {
       sent.push(message)
       if ('method' in message && message.method === 'tools/call' && 'id' in message) toolCalled.resolve(message.id)
       if ('method' in message && message.method === 'notifications/cancelled') cancelled.resolve(message.params)
-      return send(message, options)
+      return send(message)
     }
     const client = new Client({ name: 'test', version: '1' })
     await client.connect(transport)
@@ -106,14 +106,15 @@ describe('fromMCP against @modelcontextprotocol/server-everything (stdio)', () =
 
   it('include/exclude and a missing server', async () => {
     const ops = await imported(everything, { include: ['everything/echo', 'get-sum'], resources: false })
-    expect([...ops.operations.keys()]).toEqual(['everything/echo', 'everything/get_sum'])
+    expect(ops.describe().map((o) => o.name)).toEqual(['everything/echo', 'everything/get_sum'])
     await expect(fromMCP({ command: process.execPath, args: ['-e', 'process.exit(3)'], stderr: 'ignore' })).rejects.toThrow(/fromMCP: cannot connect to the MCP server/)
   })
 })
 
 describe('MCP error → contract code (docs/bridges.md)', () => {
   // The mapping function itself, row by row (the rows a real server produces are exercised above).
-  const { mcpError } = require('../dist/mcp-from.js') as typeof import('../dist/mcp-from.js')
+  // Internal (not in the published types), so loaded by path.
+  const { mcpError } = require('../dist/mcp-from.js') as { mcpError: (e: unknown, signal: AbortSignal, where: string) => { code: string } }
   const live = new AbortController().signal
   it.each([
     [new McpError(ErrorCode.InvalidParams, 'bad'), 'INVALID_INPUT'],

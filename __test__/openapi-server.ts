@@ -98,7 +98,7 @@ export async function todoApi() {
     async (req, reply) => {
       const code = (req.params as { code: number }).code
       if (code === 200) return { ok: true }
-      return reply.code(code).header('content-type', 'application/json').send(JSON.stringify({ message: `status ${code}`, secret: 'internal detail' }))
+      return reply.code(code as 200).header('content-type', 'application/json').send(JSON.stringify({ message: `status ${code}`, secret: 'internal detail' }))
     },
   )
   app.get(

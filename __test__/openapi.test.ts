@@ -9,6 +9,8 @@ import { dial, rejection, start } from './support'
 
 const { fromOpenAPI, Keypair, CallError } = alknet
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/openapi/${name}`, import.meta.url))
+/** An imported operation by name. */
+const described = (r: { describe(): { name: string; input: unknown; output: unknown }[] }, name: string) => r.describe().find((o) => o.name === name)!
 type Api = Awaited<ReturnType<typeof todoApi>>
 type Issue = Parameters<NonNullable<Parameters<typeof fromOpenAPI>[1]>['onUnsupported'] & {}>[0]
 
@@ -69,7 +71,7 @@ describe('fromOpenAPI against a fastify server', () => {
       credentials: ({ identity, operation }) => (identity ? { headers: { authorization: `Bearer token-of-${identity.id}-for-${operation}` } } : undefined),
       onUnsupported: () => {},
     })
-    expect([...ops.operations.keys()]).toEqual(['auth/whoami'])
+    expect(ops.describe().map((o) => o.name)).toEqual(['auth/whoami'])
     const node = await start(ops, { auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] } })
     expect(await (await dial(node, { key })).call('auth/whoami', {})).toEqual({ authorization: 'Bearer token-of-alice-for-auth/whoami' })
     expect(await (await dial(node)).call('auth/whoami', {})).toEqual({ authorization: '' })
@@ -170,7 +172,7 @@ describe('method → type and the name rule (docs/bridges.md)', () => {
     const sse = { '200': { description: 'events', content: { 'text/event-stream': { schema: { type: 'string' } } } } }
     const methods = Object.fromEntries(['get', 'head', 'post', 'put', 'patch', 'delete', 'options', 'trace'].map((m) => [m, { operationId: `${m}Thing`, responses: ok }]))
     const ops = await fromOpenAPI(doc30({ '/thing': methods, '/stream': { post: { operationId: 'postStream', responses: sse } } }), { namespace: 'x' })
-    expect(Object.fromEntries([...ops.operations.keys()].map((n) => [n, ops.kindOf(n)]))).toEqual({
+    expect(Object.fromEntries(ops.describe().map((o) => o.name).map((n) => [n, ops.kindOf(n)]))).toEqual({
       'x/get_thing': 'query',
       'x/head_thing': 'query',
       'x/post_thing': 'mutation',
@@ -189,14 +191,14 @@ describe('method → type and the name rule (docs/bridges.md)', () => {
       '/pets/{petId}': { get: { tags: ['pets'], parameters: [{ name: 'petId', in: 'path', required: true, schema: { type: 'integer' } }], responses: ok } },
       '/HTTPStatus': { get: { operationId: 'getHTTPStatus', responses: ok } },
     }
-    expect([...(await fromOpenAPI(doc30(paths))).operations.keys()]).toEqual(['pet_store/list_pets', 'pets/get_pets_pet_id', 'api/get_http_status'])
-    expect([...(await fromOpenAPI(doc30(paths), { namespace: 'petstore' })).operations.keys()]).toEqual([
+    expect((await fromOpenAPI(doc30(paths))).describe().map((o) => o.name)).toEqual(['pet_store/list_pets', 'pets/get_pets_pet_id', 'api/get_http_status'])
+    expect((await fromOpenAPI(doc30(paths), { namespace: 'petstore' })).describe().map((o) => o.name)).toEqual([
       'petstore/list_pets',
       'petstore/get_pets_pet_id',
       'petstore/get_http_status',
     ])
     const custom = await fromOpenAPI(doc30(paths), { name: (op) => `v1/${op.method}_${op.operationId ?? 'anon'}`.toLowerCase() })
-    expect([...custom.operations.keys()]).toEqual(['v1/get_listpets', 'v1/get_anon', 'v1/get_gethttpstatus'])
+    expect(custom.describe().map((o) => o.name)).toEqual(['v1/get_listpets', 'v1/get_anon', 'v1/get_gethttpstatus'])
   })
 
   it('collisions and invalid names are refused, naming both sides', async () => {
@@ -204,7 +206,7 @@ describe('method → type and the name rule (docs/bridges.md)', () => {
     await expect(fromOpenAPI(doc30(paths))).rejects.toThrow(/GET \/b \(list_pets\) and GET \/a \(listPets\) both map to the operation name "api\/list_pets"/)
     await expect(fromOpenAPI(doc30(paths), { name: () => 'Bad Name' })).rejects.toThrow(/not lowercase `namespace\/op`/)
     // Excluding one side resolves it.
-    expect([...(await fromOpenAPI(doc30(paths), { exclude: ['list_pets'] })).operations.keys()]).toEqual(['api/list_pets'])
+    expect((await fromOpenAPI(doc30(paths), { exclude: ['list_pets'] })).describe().map((o) => o.name)).toEqual(['api/list_pets'])
   })
 })
 
@@ -240,7 +242,7 @@ describe('schema conversion and the input shape', () => {
       }),
       { onUnsupported: () => {} },
     )
-    const spec = ops.operations.get('api/put_item')!.spec
+    const spec = described(ops, 'api/put_item')
     const body = {
       type: 'object',
       required: ['id'],
@@ -253,7 +255,7 @@ describe('schema conversion and the input shape', () => {
     }
     // readOnly `id` is not sent; the converter also drops it from `required`.
     delete (body as { required?: string[] }).required
-    expect(spec.input_schema).toEqual({
+    expect(spec.input).toEqual({
       type: 'object',
       properties: {
         id: { type: 'integer' },
@@ -264,7 +266,7 @@ describe('schema conversion and the input shape', () => {
       required: ['id', 'body'],
       additionalProperties: false,
     })
-    expect(spec.output_schema).toEqual({
+    expect(spec.output).toEqual({
       anyOf: [
         {
           type: 'object',
@@ -289,7 +291,7 @@ describe('schema conversion and the input shape', () => {
       '/c': { get: { operationId: 'withCookie', parameters: [{ name: 's', in: 'cookie', schema: { type: 'string' } }], responses: ok } },
     })
     const ops = await fromOpenAPI(d, { onUnsupported: (i) => issues.push(i) })
-    expect([...ops.operations.keys()]).toEqual(['api/with_cookie'])
+    expect(ops.describe().map((o) => o.name)).toEqual(['api/with_cookie'])
     expect(issues.map((i) => [i.where, i.feature, i.action])).toEqual([
       ['POST /upload (upload)', 'multipart/form-data request body', 'operation skipped'],
       ['GET /image (image)', 'image/png response', 'operation skipped'],
@@ -301,7 +303,7 @@ describe('schema conversion and the input shape', () => {
 
   it('circular $refs become $defs that the node compiles and validates', async () => {
     const ops = await fromOpenAPI(fixture('schema-circular-3.0.json'), { baseUrl: 'http://127.0.0.1:9', onUnsupported: () => {} })
-    const input = ops.operations.get('api/post_not_quite_circular')!.spec.input_schema as { $defs: Record<string, unknown> }
+    const input = described(ops, 'api/post_not_quite_circular').input as { $defs: Record<string, unknown> }
     expect(Object.keys(input.$defs)).toEqual(['ZoneRules'])
     expect(JSON.stringify(input)).toContain('"$ref":"#/$defs/ZoneRules"')
     const peer = await dial(await start(ops))
@@ -316,7 +318,7 @@ describe('public specs and bad specs', () => {
     const issues: Issue[] = []
     const ops = await fromOpenAPI(fixture('petstore-3.0.json'), { onUnsupported: (i) => issues.push(i) })
     expect(ops.baseUrl).toBe('http://petstore.swagger.io/v2')
-    expect(Object.fromEntries([...ops.operations.keys()].map((n) => [n, ops.kindOf(n)]))).toEqual({
+    expect(Object.fromEntries(ops.describe().map((o) => o.name).map((n) => [n, ops.kindOf(n)]))).toEqual({
       'pet/update_pet': 'mutation',
       'pet/add_pet': 'mutation',
       'pet/find_pets_by_status': 'query',
@@ -341,7 +343,7 @@ describe('public specs and bad specs', () => {
     expect(issues.map((i) => i.message)).toEqual([
       'POST /pet/{petId}/uploadImage (uploadFile): multipart/form-data request body: only JSON, application/x-www-form-urlencoded and text/* request bodies are supported (alknet carries JSON); part left out',
     ])
-    const add = ops.operations.get('pet/add_pet')!.spec.input_schema as { properties: { body: { required: string[] } }; required: string[] }
+    const add = described(ops, 'pet/add_pet').input as { properties: { body: { required: string[] } }; required: string[] }
     expect(add.required).toEqual(['body'])
     expect(add.properties.body.required).toEqual(['name', 'photoUrls'])
     const peer = await dial(await start(ops))
@@ -352,7 +354,7 @@ describe('public specs and bad specs', () => {
   it('Train Travel (OpenAPI 3.1): 2020-12 schemas kept, webhooks reported', async () => {
     const issues: Issue[] = []
     const ops = await fromOpenAPI(fixture('train-travel-3.1.json'), { onUnsupported: (i) => issues.push(i) })
-    expect([...ops.operations.keys()]).toEqual([
+    expect(ops.describe().map((o) => o.name)).toEqual([
       'stations/get_stations',
       'trips/get_trips',
       'bookings/get_bookings',

@@ -22,6 +22,29 @@ export const warnUnsupported =
   (issue) =>
     console.warn(`alknet ${bridge}: ${issue.message}`)
 
+/** An operation an import registered, as {@link OpenApiRegistry.describe} and {@link McpRegistry.describe} list it. */
+export interface ImportedOperation {
+  /** The operation name, e.g. `pets/list_pets`. */
+  name: string
+  /** Query, mutation or subscription. */
+  kind: 'query' | 'mutation' | 'subscription'
+  /** The description it got from the source. */
+  description?: string
+  /** Its input JSON Schema (2020-12), as the node validates it. */
+  input: unknown
+  /** Its output JSON Schema (2020-12), of each item for a subscription. */
+  output: unknown
+}
+
+/** The registered operations of `registry`, in order. @internal */
+export function describeOperations(operations: ReadonlyMap<string, { kind: ImportedOperation['kind']; spec: { description?: string; input_schema: unknown; output_schema: unknown } }>): ImportedOperation[] {
+  return [...operations].map(([name, op]) => {
+    const d: ImportedOperation = { name, kind: op.kind, input: op.spec.input_schema, output: op.spec.output_schema }
+    if (op.spec.description !== undefined) d.description = op.spec.description
+    return d
+  })
+}
+
 /** The registry's name rule (the Rust `valid_name`): two or more lowercase `a-z 0-9 - _` segments. */
 const NAME = /^[a-z0-9_-]+(\/[a-z0-9_-]+)+$/
 

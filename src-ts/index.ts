@@ -40,7 +40,7 @@ export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, IrohOptions, L
 export { Peer, connect } from './peer'
 export type { ConnectOptions, OperationInfo, TopicMessage } from './peer'
 export type { OperationMethod, TypedApi } from './typed'
-export type { NameFilter, Unsupported, UnsupportedReporter } from './bridge'
+export type { ImportedOperation, NameFilter, Unsupported, UnsupportedReporter } from './bridge'
 export { contract } from './contract'
 export type { OperationKinds } from './contract'
 export { OpenApiRegistry, fromOpenAPI } from './openapi'

@@ -5,7 +5,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { Type } from '@sinclair/typebox'
-import { type NameFilter, Names, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
+import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
 import { CallError } from './errors'
 import { type Access, type HandlerContext, type OperationMap, Registry } from './registry'
 
@@ -60,6 +60,11 @@ export class McpRegistry<Ops extends OperationMap = OperationMap> extends Regist
     super()
     this.client = client
     this.unsupported = unsupported
+  }
+
+  /** The operations imported, with their schemas: what a node serving this registry offers. */
+  describe(): ImportedOperation[] {
+    return describeOperations(this.operations)
   }
 
   /** Closes the MCP client (and stops the server process `fromMCP` started); calls fail with `UNAVAILABLE` afterwards. */

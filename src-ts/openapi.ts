@@ -1,7 +1,7 @@
 // fromOpenAPI: an HTTP API described by OpenAPI 3.0/3.1 as a Registry whose handlers forward to it.
 // The conversion rules (names, kinds, input shape, status table) are documented in docs/bridges.md.
 import { Type } from '@sinclair/typebox'
-import { type NameFilter, Names, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
+import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
 import { CallError } from './errors'
 import {
   DECLARED_ERRORS,
@@ -93,6 +93,11 @@ export class OpenApiRegistry<Ops extends OperationMap = OperationMap> extends Re
     super()
     this.baseUrl = baseUrl
     this.unsupported = unsupported
+  }
+
+  /** The operations imported, with their schemas: what a node serving this registry offers. */
+  describe(): ImportedOperation[] {
+    return describeOperations(this.operations)
   }
 }
 
