@@ -90,9 +90,14 @@ export async function openApiTypes(source: OpenApiSource, options: OpenApiTypesO
       ['Input', op.spec.input_schema],
       ['Output', op.spec.output_schema],
     ] as const) {
+      // `{}` (anything) would otherwise become an interface with an index signature.
+      if (isObject(schema) && Object.keys(schema).length === 0) {
+        declarations.push(`export type ${base}${suffix} = unknown`)
+        continue
+      }
       const ts = await compile(prepare(schema, base) as Parameters<typeof compile>[0], `${base}${suffix}`, {
         bannerComment: '',
-        format: false,
+        format: true,
         additionalProperties: false,
         declareExternallyReferenced: true,
         strictIndexSignatures: true,
