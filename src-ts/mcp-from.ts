@@ -7,6 +7,7 @@ import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { Type } from '@sinclair/typebox'
 import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
 import { CallError } from './errors'
+import type { McpClient } from './mcp-types'
 import { type Access, type HandlerContext, type OperationMap, Registry } from './registry'
 
 /** An MCP server to start as a child process and talk to over stdio. */
@@ -24,7 +25,7 @@ export interface McpCommand {
 }
 
 /** Where the MCP server is: a connected SDK `Client`, a command to start (stdio), or a Streamable HTTP URL. */
-export type McpSource = Client | McpCommand | string | URL
+export type McpSource = McpClient | McpCommand | string | URL
 
 /** Options of {@link fromMCP}. */
 export interface FromMcpOptions {
@@ -51,12 +52,12 @@ export interface FromMcpOptions {
 /** The registry {@link fromMCP} makes: its handlers call the MCP server; close it to disconnect. */
 export class McpRegistry<Ops extends OperationMap = OperationMap> extends Registry<Ops> {
   /** The connected MCP SDK client the handlers use. */
-  readonly client: Client
+  readonly client: McpClient
   /** What the import could not carry over, and why (also reported through `onUnsupported`). */
   readonly unsupported: readonly Unsupported[]
 
   /** @internal */
-  constructor(client: Client, unsupported: Unsupported[]) {
+  constructor(client: McpClient, unsupported: Unsupported[]) {
     super()
     this.client = client
     this.unsupported = unsupported
@@ -106,11 +107,11 @@ export function mcpError(e: unknown, signal: AbortSignal, where: string): CallEr
 }
 
 /** A connected SDK client, recognised by shape (it may come from the SDK's other build). */
-function isClient(source: McpSource): source is Client {
-  return typeof source === 'object' && !(source instanceof URL) && typeof (source as Client).callTool === 'function'
+function isClient(source: McpSource): source is McpClient {
+  return typeof source === 'object' && !(source instanceof URL) && typeof (source as McpClient).callTool === 'function'
 }
 
-async function connectSource(source: McpSource): Promise<Client> {
+async function connectSource(source: McpSource): Promise<McpClient> {
   if (isClient(source)) return source
   const client = new Client({ name: 'alknet-fromMCP', version: '1' })
   const transport =
@@ -171,7 +172,12 @@ export async function fromMCP<Ops extends OperationMap = OperationMap>(source: M
   }
 }
 
-async function importServer<Ops extends OperationMap>(client: Client, options: FromMcpOptions): Promise<McpRegistry<Ops>> {
+/** A string field of an MCP object, if it is one. */
+function str(o: Record<string, unknown>, key: string): string | undefined {
+  return typeof o[key] === 'string' ? (o[key] as string) : undefined
+}
+
+async function importServer<Ops extends OperationMap>(client: McpClient, options: FromMcpOptions): Promise<McpRegistry<Ops>> {
   const ns = options.namespace ?? 'mcp'
   const unsupported: Unsupported[] = []
   const reporter = options.onUnsupported ?? warnUnsupported('fromMCP')
@@ -183,15 +189,18 @@ async function importServer<Ops extends OperationMap>(client: Client, options: F
   }
   const registry = new McpRegistry<Ops>(client, unsupported)
   const names = new Names('fromMCP')
-  const capabilities = client.getServerCapabilities() ?? {}
+  const caps = client.getServerCapabilities()
+  const capabilities: Record<string, unknown> = isObject(caps) ? caps : {}
   const requestOptions = (ctx: HandlerContext) => ({ signal: ctx.signal, timeout: options.timeoutMs ?? NO_TIMEOUT })
 
-  const tools = capabilities.tools ? await all((cursor) => client.listTools({ cursor }).then((r) => ({ items: r.tools, nextCursor: r.nextCursor }))) : []
-  for (const tool of tools) {
-    const where = `tool ${tool.name}`
-    const name = options.name ? options.name(tool.name) : `${ns}/${segment(tool.name)}`
-    if (!selected([name, tool.name], options.include, options.exclude)) continue
-    if (tool.execution?.taskSupport === 'required') {
+  const listed = capabilities.tools ? await all((cursor) => client.listTools({ cursor }).then((r) => ({ items: r.tools, nextCursor: r.nextCursor }))) : []
+  for (const tool of listed.filter(isObject)) {
+    const toolName = str(tool, 'name')
+    if (toolName === undefined) continue
+    const where = `tool ${toolName}`
+    const name = options.name ? options.name(toolName) : `${ns}/${segment(toolName)}`
+    if (!selected([name, toolName], options.include, options.exclude)) continue
+    if (isObject(tool.execution) && tool.execution.taskSupport === 'required') {
       report(where, 'task-only tool', 'operation skipped', 'tools that must run as MCP tasks are not supported')
       continue
     }
@@ -202,15 +211,16 @@ async function importServer<Ops extends OperationMap>(client: Client, options: F
       output: Type.Unsafe<unknown>(structured ? schemaOf(tool.outputSchema) : CONTENT_LIST),
       errors: MCP_ERRORS,
       access: options.access,
-      description: [tool.title, tool.description].filter((s) => typeof s === 'string' && s !== '').join(': ') || undefined,
+      description: [str(tool, 'title'), str(tool, 'description')].filter((s) => s !== undefined && s !== '').join(': ') || undefined,
     }
     const handler = async (input: unknown, ctx: HandlerContext): Promise<unknown> => {
-      let result
+      let answer: object
       try {
-        result = await client.callTool({ name: tool.name, arguments: isObject(input) ? input : {} }, undefined, requestOptions(ctx))
+        answer = await client.callTool({ name: toolName, arguments: isObject(input) ? input : {} }, undefined, requestOptions(ctx))
       } catch (e) {
         throw mcpError(e, ctx.signal, where)
       }
+      const result: Record<string, unknown> = isObject(answer) ? answer : {}
       const content = Array.isArray(result.content) ? result.content : []
       if (result.isError === true) {
         const text = content.map((c) => (isObject(c) && typeof c.text === 'string' ? c.text : '')).join(' ').trim()
@@ -220,7 +230,7 @@ async function importServer<Ops extends OperationMap>(client: Client, options: F
       if (!isObject(result.structuredContent)) throw new CallError('MCP_ERROR', `${where} declared an outputSchema but answered no structuredContent`)
       return result.structuredContent
     }
-    if (tool.annotations?.readOnlyHint === true) registry.query(name, def, handler)
+    if (isObject(tool.annotations) && tool.annotations.readOnlyHint === true) registry.query(name, def, handler)
     else registry.mutation(name, def, handler)
   }
 
@@ -254,7 +264,7 @@ async function importServer<Ops extends OperationMap>(client: Client, options: F
       { type: 'object', properties: { uri: { type: 'string' } }, required: ['uri'], additionalProperties: false },
       (i, ctx) => client.readResource({ uri: String(i.uri) }, requestOptions(ctx)),
     )
-    if (capabilities.resources.subscribe) {
+    if (isObject(capabilities.resources) && capabilities.resources.subscribe === true) {
       report('resources', 'resource subscriptions', 'part left out', 'resources/subscribe is not imported; read resources with the read query')
     }
   }

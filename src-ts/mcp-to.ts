@@ -6,6 +6,7 @@ import Ajv2020 from 'ajv/dist/2020'
 import { type NameFilter, isObject, selected } from './bridge'
 import type { RemoteOperations, RequestOptions, Subscription } from './call'
 import { CallError } from './errors'
+import type { McpServer } from './mcp-types'
 import type { OperationInfo } from './peer'
 import { type HandlerContext, type Identity, type OperationType, type RegisteredOperation, Registry } from './registry'
 
@@ -192,7 +193,7 @@ function registryBackend(registry: Registry, identity: Identity | null): Backend
  * await toMCP(peer, { include: ['todo/*'] }).connect(new StdioServerTransport())
  * ```
  */
-export function toMCP(target: McpTarget, options: ToMcpOptions = {}): Server {
+export function toMCP(target: McpTarget, options: ToMcpOptions = {}): McpServer {
   const backend = target instanceof Registry ? registryBackend(target, options.identity ?? null) : peerBackend(target)
   const toolName = options.toolName ?? ((op: string) => op.split('/').join('__'))
   const maxItems = options.subscriptionItems ?? 100
