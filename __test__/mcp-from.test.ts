@@ -1,6 +1,9 @@
 // fromMCP against the reference MCP server (@modelcontextprotocol/server-everything, pinned),
 // started over stdio, imported into a registry, served on a node and called from a peer.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { createRequire } from 'node:module'
+import { createServer } from 'node:net'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
@@ -108,6 +111,38 @@ describe('fromMCP against @modelcontextprotocol/server-everything (stdio)', () =
     const ops = await imported(everything, { include: ['everything/echo', 'get-sum'], resources: false })
     expect(ops.describe().map((o) => o.name)).toEqual(['everything/echo', 'everything/get_sum'])
     await expect(fromMCP({ command: process.execPath, args: ['-e', 'process.exit(3)'], stderr: 'ignore' })).rejects.toThrow(/fromMCP: cannot connect to the MCP server/)
+  })
+})
+
+describe('fromMCP over Streamable HTTP', () => {
+  it('imports server-everything served over Streamable HTTP, by URL', async () => {
+    // The server takes its port from PORT: a port free a moment ago.
+    const port = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as { port: number }).port
+        s.close(() => resolve(p))
+      })
+    })
+    const child = spawn(process.execPath, [everything.args[0]!, 'streamableHttp'], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'ignore', 'pipe'] })
+    try {
+      let stderr = ''
+      child.stderr.setEncoding('utf8')
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', (d: string) => {
+          stderr += d
+          if (stderr.includes('listening on port')) resolve()
+        })
+        child.once('exit', (code) => reject(new Error(`server-everything exited (${code}): ${stderr}`)))
+      })
+      const ops = await imported(`http://127.0.0.1:${port}/mcp`)
+      const peer = await dial(await start(ops))
+      expect(await peer.call('everything/get_sum', { a: 20, b: 22 })).toEqual([{ type: 'text', text: 'The sum of 20 and 22 is 42.' }])
+      await ops.close()
+      registries.splice(registries.indexOf(ops), 1)
+    } finally {
+      child.kill()
+      if (child.exitCode === null) await once(child, 'exit')
+    }
   })
 })
 
