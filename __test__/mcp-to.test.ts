@@ -47,6 +47,7 @@ function operations() {
       aborted.resolve()
       return null
     })
+    .query('math/double', { input: Type.Number(), output: Type.Number() }, (x) => 2 * x)
     .query('hidden/secret', { input: Type.Object({}), output: Type.String() }, () => 'no')
   return { ops, waiting: waiting.promise, aborted: aborted.promise }
 }
@@ -62,7 +63,7 @@ async function connected(transport: ConstructorParameters<typeof Client>[0] exte
 async function exercise(client: Client, started: ReturnType<typeof operations>, opts: { hidden: boolean }) {
   const { tools } = await client.listTools()
   const names = tools.map((t) => t.name).sort()
-  expect(names).toEqual(['count__up', 'math__add', 'todo__create', 'wait__forever', ...(opts.hidden ? ['hidden__secret'] : [])].sort())
+  expect(names).toEqual(['count__up', 'math__add', 'math__double', 'todo__create', 'wait__forever', ...(opts.hidden ? ['hidden__secret'] : [])].sort())
   const add = tools.find((t) => t.name === 'math__add')!
   expect(add.description).toBe('Adds two numbers (alknet query)')
   expect(add.annotations).toMatchObject({ readOnlyHint: true, title: 'math/add' })
@@ -70,6 +71,11 @@ async function exercise(client: Client, started: ReturnType<typeof operations>, 
 
   // A non-object output is wrapped in { result }; an object output is the structuredContent itself.
   expect((await client.callTool({ name: 'math__add', arguments: { a: 1, b: 2 } })).structuredContent).toEqual({ result: 3 })
+  // A non-object input is the tool's `input` argument.
+  const double = tools.find((t) => t.name === 'math__double')!
+  expect(double.inputSchema).toEqual({ type: 'object', properties: { input: { type: 'number' } }, required: ['input'] })
+  expect(double.outputSchema).toEqual({ type: 'object', properties: { result: { type: 'number' } }, required: ['result'] })
+  expect((await client.callTool({ name: 'math__double', arguments: { input: 21 } })).structuredContent).toEqual({ result: 42 })
   const created = await client.callTool({ name: 'todo__create', arguments: { title: 'x' } })
   expect(created.structuredContent).toEqual({ id: 1, title: 'x' })
   expect(created.content).toEqual([{ type: 'text', text: '{"id":1,"title":"x"}' }])
@@ -149,6 +155,19 @@ describe('toMCP(registry)', () => {
     await exercise(await connected(clientSide), started, { hidden: true })
   })
 
+  it('a subscription tool returns the items that arrived within subscriptionWaitMs', async () => {
+    const ops = new Registry().subscription('feed/one_then_wait', { input: Type.Object({}), output: Type.String() }, async function* (_input, ctx) {
+      yield 'first'
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+    })
+    const [clientSide, serverSide] = InMemoryTransport.createLinkedPair()
+    const server = toMCP(ops, { subscriptionWaitMs: 100 })
+    await server.connect(serverSide)
+    cleanup.push(() => server.close())
+    const result = await (await connected(clientSide)).callTool({ name: 'feed__one_then_wait', arguments: {} })
+    expect(result.structuredContent).toEqual({ items: ['first'] })
+  })
+
   it('include/exclude, tool names and collisions', async () => {
     const { ops } = operations()
     const [clientSide, serverSide] = InMemoryTransport.createLinkedPair()
@@ -156,7 +175,7 @@ describe('toMCP(registry)', () => {
     await server.connect(serverSide)
     cleanup.push(() => server.close())
     const client = await connected(clientSide)
-    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['math.add'])
+    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(['math.add', 'math.double'])
 
     const [c2, s2] = InMemoryTransport.createLinkedPair()
     const clash = toMCP(ops, { toolName: () => 'same' })

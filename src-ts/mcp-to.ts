@@ -233,20 +233,27 @@ export function toMCP(target: McpTarget, options: ToMcpOptions = {}): McpServer 
       const items: unknown[] = []
       const stop = new AbortController()
       const timer = setTimeout(() => stop.abort(), waitMs)
-      const signal = AbortSignal.any([extra.signal, stop.signal])
+      const iterator = backend.subscribe(e.name, input, AbortSignal.any([extra.signal, stop.signal]))[Symbol.asyncIterator]()
+      // Our own wait ending is not a failure: the items so far are the answer. It also ends a
+      // generator that is waiting for its next item, which only the race below can interrupt.
+      const stopped = new Promise<IteratorResult<unknown>>((resolve) =>
+        stop.signal.addEventListener('abort', () => resolve({ done: true, value: undefined }), { once: true }),
+      )
       try {
-        for await (const item of backend.subscribe(e.name, input, signal)) {
-          items.push(item)
+        while (items.length < maxItems) {
+          const next = await Promise.race([iterator.next(), stopped]).catch((err: unknown) => {
+            if (stop.signal.aborted && !extra.signal.aborted) return { done: true as const, value: undefined }
+            throw err
+          })
+          if (next.done) break
+          items.push(next.value)
           if (progressToken !== undefined) {
             await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: items.length } })
           }
-          if (items.length >= maxItems) break
         }
-      } catch (err) {
-        // Our own wait ending is not a failure: the items so far are the answer.
-        if (!(stop.signal.aborted && !extra.signal.aborted)) throw err
       } finally {
         clearTimeout(timer)
+        void iterator.return?.()?.catch(() => {})
       }
       return textResult({ items })
     } catch (err) {
