@@ -289,13 +289,19 @@ describe('schema conversion and the input shape', () => {
       '/upload': { post: { operationId: 'upload', requestBody: { required: true, content: { 'multipart/form-data': { schema: { type: 'object' } } } }, responses: ok } },
       '/image': { get: { operationId: 'image', responses: { '200': { description: 'png', content: { 'image/png': {} } } } } },
       '/c': { get: { operationId: 'withCookie', parameters: [{ name: 's', in: 'cookie', schema: { type: 'string' } }], responses: ok } },
+      '/hook': {
+        servers: [{ url: 'http://elsewhere.invalid' }],
+        post: { operationId: 'subscribe', callbacks: { onEvent: { '{$request.body#/url}': { post: { responses: ok } } } }, responses: ok },
+      },
     })
     const ops = await fromOpenAPI(d, { onUnsupported: (i) => issues.push(i) })
-    expect(ops.describe().map((o) => o.name)).toEqual(['api/with_cookie'])
+    expect(ops.describe().map((o) => o.name)).toEqual(['api/with_cookie', 'api/subscribe'])
     expect(issues.map((i) => [i.where, i.feature, i.action])).toEqual([
       ['POST /upload (upload)', 'multipart/form-data request body', 'operation skipped'],
       ['GET /image (image)', 'image/png response', 'operation skipped'],
       ['GET /c (withCookie)', 'cookie parameter s', 'part left out'],
+      ['POST /hook (subscribe)', 'callbacks', 'part left out'],
+      ['POST /hook (subscribe)', 'path or operation servers', 'part left out'],
     ])
     expect(ops.unsupported).toEqual(issues)
     await expect(fromOpenAPI(d, { strict: true })).rejects.toThrow(/multipart\/form-data request body.*\(strict\)/)
@@ -341,6 +347,7 @@ describe('public specs and bad specs', () => {
       'user/delete_user': 'mutation',
     })
     expect(issues.map((i) => i.message)).toEqual([
+      'security: security schemes (petstore_auth, api_key): credentials are not applied automatically; pass the `headers` or `credentials` option; part left out',
       'POST /pet/{petId}/uploadImage (uploadFile): multipart/form-data request body: only JSON, application/x-www-form-urlencoded and text/* request bodies are supported (alknet carries JSON); part left out',
     ])
     const add = described(ops, 'pet/add_pet').input as { properties: { body: { required: string[] } }; required: string[] }
@@ -351,7 +358,7 @@ describe('public specs and bad specs', () => {
     expect((await rejection(peer.call('pet/get_pet_by_id', { petId: 'one' }))).code).toBe('INVALID_INPUT')
   })
 
-  it('Train Travel (OpenAPI 3.1): 2020-12 schemas kept, webhooks reported', async () => {
+  it('Train Travel (OpenAPI 3.1): 2020-12 schemas kept, webhooks and security schemes reported', async () => {
     const issues: Issue[] = []
     const ops = await fromOpenAPI(fixture('train-travel-3.1.json'), { onUnsupported: (i) => issues.push(i) })
     expect(ops.describe().map((o) => o.name)).toEqual([
@@ -363,7 +370,11 @@ describe('public specs and bad specs', () => {
       'bookings/delete_booking',
       'payments/create_booking_payment',
     ])
-    expect(issues.map((i) => i.feature)).toEqual(['webhooks'])
+    expect(issues.map((i) => i.feature)).toEqual(['webhooks', 'security schemes (OAuth2)'])
+    // With credentials of its own, the security schemes are the caller's business: not reported.
+    const withCredentials: Issue[] = []
+    await fromOpenAPI(fixture('train-travel-3.1.json'), { credentials: () => undefined, onUnsupported: (i) => withCredentials.push(i) })
+    expect(withCredentials.map((i) => i.feature)).toEqual(['webhooks'])
     await dial(await start(ops))
   })
 

@@ -308,6 +308,11 @@ export async function fromOpenAPI<Ops extends OperationMap = OperationMap>(
   if (isObject(loaded.document.webhooks) && Object.keys(loaded.document.webhooks).length > 0) {
     report('webhooks', 'webhooks', 'part left out', 'webhooks are requests the API makes, not operations it serves')
   }
+  const components = isObject(loaded.document.components) ? loaded.document.components : {}
+  const schemes = isObject(components.securitySchemes) ? Object.keys(components.securitySchemes) : []
+  if (schemes.length > 0 && options.credentials === undefined && options.headers === undefined) {
+    report('security', `security schemes (${schemes.join(', ')})`, 'part left out', 'credentials are not applied automatically; pass the `headers` or `credentials` option')
+  }
   for (const [path, item] of Object.entries(paths)) {
     if (!isObject(item)) continue
     const pathParams = Array.isArray(item.parameters) ? item.parameters : []
@@ -326,6 +331,12 @@ export async function fromOpenAPI<Ops extends OperationMap = OperationMap>(
       const name = options.name ? options.name(ref) : defaultName(ref, options.namespace)
       if (!selected([name, ref.operationId], options.include, options.exclude)) continue
       names.claim(name, where)
+      if (isObject(op.callbacks) && Object.keys(op.callbacks).length > 0) {
+        report(where, 'callbacks', 'part left out', 'callbacks are requests the API makes, not operations it serves')
+      }
+      if (Array.isArray(op.servers) || Array.isArray(item.servers)) {
+        report(where, 'path or operation servers', 'part left out', `requests go to the base URL ${baseUrl}`)
+      }
       const converted = converter.convert(where, op, pathParams, method, path, sse)
       if (converted === undefined) continue
       register(registry, name, ref.kind, converted, baseUrl, where, options)
