@@ -45,6 +45,24 @@ export function describeOperations(operations: ReadonlyMap<string, { kind: Impor
   })
 }
 
+/** What an import does with an unsupported feature: how `report(where, feature, action, why)` is called. @internal */
+export type Report = (where: string, feature: string, action: Unsupported['action'], why: string) => void
+
+/**
+ * The `report` of one import: records each issue in `into`, passes it to `onUnsupported` (default:
+ * a warning line), or throws when `strict`.
+ * @internal
+ */
+export function reporter(bridge: string, options: { strict?: boolean; onUnsupported?: UnsupportedReporter }, into: Unsupported[]): Report {
+  const onUnsupported = options.onUnsupported ?? warnUnsupported(bridge)
+  return (where, feature, action, why) => {
+    const issue: Unsupported = { where, feature, action, message: `${where}: ${feature}: ${why}; ${action}` }
+    if (options.strict) throw new Error(`${bridge}: ${issue.message} (strict)`)
+    into.push(issue)
+    onUnsupported(issue)
+  }
+}
+
 /** The registry's name rule (the Rust `valid_name`): two or more lowercase `a-z 0-9 - _` segments. */
 const NAME = /^[a-z0-9_-]+(\/[a-z0-9_-]+)+$/
 

@@ -5,7 +5,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { Type } from '@sinclair/typebox'
-import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
+import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, reporter, segment, selected } from './bridge'
 import { CallError } from './errors'
 import type { McpClient } from './mcp-types'
 import { type Access, type HandlerContext, type OperationMap, Registry } from './registry'
@@ -180,13 +180,7 @@ function str(o: Record<string, unknown>, key: string): string | undefined {
 async function importServer<Ops extends OperationMap>(client: McpClient, options: FromMcpOptions): Promise<McpRegistry<Ops>> {
   const ns = options.namespace ?? 'mcp'
   const unsupported: Unsupported[] = []
-  const reporter = options.onUnsupported ?? warnUnsupported('fromMCP')
-  const report = (where: string, feature: string, action: Unsupported['action'], why: string): void => {
-    const issue: Unsupported = { where, feature, action, message: `${where}: ${feature}: ${why}; ${action}` }
-    if (options.strict) throw new Error(`fromMCP: ${issue.message} (strict)`)
-    unsupported.push(issue)
-    reporter(issue)
-  }
+  const report = reporter('fromMCP', options, unsupported)
   const registry = new McpRegistry<Ops>(client, unsupported)
   const names = new Names('fromMCP')
   const caps = client.getServerCapabilities()

@@ -1,7 +1,7 @@
 // fromOpenAPI: an HTTP API described by OpenAPI 3.0/3.1 as a Registry whose handlers forward to it.
 // The conversion rules (names, kinds, input shape, status table) are documented in docs/bridges.md.
 import { Type } from '@sinclair/typebox'
-import { type ImportedOperation, type NameFilter, Names, describeOperations, type Unsupported, type UnsupportedReporter, isObject, segment, selected, warnUnsupported } from './bridge'
+import { type ImportedOperation, type NameFilter, Names, type Report, describeOperations, type Unsupported, type UnsupportedReporter, isObject, reporter, segment, selected } from './bridge'
 import { CallError } from './errors'
 import {
   DECLARED_ERRORS,
@@ -146,7 +146,7 @@ class OperationConverter {
   constructor(
     private readonly openapi30: boolean,
     private readonly components: ReadonlyMap<object, string>,
-    private readonly report: (where: string, feature: string, action: Unsupported['action'], why: string) => void,
+    private readonly report: Report,
   ) {}
 
   convert(where: string, op: Record<string, unknown>, pathParams: unknown[], method: string, path: string, sse: boolean): Converted | undefined {
@@ -294,13 +294,7 @@ export async function fromOpenAPI<Ops extends OperationMap = OperationMap>(
   const loaded = await loadDocument(source, options.validate ?? true)
   const baseUrl = baseUrlOf(loaded, options.baseUrl)
   const unsupported: Unsupported[] = []
-  const reporter = options.onUnsupported ?? warnUnsupported('fromOpenAPI')
-  const report = (where: string, feature: string, action: Unsupported['action'], why: string): void => {
-    const issue: Unsupported = { where, feature, action, message: `${where}: ${feature}: ${why}; ${action}` }
-    if (options.strict) throw new Error(`fromOpenAPI: ${issue.message} (strict)`)
-    unsupported.push(issue)
-    reporter(issue)
-  }
+  const report = reporter('fromOpenAPI', options, unsupported)
   const registry = new OpenApiRegistry<Ops>(baseUrl, unsupported)
   const converter = new OperationConverter(loaded.version === '3.0', componentNames(loaded.document), report)
   const names = new Names('fromOpenAPI')
