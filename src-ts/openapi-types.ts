@@ -1,0 +1,130 @@
+// TypeScript types for an imported OpenAPI document, generated from the very JSON Schemas that
+// fromOpenAPI registers (so the types and the node's validation cannot disagree), by
+// json-schema-to-typescript. The CLI is openapi-types-cli.ts (`npx alknet-openapi-types`).
+import { compile } from 'json-schema-to-typescript'
+import { isObject } from './bridge'
+import { type FromOpenApiOptions, fromOpenAPI } from './openapi'
+import type { OpenApiSource } from './openapi-load'
+
+/** Options of {@link openApiTypes}: the naming options of {@link fromOpenAPI}, plus where the generated file imports from. */
+export interface OpenApiTypesOptions extends Pick<FromOpenApiOptions, 'namespace' | 'name' | 'include' | 'exclude' | 'validate'> {
+  /** The module the generated file imports `contract` from (default `@alkdev/alknet`). */
+  importFrom?: string
+}
+
+function pascal(name: string): string {
+  return name
+    .split(/[^A-Za-z0-9]+/)
+    .filter((s) => s !== '')
+    .map((s) => s[0]!.toUpperCase() + s.slice(1))
+    .join('')
+}
+
+const SCHEMA_MAPS = new Set(['properties', 'patternProperties', '$defs', 'dependentSchemas'])
+
+/**
+ * `schema` ready for json-schema-to-typescript: titles dropped (they would name shared types that
+ * collide across operations) and `$defs` renamed with `prefix` (cycles need a name of their own).
+ */
+function prepare(schema: unknown, prefix: string): unknown {
+  const renames = new Map<string, string>()
+  const root = isObject(schema) && isObject(schema.$defs) ? schema.$defs : {}
+  for (const key of Object.keys(root)) renames.set(key, `${prefix}${pascal(key)}`)
+  const walk = (node: unknown, names: boolean): unknown => {
+    if (Array.isArray(node)) return node.map((n) => walk(n, false))
+    if (!isObject(node)) return node
+    const out: Record<string, unknown> = {}
+    for (const [key, value] of Object.entries(node)) {
+      if (!names && key === 'title') continue
+      if (!names && key === '$ref' && typeof value === 'string' && value.startsWith('#/$defs/')) {
+        out.$ref = `#/$defs/${renames.get(value.slice(8)) ?? value.slice(8)}`
+        continue
+      }
+      out[key] = walk(value, !names && SCHEMA_MAPS.has(key))
+    }
+    return out
+  }
+  const prepared = walk(schema, false) as Record<string, unknown>
+  if (isObject(prepared.$defs)) {
+    const defs: Record<string, unknown> = {}
+    for (const [key, def] of Object.entries(prepared.$defs)) {
+      const name = renames.get(key) ?? key
+      defs[name] = isObject(def) ? { ...def, title: name } : def
+    }
+    prepared.$defs = defs
+  }
+  return prepared
+}
+
+/**
+ * The TypeScript source of an `Operations` type for `source` (one entry per operation
+ * {@link fromOpenAPI} would register, with the same names and options), its input and output
+ * types, and `operations = contract<Operations>(…)` for `peer.typed()` on nodes that do not import
+ * the document.
+ *
+ * @example
+ * ```ts
+ * await writeFile('petstore-api.ts', await openApiTypes('petstore.json', { namespace: 'petstore' }))
+ * // then: fromOpenAPI<Operations>('petstore.json', …) and peer.typed(operations) are typed
+ * ```
+ */
+export async function openApiTypes(source: OpenApiSource, options: OpenApiTypesOptions = {}): Promise<string> {
+  const registry = await fromOpenAPI(source, {
+    namespace: options.namespace,
+    name: options.name,
+    include: options.include,
+    exclude: options.exclude,
+    validate: options.validate,
+    baseUrl: 'http://types.invalid',
+    onUnsupported: () => {},
+  })
+  const declarations: string[] = []
+  const entries: string[] = []
+  const kinds: string[] = []
+  const used = new Set<string>()
+  for (const [name, op] of registry.operations) {
+    let base = pascal(name)
+    for (let i = 2; used.has(base); i++) base = `${pascal(name)}${i}`
+    used.add(base)
+    for (const [suffix, schema] of [
+      ['Input', op.spec.input_schema],
+      ['Output', op.spec.output_schema],
+    ] as const) {
+      // `{}` (anything) would otherwise become an interface with an index signature.
+      if (isObject(schema) && Object.keys(schema).length === 0) {
+        declarations.push(`export type ${base}${suffix} = unknown`)
+        continue
+      }
+      const ts = await compile(prepare(schema, base) as Parameters<typeof compile>[0], `${base}${suffix}`, {
+        bannerComment: '',
+        format: true,
+        additionalProperties: false,
+        declareExternallyReferenced: true,
+        strictIndexSignatures: true,
+        unknownAny: true,
+      })
+      declarations.push(ts.trim())
+    }
+    const doc = op.spec.description ? `  /** ${op.spec.description.replace(/\*\//g, '*\\/').replace(/\s*\n\s*/g, ' ')} */\n` : ''
+    entries.push(`${doc}  ${JSON.stringify(name)}: { kind: '${op.kind}'; input: ${base}Input; output: ${base}Output }`)
+    kinds.push(`  ${JSON.stringify(name)}: '${op.kind}',`)
+  }
+  const from = options.importFrom ?? '@alkdev/alknet'
+  return [
+    `// Generated by alknet-openapi-types. Do not edit: run it again when the document changes.`,
+    `import { contract } from ${JSON.stringify(from)}`,
+    '',
+    ...declarations,
+    '',
+    '/** The operations of the document, for `fromOpenAPI<Operations>()` and `peer.typed()`. */',
+    'export type Operations = {',
+    ...entries,
+    '}',
+    '',
+    '/** Their kinds, for `peer.typed(operations)` on a node that does not import the document itself. */',
+    'export const operations = contract<Operations>({',
+    ...kinds,
+    '})',
+    '',
+  ].join('\n')
+}
