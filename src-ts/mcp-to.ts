@@ -7,7 +7,7 @@ import { type NameFilter, isObject, selected } from './bridge'
 import type { RemoteOperations, RequestOptions, Subscription } from './call'
 import { CallError } from './errors'
 import type { McpServer } from './mcp-types'
-import type { OperationInfo } from './peer'
+import { type OperationInfo, operationInfo } from './peer'
 import { type HandlerContext, type Identity, type OperationType, type RegisteredOperation, Registry } from './registry'
 
 /** What {@link toMCP} can expose: a connected peer (what it may call on its node) or a local registry. */
@@ -70,15 +70,15 @@ function wrap(key: string, schema: unknown, required: boolean): Record<string, u
   return out
 }
 
-function expose(info: { name: string; type: OperationType; description?: string; input_schema: unknown; output_schema: unknown }, toolName: (op: string) => string): Exposed {
-  const wrappedInput = !isObjectSchema(info.input_schema)
-  const wrappedOutput = info.type === 'subscription' || !isObjectSchema(info.output_schema)
-  const output = info.type === 'subscription' ? { type: 'array', items: info.output_schema } : info.output_schema
+function expose(info: { name: string; type: OperationType; description?: string; inputSchema: unknown; outputSchema: unknown }, toolName: (op: string) => string): Exposed {
+  const wrappedInput = !isObjectSchema(info.inputSchema)
+  const wrappedOutput = info.type === 'subscription' || !isObjectSchema(info.outputSchema)
+  const output = info.type === 'subscription' ? { type: 'array', items: info.outputSchema } : info.outputSchema
   const kind = info.type === 'subscription' ? 'subscription, returns its first items' : info.type
   const tool: Tool = {
     name: toolName(info.name),
     description: `${info.description ?? `The alknet operation ${info.name}.`} (alknet ${kind})`,
-    inputSchema: (wrappedInput ? wrap('input', info.input_schema, true) : info.input_schema) as Tool['inputSchema'],
+    inputSchema: (wrappedInput ? wrap('input', info.inputSchema, true) : info.inputSchema) as Tool['inputSchema'],
     outputSchema: (wrappedOutput ? wrap(info.type === 'subscription' ? 'items' : 'result', output, true) : output) as Tool['outputSchema'],
     annotations: { title: info.name, readOnlyHint: info.type === 'query' },
   }
@@ -166,7 +166,7 @@ function registryBackend(registry: Registry, identity: Identity | null): Backend
     list: async () =>
       [...registry.operations.values()]
         .filter((op) => op.spec.visibility !== 'internal')
-        .map((op) => ({ ...op.spec, errors: op.spec.errors })),
+        .map((op) => operationInfo(op.spec as unknown as Record<string, unknown>)),
     call: (name, input, signal) => run(name, input, signal),
     subscribe: (name, input, signal) => {
       const op = find(name)

@@ -393,8 +393,8 @@ class StatusBroadcast {
   }
 }
 
-/** A `services/schema` answer in the TypeScript API's casing. */
-function operationInfo(schema: Record<string, unknown>): OperationInfo {
+/** A `services/schema` answer (or an operation spec) in the TypeScript API's casing. @internal */
+export function operationInfo(schema: Record<string, unknown>): OperationInfo {
   const info: OperationInfo = {
     name: String(schema.name),
     type: schema.type as OperationType,

@@ -179,6 +179,16 @@ fn quic_server_crypto(
     })
 }
 
+/// The key QUIC stateless resets are made with, derived from the node's key (a deterministic
+/// Ed25519 signature of a fixed label, so only the key's holder can compute it). A node restarted
+/// with the same key answers packets of connections it no longer knows with resets their peers
+/// accept, so they notice at once instead of at their idle timeout; a random key per start (quinn's
+/// default) would make those resets unrecognisable.
+fn stateless_reset_key(key: &SecretKey) -> Arc<dyn quinn::crypto::HmacKey> {
+    let seed = key.sign(b"alknet/quic-stateless-reset-key/v1");
+    Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seed))
+}
+
 impl Endpoint {
     /// Binds the port and starts accepting. Must be called inside a tokio runtime.
     pub async fn bind(
@@ -205,7 +215,7 @@ impl Endpoint {
             source: e,
         })?;
         let quic = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            quinn::EndpointConfig::new(stateless_reset_key(&config.key)),
             Some(quic_config),
             udp,
             Arc::new(quinn::TokioRuntime),
