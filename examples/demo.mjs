@@ -1,6 +1,9 @@
 // npm run demo: one node serves operations in its own process; a second node (this process)
 // connects to it with the first node's key pinned, and calls, subscribes, publishes, cancels.
 import { fork } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import alknet from '../dist/index.js'
 
@@ -40,10 +43,11 @@ const operations = () =>
     )
 
 async function server() {
-  const { clientFingerprint } = await new Promise((resolve) => process.once('message', resolve))
+  const { clientFingerprint, keyPath, listen } = await new Promise((resolve) => process.once('message', resolve))
   const node = await serve({
-    listen: '127.0.0.1:0',
-    key: Keypair.generate(),
+    listen,
+    key: await Keypair.loadOrCreate(keyPath),
+    drainTimeoutMs: 200,
     operations: operations(),
     auth: { peers: [{ id: 'demo-client', fingerprints: [clientFingerprint], scopes: ['todo:write', 'chat'] }] },
     pubsub: { rules: [{ pattern: 'chat/>', publish: ['chat'], subscribe: ['chat'] }] },
@@ -51,19 +55,34 @@ async function server() {
   say('server', `listening on ${node.address} (QUIC + TCP+TLS), key ${node.fingerprint.slice(0, 24)}…`)
   say('server', `peer list: demo-client = ${clientFingerprint.slice(0, 24)}… with scopes todo:write, chat`)
   process.send({ address: node.address, fingerprint: node.fingerprint })
-  await new Promise((resolve) => process.once('message', resolve))
+  for (;;) {
+    const message = await new Promise((resolve) => process.once('message', resolve))
+    if (message === 'close') break
+    // Publish until a subscriber has it (a resubscribing peer may not be registered yet).
+    let delivered = 0
+    while (delivered === 0) delivered = await node.publish(message.publish.topic, message.publish.data)
+    process.send({ delivered })
+  }
   await node.close()
   say('server', 'closed')
 }
 
-async function client() {
-  const key = Keypair.generate()
+/** Starts the serving node in its own process; resolves with it once it listens. */
+async function startServer(setup) {
   const child = fork(fileURLToPath(import.meta.url), ['server'], { stdio: 'inherit' })
   const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.send({ clientFingerprint: key.fingerprint })
-  const { address, fingerprint } = await new Promise((resolve) => child.once('message', resolve))
+  child.send(setup)
+  const ready = await new Promise((resolve) => child.once('message', resolve))
+  return { child, exited, ...ready }
+}
 
-  const peer = await connect({ address, fingerprint, key })
+async function client() {
+  const key = Keypair.generate()
+  const keyPath = join(mkdtempSync(join(tmpdir(), 'alknet-demo-')), 'server.key')
+  const server1 = await startServer({ clientFingerprint: key.fingerprint, keyPath, listen: '127.0.0.1:0' })
+  const { address, fingerprint } = server1
+
+  const peer = await connect({ address, fingerprint, key, reconnect: { initialDelayMs: 50, maxDelayMs: 500 } })
   say('client', `connected to ${address}, pinned ${fingerprint.slice(0, 24)}…`)
 
   say('client', `math/add {a: 20, b: 22} → ${await peer.call('math/add', { a: 20, b: 22 })}`)
@@ -101,10 +120,29 @@ async function client() {
   say('client', `pub/sub: published to chat/lobby, reached ${delivered} subscriber; received on chat/* ← ${value.topic} ${JSON.stringify(value.data)}`)
   await room.return()
 
+  say('client', 'restarting the server (same key, same port) under an open topic subscription…')
+  let second
+  const status = peer.status()
+  const news = peer.topic('chat/>', { onResubscribe: () => say('client', `  resubscribed ${dim('(messages published while disconnected are not replayed)')}`) })
+  server1.child.send('close')
+  await server1.exited
+  for await (const s of status) {
+    if (s.type === 'reconnecting') say('client', `  ${s.type} (attempt ${s.attempt}, in ${s.delayMs} ms)`)
+    else say('client', `  ${s.type}`)
+    if (s.type === 'disconnected' && !second) second = startServer({ clientFingerprint: key.fingerprint, keyPath, listen: address })
+    if (s.type === 'connected') break
+  }
+  const restarted = await second
+  restarted.child.send({ publish: { topic: 'chat/news', data: { text: 'after the restart' } } })
+  const { value: after } = await news.next()
+  say('client', `the same subscription, after the restart ← ${after.topic} ${JSON.stringify(after.data)}`)
+  await news.return()
+  await status.return()
+
   await peer.close()
   say('client', 'closed')
-  child.send('close')
-  await exited
+  restarted.child.send('close')
+  await restarted.exited
 }
 
 await (process.argv[2] === 'server' ? server() : client())
