@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alknet_core::BoxedStream;
+use alknet_core::{BoxedStream, StoppedFuture};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -17,7 +17,7 @@ use super::request;
 use super::RESET_PROTOCOL_VIOLATION;
 use crate::carrier::byte_stream::{FrameReader, FrameWriter, SharedStream};
 use crate::carrier::writer::Writer;
-use crate::carrier::{EnvelopeSource, ReceiveError};
+use crate::carrier::{EnvelopeSource, FrameSink, ReceiveError};
 use crate::envelope::{decode_envelope, frame_of, Envelope, EventType, Reply};
 use crate::error::{CallError, ErrorCode};
 use crate::peer::link::Link;
@@ -94,18 +94,32 @@ impl Dispatcher {
         self.link.conn.close(0, "node shutting down");
     }
 
-    /// Reads one stream until it ends.
+    /// Serves one stream of a byte-stream carrier (a QUIC stream, or the one stream of TCP+TLS).
     async fn drive(self: Arc<Self>, stream: BoxedStream, shared: bool) {
         let stopped = stream.stopped();
         let stream = SharedStream::new(stream);
+        let source = FrameReader::new(stream.clone(), self.link.options.max_frame);
+        self.serve_stream(source, FrameWriter(stream), stopped, shared)
+            .await;
+    }
+
+    /// Serves one stream of any carrier until it ends: envelopes in from `source`, answers out
+    /// through `sink`. `shared` says the stream is the connection's only one (our own requests
+    /// go out on it too). A message carrier (WebSocket) plugs in here with its own adapter.
+    async fn serve_stream(
+        self: Arc<Self>,
+        mut source: impl EnvelopeSource,
+        sink: impl FrameSink,
+        stopped: StoppedFuture,
+        shared: bool,
+    ) {
         // Every request answered on this stream is a child: a reset, a violation or the peer
         // stopping the stream cancels them all.
         let token = self.link.closed.child_token();
-        let writer = Writer::spawn(FrameWriter(stream.clone()), stopped, token.clone());
+        let writer = Writer::spawn(sink, stopped, token.clone());
         if shared {
             self.link.set_shared_writer(Some(writer.clone()));
         }
-        let mut source = FrameReader::new(stream, self.link.options.max_frame);
         let violation = self.read_envelopes(&mut source, &writer, &token).await;
         if shared {
             // Let the writer end with the requests still running, so the stream closes behind them.
