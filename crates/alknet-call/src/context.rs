@@ -4,12 +4,26 @@
 use std::sync::Arc;
 
 use alknet_core::Identity;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{CallError, ErrorCode};
-use crate::service::CallService;
-use crate::session::{Peer, RequestOptions};
+use crate::peer::{Peer, RequestOptions, Subscription};
+
+/// The operations of the node a handler runs in, for composition. The call service implements
+/// it; the context holds it as a trait object so that handlers (and the registry that stores
+/// them) do not depend on the service.
+pub(crate) trait LocalOperations: Send + Sync {
+    /// Runs a unary operation (internal ones too) for `ctx`, with its access check, input
+    /// validation and output vetting.
+    fn call_local(
+        &self,
+        ctx: CallContext,
+        operation: &str,
+        input: Value,
+    ) -> BoxFuture<'static, Result<Value, CallError>>;
+}
 
 /// The context of one request. Cloning is cheap.
 #[derive(Clone)]
@@ -19,7 +33,7 @@ pub struct CallContext {
     /// The operation being served.
     pub operation: Arc<str>,
     cancel: CancellationToken,
-    service: Arc<CallService>,
+    local: Arc<dyn LocalOperations>,
     peer: Option<Peer>,
 }
 
@@ -28,14 +42,14 @@ impl CallContext {
         identity: Option<Identity>,
         operation: Arc<str>,
         cancel: CancellationToken,
-        service: Arc<CallService>,
+        local: Arc<dyn LocalOperations>,
         peer: Option<Peer>,
     ) -> Self {
         Self {
             identity,
             operation,
             cancel,
-            service,
+            local,
             peer,
         }
     }
@@ -60,11 +74,6 @@ impl CallContext {
         self.peer.as_ref()
     }
 
-    /// The service this handler runs in.
-    pub fn service(&self) -> &Arc<CallService> {
-        &self.service
-    }
-
     /// Calls an operation of this node (internal ones too) as the same identity. Cancelling this
     /// request cancels the child.
     pub async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {
@@ -73,12 +82,12 @@ impl CallContext {
             self.identity.clone(),
             operation.into(),
             child.clone(),
-            self.service.clone(),
+            self.local.clone(),
             self.peer.clone(),
         );
         let _guard = child.clone().drop_guard();
         tokio::select! {
-            r = self.service.call_local(ctx, operation, input) => r,
+            r = self.local.call_local(ctx, operation, input) => r,
             _ = child.cancelled() => Err(CallError::new(ErrorCode::Cancelled, "the parent request was cancelled")),
         }
     }
@@ -91,7 +100,7 @@ impl CallContext {
         }
     }
 
-    /// Calls an operation on another node; cancelling this request sends `call.aborted` there.
+    /// Calls an operation on another node; cancelling this request cancels it there too.
     pub async fn call_remote(
         &self,
         peer: &Peer,
@@ -101,13 +110,13 @@ impl CallContext {
         peer.call_with(operation, input, self.child_options()).await
     }
 
-    /// Subscribes on another node; cancelling this request aborts the remote subscription.
+    /// Subscribes on another node; cancelling this request cancels the remote subscription.
     pub async fn subscribe_remote(
         &self,
         peer: &Peer,
         operation: &str,
         input: Value,
-    ) -> Result<crate::session::Subscription, CallError> {
+    ) -> Result<Subscription, CallError> {
         peer.subscribe_with(operation, input, self.child_options())
             .await
     }

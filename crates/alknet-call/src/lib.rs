@@ -1,9 +1,29 @@
 //! `alknet/call`: a symmetric RPC protocol — typed operations (query, mutation, subscription)
 //! with JSON Schema, scope-based access control, cancellation, composition and pub/sub.
 //!
-//! The wire contract is `CALL-PROTOCOL.md`. The pure core ([`framing`], [`envelope`], [`access`],
-//! [`topic`], [`error`]) is testable without sockets; [`session`] drives it over any
+//! The wire contract is `docs/CALL-PROTOCOL.md`. The pure core ([`framing`], [`envelope`],
+//! [`access`], [`topic`], [`error`]) is testable without sockets; [`session`] drives it over any
 //! [`alknet_core::Connection`].
+//!
+//! # Modules and their dependencies
+//!
+//! Each module uses only those above it (no cycles; `grep -rn "use crate::" src` shows it):
+//!
+//! | module | what | uses |
+//! |---|---|---|
+//! | [`error`], [`framing`], [`topic`] | error codes; length-prefixed frames; topic patterns | — |
+//! | [`access`] | access rules | error |
+//! | [`envelope`] | envelopes, payloads, the reply decoder | error, framing |
+//! | [`options`] | [`CallOptions`] | framing |
+//! | [`pubsub`] | broker and topic rules | topic |
+//! | [`carrier`] | envelope sources and frame sinks (byte streams), the stream writer | framing |
+//! | [`peer`] | the caller side: [`Peer`], requests, subscriptions, the connection link | carrier, envelope, error, options |
+//! | [`context`] | [`CallContext`] given to handlers | error, peer |
+//! | [`registry`] | operations, handlers, schemas, output and error vetting | access, context, error |
+//! | `builtins` | `services/*` and `pubsub/*`, capturing what they need | context, error, pubsub, registry, topic |
+//! | [`service`] | [`CallService`]: registry, identity, broker, limits; composition | access, builtins, context, envelope, error, options, pubsub, registry, topic |
+//! | [`session`] | the dispatcher serving a connection; [`Session`], `Peer::connect` | carrier, context, envelope, error, peer, registry, service |
+//! | [`handler`] | [`CallHandler`], the endpoint's protocol handler | peer, service, session |
 //!
 //! ```
 //! # #[tokio::main] async fn main() {
@@ -27,10 +47,15 @@
 //! ```
 
 pub mod access;
+mod builtins;
+pub mod carrier;
 pub mod context;
 pub mod envelope;
 pub mod error;
 pub mod framing;
+pub mod handler;
+pub mod options;
+pub mod peer;
 pub mod pubsub;
 pub mod registry;
 pub mod service;
@@ -40,7 +65,10 @@ pub mod topic;
 pub use access::Access;
 pub use context::CallContext;
 pub use error::{CallError, ErrorCode};
+pub use handler::CallHandler;
+pub use options::CallOptions;
+pub use peer::{CallClient, Peer, RequestOptions, Subscription};
 pub use pubsub::{PubSubPolicy, TopicRule};
 pub use registry::{Handler, OperationRegistry, OperationSpec, OperationType, Visibility};
-pub use service::{CallHandler, CallOptions, CallService, ALPN};
-pub use session::{CallClient, Peer, RequestOptions, Subscription};
+pub use service::{CallService, ALPN};
+pub use session::Session;

@@ -189,6 +189,35 @@ impl Operation {
         self.spec.errors.iter().any(|e| e.code == code)
             || ErrorCode::parse(code).is_some_and(|c| c != ErrorCode::Internal)
     }
+
+    /// A handler failure as the caller may see it: declared or standard codes pass, others become
+    /// `INTERNAL` (logged, details withheld).
+    pub fn vet_error(&self, error: CallError) -> CallError {
+        if self.may_fail_with(&error.code) {
+            error
+        } else if error.code == ErrorCode::Internal.as_str() {
+            // The handler chose INTERNAL itself (and reported why); only its details are withheld.
+            CallError::internal()
+        } else {
+            tracing::warn!(target: "alknet::call", operation = %self.spec.name, code = %error.code, "handler failed with an undeclared error; answering INTERNAL");
+            CallError::internal()
+        }
+    }
+
+    /// Checks a handler output against the output schema when `validate` is on (the service's
+    /// [`validate_output`](crate::CallOptions::validate_output)); a mismatch is `INTERNAL`, and
+    /// logged by path only.
+    pub fn vet_output(&self, output: &Value, validate: bool) -> Result<(), CallError> {
+        if !validate {
+            return Ok(());
+        }
+        self.validate_output(output).map_err(|errors| {
+            // Paths only: the validator's messages quote the output, and payloads are never logged.
+            let paths: Vec<&str> = errors.iter().filter_map(|e| e["path"].as_str()).collect();
+            tracing::error!(target: "alknet::call", operation = %self.spec.name, paths = ?paths, "handler output does not match its schema; answering INTERNAL");
+            CallError::internal()
+        })
+    }
 }
 
 fn check(validator: &jsonschema::Validator, value: &Value) -> Result<(), Vec<Value>> {

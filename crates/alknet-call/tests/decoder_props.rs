@@ -1,12 +1,14 @@
-//! Properties of the pure protocol core: the frame decoder and the envelope parser.
+//! Properties of the pure protocol core: the frame decoder, the envelope parser and the reply
+//! decoder.
 
 use alknet_call::envelope::{
-    decode_envelope, encode_frame_of, error_from_payload, CallRequest, Envelope, EventType,
-    MAX_ID_LEN,
+    decode_envelope, decode_reply, encode_frame_of, error_from_payload, CallRequest, Envelope,
+    EventType, Reply, MAX_ID_LEN,
 };
 use alknet_call::framing::{encode_frame, FrameDecoder};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use serde_json::{Map, Value};
 
 /// Feeds `wire` to a decoder in pieces cut at `cuts`, draining frames after every piece. Stops at
@@ -165,5 +167,97 @@ proptest! {
     ) {
         let request = CallRequest { operation, input, auth_token, timeout_ms };
         prop_assert_eq!(CallRequest::from_payload(&request.to_payload()), Ok(request));
+    }
+}
+
+/// Both decoders must give the same verdict on a frame read while waiting for answers to `id`:
+/// the same frames rejected, and the same answer for the rest.
+fn check_reply_agrees(frame: &[u8], id: &str) -> Result<(), TestCaseError> {
+    let by_envelope = decode_envelope(frame).map(|envelope| {
+        (envelope.id == id)
+            .then(|| Reply::from_envelope(&envelope.kind, envelope.payload))
+            .flatten()
+    });
+    let by_reply = decode_reply(frame, id);
+    let shown = String::from_utf8_lossy(frame);
+    prop_assert_eq!(by_reply.is_ok(), by_envelope.is_ok(), "{}", shown);
+    if let (Ok(reply), Ok(expected)) = (by_reply, by_envelope) {
+        prop_assert_eq!(reply, expected, "{}", shown);
+    }
+    Ok(())
+}
+
+/// A field that is mostly well formed, sometimes missing, sometimes any JSON at all.
+fn field(well_formed: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<Value>> {
+    prop_oneof![
+        4 => well_formed.prop_map(Some),
+        1 => Just(None),
+        1 => json_value().prop_map(Some),
+    ]
+}
+
+/// Envelopes a caller may read on its own stream, valid and broken.
+fn reply_like() -> impl Strategy<Value = Value> {
+    let kind = prop_oneof![
+        Just("call.responded"),
+        Just("call.completed"),
+        Just("call.aborted"),
+        Just("call.error"),
+        Just("call.requested"),
+        Just("call.later"),
+    ]
+    .prop_map(Value::from);
+    let id = prop_oneof![
+        4 => Just("1".to_string()),
+        2 => request_id(),
+        1 => Just(String::new()),
+        1 => Just("x".repeat(MAX_ID_LEN + 1)),
+    ]
+    .prop_map(Value::from);
+    let payload = prop_oneof![
+        json_value().prop_map(|output| serde_json::json!({ "output": output })),
+        json_object(),
+        (any::<String>(), any::<String>(), any::<bool>()).prop_map(|(code, message, retryable)| {
+            serde_json::json!({ "code": code, "message": message, "retryable": retryable })
+        }),
+    ];
+    (
+        field(kind),
+        field(id),
+        field(payload),
+        proptest::option::of(json_value()),
+    )
+        .prop_map(|(kind, id, payload, extra)| {
+            let mut fields = Map::new();
+            for (name, value) in [
+                ("type", kind),
+                ("id", id),
+                ("payload", payload),
+                ("trace", extra),
+            ] {
+                if let Some(value) = value {
+                    fields.insert(name.to_string(), value);
+                }
+            }
+            Value::Object(fields)
+        })
+}
+
+proptest! {
+    #[test]
+    fn the_reply_decoder_accepts_exactly_what_the_envelope_decoder_accepts(envelope in reply_like()) {
+        check_reply_agrees(&serde_json::to_vec(&envelope).unwrap(), "1")?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_get_the_same_verdict_from_both_decoders(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        check_reply_agrees(&bytes, "1")?;
+    }
+
+    #[test]
+    fn arbitrary_json_gets_the_same_verdict_from_both_decoders(value in json_value()) {
+        check_reply_agrees(&serde_json::to_vec(&value).unwrap(), "1")?;
     }
 }

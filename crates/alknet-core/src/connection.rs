@@ -9,6 +9,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -31,10 +32,30 @@ pub enum ConnectionError {
     Other(String),
 }
 
+/// Resolves with the peer's application code once the peer stops reading a stream (QUIC
+/// STOP_SENDING), or with `None` once that can no longer happen (the sending side finished and
+/// was acknowledged, or the connection is gone).
+pub type StoppedFuture = Pin<Box<dyn Future<Output = Option<u32>> + Send + 'static>>;
+
 /// A bidirectional byte stream.
+///
+/// Shutting down the writing side (`AsyncWriteExt::shutdown`) finishes it (QUIC: FIN); the
+/// stream can still be read.
 pub trait BiStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// Abandons the stream abruptly (QUIC: reset and stop sending); the default shuts it down.
     fn reset(&mut self, _code: u32) {}
+
+    /// Stops the receiving side: asks the peer to stop sending, with an application `code`
+    /// (QUIC STOP_SENDING). The sending side is unaffected. Transports without separate stream
+    /// directions (a single byte stream) do nothing.
+    fn stop(&mut self, _code: u32) {}
+
+    /// Learns when the peer stops reading this stream (see [`StoppedFuture`]). Taken before the
+    /// stream is split, so that its writer can watch it. The default never resolves: a single
+    /// byte stream has no STOP_SENDING.
+    fn stopped(&self) -> StoppedFuture {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A boxed [`BiStream`].
@@ -305,14 +326,11 @@ pub mod memory {
             if self.closed.is_cancelled() {
                 return Err(ConnectionError::Closed("closed".into()));
             }
-            let (a, b) = tokio::io::duplex(256 * 1024);
-            // Resetting a stream ends both of its ends, not the connection.
-            let stream = self.closed.child_token();
-            let theirs: BoxedStream = Box::new(ClosableStream::new(b, stream.clone(), false));
+            let (ours, theirs) = MemoryStream::pair(self.closed.child_token());
             self.outgoing
-                .send(theirs)
+                .send(Box::new(theirs))
                 .map_err(|_| ConnectionError::Closed("peer gone".into()))?;
-            Ok(Box::new(ClosableStream::new(a, stream, false)))
+            Ok(Box::new(ours))
         }
 
         fn close(&self, _code: u32, _reason: &str) {
@@ -325,6 +343,95 @@ pub mod memory {
 
         fn is_single_stream(&self) -> bool {
             false
+        }
+    }
+
+    /// One direction's STOP_SENDING: set by the reading end, seen by the writing end.
+    #[derive(Default)]
+    struct StopSignal {
+        stopped: CancellationToken,
+        code: AtomicU32,
+    }
+
+    /// One end of an in-memory QUIC-like stream: resettable, and each direction can be stopped
+    /// by its reader.
+    struct MemoryStream {
+        inner: ClosableStream<tokio::io::DuplexStream>,
+        /// Our receiving direction: [`BiStream::stop`] sets it.
+        receiving: Arc<StopSignal>,
+        /// Our sending direction: once the peer stops it, writes fail and `stopped` resolves.
+        sending: Arc<StopSignal>,
+        /// Cancelled by a reset of either end or the connection closing.
+        ended: CancellationToken,
+    }
+
+    impl MemoryStream {
+        /// Both ends of a new stream; cancelling `ended` ends both (not the connection).
+        fn pair(ended: CancellationToken) -> (MemoryStream, MemoryStream) {
+            let (a, b) = tokio::io::duplex(256 * 1024);
+            let a_to_b = Arc::new(StopSignal::default());
+            let b_to_a = Arc::new(StopSignal::default());
+            let end = |io, receiving: &Arc<StopSignal>, sending: &Arc<StopSignal>| MemoryStream {
+                inner: ClosableStream::new(io, ended.clone(), false),
+                receiving: receiving.clone(),
+                sending: sending.clone(),
+                ended: ended.clone(),
+            };
+            (end(a, &b_to_a, &a_to_b), end(b, &a_to_b, &b_to_a))
+        }
+    }
+
+    impl AsyncRead for MemoryStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for MemoryStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            // As QUIC: writing to a stream the peer stopped fails.
+            if self.sending.stopped.is_cancelled() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl BiStream for MemoryStream {
+        fn reset(&mut self, code: u32) {
+            self.inner.reset(code);
+        }
+
+        fn stop(&mut self, code: u32) {
+            self.receiving.code.store(code, Ordering::Release);
+            self.receiving.stopped.cancel();
+        }
+
+        fn stopped(&self) -> StoppedFuture {
+            let sending = self.sending.clone();
+            let ended = self.ended.clone();
+            Box::pin(async move {
+                tokio::select! {
+                    _ = sending.stopped.cancelled() => Some(sending.code.load(Ordering::Acquire)),
+                    _ = ended.cancelled() => None,
+                }
+            })
         }
     }
 
@@ -376,6 +483,34 @@ mod tests {
         let mut buf = [0u8; 4];
         r.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test]
+    async fn a_memory_stream_stopped_by_its_reader_fails_the_peers_writes_and_tells_it() {
+        let (a, b) = memory::pair(b"test");
+        let mut writer = a.open_bi().await.unwrap();
+        writer.write_all(b"ping").await.unwrap();
+        let mut reader = b.accept_bi().await.unwrap();
+        let stopped = writer.stopped();
+        reader.stop(7);
+        assert_eq!(stopped.await, Some(7));
+        assert!(writer.write_all(b"more").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_finished_memory_stream_can_still_be_read_and_written_back() {
+        let (a, b) = memory::pair(b"test");
+        let mut caller = a.open_bi().await.unwrap();
+        caller.write_all(b"ask").await.unwrap();
+        caller.shutdown().await.unwrap();
+        let mut callee = b.accept_bi().await.unwrap();
+        let mut asked = Vec::new();
+        callee.read_to_end(&mut asked).await.unwrap();
+        assert_eq!(asked, b"ask");
+        callee.write_all(b"answer").await.unwrap();
+        let mut answer = [0u8; 6];
+        caller.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"answer");
     }
 
     #[tokio::test]

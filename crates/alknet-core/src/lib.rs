@@ -25,7 +25,9 @@ pub mod identity;
 pub mod key;
 
 pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
-pub use connection::{BiStream, BoxedStream, Connection, ConnectionError, Transport};
+pub use connection::{
+    BiStream, BoxedStream, Connection, ConnectionError, StoppedFuture, Transport,
+};
 pub use fingerprint::{fingerprint_of, Fingerprint, FingerprintError, PresentedKey};
 pub use handler::{Alpn, Carrier, HandlerError, ProtocolHandler};
 pub use identity::{AuthContext, ConfigIdentityProvider, Identity, IdentityProvider};

@@ -1,11 +1,12 @@
 //! quinn and iroh connections as [`alknet_core::Transport`]s (TCP+TLS uses the core's
 //! single-stream transport).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use alknet_core::{BiStream, BoxedStream, ConnectionError, Transport};
+use alknet_core::{BiStream, BoxedStream, ConnectionError, StoppedFuture, Transport};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -20,6 +21,19 @@ pub struct QuicStream {
 
 fn closed(e: impl std::fmt::Display) -> ConnectionError {
     ConnectionError::Closed(e.to_string())
+}
+
+/// quinn's (or iroh's) `SendStream::stopped()` as a [`StoppedFuture`]: the peer's code, or `None`
+/// once the stream can no longer be stopped (finished and acknowledged, connection lost).
+fn stopped_code<V: Into<u64>, E>(
+    stopped: impl Future<Output = Result<Option<V>, E>> + Send + 'static,
+) -> StoppedFuture {
+    Box::pin(async move {
+        match stopped.await {
+            Ok(Some(code)) => Some(u32::try_from(code.into()).unwrap_or(u32::MAX)),
+            _ => None,
+        }
+    })
 }
 
 #[async_trait]
@@ -79,6 +93,14 @@ impl BiStream for QuicStream {
     fn reset(&mut self, code: u32) {
         let _ = self.send.reset(code.into());
         let _ = self.recv.stop(code.into());
+    }
+
+    fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(code.into());
+    }
+
+    fn stopped(&self) -> StoppedFuture {
+        stopped_code(self.send.stopped())
     }
 }
 
@@ -154,5 +176,13 @@ impl BiStream for IrohStream {
     fn reset(&mut self, code: u32) {
         let _ = self.send.reset(code.into());
         let _ = self.recv.stop(code.into());
+    }
+
+    fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(code.into());
+    }
+
+    fn stopped(&self) -> StoppedFuture {
+        stopped_code(self.send.stopped())
     }
 }

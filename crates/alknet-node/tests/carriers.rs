@@ -178,3 +178,89 @@ async fn a_reset_stream_cancels_the_requests_that_were_on_it() {
     stream.reset(7);
     assert_eq!(node.dropped.recv().await, Some("hold"));
 }
+
+/// A raw QUIC connection to the node, to speak the protocol by hand.
+async fn raw_quic(node: &Node, key: SecretKey) -> alknet_core::Connection {
+    Client::new(key)
+        .unwrap()
+        .dial(
+            node.endpoint.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, node.endpoint.fingerprint()),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn over_quic_a_caller_that_half_closes_its_stream_still_gets_its_answer() {
+    let alice = SecretKey::generate();
+    let node = node(&alice).await;
+    let conn = raw_quic(&node, alice).await;
+    let mut stream = conn.open_bi().await.unwrap();
+    half_closed_request_gets_its_answer(&mut stream).await;
+}
+
+#[tokio::test]
+async fn over_quic_stop_sending_cancels_the_request_and_drops_its_handler() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let conn = raw_quic(&node, alice).await;
+    let mut stream = conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    stream.shutdown().await.unwrap();
+    assert_eq!(node.probe.wait_started().await, "hold");
+    stream.stop(alknet_call::carrier::STOP_CANCELLED);
+    assert_eq!(node.dropped.recv().await, Some("hold"));
+}
+
+#[tokio::test]
+async fn over_quic_after_stop_sending_the_callee_writes_nothing_more() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let conn = raw_quic(&node, alice).await;
+    let mut stream = conn.open_bi().await.unwrap();
+    // Without `n` the subscription never ends by itself.
+    send_raw(&mut stream, &request("t", "/test/ticks", json!({}))).await;
+    stream.shutdown().await.unwrap();
+    assert_eq!(recv_raw(&mut stream).await.unwrap()["payload"]["output"], 0);
+    stream.stop(alknet_call::carrier::STOP_CANCELLED);
+    assert_eq!(node.dropped.recv().await, Some("ticks"));
+    // The connection carries on.
+    let mut other = conn.open_bi().await.unwrap();
+    send_raw(&mut other, &request("e", "/test/echo", json!(5))).await;
+    other.shutdown().await.unwrap();
+    assert_eq!(recv_raw(&mut other).await.unwrap()["payload"]["output"], 5);
+}
+
+#[tokio::test]
+async fn over_quic_an_old_style_call_aborted_still_cancels() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let conn = raw_quic(&node, alice).await;
+    let mut stream = conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    assert_eq!(node.probe.wait_started().await, "hold");
+    send_raw(
+        &mut stream,
+        &json!({"type": "call.aborted", "id": "h", "payload": {}}).to_string(),
+    )
+    .await;
+    assert_eq!(node.dropped.recv().await, Some("hold"));
+}
+
+#[tokio::test]
+async fn over_quic_a_peer_cancel_drops_the_remote_handler() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let peer = connect(&node, alice, TransportKind::Quic).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let options = alknet_call::RequestOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let call = tokio::spawn(async move { peer.call_with("test/hold", json!({}), options).await });
+    assert_eq!(node.probe.wait_started().await, "hold");
+    cancel.cancel();
+    assert_eq!(call.await.unwrap().unwrap_err().code, "CANCELLED");
+    assert_eq!(node.dropped.recv().await, Some("hold"));
+}

@@ -89,6 +89,17 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
     })
     .unwrap();
     let p = probe.clone();
+    r.query("test/gate", any(), any(), move |_, input| {
+        let release = p.release.clone();
+        let started = p.started.clone();
+        async move {
+            let _ = started.send("gate");
+            release.notified().await;
+            Ok(input)
+        }
+    })
+    .unwrap();
+    let p = probe.clone();
     r.query("test/hold", any(), any(), move |_, _| {
         let guard = OnDrop(p.dropped.clone(), "hold");
         let started = p.started.clone();
@@ -288,6 +299,18 @@ pub async fn recv_raw<S: AsyncReadExt + Unpin>(stream: &mut S) -> Option<Value> 
 pub fn request(id: &str, op: &str, input: Value) -> String {
     json!({"type": "call.requested", "id": id, "payload": {"operationId": op, "input": input}})
         .to_string()
+}
+
+/// Asks `math/add` on a stream of its own, finishes the sending side at once (protocol v1.1),
+/// and checks that the answer still arrives.
+pub async fn half_closed_request_gets_its_answer<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    stream: &mut S,
+) {
+    send_raw(stream, &request("1", "/math/add", json!({"a": 1, "b": 2}))).await;
+    stream.shutdown().await.unwrap();
+    let answer = recv_raw(stream).await.unwrap();
+    assert_eq!(answer["type"], "call.responded");
+    assert_eq!(answer["payload"]["output"], json!(3.0));
 }
 
 pub const NO_WAIT: Duration = Duration::from_secs(0);

@@ -17,13 +17,17 @@
 //! assert_eq!(request.input, json!({"a": 1, "b": 2}));
 //! ```
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{CallError, ErrorCode};
 use crate::framing::{FrameError, MAX_FRAME_LIMIT};
+
+mod reply;
+
+pub use reply::{decode_reply, Reply};
 
 /// The longest request id the protocol allows, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -109,12 +113,7 @@ pub fn decode_envelope(frame: &[u8]) -> Result<Envelope, ProtocolViolation> {
         Some(_) => return Err(ProtocolViolation("envelope `id` is not a string".into())),
         None => return Err(ProtocolViolation("envelope has no `id`".into())),
     };
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(ProtocolViolation(format!(
-            "envelope `id` must be 1 to {MAX_ID_LEN} bytes, got {}",
-            id.len()
-        )));
-    }
+    check_id_len(&id)?;
     let payload = match fields.remove("payload") {
         Some(payload @ Value::Object(_)) => payload,
         Some(_) => {
@@ -125,6 +124,17 @@ pub fn decode_envelope(frame: &[u8]) -> Result<Envelope, ProtocolViolation> {
         None => return Err(ProtocolViolation("envelope has no `payload`".into())),
     };
     Ok(Envelope { kind, id, payload })
+}
+
+/// The one rule on `id` lengths, shared by both decoders.
+fn check_id_len(id: &str) -> Result<(), ProtocolViolation> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(ProtocolViolation(format!(
+            "envelope `id` must be 1 to {MAX_ID_LEN} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(())
 }
 
 impl Envelope {
@@ -283,6 +293,16 @@ pub fn encode_frame_of(kind: &EventType, id: &str, payload: &impl Serialize, out
 /// `INTERNAL`, as with [`encode_frame_of`].
 pub fn encode_responded_frame(id: &str, output: &Value, out: &mut BytesMut) {
     encode_frame_of(&EventType::Responded, id, &RespondedPayload { output }, out);
+}
+
+/// Initial size of an encoded frame: most answers fit without regrowing.
+pub(crate) const FRAME_CAPACITY: usize = 256;
+
+/// One frame in a buffer of its own (see [`encode_frame_of`]).
+pub(crate) fn frame_of(kind: &EventType, id: &str, payload: &impl Serialize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
+    encode_frame_of(kind, id, payload, &mut buf);
+    buf.freeze()
 }
 
 /// The `call.requested` payload.

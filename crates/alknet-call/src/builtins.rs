@@ -1,0 +1,213 @@
+//! The built-in operations every call service serves: `services/list`, `services/schema`,
+//! `pubsub/publish` and `pubsub/subscribe`.
+//!
+//! Each captures what it needs when it is registered (the catalog of operations, the broker, the
+//! live pub/sub rules, the queue depth) instead of reaching back into the service through the
+//! request context.
+
+use std::sync::Weak;
+
+use alknet_core::{ConfigStore, Identity};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::context::CallContext;
+use crate::error::{CallError, ErrorCode};
+use crate::pubsub::{may_publish, may_subscribe, Broker, PubSubPolicy};
+use crate::registry::{Handler, OperationRegistry, OperationSpec, OperationType, RegistryError};
+use crate::topic::{validate_pattern, validate_topic};
+
+/// What the built-ins need from the service they are part of.
+pub(crate) struct Captured {
+    /// The service's complete registry (the built-ins included). Weak, because the registry holds
+    /// the built-ins: a strong reference would be a cycle that is never freed.
+    pub(crate) catalog: Weak<OperationRegistry>,
+    /// The service's broker.
+    pub(crate) broker: Broker,
+    /// The live pub/sub rules.
+    pub(crate) pubsub: ConfigStore<PubSubPolicy>,
+    /// Queue depth of each pub/sub subscription.
+    pub(crate) subscription_queue: usize,
+}
+
+fn object_schema(properties: Value, required: &[&str]) -> Value {
+    json!({ "type": "object", "properties": properties, "required": required })
+}
+
+/// Adds the built-ins to `r`.
+pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), RegistryError> {
+    let Captured {
+        catalog,
+        broker,
+        pubsub,
+        subscription_queue,
+    } = with;
+    let list_catalog = catalog.clone();
+    r.register(
+        OperationSpec::new(
+            "services/list",
+            OperationType::Query,
+            json!({ "type": ["object", "null"] }),
+            object_schema(
+                json!({ "operations": { "type": "array" } }),
+                &["operations"],
+            ),
+        )
+        .describe("The operations this caller may call."),
+        Handler::unary(move |ctx: CallContext, _| {
+            let catalog = list_catalog.upgrade();
+            async move {
+                let catalog = catalog.ok_or_else(shutting_down)?;
+                Ok(list_for(&catalog, ctx.identity.as_ref()))
+            }
+        }),
+    )?;
+    r.register(
+        OperationSpec::new(
+            "services/schema",
+            OperationType::Query,
+            object_schema(json!({ "name": { "type": "string" } }), &["name"]),
+            json!({ "type": "object" }),
+        )
+        .describe("The full contract of one operation."),
+        Handler::unary(move |ctx: CallContext, input: Value| {
+            let catalog = catalog.upgrade();
+            async move {
+                let catalog = catalog.ok_or_else(shutting_down)?;
+                let name = input["name"].as_str().unwrap_or_default();
+                schema_for(
+                    &catalog,
+                    ctx.identity.as_ref(),
+                    name.trim_start_matches('/'),
+                )
+            }
+        }),
+    )?;
+    let (publish_broker, publish_rules) = (broker.clone(), pubsub.clone());
+    r.register(
+        OperationSpec::new(
+            "pubsub/publish",
+            OperationType::Mutation,
+            object_schema(
+                json!({ "topic": { "type": "string" }, "data": true }),
+                &["topic"],
+            ),
+            object_schema(
+                json!({ "delivered": { "type": "integer", "minimum": 0 } }),
+                &["delivered"],
+            ),
+        )
+        .describe("Publishes data to a topic."),
+        Handler::unary(move |ctx: CallContext, input: Value| {
+            let (broker, rules) = (publish_broker.clone(), publish_rules.clone());
+            async move {
+                let topic = input["topic"].as_str().unwrap_or_default();
+                validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
+                let policy = rules.load();
+                if !may_publish(&policy, topic, ctx.identity.as_ref()) {
+                    return Err(denied(ctx.identity.as_ref(), "publish to this topic"));
+                }
+                let delivered = broker.publish(&policy, topic, &input["data"]);
+                Ok(json!({ "delivered": delivered }))
+            }
+        }),
+    )?;
+    r.register(
+        OperationSpec::new(
+            "pubsub/subscribe",
+            OperationType::Subscription,
+            object_schema(json!({ "topic": { "type": "string" } }), &["topic"]),
+            object_schema(json!({ "topic": { "type": "string" }, "data": true }), &["topic"]),
+        )
+        .describe("Receives what is published to topics matching a pattern (`*` one segment, `>` the rest)."),
+        Handler::stream(move |ctx: CallContext, input: Value| {
+            let pattern = input["topic"].as_str().unwrap_or_default().to_string();
+            let checked = validate_pattern(&pattern)
+                .map_err(|e| CallError::new(ErrorCode::InvalidInput, e))
+                .and_then(|()| {
+                    if may_subscribe(&pubsub.load(), ctx.identity.as_ref()) {
+                        Ok(())
+                    } else {
+                        Err(denied(ctx.identity.as_ref(), "subscribe"))
+                    }
+                });
+            match checked {
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                Ok(()) => {
+                    let sub = broker.subscribe(&pattern, ctx.identity.clone(), subscription_queue);
+                    futures::stream::unfold(Some(sub), |state| async move {
+                        let mut sub = state?;
+                        tokio::select! {
+                            biased;
+                            _ = sub.overflow.cancelled() => Some((Err(overloaded()), None)),
+                            item = sub.items.recv() => item.map(|v| (Ok(v), Some(sub))),
+                        }
+                    })
+                    .boxed()
+                }
+            }
+        }),
+    )?;
+    Ok(())
+}
+
+fn shutting_down() -> CallError {
+    CallError::new(ErrorCode::Unavailable, "the service is shutting down")
+}
+
+fn overloaded() -> CallError {
+    CallError::new(
+        ErrorCode::Overloaded,
+        "subscriber fell too far behind; the subscription was ended (resubscribe and read faster)",
+    )
+}
+
+fn denied(identity: Option<&Identity>, what: &str) -> CallError {
+    match identity {
+        None => CallError::new(
+            ErrorCode::Unauthenticated,
+            format!("an identity is needed to {what}"),
+        ),
+        Some(_) => CallError::new(ErrorCode::Forbidden, format!("not allowed to {what}")),
+    }
+}
+
+/// `NOT_FOUND` for `name` (unknown, internal, or not callable by this caller).
+pub(crate) fn not_found(name: &str) -> CallError {
+    CallError::new(ErrorCode::NotFound, format!("no operation /{name}"))
+}
+
+fn callable(op: &crate::registry::Operation, identity: Option<&Identity>) -> bool {
+    op.spec.visibility == crate::registry::Visibility::External
+        && op.spec.access.check(identity).is_ok()
+}
+
+/// `services/list` for `identity`: the external operations it may call.
+pub(crate) fn list_for(catalog: &OperationRegistry, identity: Option<&Identity>) -> Value {
+    let operations: Vec<Value> = catalog
+        .iter()
+        .filter(|op| callable(op, identity))
+        .map(|op| {
+            let mut entry = json!({ "name": op.spec.name, "type": op.spec.kind });
+            if let Some(d) = &op.spec.description {
+                entry["description"] = json!(d);
+            }
+            entry
+        })
+        .collect();
+    json!({ "operations": operations })
+}
+
+/// `services/schema` for `identity`: the contract of `name`, or `NOT_FOUND` if it may not call it.
+pub(crate) fn schema_for(
+    catalog: &OperationRegistry,
+    identity: Option<&Identity>,
+    name: &str,
+) -> Result<Value, CallError> {
+    match catalog.get(name) {
+        Some(op) if callable(op, identity) => {
+            Ok(serde_json::to_value(&op.spec).unwrap_or(Value::Null))
+        }
+        _ => Err(not_found(name)),
+    }
+}

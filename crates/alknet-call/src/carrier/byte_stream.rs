@@ -1,0 +1,126 @@
+//! The byte-stream carrier adapter: length-prefixed frames over a
+//! [`BiStream`](alknet_core::BiStream) (a QUIC stream, or the one stream of TCP+TLS).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use alknet_core::{BiStream, BoxedStream};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::{EnvelopeSource, FrameSink, ReceiveError};
+use crate::framing::FrameDecoder;
+
+/// How much more room a read asks for when the decoder needs bytes.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads frames from a byte stream.
+pub struct FrameReader<R> {
+    io: R,
+    decoder: FrameDecoder,
+}
+
+impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
+    /// Reads frames of at most `max_frame` bytes from `io`.
+    pub fn new(io: R, max_frame: usize) -> Self {
+        Self {
+            io,
+            decoder: FrameDecoder::new(max_frame),
+        }
+    }
+
+    /// The stream underneath (to stop or reset it).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
+    /// The next frame's body; `Ok(None)` at the end of the stream.
+    pub async fn next_frame(&mut self) -> Result<Option<Bytes>, ReceiveError> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(None) => {}
+                Err(e) => return Err(ReceiveError::Violation(e.to_string())),
+            }
+            self.decoder.buffer_mut().reserve(READ_CHUNK);
+            match self.io.read_buf(self.decoder.buffer_mut()).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(ReceiveError::Broken(e.to_string())),
+            }
+        }
+    }
+}
+
+/// A stream shared by the task that reads it and the task that writes it. Unlike
+/// `tokio::io::split`, both keep the stream's controls: the reader resets it on a violation, the
+/// writer learns that the peer stopped reading.
+#[derive(Clone)]
+pub struct SharedStream(Arc<Mutex<BoxedStream>>);
+
+impl SharedStream {
+    /// Shares `stream`.
+    pub fn new(stream: BoxedStream) -> Self {
+        Self(Arc::new(Mutex::new(stream)))
+    }
+
+    /// Runs `f` on the stream (held for the duration of `f` only; never across an await).
+    pub fn with<T>(&self, f: impl FnOnce(&mut dyn BiStream) -> T) -> T {
+        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut **stream)
+    }
+}
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.with(|s| Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.with(|s| Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with(|s| Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+impl EnvelopeSource for FrameReader<SharedStream> {
+    async fn next_envelope(&mut self) -> Result<Option<Bytes>, ReceiveError> {
+        self.next_frame().await
+    }
+
+    fn abandon(&mut self, code: u32) {
+        self.io.with(|s| s.reset(code));
+    }
+}
+
+/// The sending side of a shared byte stream.
+pub struct FrameWriter(pub SharedStream);
+
+impl FrameSink for FrameWriter {
+    async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
+        self.0.write_all(frames).await?;
+        self.0.flush().await
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}

@@ -1,0 +1,35 @@
+//! The limits and defaults of a call service ([`CallOptions`]).
+
+use std::time::Duration;
+
+use crate::framing::DEFAULT_MAX_FRAME;
+
+/// Limits and defaults of a call service.
+#[derive(Clone, Debug)]
+pub struct CallOptions {
+    /// Largest frame accepted (default 16 MiB, at most 64 MiB).
+    pub max_frame: usize,
+    /// Concurrent requests per connection, subscriptions included (default 1024).
+    pub max_concurrent: usize,
+    /// Queue depth of each pub/sub subscription (default 1024).
+    pub subscription_queue: usize,
+    /// Deadline of queries and mutations that ask for none (default 30 s).
+    pub default_timeout: Duration,
+    /// Cap on any requested deadline (default 10 min).
+    pub max_timeout: Duration,
+    /// Validate handler outputs against their schema (default on).
+    pub validate_output: bool,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_concurrent: 1024,
+            subscription_queue: 1024,
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(600),
+            validate_output: true,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! One outgoing request and its answers ([`Exchange`]), and the options a caller sets on it.
+//!
+//! On a multi-stream carrier each request opens its own stream, half-closes it right after
+//! `call.requested` (protocol v1.1: a FIN is not an abort) and reads its answers there; it cancels
+//! by stopping its receive side (STOP_SENDING, code [`STOP_CANCELLED`]). On a single-stream
+//! carrier every request shares the one stream: answers are routed by id, and a cancel is a
+//! `call.aborted` envelope.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_core::BoxedStream;
+use bytes::{Bytes, BytesMut};
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::link::Link;
+use crate::carrier::byte_stream::FrameReader;
+use crate::carrier::writer::Writer;
+use crate::carrier::{ReceiveError, STOP_CANCELLED};
+use crate::envelope::{decode_reply, frame_of, try_encode_frame_of, CallRequest, EventType, Reply};
+use crate::error::{CallError, ErrorCode};
+
+/// Extra time a caller waits past the deadline it asked for, so the callee's `TIMEOUT` wins.
+pub(crate) const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Per-request options for outgoing calls.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOptions {
+    /// A bearer token (peer token or `alk_…` API key) for this request only.
+    pub auth_token: Option<String>,
+    /// The deadline to ask for; the call also fails locally with `TIMEOUT` after it.
+    pub timeout: Option<Duration>,
+    /// Cancelling this token aborts the request.
+    pub cancel: Option<CancellationToken>,
+}
+
+enum Route {
+    /// A stream of our own; `None` once finished or abandoned.
+    Own(Option<FrameReader<BoxedStream>>),
+    /// The shared stream of a single-stream carrier.
+    Shared {
+        replies: mpsc::Receiver<Reply>,
+        writer: Writer,
+    },
+}
+
+/// One outgoing request and its answers. Dropping it before a terminal answer cancels the request.
+pub(crate) struct Exchange {
+    id: String,
+    link: Arc<Link>,
+    route: Route,
+    finished: bool,
+    cancel: Option<CancellationToken>,
+    deadline: Option<Instant>,
+}
+
+pub(crate) fn unavailable(why: &str) -> CallError {
+    CallError::new(
+        ErrorCode::Unavailable,
+        format!("connection unavailable: {why}"),
+    )
+}
+
+impl Exchange {
+    /// Sends `call.requested`. `local_deadline` applies when the options ask for no deadline.
+    pub(crate) async fn open(
+        link: &Arc<Link>,
+        operation: &str,
+        input: Value,
+        options: RequestOptions,
+        local_deadline: Option<Duration>,
+    ) -> Result<Self, CallError> {
+        if link.closed.is_cancelled() {
+            return Err(unavailable("closed"));
+        }
+        let id = link.next_id();
+        let request = CallRequest {
+            operation: operation.trim_start_matches('/').to_string(),
+            input,
+            auth_token: options.auth_token,
+            timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
+        };
+        let mut frame = BytesMut::new();
+        try_encode_frame_of(&EventType::Requested, &id, &request, &mut frame).map_err(|e| {
+            CallError::new(
+                ErrorCode::InvalidInput,
+                format!("request cannot be sent: {e}"),
+            )
+        })?;
+        let route = if link.conn.is_single_stream() {
+            Self::send_shared(link, &id, frame.freeze()).await?
+        } else {
+            let mut stream = link
+                .conn
+                .open_bi()
+                .await
+                .map_err(|e| unavailable(&e.to_string()))?;
+            stream
+                .write_all(&frame)
+                .await
+                .map_err(|e| unavailable(&e.to_string()))?;
+            // One request per stream: our sending side is done (a FIN, not an abort).
+            stream
+                .shutdown()
+                .await
+                .map_err(|e| unavailable(&e.to_string()))?;
+            Route::Own(Some(FrameReader::new(stream, link.options.max_frame)))
+        };
+        let deadline = options
+            .timeout
+            .map(|t| t + DEADLINE_GRACE)
+            .or(local_deadline)
+            .map(|t| Instant::now() + t);
+        Ok(Self {
+            id,
+            link: link.clone(),
+            route,
+            finished: false,
+            cancel: options.cancel,
+            deadline,
+        })
+    }
+
+    async fn send_shared(link: &Arc<Link>, id: &str, frame: Bytes) -> Result<Route, CallError> {
+        let writer = link
+            .shared_writer()
+            .await
+            .ok_or_else(|| unavailable("closed"))?;
+        let (tx, replies) = mpsc::channel(link.options.subscription_queue);
+        link.expect(id, tx);
+        if !writer.send(frame, None).await {
+            link.forget(id);
+            return Err(unavailable("stream closed"));
+        }
+        Ok(Route::Shared { replies, writer })
+    }
+
+    async fn read_reply(&mut self) -> Reply {
+        match &mut self.route {
+            Route::Shared { replies, .. } => match replies.recv().await {
+                Some(reply) => reply,
+                None => Reply::Error(unavailable("closed")),
+            },
+            Route::Own(None) => Reply::Error(unavailable("stream closed")),
+            Route::Own(Some(reader)) => loop {
+                match reader.next_frame().await {
+                    Ok(Some(frame)) => match decode_reply(&frame, &self.id) {
+                        Ok(Some(reply)) => return reply,
+                        Ok(None) => continue,
+                        Err(v) => {
+                            return Reply::Error(unavailable(&format!(
+                                "peer sent an invalid frame: {v}"
+                            )))
+                        }
+                    },
+                    Ok(None) => {
+                        return Reply::Error(unavailable("the stream ended before an answer"))
+                    }
+                    Err(ReceiveError::Violation(e)) => {
+                        return Reply::Error(unavailable(&format!(
+                            "peer sent an invalid frame: {e}"
+                        )))
+                    }
+                    Err(ReceiveError::Broken(e)) => return Reply::Error(unavailable(&e)),
+                }
+            },
+        }
+    }
+
+    /// The next reply; terminal replies finish the exchange.
+    pub(crate) async fn next(&mut self) -> Reply {
+        let deadline = self.deadline;
+        let cancel = self.cancel.clone();
+        let reply = tokio::select! {
+            biased;
+            _ = async { match &cancel { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
+                self.abort();
+                Reply::Error(CallError::new(ErrorCode::Cancelled, "the request was cancelled"))
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                self.abort();
+                Reply::Error(CallError::new(ErrorCode::Timeout, "no answer before the deadline"))
+            }
+            reply = self.read_reply() => reply,
+        };
+        if reply.is_terminal() {
+            self.finish();
+        }
+        reply
+    }
+
+    /// Ends the exchange after its last answer.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+        if let Route::Own(reader) = &mut self.route {
+            // Our sending side is already finished; dropping releases the stream.
+            reader.take();
+        }
+        self.link.forget(&self.id);
+    }
+
+    /// Cancels the request (once) and stops listening: STOP_SENDING on our own stream,
+    /// `call.aborted` on a shared one.
+    fn abort(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        match &mut self.route {
+            Route::Own(reader) => {
+                if let Some(mut reader) = reader.take() {
+                    reader.get_mut().stop(STOP_CANCELLED);
+                }
+            }
+            Route::Shared { writer, .. } => {
+                writer.try_send(frame_of(&EventType::Aborted, &self.id, &Map::new()));
+                self.link.forget(&self.id);
+            }
+        }
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}

@@ -1,0 +1,105 @@
+//! The state of one connection that the caller side shares with the dispatcher serving it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use alknet_core::{AuthContext, Connection};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::carrier::writer::Writer;
+use crate::envelope::Reply;
+use crate::options::CallOptions;
+
+/// One connection, as both directions of the protocol see it.
+pub(crate) struct Link {
+    /// The connection.
+    pub(crate) conn: Connection,
+    /// What the endpoint knew about the connection.
+    pub(crate) auth: AuthContext,
+    /// The limits of the service on this end.
+    pub(crate) options: CallOptions,
+    /// Our requests on the shared stream of a single-stream carrier, by id: the dispatcher
+    /// reading that stream routes their answers here.
+    pending: Mutex<HashMap<String, mpsc::Sender<Reply>>>,
+    /// The writer of the shared stream, once the dispatcher has it.
+    shared_writer: watch::Sender<Option<Writer>>,
+    /// Cancelled once the connection is closed.
+    pub(crate) closed: CancellationToken,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    pub(crate) fn new(conn: Connection, auth: AuthContext, options: CallOptions) -> Self {
+        Self {
+            conn,
+            auth,
+            options,
+            pending: Mutex::default(),
+            shared_writer: watch::channel(None).0,
+            closed: CancellationToken::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh id for one of our requests.
+    pub(crate) fn next_id(&self) -> String {
+        self.next_id.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    /// Publishes (or withdraws, with `None`) the shared stream's writer.
+    pub(crate) fn set_shared_writer(&self, writer: Option<Writer>) {
+        self.shared_writer.send_replace(writer);
+    }
+
+    /// The shared stream's writer, waiting until the dispatcher has one; `None` once closed.
+    pub(crate) async fn shared_writer(&self) -> Option<Writer> {
+        let mut watch = self.shared_writer.subscribe();
+        tokio::select! {
+            w = watch.wait_for(Option::is_some) => w.ok().and_then(|w| w.clone()),
+            _ = self.closed.cancelled() => None,
+        }
+    }
+
+    /// Registers one of our requests on the shared stream; its answers arrive on `tx`.
+    pub(crate) fn expect(&self, id: &str, tx: mpsc::Sender<Reply>) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(id.to_owned(), tx);
+        }
+    }
+
+    /// Stops routing answers to `id`.
+    pub(crate) fn forget(&self, id: &str) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(id);
+        }
+    }
+
+    /// Delivers an answer to one of our requests on the shared stream. A full queue waits: on a
+    /// single-stream carrier the one stream is the unit of flow control, so a slow local consumer
+    /// slows the connection (as TCP would) instead of losing answers.
+    pub(crate) async fn route(&self, id: &str, reply: Reply) {
+        let terminal = reply.is_terminal();
+        let tx = match self.pending.lock() {
+            Ok(mut pending) if terminal => pending.remove(id),
+            Ok(pending) => pending.get(id).cloned(),
+            Err(_) => None,
+        };
+        // Late frames after an abort or for unknown ids are discarded.
+        if let Some(tx) = tx {
+            if tx.send(reply).await.is_err() {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Marks the connection closed: pending requests fail with `UNAVAILABLE`.
+    pub(crate) fn shut(&self) {
+        self.closed.cancel();
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear();
+        }
+        self.shared_writer.send_replace(None);
+    }
+}

@@ -1,0 +1,266 @@
+//! The dispatcher: consumes whole envelopes from a carrier, starts a task per request, routes the
+//! answers to our own requests, and produces whole envelopes through each stream's writer.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use alknet_core::{BoxedStream, StoppedFuture};
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::request;
+use super::RESET_PROTOCOL_VIOLATION;
+use crate::carrier::byte_stream::{FrameReader, FrameWriter, SharedStream};
+use crate::carrier::writer::Writer;
+use crate::carrier::{EnvelopeSource, FrameSink, ReceiveError};
+use crate::envelope::{decode_envelope, frame_of, Envelope, EventType, Reply};
+use crate::error::{CallError, ErrorCode};
+use crate::peer::link::Link;
+use crate::service::CallService;
+
+/// A request we are serving.
+struct Incoming {
+    /// Tells this entry from a later request that reuses the id.
+    generation: u64,
+    /// Cancels the request (its handler is dropped, nothing more is written for it).
+    token: CancellationToken,
+}
+
+/// Serves one connection.
+pub(super) struct Dispatcher {
+    pub(super) link: Arc<Link>,
+    pub(super) service: Arc<CallService>,
+    incoming: Mutex<HashMap<String, Incoming>>,
+    permits: Arc<Semaphore>,
+    /// The tasks reading streams.
+    streams: TaskTracker,
+    /// The requests being served.
+    requests: TaskTracker,
+    generation: AtomicU64,
+}
+
+impl Dispatcher {
+    pub(super) fn new(link: Arc<Link>, service: Arc<CallService>) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(service.options().max_concurrent)),
+            link,
+            service,
+            incoming: Mutex::default(),
+            streams: TaskTracker::new(),
+            requests: TaskTracker::new(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Accepts streams until the connection closes (or the node drains), then lets what runs
+    /// finish unless the connection goes away first.
+    pub(super) async fn run(self: Arc<Self>) {
+        let conn = &self.link.conn;
+        let single = conn.is_single_stream();
+        let accept = async {
+            while let Ok(stream) = conn.accept_bi().await {
+                self.streams.spawn(self.clone().drive(stream, single));
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = self.drain_single_stream(), if single => {}
+        }
+        self.streams.close();
+        tokio::select! {
+            _ = conn.closed() => {}
+            _ = async {
+                self.streams.wait().await;
+                self.requests.close();
+                self.requests.wait().await;
+            } => conn.close(0, "done"),
+        }
+        self.link.shut();
+    }
+
+    /// A multi-stream carrier drains by hiding new streams (the endpoint does that). The one
+    /// stream of a single-stream carrier stays, so once the node drains, new requests are refused
+    /// (see [`on_requested`](Self::on_requested)); when those in flight are done the connection
+    /// closes, so an idle client does not hold the node's shutdown up.
+    async fn drain_single_stream(&self) {
+        self.link.conn.draining().await;
+        self.requests.close();
+        self.requests.wait().await;
+        self.link.conn.close(0, "node shutting down");
+    }
+
+    /// Serves one stream of a byte-stream carrier (a QUIC stream, or the one stream of TCP+TLS).
+    async fn drive(self: Arc<Self>, stream: BoxedStream, shared: bool) {
+        let stopped = stream.stopped();
+        let stream = SharedStream::new(stream);
+        let source = FrameReader::new(stream.clone(), self.link.options.max_frame);
+        self.serve_stream(source, FrameWriter(stream), stopped, shared)
+            .await;
+    }
+
+    /// Serves one stream of any carrier until it ends: envelopes in from `source`, answers out
+    /// through `sink`. `shared` says the stream is the connection's only one (our own requests
+    /// go out on it too). A message carrier (WebSocket) plugs in here with its own adapter.
+    async fn serve_stream(
+        self: Arc<Self>,
+        mut source: impl EnvelopeSource,
+        sink: impl FrameSink,
+        stopped: StoppedFuture,
+        shared: bool,
+    ) {
+        // Every request answered on this stream is a child: a reset, a violation or the peer
+        // stopping the stream cancels them all.
+        let token = self.link.closed.child_token();
+        let writer = Writer::spawn(sink, stopped, token.clone());
+        if shared {
+            self.link.set_shared_writer(Some(writer.clone()));
+        }
+        let violation = self.read_envelopes(&mut source, &writer, &token).await;
+        if shared {
+            // Let the writer end with the requests still running, so the stream closes behind them.
+            self.link.set_shared_writer(None);
+        }
+        if let Some(reason) = violation {
+            warn!(target: "alknet::call", remote = %self.link.conn.remote_addr(), %reason, "protocol violation; resetting the stream");
+            token.cancel();
+            if shared {
+                self.link
+                    .conn
+                    .close(RESET_PROTOCOL_VIOLATION, "protocol violation");
+            } else {
+                source.abandon(RESET_PROTOCOL_VIOLATION);
+            }
+        }
+    }
+
+    /// Handles one stream's envelopes until it ends; `Some(reason)` on a protocol violation.
+    async fn read_envelopes(
+        self: &Arc<Self>,
+        source: &mut impl EnvelopeSource,
+        writer: &Writer,
+        stream: &CancellationToken,
+    ) -> Option<String> {
+        loop {
+            let next = tokio::select! {
+                next = source.next_envelope() => next,
+                _ = self.link.closed.cancelled() => return None,
+            };
+            let envelope = match next {
+                Ok(Some(frame)) => match decode_envelope(&frame) {
+                    Ok(envelope) => envelope,
+                    Err(v) => return Some(v.to_string()),
+                },
+                // The peer finished sending (a FIN is not an abort): answers still go out.
+                Ok(None) => return None,
+                // Reset by the peer: fail the requests that were on this stream.
+                Err(ReceiveError::Broken(_)) => {
+                    stream.cancel();
+                    return None;
+                }
+                Err(ReceiveError::Violation(reason)) => return Some(reason),
+            };
+            if let Err(reason) = self.on_envelope(envelope, writer, stream).await {
+                return Some(reason);
+            }
+        }
+    }
+
+    /// Handles one decoded envelope; `Err` is a protocol violation.
+    async fn on_envelope(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        writer: &Writer,
+        stream: &CancellationToken,
+    ) -> Result<(), String> {
+        let Envelope { kind, id, payload } = envelope;
+        match kind {
+            EventType::Requested => {
+                if let Some(answer) = self.on_requested(id, payload, writer, stream)? {
+                    writer.send(answer, None).await;
+                }
+            }
+            EventType::Aborted => {
+                let removed = self.incoming.lock().ok().and_then(|mut m| m.remove(&id));
+                match removed {
+                    Some(request) => request.token.cancel(),
+                    None => self.link.route(&id, Reply::Aborted).await,
+                }
+            }
+            EventType::Unknown(kind) => {
+                debug!(target: "alknet::call", %kind, "ignoring envelope of unknown type");
+            }
+            kind => {
+                if let Some(reply) = Reply::from_envelope(&kind, payload) {
+                    self.link.route(&id, reply).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts serving a request, or returns the answer that refuses it at once.
+    fn on_requested(
+        self: &Arc<Self>,
+        id: String,
+        payload: Value,
+        writer: &Writer,
+        stream: &CancellationToken,
+    ) -> Result<Option<Bytes>, String> {
+        let mut incoming = self.incoming.lock().map_err(|_| "poisoned")?;
+        if incoming.contains_key(&id) {
+            return Err(format!(
+                "request id {id:?} is already open on this connection"
+            ));
+        }
+        let conn = &self.link.conn;
+        if conn.is_single_stream() && conn.is_draining() {
+            let err = CallError::new(
+                ErrorCode::Unavailable,
+                "node shutting down; reconnect elsewhere or retry",
+            );
+            return Ok(Some(frame_of(&EventType::Error, &id, &err)));
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let err = CallError::new(
+                ErrorCode::Overloaded,
+                "too many concurrent requests on this connection; retry later",
+            );
+            return Ok(Some(frame_of(&EventType::Error, &id, &err)));
+        };
+        let token = stream.child_token();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        incoming.insert(
+            id.clone(),
+            Incoming {
+                generation,
+                token: token.clone(),
+            },
+        );
+        self.requests.spawn(request::serve(
+            self.clone(),
+            request::Served {
+                id,
+                payload,
+                writer: writer.clone(),
+                token,
+                generation,
+                _permit: permit,
+            },
+        ));
+        Ok(None)
+    }
+
+    /// Forgets a request that finished, unless its id was reused meanwhile.
+    pub(super) fn done(&self, id: &str, generation: u64) {
+        if let Ok(mut incoming) = self.incoming.lock() {
+            if incoming.get(id).is_some_and(|r| r.generation == generation) {
+                incoming.remove(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Serving one request: steps 1–5 of the contract, the deadline, and the handler's answers.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{FutureExt, StreamExt};
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::dispatch::Dispatcher;
+use crate::carrier::writer::Writer;
+use crate::context::CallContext;
+use crate::envelope::{
+    encode_frame_of, encode_responded_frame, frame_of, CallRequest, EventType, FRAME_CAPACITY,
+};
+use crate::error::{CallError, ErrorCode};
+use crate::peer::Peer;
+use crate::registry::{Handler, OperationType};
+
+/// Bytes of ready subscription items encoded into one write.
+const STREAM_BATCH: usize = 32 * 1024;
+
+/// A request being served.
+pub(super) struct Served {
+    pub(super) id: String,
+    pub(super) payload: Value,
+    /// The writer of the stream the request arrived on: its answers go there.
+    pub(super) writer: Writer,
+    /// Cancelled by `call.aborted`, by the peer stopping the stream, a reset, or the connection
+    /// closing; from then on nothing is written for this id.
+    pub(super) token: CancellationToken,
+    pub(super) generation: u64,
+    pub(super) _permit: OwnedSemaphorePermit,
+}
+
+/// Serves one request; a panicking handler is answered `INTERNAL`.
+pub(super) async fn serve(dispatcher: Arc<Dispatcher>, served: Served) {
+    let Served {
+        id,
+        payload,
+        writer,
+        token,
+        generation,
+        _permit,
+    } = served;
+    let outcome = AssertUnwindSafe(run(&dispatcher, &id, payload, &writer, &token))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        warn!(target: "alknet::call", %id, "handler panicked; answering INTERNAL");
+        writer
+            .send(
+                frame_of(&EventType::Error, &id, &CallError::internal()),
+                Some(&token),
+            )
+            .await;
+    }
+    dispatcher.done(&id, generation);
+}
+
+async fn run(
+    dispatcher: &Arc<Dispatcher>,
+    id: &str,
+    payload: Value,
+    writer: &Writer,
+    token: &CancellationToken,
+) {
+    let service = &dispatcher.service;
+    let send_error = |e: CallError| async move {
+        writer
+            .send(frame_of(&EventType::Error, id, &e), Some(token))
+            .await;
+    };
+    let request = match CallRequest::from_payload(&payload) {
+        Ok(r) => r,
+        Err(e) => return send_error(e).await,
+    };
+    let (op, identity) = match service.admit(&request, dispatcher.link.auth.identity.as_ref()) {
+        Ok(admitted) => admitted,
+        Err(e) => return send_error(e).await,
+    };
+    let options = service.options();
+    let validate = options.validate_output;
+    let timeout = match (op.spec.kind, request.timeout_ms) {
+        (_, Some(ms)) => Some(Duration::from_millis(ms).min(options.max_timeout)),
+        (OperationType::Subscription, None) => None,
+        (_, None) => Some(options.default_timeout),
+    };
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let timed_out = || {
+        CallError::new(
+            ErrorCode::Timeout,
+            "the deadline passed before the operation finished",
+        )
+    };
+    // `token` is cancelled by the caller's abort (and then no frame is written for this id); the
+    // handler's own token also ends when the request does, so whatever it started ends with it.
+    let handler_token = token.child_token();
+    let _ends_with_request = handler_token.clone().drop_guard();
+    let ctx = CallContext::new(
+        identity,
+        op.spec.name.as_str().into(),
+        handler_token,
+        service.clone(),
+        Some(Peer {
+            link: dispatcher.link.clone(),
+        }),
+    );
+    match &op.handler {
+        Handler::Unary(f) => {
+            let result = tokio::select! {
+                biased;
+                _ = token.cancelled() => return,
+                _ = &mut deadline => Err(timed_out()),
+                r = f(ctx, request.input) => r.map_err(|e| op.vet_error(e)),
+            };
+            let frame = match result.and_then(|out| op.vet_output(&out, validate).map(|()| out)) {
+                Ok(output) => {
+                    let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
+                    encode_responded_frame(id, &output, &mut buf);
+                    buf.freeze()
+                }
+                Err(e) => frame_of(&EventType::Error, id, &e),
+            };
+            writer.send(frame, Some(token)).await;
+        }
+        Handler::Stream(f) => {
+            let mut items = f(ctx, request.input);
+            let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
+            loop {
+                let first = tokio::select! {
+                    biased;
+                    _ = token.cancelled() => return,
+                    _ = &mut deadline => return send_error(timed_out()).await,
+                    item = items.next() => item,
+                };
+                // Encode this item and whatever else is ready now into one write.
+                let mut next = Some(first);
+                let mut ended = false;
+                while let Some(item) = next.take() {
+                    match item {
+                        Some(Ok(output)) => match op.vet_output(&output, validate) {
+                            Ok(()) => encode_responded_frame(id, &output, &mut batch),
+                            Err(e) => {
+                                encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                                ended = true;
+                            }
+                        },
+                        Some(Err(e)) => {
+                            encode_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
+                            ended = true;
+                        }
+                        None => {
+                            encode_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
+                            ended = true;
+                        }
+                    }
+                    if !ended && batch.len() < STREAM_BATCH {
+                        next = items.next().now_or_never();
+                    }
+                }
+                let frames = batch.split().freeze();
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => return,
+                    sent = writer.send(frames, Some(token)) => if !sent { return },
+                }
+                if ended {
+                    return;
+                }
+            }
+        }
+    }
+}
