@@ -134,6 +134,8 @@ export class Peer implements RemoteOperations {
   private generation = 0
   private readonly events = new StatusBroadcast()
   private connectedWaiters: (() => void)[] = []
+  /** Resumable subscriptions renew themselves here when a new connection is up. */
+  private readonly onConnected = new Set<() => void>()
 
   /** @internal */
   constructor(peer: native.Peer, completions: Completions, redial?: () => Promise<native.Peer>, reconnect?: ReconnectOptions) {
@@ -173,6 +175,7 @@ export class Peer implements RemoteOperations {
       this.native = next
       this.generation++
       this.events.emit({ type: 'connected' })
+      for (const renew of [...this.onConnected]) renew()
       for (const wake of this.connectedWaiters.splice(0)) wake()
     }
   }
@@ -248,43 +251,60 @@ export class Peer implements RemoteOperations {
     return this.resumable(operation, open, options)
   }
 
-  /** A subscription that opens again on the next connection when this one drops. */
+  /**
+   * A subscription that opens again on the next connection when this one drops. The new one is
+   * opened as soon as the peer has reconnected (not when the consumer next pulls), so that what
+   * is published after the reconnect reaches it; the consumer first drains what the old one
+   * delivered, then continues with the new one.
+   */
   private resumable<T>(operation: string, open: () => Subscription<T>, options: SubscribeOptions): Subscription<T> {
-    // The first subscription opens at once, as a plain one does: a publish right after
-    // `topic()` must reach it even before the first `next()`.
+    let current = open()
     let generation = this.generation
-    let current: Subscription<T> = open()
+    let renewed: Subscription<T> | undefined
     let ended = false
-    const peer = this
-    async function* items(): AsyncGenerator<T, void, undefined> {
-      let renewed = false
-      while (!ended) {
-        if (renewed) {
-          generation = peer.generation
-          current = open()
-          options.onResubscribe?.()
-          peer.events.emit({ type: 'resubscribed', operation })
-        }
-        try {
-          for (;;) {
-            const next = await current.next()
-            if (next.done) return
-            yield next.value
-          }
-        } catch (e) {
-          if (!(e instanceof CallError && e.code === 'UNAVAILABLE') || peer.closed || ended) throw e
-          await peer.connectedAfter(generation, options.signal)
-          renewed = true
-        }
-      }
+    const renew = (): void => {
+      if (ended || this.generation === generation) return
+      generation = this.generation
+      void renewed?.return()
+      renewed = open()
+      options.onResubscribe?.()
+      this.events.emit({ type: 'resubscribed', operation })
     }
-    const generator = items()
+    this.onConnected.add(renew)
+    const finish = async (): Promise<void> => {
+      ended = true
+      this.onConnected.delete(renew)
+      await Promise.all([current.return(), renewed?.return()])
+    }
     const iterator: Subscription<T> = {
-      next: () => generator.next(),
+      next: async () => {
+        for (;;) {
+          try {
+            const next = await current.next()
+            if (next.done) await finish()
+            return next
+          } catch (e) {
+            if (!(e instanceof CallError && e.code === 'UNAVAILABLE') || this.closed || ended) {
+              await finish()
+              throw e
+            }
+            if (renewed === undefined) {
+              try {
+                await this.connectedAfter(generation, options.signal)
+              } catch (stop) {
+                await finish()
+                throw stop
+              }
+              renew()
+            }
+            current = renewed ?? current
+            renewed = undefined
+          }
+        }
+      },
       return: async () => {
-        ended = true
-        await current.return()
-        return generator.return()
+        await finish()
+        return { value: undefined, done: true }
       },
       [Symbol.asyncIterator]() {
         return iterator
