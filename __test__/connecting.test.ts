@@ -218,12 +218,13 @@ describe('reconnect and resubscribe', () => {
     const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key: Keypair.generate(), transport: 'tcp', reconnect: true })
     cleanups.push(() => peer.close())
     const status = peer.status()
-    const hanging = peer.call('test/hang', {})
-    await kill(node.child)
-    const err = await hanging.then(
+    // The outcome is taken at once, so the rejection is handled when it comes.
+    const outcome = peer.call('test/hang', {}).then(
       () => undefined,
       (e: unknown) => e,
     )
+    await kill(node.child)
+    const err = await outcome
     expect(err).toBeInstanceOf(CallError)
     expect(err).toMatchObject({ code: 'UNAVAILABLE', retryable: true })
     await until(status, 'reconnecting')
