@@ -80,3 +80,34 @@ async fn a_tcp_call_in_flight_at_shutdown_completes_and_new_calls_are_unavailabl
     assert_eq!(report.cut_off, 0);
     assert_eq!(report.in_flight, 1);
 }
+
+async fn quic_client(node: &alknet_node::Node) -> (Peer, Client) {
+    let client = Client::new(SecretKey::generate()).unwrap();
+    let fp = node.fingerprint().to_string();
+    let conn = client
+        .dial(
+            node.local_addr(),
+            &DialOptions::pinned(alknet_call::ALPN, fp.clone()),
+        )
+        .await
+        .unwrap();
+    (Peer::connect(conn, client_service(), Some(fp)), client)
+}
+
+#[tokio::test]
+async fn a_quic_call_in_flight_at_shutdown_completes() {
+    let (probe, _) = probe();
+    let node = node(&probe).await;
+    let (peer, _client) = quic_client(&node).await;
+    let in_flight = {
+        let peer = peer.clone();
+        tokio::spawn(async move { peer.call("test/gate", json!("done")).await })
+    };
+    assert_eq!(probe.wait_started().await, "gate");
+    let shutdown = tokio::spawn(node.shutdown());
+    probe.release.notify_one();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer, Ok(json!("done")));
+    let report = shutdown.await.unwrap();
+    assert_eq!(report.cut_off, 0);
+}

@@ -3,8 +3,9 @@
 
 use alknet_core::StoppedFuture;
 use bytes::{Bytes, BytesMut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::FrameSink;
 
@@ -13,13 +14,18 @@ const WRITER_QUEUE: usize = 256;
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 256 * 1024;
 
-/// Frames to write, dropped unwritten if their request was cancelled meanwhile.
-struct Frames(Bytes, Option<CancellationToken>);
+/// What a writer is asked to do.
+enum Item {
+    /// Frames to write, dropped unwritten if their request was cancelled meanwhile.
+    Frames(Bytes, Option<CancellationToken>),
+    /// Answer once everything queued before has been written.
+    Flush(oneshot::Sender<()>),
+}
 
 /// A handle to one stream's writer task. Cheap to clone; the task finishes the stream once every
 /// handle is gone.
 #[derive(Clone)]
-pub(crate) struct Writer(mpsc::Sender<Frames>);
+pub(crate) struct Writer(mpsc::Sender<Item>);
 
 impl Writer {
     /// Spawns the writer of one stream.
@@ -28,13 +34,21 @@ impl Writer {
     /// stops at once when it is cancelled, and cancels it itself when the peer stops reading the
     /// stream (`stopped`, QUIC STOP_SENDING): the contract treats that as `call.aborted` for every
     /// request answered there, and nothing more is written.
+    ///
+    /// The task runs on `tasks`, and with `acknowledged` (QUIC streams, whose `stopped` resolves
+    /// once what was sent is acknowledged) it ends only when the peer has everything: a session
+    /// that waits for its writers before closing the connection loses no answer (closing a QUIC
+    /// connection discards what was not yet acknowledged).
     pub(crate) fn spawn(
         mut sink: impl FrameSink,
         mut stopped: StoppedFuture,
         stream: CancellationToken,
+        tasks: &TaskTracker,
+        acknowledged: bool,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Frames>(WRITER_QUEUE);
-        tokio::spawn(async move {
+        let (tx, mut rx) = mpsc::channel::<Item>(WRITER_QUEUE);
+        let mut watching = acknowledged;
+        tasks.spawn(async move {
             let mut buf = BytesMut::new();
             loop {
                 let first = tokio::select! {
@@ -47,7 +61,10 @@ impl Writer {
                                 return;
                             }
                             // It can no longer be stopped (connection gone): stop watching.
-                            None => stopped = Box::pin(std::future::pending()),
+                            None => {
+                                watching = false;
+                                stopped = Box::pin(std::future::pending());
+                            }
                         }
                         continue;
                     }
@@ -56,11 +73,17 @@ impl Writer {
                 let Some(first) = first else { break };
                 // Batch whatever is queued into one write.
                 let mut next = Some(first);
-                while let Some(Frames(frames, token)) = next.take() {
-                    if !token.is_some_and(|t| t.is_cancelled()) {
-                        buf.extend_from_slice(&frames);
+                let mut flushed = Vec::new();
+                while let Some(item) = next.take() {
+                    match item {
+                        Item::Frames(frames, token) => {
+                            if !token.is_some_and(|t| t.is_cancelled()) {
+                                buf.extend_from_slice(&frames);
+                            }
+                        }
+                        Item::Flush(done) => flushed.push(done),
                     }
-                    if buf.len() < WRITE_BATCH {
+                    if buf.len() < WRITE_BATCH && flushed.is_empty() {
                         next = rx.try_recv().ok();
                     }
                 }
@@ -70,8 +93,15 @@ impl Writer {
                     }
                     buf.clear();
                 }
+                for done in flushed {
+                    let _ = done.send(());
+                }
             }
             sink.finish().await;
+            if watching {
+                // Resolves once the peer acknowledged everything (or stopped, or left).
+                stopped.await;
+            }
         });
         Writer(tx)
     }
@@ -79,12 +109,23 @@ impl Writer {
     /// Queues frames, dropped unwritten if `token` is cancelled before their turn; `false` once
     /// the stream can take no more.
     pub(crate) async fn send(&self, frames: Bytes, token: Option<&CancellationToken>) -> bool {
-        self.0.send(Frames(frames, token.cloned())).await.is_ok()
+        self.0
+            .send(Item::Frames(frames, token.cloned()))
+            .await
+            .is_ok()
+    }
+
+    /// Resolves once everything queued before has been written (or the stream can take no more).
+    pub(crate) async fn flushed(&self) {
+        let (done, written) = oneshot::channel();
+        if self.0.send(Item::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
     }
 
     /// Queues frames unless the queue is full (for answers that must not wait, such as
     /// `OVERLOADED` or an abort).
     pub(crate) fn try_send(&self, frames: Bytes) {
-        let _ = self.0.try_send(Frames(frames, None));
+        let _ = self.0.try_send(Item::Frames(frames, None));
     }
 }

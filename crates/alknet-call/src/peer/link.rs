@@ -53,6 +53,11 @@ impl Link {
         self.shared_writer.send_replace(writer);
     }
 
+    /// The shared stream's writer if there is one now.
+    pub(crate) fn current_shared_writer(&self) -> Option<Writer> {
+        self.shared_writer.borrow().clone()
+    }
+
     /// The shared stream's writer, waiting until the dispatcher has one; `None` once closed.
     pub(crate) async fn shared_writer(&self) -> Option<Writer> {
         let mut watch = self.shared_writer.subscribe();

@@ -41,6 +41,9 @@ pub(super) struct Dispatcher {
     streams: TaskTracker,
     /// The requests being served.
     requests: TaskTracker,
+    /// Each stream's writer: waited for before the session closes the connection, so the last
+    /// answers are delivered, not discarded.
+    writers: TaskTracker,
     generation: AtomicU64,
 }
 
@@ -53,6 +56,7 @@ impl Dispatcher {
             incoming: Mutex::default(),
             streams: TaskTracker::new(),
             requests: TaskTracker::new(),
+            writers: TaskTracker::new(),
             generation: AtomicU64::new(0),
         }
     }
@@ -78,6 +82,8 @@ impl Dispatcher {
                 self.streams.wait().await;
                 self.requests.close();
                 self.requests.wait().await;
+                self.writers.close();
+                self.writers.wait().await;
             } => conn.close(0, "done"),
         }
         self.link.shut();
@@ -91,6 +97,10 @@ impl Dispatcher {
         self.link.conn.draining().await;
         self.requests.close();
         self.requests.wait().await;
+        // The last answers are queued; let them reach the socket before it closes.
+        if let Some(writer) = self.link.current_shared_writer() {
+            writer.flushed().await;
+        }
         self.link.conn.close(0, "node shutting down");
     }
 
@@ -116,7 +126,7 @@ impl Dispatcher {
         // Every request answered on this stream is a child: a reset, a violation or the peer
         // stopping the stream cancels them all.
         let token = self.link.closed.child_token();
-        let writer = Writer::spawn(sink, stopped, token.clone());
+        let writer = Writer::spawn(sink, stopped, token.clone(), &self.writers, !shared);
         if shared {
             self.link.set_shared_writer(Some(writer.clone()));
         }
