@@ -46,7 +46,7 @@ async fn stop_sending_cancels_the_request_and_drops_its_handler() {
     let (probe, mut dropped) = probe();
     let p = pair(&probe);
     let mut stream = p.client_conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     stream.shutdown().await.unwrap();
     assert_eq!(probe.wait_started().await, "hold");
     stream.stop(STOP_CANCELLED);
@@ -74,7 +74,7 @@ async fn stop_sending_cancels_every_request_answered_on_that_stream() {
     let (probe, mut dropped) = probe();
     let p = pair(&probe);
     let mut stream = p.client_conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     send_raw(&mut stream, &request("t", "/test/ticks", json!({}))).await;
     assert_eq!(probe.wait_started().await, "hold");
     assert_eq!(recv_raw(&mut stream).await.unwrap()["id"], "t");
@@ -89,7 +89,7 @@ async fn an_old_style_call_aborted_on_an_open_stream_still_cancels() {
     let (probe, mut dropped) = probe();
     let p = pair(&probe);
     let mut stream = p.client_conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     assert_eq!(probe.wait_started().await, "hold");
     send_raw(
         &mut stream,

@@ -37,7 +37,8 @@ pub struct Subscription {
 
 #[napi]
 impl Subscription {
-    /// Aborts the subscription (`call.aborted` is sent; the remote handler is cancelled).
+    /// Aborts the subscription (the remote handler is cancelled: STOP_SENDING on the
+    /// subscription's own QUIC stream, `call.aborted` over TCP+TLS).
     /// Nothing is delivered afterwards.
     #[napi]
     pub fn cancel(&self) {

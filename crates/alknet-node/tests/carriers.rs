@@ -173,7 +173,7 @@ async fn a_reset_stream_cancels_the_requests_that_were_on_it() {
         .await
         .unwrap();
     let mut stream = conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     assert_eq!(node.probe.wait_started().await, "hold");
     stream.reset(7);
     assert_eq!(node.dropped.recv().await, Some("hold"));
@@ -206,7 +206,7 @@ async fn over_quic_stop_sending_cancels_the_request_and_drops_its_handler() {
     let mut node = node(&alice).await;
     let conn = raw_quic(&node, alice).await;
     let mut stream = conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     stream.shutdown().await.unwrap();
     assert_eq!(node.probe.wait_started().await, "hold");
     stream.stop(alknet_call::carrier::STOP_CANCELLED);
@@ -238,7 +238,7 @@ async fn over_quic_an_old_style_call_aborted_still_cancels() {
     let mut node = node(&alice).await;
     let conn = raw_quic(&node, alice).await;
     let mut stream = conn.open_bi().await.unwrap();
-    send_raw(&mut stream, &request("h", "/test/hold", json!({}))).await;
+    send_raw(&mut stream, &held_request("h")).await;
     assert_eq!(node.probe.wait_started().await, "hold");
     send_raw(
         &mut stream,
@@ -254,8 +254,10 @@ async fn over_quic_a_peer_cancel_drops_the_remote_handler() {
     let mut node = node(&alice).await;
     let peer = connect(&node, alice, TransportKind::Quic).await;
     let cancel = tokio_util::sync::CancellationToken::new();
+    // An hour's deadline: only the cancel can end the handler within the test.
     let options = alknet_call::RequestOptions {
         cancel: Some(cancel.clone()),
+        timeout: Some(std::time::Duration::from_secs(3600)),
         ..Default::default()
     };
     let call = tokio::spawn(async move { peer.call_with("test/hold", json!({}), options).await });

@@ -1,5 +1,5 @@
 //! The byte-stream carrier adapter: length-prefixed frames over a
-//! [`BiStream`](alknet_core::BiStream) (a QUIC stream, or the one stream of TCP+TLS).
+//! [`BiStream`] (a QUIC stream, or the one stream of TCP+TLS).
 
 use std::io;
 use std::pin::Pin;

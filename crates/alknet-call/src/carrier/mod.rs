@@ -2,7 +2,7 @@
 //!
 //! The dispatcher ([`crate::session`]) and the caller ([`crate::peer`]) consume and produce whole
 //! envelopes. A carrier adapter turns a transport into an [`EnvelopeSource`] (envelopes in) and a
-//! [`FrameSink`] (encoded envelopes out); the [`writer`] task batches what many requests send on
+//! [`FrameSink`] (encoded envelopes out); the `writer` task batches what many requests send on
 //! one stream into single writes.
 //!
 //! [`byte_stream`] is the adapter for QUIC streams and TCP+TLS: length-prefixed frames over a

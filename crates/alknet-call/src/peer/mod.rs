@@ -1,7 +1,7 @@
 //! The caller side of a connection: [`Peer`] calls, subscribes to and publishes on the other end.
 //!
-//! Outgoing requests are [`exchange`]s; the connection state they share with the dispatcher that
-//! serves the same connection is the [`Link`](link::Link). A `Peer` is made by
+//! Outgoing requests are exchanges (`exchange`); the connection state they share with the dispatcher that
+//! serves the same connection is the `Link` (`link`). A `Peer` is made by
 //! [`Peer::connect`] or [`Session::start`](crate::session::Session::start) (both in
 //! [`crate::session`], which depends on this module, not the other way round).
 

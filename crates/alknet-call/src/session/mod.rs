@@ -1,9 +1,9 @@
 //! One connection speaking `alknet/call`, from either end: it serves the local operations to
-//! the remote side ([`dispatch`]) and lets local code call the remote side's operations
-//! ([`Peer`](crate::peer::Peer)).
+//! the remote side (`dispatch`) and lets local code call the remote side's operations
+//! ([`Peer`]).
 //!
-//! Per stream, a reader decodes envelopes and a [writer](crate::carrier::writer) task batches
-//! writes; every request runs in its own task ([`request`]), so requests on one stream are served
+//! Per stream, a reader decodes envelopes and a writer task (`carrier::writer`) batches
+//! writes; every request runs in its own task (`request`), so requests on one stream are served
 //! concurrently. On a single-stream carrier (TCP+TLS) everything shares the one stream, answers to
 //! our own requests are routed by id, and a node that begins to shut down drains the connection
 //! itself: new requests are answered `UNAVAILABLE`, those in flight finish, then it closes.

@@ -313,4 +313,13 @@ pub async fn half_closed_request_gets_its_answer<S: AsyncReadExt + AsyncWriteExt
     assert_eq!(answer["payload"]["output"], json!(3.0));
 }
 
+/// A request for `test/hold` that asks for an hour's deadline, so that within a test only a
+/// cancel (never the default 30 s deadline) can end it.
+pub fn held_request(id: &str) -> String {
+    json!({"type": "call.requested", "id": id, "payload": {
+        "operationId": "/test/hold", "input": {}, "timeout_ms": 3_600_000u64,
+    }})
+    .to_string()
+}
+
 pub const NO_WAIT: Duration = Duration::from_secs(0);
