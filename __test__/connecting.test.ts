@@ -10,9 +10,9 @@ import { createServer, connect as tcpConnect, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alknet } from './helpers'
-import { addOps, dial, start } from './support'
+import { addOps, deferred, dial, start } from './support'
 
-const { connect, serve, Keypair, CallError, ConnectError } = alknet
+const { connect, serve, Keypair, CallError, ConnectError, Registry, Type } = alknet
 type ConnectErr = InstanceType<typeof ConnectError>
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -131,6 +131,25 @@ describe('connect errors carry stable codes', () => {
       connect({ address: node.address, fingerprint: `SHA256:${'ab'.repeat(32)}`, key: Keypair.generate(), transport: 'quic' }),
     )
     expect(err.code).toBe('TLS_FAILED')
+  })
+
+  it('REFUSED: a node that is shutting down refuses new connections', async () => {
+    const started = deferred()
+    const release = deferred()
+    const ops = new Registry().query('work/gated', { input: Type.Object({}), output: Type.String() }, async () => {
+      started.resolve()
+      await release.promise
+      return 'finished'
+    })
+    const node = await start(ops, { drainTimeoutMs: 60_000 })
+    const call = (await dial(node)).call('work/gated', {})
+    await started.promise
+    const closing = node.close()
+    const err = await connectError(connect({ address: node.address, fingerprint: node.fingerprint, key: Keypair.generate() }))
+    expect(err.code).toBe('REFUSED')
+    release.resolve()
+    await expect(call).resolves.toBe('finished')
+    await closing
   })
 
   it('INVALID_OPTION: a misspelt option, with the name it probably meant', async () => {

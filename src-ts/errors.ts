@@ -78,7 +78,7 @@ export class CallError extends Error {
  * | `UNREACHABLE` | nothing answers at the address (connection refused, ICMP unreachable) |
  * | `CONNECT_TIMEOUT` | no carrier completed within `connectTimeoutMs` |
  * | `TLS_FAILED` | the handshake failed otherwise (no common protocol, certificate files) |
- * | `REFUSED` | the node refused the connection (its per-IP limit) |
+ * | `REFUSED` | the node refused the connection (it is shutting down) |
  * | `INVALID_OPTION` | an option is unknown or invalid (the message names it) |
  * | `ADDRESS_IN_USE` | `serve()`: the port is taken |
  * | `KEY_FILE` | a key file is unreadable, malformed or readable by others |

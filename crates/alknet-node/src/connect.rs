@@ -90,8 +90,8 @@ pub enum ConnectError {
         /// What went wrong, with a hint where one helps.
         reason: String,
     },
-    /// The node refused the connection (its per-IP connection limit).
-    #[error("the node at {address} refused the connection: {reason}")]
+    /// The node refused the connection (it is shutting down, or its per-IP connection limit).
+    #[error("the node at {address} refused the connection: {reason} (it may be shutting down or at its per-IP connection limit; retry later or elsewhere)")]
     Refused {
         /// The address dialed.
         address: String,
@@ -178,7 +178,9 @@ fn classify_handshake(address: String, reason: String) -> ConnectError {
             presented,
         };
     }
-    if reason.contains("too many connections") {
+    // The node's per-IP limit names itself; a draining node refuses QUIC handshakes with
+    // CONNECTION_REFUSED, which quinn shows as this phrase.
+    if reason.contains("too many connections") || reason.contains("refused to accept") {
         return ConnectError::Refused { address, reason };
     }
     if reason.contains("timed out") {
