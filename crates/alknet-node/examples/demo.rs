@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     drop(ticks);
-    println!("  (dropped: call.aborted sent, the server's stream is cancelled)");
+    println!("  (dropped: the caller stopped its stream (QUIC STOP_SENDING); the server cancelled the handler)");
 
     println!("\npub/sub on chat/*:");
     let mut chat = peer.topic("chat/*").await?;
