@@ -10,9 +10,9 @@ import { createServer, connect as tcpConnect, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alknet } from './helpers'
-import { addOps, deferred, dial, start } from './support'
+import { addOps, dial, gatedOps, start } from './support'
 
-const { connect, serve, Keypair, CallError, ConnectError, Registry, Type } = alknet
+const { connect, serve, Keypair, CallError, ConnectError } = alknet
 type ConnectErr = InstanceType<typeof ConnectError>
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -134,20 +134,14 @@ describe('connect errors carry stable codes', () => {
   })
 
   it('REFUSED: a node that is shutting down refuses new connections', async () => {
-    const started = deferred()
-    const release = deferred()
-    const ops = new Registry().query('work/gated', { input: Type.Object({}), output: Type.String() }, async () => {
-      started.resolve()
-      await release.promise
-      return 'finished'
-    })
+    const { ops, started, release } = gatedOps()
     const node = await start(ops, { drainTimeoutMs: 60_000 })
     const call = (await dial(node)).call('work/gated', {})
-    await started.promise
+    await started
     const closing = node.close()
     const err = await connectError(connect({ address: node.address, fingerprint: node.fingerprint, key: Keypair.generate() }))
     expect(err.code).toBe('REFUSED')
-    release.resolve()
+    release()
     await expect(call).resolves.toBe('finished')
     await closing
   })

@@ -3,7 +3,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest'
 import { createHash } from 'node:crypto'
 import { alknet } from './helpers'
-import { addOps, deferred, dial, rejection, start } from './support'
+import { addOps, deferred, dial, gatedOps, rejection, start } from './support'
 
 const { connect, Keypair, Registry, Type } = alknet
 
@@ -151,20 +151,14 @@ describe('Peer', () => {
   })
 
   it('close() lets calls in flight finish and refuses new connections', async () => {
-    const started = deferred()
-    const release = deferred()
-    const ops = new Registry().query('work/gated', { input: Type.Object({}), output: Type.String() }, async () => {
-      started.resolve()
-      await release.promise
-      return 'finished'
-    })
+    const { ops, started, release } = gatedOps()
     const node = await start(ops, { drainTimeoutMs: 10_000 })
     const peer = await dial(node)
     const call = peer.call('work/gated', {})
-    await started.promise
+    await started
     const closed = node.close()
     await expect(connect({ address: node.address, fingerprint: node.fingerprint, key: Keypair.generate() })).rejects.toThrow()
-    release.resolve()
+    release()
     await expect(call).resolves.toBe('finished')
     await closed
   })

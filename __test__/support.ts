@@ -49,3 +49,15 @@ export const addOps = () =>
     { input: Type.Object({ a: Type.Number(), b: Type.Number() }), output: Type.Number() },
     ({ a, b }) => a + b,
   )
+
+/** `work/gated`: a query that reports when it started and answers `'finished'` once released. */
+export function gatedOps() {
+  const started = deferred()
+  const release = deferred()
+  const ops = new Registry().query('work/gated', { input: Type.Object({}), output: Type.String() }, async () => {
+    started.resolve()
+    await release.promise
+    return 'finished'
+  })
+  return { ops, started: started.promise, release: () => release.resolve() }
+}
