@@ -85,6 +85,10 @@ export interface Limits {
   maxConcurrentRequests?: number
   /** Items a pub/sub subscription may have queued (default 1024); a subscriber further behind gets `OVERLOADED`. */
   subscriptionQueue?: number
+  /** Bytes of published messages one subscription may hold until they are written (default 8 MiB; one message of any size is always taken); over it, `OVERLOADED`. */
+  subscriptionQueueBytes?: number
+  /** The same, summed over one connection's subscriptions (default 64 MiB). */
+  connectionQueueBytes?: number
   /** Deadline of calls that ask for none (default 30 000 ms); a handler past it is cancelled and the caller gets `TIMEOUT`. */
   defaultTimeoutMs?: number
   /** Cap on any deadline a caller asks for (default 600 000 ms). */
@@ -163,7 +167,7 @@ function checkNumbers(options: ServeOptions): void {
   const { min_frame_limit_bytes, max_frame_limit_bytes } = protocolConstants()
   whole('drainTimeoutMs', options.drainTimeoutMs, 0)
   whole('handshakeTimeoutMs', options.handshakeTimeoutMs, 1)
-  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'defaultTimeoutMs', 'maxTimeoutMs'] as const) {
+  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs'] as const) {
     whole(`limits.${name}`, limits[name], 1)
   }
   whole('limits.maxFrameBytes', limits.maxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)

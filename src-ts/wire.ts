@@ -70,6 +70,8 @@ export const LIMITS = {
   streamsPerConnection: 'streams_per_connection',
   maxConcurrentRequests: 'max_concurrent_requests',
   subscriptionQueue: 'subscription_queue',
+  subscriptionQueueBytes: 'subscription_queue_bytes',
+  connectionQueueBytes: 'connection_queue_bytes',
   defaultTimeoutMs: 'default_timeout_ms',
   maxTimeoutMs: 'max_timeout_ms',
   maxFrameBytes: 'max_frame_bytes',

@@ -5,7 +5,7 @@
 //! live pub/sub rules, the queue depth) instead of reaching back into the service through the
 //! request context.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use alknet_core::{ConfigStore, Identity};
 use futures::StreamExt;
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::context::CallContext;
 use crate::error::{CallError, ErrorCode};
-use crate::pubsub::{may_publish, may_subscribe, Broker, PubSubPolicy};
+use crate::pubsub::{may_publish, may_subscribe, Broker, PubSubPolicy, QueueLimits};
 use crate::registry::{Handler, OperationRegistry, OperationSpec, OperationType, RegistryError};
 use crate::topic::{validate_pattern, validate_topic};
 
@@ -26,8 +26,8 @@ pub(crate) struct Captured {
     pub(crate) broker: Broker,
     /// The live pub/sub rules.
     pub(crate) pubsub: ConfigStore<PubSubPolicy>,
-    /// Queue depth of each pub/sub subscription.
-    pub(crate) subscription_queue: usize,
+    /// What each pub/sub subscription may queue (the connection's budget is added per request).
+    pub(crate) queue: QueueLimits,
 }
 
 fn object_schema(properties: Value, required: &[&str]) -> Value {
@@ -40,7 +40,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
         catalog,
         broker,
         pubsub,
-        subscription_queue,
+        queue,
     } = with;
     let list_catalog = catalog.clone();
     r.register(
@@ -120,7 +120,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
             object_schema(json!({ "topic": { "type": "string" }, "data": true }), &["topic"]),
         )
         .describe("Receives what is published to topics matching a pattern (`*` one segment, `>` the rest)."),
-        Handler::stream(move |ctx: CallContext, input: Value| {
+        Handler::Feed(Arc::new(move |ctx: CallContext, input: Value| {
             let pattern = input["topic"].as_str().unwrap_or_default().to_string();
             let checked = validate_pattern(&pattern)
                 .map_err(|e| CallError::new(ErrorCode::InvalidInput, e))
@@ -134,7 +134,12 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
             match checked {
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 Ok(()) => {
-                    let sub = broker.subscribe(&pattern, ctx.identity.clone(), subscription_queue);
+                    let limits = QueueLimits {
+                        items: queue.items,
+                        bytes: queue.bytes,
+                        connection: ctx.subscription_bytes(),
+                    };
+                    let sub = broker.subscribe(&pattern, ctx.identity.clone(), limits);
                     futures::stream::unfold(Some(sub), |state| async move {
                         let mut sub = state?;
                         tokio::select! {
@@ -146,7 +151,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
                     .boxed()
                 }
             }
-        }),
+        })),
     )?;
     Ok(())
 }

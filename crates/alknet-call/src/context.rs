@@ -74,6 +74,14 @@ impl CallContext {
         self.peer.as_ref()
     }
 
+    /// What the connection's pub/sub subscriptions may hold together (`None` for calls from
+    /// inside the node).
+    pub(crate) fn subscription_bytes(&self) -> Option<Arc<crate::pubsub::ByteBudget>> {
+        self.peer
+            .as_ref()
+            .map(|p| p.link.subscription_bytes.clone())
+    }
+
     /// Calls an operation of this node (internal ones too) as the same identity. Cancelling this
     /// request cancels the child.
     pub async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {

@@ -13,6 +13,12 @@ pub struct CallOptions {
     pub max_concurrent: usize,
     /// Queue depth of each pub/sub subscription (default 1024).
     pub subscription_queue: usize,
+    /// Bytes of published items one subscription may hold until they are written to its
+    /// transport (default 8 MiB; one item of any size is always taken). Over it, the
+    /// subscription ends with `OVERLOADED`.
+    pub subscription_bytes: usize,
+    /// The same, summed over one connection's subscriptions (default 64 MiB).
+    pub connection_subscription_bytes: usize,
     /// Deadline of queries and mutations that ask for none (default 30 s).
     pub default_timeout: Duration,
     /// Cap on any requested deadline (default 10 min).
@@ -27,6 +33,8 @@ impl Default for CallOptions {
             max_frame: DEFAULT_MAX_FRAME,
             max_concurrent: 1024,
             subscription_queue: 1024,
+            subscription_bytes: 8 << 20,
+            connection_subscription_bytes: 64 << 20,
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(600),
             validate_output: true,

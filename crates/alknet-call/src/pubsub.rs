@@ -1,22 +1,37 @@
 //! The topic broker behind `pubsub/publish` and `pubsub/subscribe`, and the `pubsub` section of
 //! the node's dynamic configuration ([`PubSubPolicy`]): who may publish and subscribe where.
 //!
-//! Each subscription has a bounded queue. Publishing never waits: a subscription whose queue is
-//! full is ended with `OVERLOADED` (its queued items are dropped), so one slow subscriber never
-//! holds up the publisher or the other subscribers.
+//! A published message is encoded once, as the JSON item `{ "topic", "data" }`, and that one buffer
+//! is shared by every subscription it is queued for and by the writers that send it: a publish
+//! costs its size once, not once per subscriber.
+//!
+//! Each subscription's queue is bounded in items and in **bytes** (counted from the publish until
+//! the item is written to the subscriber's transport), and so is the sum over one connection's
+//! subscriptions. Publishing never waits: a subscription that would go over either budget is
+//! ended with `OVERLOADED` (its queued items are dropped), so one slow subscriber never holds up
+//! the publisher, the other subscribers, or the node's memory.
+//!
+//! Publishers read the subscription list without a lock (a copy-on-write snapshot); only
+//! subscribing and unsubscribing take one, briefly.
+//!
+//! A [`Backplane`] (the NATS one is in `alknet-nats`) carries publishes between the brokers of
+//! several nodes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use alknet_core::config::{ConfigError, ConfigSection};
 use alknet_core::Identity;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::topic::{matches, validate_pattern};
+use crate::topic::{matches, validate_pattern, validate_topic};
 
 /// Who may publish and subscribe (the `pubsub` section of the dynamic configuration). By default
 /// an identity is required for both and any identified caller may use any topic; the first rule
@@ -58,25 +73,217 @@ impl ConfigSection for PubSubPolicy {
     }
 }
 
+/// A byte budget shared by queued items: one per subscription, one per connection.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `len` bytes unless that goes over the budget. An empty budget takes any one item, so
+    /// a message larger than the budget is still delivered to a subscriber that keeps up.
+    fn take(&self, len: usize) -> bool {
+        let before = self.used.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.max {
+            self.used.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+/// Bytes charged to budgets while an item waits; given back when it is dropped (written,
+/// discarded, or its subscription ended).
+#[derive(Debug)]
+pub struct Charge {
+    budgets: [Option<Arc<ByteBudget>>; 2],
+    len: usize,
+}
+
+impl Charge {
+    fn take(budgets: [Option<&Arc<ByteBudget>>; 2], len: usize) -> Option<Self> {
+        let mut charge = Charge {
+            budgets: [None, None],
+            len,
+        };
+        for (slot, budget) in charge.budgets.iter_mut().zip(budgets) {
+            if let Some(budget) = budget {
+                if !budget.take(len) {
+                    return None; // `charge` gives back what was taken
+                }
+                *slot = Some(budget.clone());
+            }
+        }
+        Some(charge)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        for budget in self.budgets.iter().flatten() {
+            budget.used.fetch_sub(self.len, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One published message: the encoded item `{ "topic": …, "data": … }`, shared by every
+/// subscription it is queued for.
+#[derive(Clone, Debug)]
+pub struct Published {
+    topic: Arc<str>,
+    json: Bytes,
+}
+
+#[derive(Serialize)]
+struct ItemRef<'a> {
+    topic: &'a str,
+    data: &'a Value,
+}
+
+#[derive(Deserialize)]
+struct ItemIn<'a> {
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    #[allow(dead_code)] // checked to be present and valid JSON
+    data: &'a RawValue,
+}
+
+impl Published {
+    /// Encodes `data` published to `topic` (a valid concrete topic).
+    pub fn new(topic: &str, data: &Value) -> Self {
+        let json = serde_json::to_vec(&ItemRef { topic, data })
+            .expect("a JSON value and a string always serialize");
+        Self {
+            topic: topic.into(),
+            json: json.into(),
+        }
+    }
+
+    /// Takes an item encoded by another node (through a backplane): it must be a JSON object
+    /// with a valid concrete `topic` and a `data` member.
+    pub fn decode(json: Bytes) -> Result<Self, String> {
+        let item: ItemIn<'_> = serde_json::from_slice(&json)
+            .map_err(|e| format!("not a pub/sub item ({{\"topic\", \"data\"}}): {e}"))?;
+        validate_topic(&item.topic)?;
+        let topic = item.topic.as_ref().into();
+        Ok(Self { topic, json })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The encoded item.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+}
+
+/// A queued item: the shared encoding and the bytes it holds of its subscription's budgets.
+#[derive(Debug)]
+pub struct Queued {
+    /// The encoded item `{ "topic", "data" }`.
+    pub json: Bytes,
+    /// Keep it until the item is written: dropping it gives the bytes back.
+    pub charge: Charge,
+}
+
+/// Carries publishes between the brokers of several nodes. Calls must not wait: an
+/// implementation hands work to its own task.
+pub trait Backplane: Send + Sync + 'static {
+    /// A message published on this node (its access checks passed) for the other nodes.
+    fn publish(&self, item: &Published);
+    /// This node began (`true`) or stopped (`false`) having subscriptions to `pattern`.
+    fn interest(&self, pattern: &str, on: bool);
+}
+
 struct Subscriber {
-    pattern: String,
+    id: u64,
+    pattern: Arc<str>,
     identity: Option<Identity>,
-    queue: mpsc::Sender<Value>,
+    queue: mpsc::Sender<Queued>,
+    budget: Arc<ByteBudget>,
+    connection: Option<Arc<ByteBudget>>,
     overflow: CancellationToken,
+}
+
+impl Subscriber {
+    /// Queues `item` unless the subscription is over a budget (then it is ended) or gone.
+    fn offer(&self, item: &Published) -> bool {
+        if self.overflow.is_cancelled() {
+            return false;
+        }
+        let charge = Charge::take(
+            [Some(&self.budget), self.connection.as_ref()],
+            item.json.len(),
+        );
+        let Some(charge) = charge else {
+            self.overflow.cancel();
+            return false;
+        };
+        let queued = Queued {
+            json: item.json.clone(),
+            charge,
+        };
+        match self.queue.try_send(queued) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflow.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Read by publishers without a lock; replaced whole under `edit`.
+    subscribers: ArcSwap<Vec<Arc<Subscriber>>>,
+    /// Serializes changes to `subscribers`; counts subscriptions per pattern.
+    edit: Mutex<HashMap<Arc<str>, usize>>,
+    next: AtomicU64,
+    backplane: OnceLock<Arc<dyn Backplane>>,
 }
 
 /// Routes published messages to matching subscriptions.
 #[derive(Clone, Default)]
 pub struct Broker {
-    subscribers: Arc<Mutex<HashMap<u64, Subscriber>>>,
-    next: Arc<AtomicU64>,
+    inner: Arc<Inner>,
+}
+
+/// How much a subscription may hold (see [`Broker::subscribe`]).
+#[derive(Clone, Debug)]
+pub struct QueueLimits {
+    /// Items queued at most.
+    pub items: usize,
+    /// Bytes queued at most (one item of any size is always taken).
+    pub bytes: usize,
+    /// The budget shared by the subscriber's connection, if any.
+    pub connection: Option<Arc<ByteBudget>>,
 }
 
 /// A live subscription; dropping it unsubscribes.
 pub struct BrokerSubscription {
-    /// Items `{ topic, data }`.
-    pub items: mpsc::Receiver<Value>,
-    /// Cancelled when the queue overflowed and the subscription was dropped by the broker.
+    /// Items, in publish order.
+    pub items: mpsc::Receiver<Queued>,
+    /// Cancelled when the subscription went over its queue limits and was ended by the broker.
     pub overflow: CancellationToken,
     id: u64,
     broker: Broker,
@@ -84,9 +291,7 @@ pub struct BrokerSubscription {
 
 impl Drop for BrokerSubscription {
     fn drop(&mut self) {
-        if let Ok(mut subs) = self.broker.subscribers.lock() {
-            subs.remove(&self.id);
-        }
+        self.broker.remove(self.id);
     }
 }
 
@@ -140,26 +345,50 @@ impl Broker {
         Self::default()
     }
 
-    /// Subscribes to `pattern` with a queue of `depth` items.
+    /// Connects this broker to other nodes' brokers; the first backplane set stays.
+    pub fn set_backplane(&self, backplane: Arc<dyn Backplane>) -> Result<(), &'static str> {
+        self.inner
+            .backplane
+            .set(backplane.clone())
+            .map_err(|_| "this broker already has a backplane")?;
+        // Tell it what is already subscribed.
+        let edit = self.inner.edit.lock().unwrap_or_else(|e| e.into_inner());
+        for pattern in edit.keys() {
+            backplane.interest(pattern, true);
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `pattern` (a valid pattern) within `limits`.
     pub fn subscribe(
         &self,
         pattern: &str,
         identity: Option<Identity>,
-        depth: usize,
+        limits: QueueLimits,
     ) -> BrokerSubscription {
-        let (queue, items) = mpsc::channel(depth.max(1));
+        let (queue, items) = mpsc::channel(limits.items.max(1));
         let overflow = CancellationToken::new();
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut subs) = self.subscribers.lock() {
-            subs.insert(
-                id,
-                Subscriber {
-                    pattern: pattern.to_string(),
-                    identity,
-                    queue,
-                    overflow: overflow.clone(),
-                },
-            );
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let pattern: Arc<str> = pattern.into();
+        let subscriber = Arc::new(Subscriber {
+            id,
+            pattern: pattern.clone(),
+            identity,
+            queue,
+            budget: ByteBudget::new(limits.bytes),
+            connection: limits.connection,
+            overflow: overflow.clone(),
+        });
+        let mut edit = self.inner.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = Vec::clone(&self.inner.subscribers.load());
+        list.push(subscriber);
+        self.inner.subscribers.store(Arc::new(list));
+        let count = edit.entry(pattern.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            if let Some(backplane) = self.inner.backplane.get() {
+                backplane.interest(&pattern, true);
+            }
         }
         BrokerSubscription {
             items,
@@ -169,36 +398,60 @@ impl Broker {
         }
     }
 
-    /// Queues `data` for every matching subscription whose identity may receive `topic`; returns
-    /// how many it was queued for.
-    pub fn publish(&self, policy: &PubSubPolicy, topic: &str, data: &Value) -> usize {
-        let Ok(mut subs) = self.subscribers.lock() else {
-            return 0;
+    fn remove(&self, id: u64) {
+        let mut edit = self.inner.edit.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list = Vec::clone(&self.inner.subscribers.load());
+        let Some(at) = list.iter().position(|s| s.id == id) else {
+            return;
         };
-        let item = serde_json::json!({ "topic": topic, "data": data });
-        let mut delivered = 0;
-        subs.retain(|_, sub| {
-            if !matches(&sub.pattern, topic) || !may_receive(policy, topic, sub.identity.as_ref()) {
-                return true;
-            }
-            match sub.queue.try_send(item.clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
+        let gone = list.swap_remove(at);
+        self.inner.subscribers.store(Arc::new(list));
+        if let Some(count) = edit.get_mut(&gone.pattern) {
+            *count -= 1;
+            if *count == 0 {
+                edit.remove(&gone.pattern);
+                if let Some(backplane) = self.inner.backplane.get() {
+                    backplane.interest(&gone.pattern, false);
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    sub.overflow.cancel();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
-        });
+        }
+    }
+
+    /// Queues `data` for every matching subscription whose identity may receive `topic`, and
+    /// hands it to the backplane; returns how many local subscriptions it was queued for.
+    pub fn publish(&self, policy: &PubSubPolicy, topic: &str, data: &Value) -> usize {
+        let item = Published::new(topic, data);
+        let delivered = self.deliver(policy, &item, None);
+        if let Some(backplane) = self.inner.backplane.get() {
+            backplane.publish(&item);
+        }
         delivered
+    }
+
+    /// Queues an item that arrived through the backplane for the local subscriptions to
+    /// `pattern` (the backplane's subscription it came through) that may receive it.
+    pub fn deliver_remote(&self, policy: &PubSubPolicy, item: &Published, pattern: &str) -> usize {
+        self.deliver(policy, item, Some(pattern))
+    }
+
+    fn deliver(&self, policy: &PubSubPolicy, item: &Published, only: Option<&str>) -> usize {
+        let topic = item.topic();
+        self.inner
+            .subscribers
+            .load()
+            .iter()
+            .filter(|sub| match only {
+                Some(pattern) => *sub.pattern == *pattern,
+                None => matches(&sub.pattern, topic),
+            })
+            .filter(|sub| may_receive(policy, topic, sub.identity.as_ref()))
+            .filter(|sub| sub.offer(item))
+            .count()
     }
 
     /// Number of live subscriptions.
     pub fn len(&self) -> usize {
-        self.subscribers.lock().map(|s| s.len()).unwrap_or(0)
+        self.inner.subscribers.load().len()
     }
 
     /// Whether there are no subscriptions.
@@ -219,32 +472,159 @@ mod tests {
         })
     }
 
+    fn limits(items: usize) -> QueueLimits {
+        QueueLimits {
+            items,
+            bytes: 1 << 20,
+            connection: None,
+        }
+    }
+
+    fn next(sub: &mut BrokerSubscription) -> Value {
+        serde_json::from_slice(&sub.items.try_recv().unwrap().json).unwrap()
+    }
+
     #[test]
     fn publish_reaches_matching_subscriptions_only() {
         let broker = Broker::new();
         let policy = PubSubPolicy::default();
-        let mut news = broker.subscribe("news/>", someone(), 8);
-        let mut other = broker.subscribe("sport/*", someone(), 8);
+        let mut news = broker.subscribe("news/>", someone(), limits(8));
+        let mut other = broker.subscribe("sport/*", someone(), limits(8));
         assert_eq!(broker.publish(&policy, "news/tech/ai", &json!(1)), 1);
-        assert_eq!(
-            news.items.try_recv().unwrap(),
-            json!({"topic": "news/tech/ai", "data": 1})
-        );
+        assert_eq!(next(&mut news), json!({"topic": "news/tech/ai", "data": 1}));
         assert!(other.items.try_recv().is_err());
+    }
+
+    #[test]
+    fn one_encoding_is_shared_by_every_subscription() {
+        let broker = Broker::new();
+        let policy = PubSubPolicy::default();
+        let mut subs: Vec<_> = (0..3)
+            .map(|_| broker.subscribe("t", someone(), limits(8)))
+            .collect();
+        broker.publish(&policy, "t", &json!("x".repeat(1000)));
+        let items: Vec<_> = subs
+            .iter_mut()
+            .map(|s| s.items.try_recv().unwrap())
+            .collect();
+        assert!(items
+            .windows(2)
+            .all(|w| w[0].json.as_ptr() == w[1].json.as_ptr()));
     }
 
     #[test]
     fn full_queue_ends_the_subscription_and_spares_the_others() {
         let broker = Broker::new();
         let policy = PubSubPolicy::default();
-        let slow = broker.subscribe("t", someone(), 1);
-        let mut fast = broker.subscribe("t", someone(), 8);
+        let slow = broker.subscribe("t", someone(), limits(1));
+        let mut fast = broker.subscribe("t", someone(), limits(8));
         assert_eq!(broker.publish(&policy, "t", &json!(1)), 2);
         fast.items.try_recv().unwrap();
         assert_eq!(broker.publish(&policy, "t", &json!(2)), 1);
         assert!(slow.overflow.is_cancelled());
-        assert_eq!(fast.items.try_recv().unwrap()["data"], 2);
+        assert_eq!(next(&mut fast)["data"], 2);
+        drop(slow);
         assert_eq!(broker.len(), 1);
+    }
+
+    #[test]
+    fn byte_budget_bounds_what_a_subscription_holds_until_written() {
+        let broker = Broker::new();
+        let policy = PubSubPolicy::default();
+        let big = json!("x".repeat(600));
+        let budget = QueueLimits {
+            items: 100,
+            bytes: 1000,
+            connection: None,
+        };
+        let mut sub = broker.subscribe("t", someone(), budget);
+        // One item of any size is taken on an empty budget.
+        assert_eq!(broker.publish(&policy, "t", &big), 1);
+        let held = sub.items.try_recv().unwrap();
+        // Still charged while the writer holds it: the next one does not fit.
+        assert_eq!(broker.publish(&policy, "t", &big), 0);
+        assert!(sub.overflow.is_cancelled());
+        drop(held);
+    }
+
+    #[test]
+    fn connection_budget_is_shared_by_its_subscriptions_and_given_back() {
+        let broker = Broker::new();
+        let policy = PubSubPolicy::default();
+        let connection = ByteBudget::new(1000);
+        let limits = || QueueLimits {
+            items: 100,
+            bytes: 1 << 20,
+            connection: Some(connection.clone()),
+        };
+        let mut a = broker.subscribe("t", someone(), limits());
+        let b = broker.subscribe("t", someone(), limits());
+        let item = json!("x".repeat(600));
+        // a takes it on the empty budget; b would go over the connection's budget.
+        assert_eq!(broker.publish(&policy, "t", &item), 1);
+        assert!(b.overflow.is_cancelled() && !a.overflow.is_cancelled());
+        let used = connection.used();
+        assert!(used > 600, "{used}");
+        drop(a.items.try_recv().unwrap());
+        assert_eq!(connection.used(), 0);
+        drop((a, b));
+    }
+
+    #[test]
+    fn remote_items_are_checked_and_reach_only_their_pattern() {
+        let broker = Broker::new();
+        let policy = PubSubPolicy::default();
+        let mut wide = broker.subscribe("a/>", someone(), limits(8));
+        let mut exact = broker.subscribe("a/b", someone(), limits(8));
+        let item = Published::decode(Bytes::from_static(br#"{"topic":"a/b","data":[1]}"#)).unwrap();
+        assert_eq!(broker.deliver_remote(&policy, &item, "a/b"), 1);
+        assert!(wide.items.try_recv().is_err());
+        assert_eq!(next(&mut exact)["data"], json!([1]));
+        for bad in [
+            &b"{}"[..],
+            b"[1]",
+            br#"{"topic":"a/*","data":1}"#,
+            br#"{"topic":"a"}"#,
+            b"nope",
+        ] {
+            assert!(Published::decode(Bytes::from(bad.to_vec())).is_err());
+        }
+    }
+
+    #[test]
+    fn interest_follows_the_first_and_last_subscription_of_a_pattern() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<(String, bool)>>);
+        impl Backplane for Log {
+            fn publish(&self, item: &Published) {
+                self.0.lock().unwrap().push((item.topic().into(), true));
+            }
+            fn interest(&self, pattern: &str, on: bool) {
+                self.0.lock().unwrap().push((pattern.into(), on));
+            }
+        }
+        let broker = Broker::new();
+        let early = broker.subscribe("x", someone(), limits(8));
+        let log = Arc::new(Log::default());
+        broker.set_backplane(log.clone()).unwrap();
+        let a = broker.subscribe("a/*", someone(), limits(8));
+        let b = broker.subscribe("a/*", someone(), limits(8));
+        drop(a);
+        drop(b);
+        drop(early);
+        broker.publish(&PubSubPolicy::default(), "a/z", &json!(1));
+        let log = log.0.lock().unwrap().clone();
+        let want: Vec<(String, bool)> = [
+            ("x", true),
+            ("a/*", true),
+            ("a/*", false),
+            ("x", false),
+            ("a/z", true),
+        ]
+        .iter()
+        .map(|(p, on)| (p.to_string(), *on))
+        .collect();
+        assert_eq!(log, want);
     }
 
     #[test]

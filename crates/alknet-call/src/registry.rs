@@ -14,6 +14,7 @@ use thiserror::Error;
 use crate::access::Access;
 use crate::context::CallContext;
 use crate::error::{CallError, ErrorCode};
+use crate::pubsub::Queued;
 
 /// What kind of operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +129,12 @@ pub type UnaryFn =
 pub type StreamFn =
     Arc<dyn Fn(CallContext, Value) -> BoxStream<'static, Result<Value, CallError>> + Send + Sync>;
 
+/// A subscription handler whose items are pub/sub items queued by a
+/// [`Broker`](crate::pubsub::Broker): already encoded, shared between subscribers, and written
+/// without being encoded again.
+pub type FeedFn =
+    Arc<dyn Fn(CallContext, Value) -> BoxStream<'static, Result<Queued, CallError>> + Send + Sync>;
+
 /// The code behind an operation.
 #[derive(Clone)]
 pub enum Handler {
@@ -135,6 +142,8 @@ pub enum Handler {
     Unary(UnaryFn),
     /// For subscriptions.
     Stream(StreamFn),
+    /// For subscriptions to a broker's topics (`pubsub/subscribe`).
+    Feed(FeedFn),
 }
 
 impl Handler {
@@ -310,7 +319,7 @@ impl OperationRegistry {
             return Err(RegistryError::Duplicate(spec.name));
         }
         let streams = spec.kind == OperationType::Subscription;
-        if streams != matches!(handler, Handler::Stream(_)) {
+        if streams == matches!(handler, Handler::Unary(_)) {
             return Err(RegistryError::HandlerMismatch(spec.name));
         }
         spec.access

@@ -13,7 +13,7 @@ use crate::builtins::{self, not_found, Captured};
 use crate::context::{CallContext, LocalOperations};
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
-use crate::pubsub::{Broker, PubSubPolicy};
+use crate::pubsub::{Broker, PubSubPolicy, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
 use crate::topic::validate_topic;
 
@@ -62,7 +62,11 @@ impl CallService {
                 catalog: catalog.clone(),
                 broker: broker.clone(),
                 pubsub: pubsub.clone(),
-                subscription_queue: options.subscription_queue,
+                queue: QueueLimits {
+                    items: options.subscription_queue,
+                    bytes: options.subscription_bytes,
+                    connection: None,
+                },
             };
             if let Err(e) =
                 builtins::register(&mut all, captured).and_then(|()| all.merge(registry))
@@ -186,7 +190,7 @@ impl LocalOperations for CallService {
                     op.vet_output(&output, validate)?;
                     Ok(output)
                 }
-                Handler::Stream(_) => Err(CallError::new(
+                Handler::Stream(_) | Handler::Feed(_) => Err(CallError::new(
                     ErrorCode::InvalidOperationType,
                     format!("{operation} is a subscription; subscribe to it instead of calling it"),
                 )),

@@ -799,6 +799,63 @@ async fn slow_subscriber_gets_overloaded_while_others_keep_receiving() {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_stops_reading_is_bounded_in_bytes_not_items() {
+    let (probe, _) = probe();
+    let p = pair_with(
+        &probe,
+        CallOptions {
+            // Items alone would let the idle subscriber hold gigabytes.
+            subscription_queue: 1_000_000,
+            subscription_bytes: 1 << 20,
+            ..Default::default()
+        },
+        false,
+    );
+    let admin = RequestOptions {
+        auth_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    };
+    let mut idle = p
+        .client
+        .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin.clone())
+        .await
+        .unwrap();
+    let mut reader = p
+        .client
+        .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin)
+        .await
+        .unwrap();
+    for _ in 0..1000 {
+        if p.service.broker().len() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(p.service.broker().len(), 2);
+    let blob = "x".repeat(256 * 1024);
+    let mut dropped_after = None;
+    for i in 0..200u64 {
+        let delivered = p
+            .service
+            .publish("t", &json!({"i": i, "blob": blob}))
+            .unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap()["data"]["i"], i);
+        if delivered == 1 {
+            dropped_after = Some(i);
+            break;
+        }
+    }
+    // The transport's windows plus 1 MiB of queue: a few dozen items at most, not 200 × 256 KiB.
+    let dropped_after = dropped_after.expect("the idle subscriber was never ended");
+    assert!(dropped_after < 40, "ended after {dropped_after} items");
+    let mut last = None;
+    while let Some(item) = idle.next().await {
+        last = Some(item);
+    }
+    assert_eq!(last.unwrap().unwrap_err().code, "OVERLOADED");
+}
+
+#[tokio::test]
 async fn single_stream_subscription_larger_than_the_queue_is_flow_controlled_not_dropped() {
     let (probe, _) = probe();
     let p = pair_with(

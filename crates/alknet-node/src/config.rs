@@ -200,6 +200,13 @@ pub struct LimitsConfig {
     /// Queue depth of each pub/sub subscription (default 1024).
     #[serde(default)]
     pub subscription_queue: Option<u32>,
+    /// Bytes of published messages one subscription may hold until they are written (default
+    /// 8 MiB; one message of any size is always taken).
+    #[serde(default)]
+    pub subscription_queue_bytes: Option<u64>,
+    /// The same, summed over one connection's subscriptions (default 64 MiB).
+    #[serde(default)]
+    pub connection_queue_bytes: Option<u64>,
     /// Deadline of queries and mutations that ask for none (default 30 000 ms).
     #[serde(default)]
     pub default_timeout_ms: Option<u64>,
@@ -319,6 +326,12 @@ impl NodeConfig {
         if let Some(n) = limits.subscription_queue {
             call.subscription_queue = n as usize;
         }
+        if let Some(n) = limits.subscription_queue_bytes {
+            call.subscription_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = limits.connection_queue_bytes {
+            call.connection_subscription_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
         if let Some(t) = millis(limits.default_timeout_ms) {
             call.default_timeout = t;
         }
@@ -354,6 +367,14 @@ impl NodeConfig {
         for (name, value) in [
             ("limits.default_timeout_ms", limits.default_timeout_ms),
             ("limits.max_timeout_ms", limits.max_timeout_ms),
+            (
+                "limits.subscription_queue_bytes",
+                limits.subscription_queue_bytes,
+            ),
+            (
+                "limits.connection_queue_bytes",
+                limits.connection_queue_bytes,
+            ),
         ] {
             if value == Some(0) {
                 return Err(NodeError::Config(format!("{name} must be at least 1")));

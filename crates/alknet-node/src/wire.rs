@@ -67,6 +67,8 @@ pub fn samples() -> Value {
         streams_per_connection: Some(1),
         max_concurrent_requests: Some(1),
         subscription_queue: Some(1),
+        subscription_queue_bytes: Some(1),
+        connection_queue_bytes: Some(1),
         default_timeout_ms: Some(1),
         max_timeout_ms: Some(1),
         max_frame_bytes: Some(1024),
@@ -195,6 +197,6 @@ mod tests {
         let samples = samples();
         assert_eq!(samples["Access"].as_object().unwrap().len(), 5);
         assert_eq!(samples["ErrorDecl"].as_object().unwrap().len(), 3);
-        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 7);
+        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 9);
     }
 }

@@ -120,6 +120,13 @@ impl FrameSink for FrameWriter {
         self.0.flush().await
     }
 
+    async fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            self.0.write_all(part).await?;
+        }
+        self.0.flush().await
+    }
+
     async fn finish(&mut self) {
         let _ = self.0.shutdown().await;
     }

@@ -53,6 +53,16 @@ pub trait FrameSink: Send + 'static {
     /// Writes a batch of whole frames and flushes it.
     fn send(&mut self, frames: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Writes one whole frame given in parts (a shared buffer between its head and tail) and
+    /// flushes it. The default joins the parts and calls [`send`](Self::send); a byte stream
+    /// writes them one after the other without the copy.
+    fn send_parts(&mut self, parts: &[&[u8]]) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let joined = parts.concat();
+            self.send(&joined).await
+        }
+    }
+
     /// Ends the sending side normally (QUIC: FIN).
     fn finish(&mut self) -> impl Future<Output = ()> + Send;
 }

@@ -8,16 +8,32 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::FrameSink;
+use crate::envelope::RESPONDED_TAIL;
+use crate::pubsub::Charge;
 
 /// Frames a stream's writer queues before senders wait.
 const WRITER_QUEUE: usize = 256;
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 256 * 1024;
 
+/// A `call.responded` frame whose output is a shared, already-encoded pub/sub item: written
+/// from the shared buffer without copying it, then [`RESPONDED_TAIL`].
+pub(crate) struct SharedFrame {
+    /// The length prefix and envelope head ([`responded_head`](crate::envelope::responded_head)).
+    pub(crate) head: Bytes,
+    /// The shared output.
+    pub(crate) body: Bytes,
+    /// Given back once written.
+    pub(crate) held: Charge,
+}
+
 /// What a writer is asked to do.
 enum Item {
-    /// Frames to write, dropped unwritten if their request was cancelled meanwhile.
-    Frames(Bytes, Option<CancellationToken>),
+    /// Frames to write, dropped unwritten if their request was cancelled meanwhile; `held` is
+    /// given back once they are written.
+    Frames(Bytes, Option<CancellationToken>, Vec<Charge>),
+    /// One frame around a shared body.
+    Shared(SharedFrame, Option<CancellationToken>),
     /// Answer once everything queued before has been written.
     Flush(oneshot::Sender<()>),
 }
@@ -71,19 +87,53 @@ impl Writer {
                     first = rx.recv() => first,
                 };
                 let Some(first) = first else { break };
-                // Batch whatever is queued into one write.
+                // Batch whatever is queued into one write; a large shared frame is written from
+                // its shared buffer after what was batched before it.
                 let mut next = Some(first);
                 let mut flushed = Vec::new();
+                let mut held = Vec::new();
                 while let Some(item) = next.take() {
+                    let mut large = None;
+                    let mut wrote = false;
                     match item {
-                        Item::Frames(frames, token) => {
+                        Item::Frames(frames, token, charges) => {
                             if !token.is_some_and(|t| t.is_cancelled()) {
                                 buf.extend_from_slice(&frames);
+                                held.extend(charges);
+                            }
+                        }
+                        Item::Shared(frame, token) => {
+                            if token.is_some_and(|t| t.is_cancelled()) {
+                            } else if frame.body.len() < WRITE_BATCH / 4 {
+                                buf.extend_from_slice(&frame.head);
+                                buf.extend_from_slice(&frame.body);
+                                buf.extend_from_slice(RESPONDED_TAIL);
+                                held.push(frame.held);
+                            } else {
+                                large = Some(frame);
                             }
                         }
                         Item::Flush(done) => flushed.push(done),
                     }
-                    if buf.len() < WRITE_BATCH && flushed.is_empty() {
+                    if (large.is_some() || buf.len() >= WRITE_BATCH || !flushed.is_empty())
+                        && !buf.is_empty()
+                    {
+                        if sink.send(&buf).await.is_err() {
+                            return;
+                        }
+                        buf.clear();
+                        held.clear();
+                        wrote = true;
+                    }
+                    if let Some(frame) = large {
+                        let parts = [&frame.head[..], &frame.body[..], RESPONDED_TAIL];
+                        if sink.send_parts(&parts).await.is_err() {
+                            return;
+                        }
+                        wrote = true;
+                    }
+                    // Back to watching for cancellation after each write.
+                    if flushed.is_empty() && !wrote {
                         next = rx.try_recv().ok();
                     }
                 }
@@ -92,6 +142,7 @@ impl Writer {
                         return;
                     }
                     buf.clear();
+                    held.clear();
                 }
                 for done in flushed {
                     let _ = done.send(());
@@ -109,8 +160,30 @@ impl Writer {
     /// Queues frames, dropped unwritten if `token` is cancelled before their turn; `false` once
     /// the stream can take no more.
     pub(crate) async fn send(&self, frames: Bytes, token: Option<&CancellationToken>) -> bool {
+        self.send_holding(frames, token, Vec::new()).await
+    }
+
+    /// Queues frames like [`send`](Self::send), keeping `held` until they are written.
+    pub(crate) async fn send_holding(
+        &self,
+        frames: Bytes,
+        token: Option<&CancellationToken>,
+        held: Vec<Charge>,
+    ) -> bool {
         self.0
-            .send(Item::Frames(frames, token.cloned()))
+            .send(Item::Frames(frames, token.cloned(), held))
+            .await
+            .is_ok()
+    }
+
+    /// Queues one frame around a shared body (see [`SharedFrame`]).
+    pub(crate) async fn send_shared(
+        &self,
+        frame: SharedFrame,
+        token: Option<&CancellationToken>,
+    ) -> bool {
+        self.0
+            .send(Item::Shared(frame, token.cloned()))
             .await
             .is_ok()
     }
@@ -126,6 +199,6 @@ impl Writer {
     /// Queues frames unless the queue is full (for answers that must not wait, such as
     /// `OVERLOADED` or an abort).
     pub(crate) fn try_send(&self, frames: Bytes) {
-        let _ = self.0.try_send(Item::Frames(frames, None));
+        let _ = self.0.try_send(Item::Frames(frames, None, Vec::new()));
     }
 }

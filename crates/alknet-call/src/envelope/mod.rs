@@ -295,6 +295,24 @@ pub fn encode_responded_frame(id: &str, output: &Value, out: &mut BytesMut) {
     encode_frame_of(&EventType::Responded, id, &RespondedPayload { output }, out);
 }
 
+/// What follows the shared output of a frame begun by [`responded_head`].
+pub(crate) const RESPONDED_TAIL: &[u8] = b"}}";
+
+/// The length prefix and head of a `call.responded` frame for `id` whose output is `body_len`
+/// bytes of JSON encoded elsewhere (a pub/sub item shared by many subscribers): the frame is the
+/// head, the body, then [`RESPONDED_TAIL`]. `None` if the frame would exceed [`MAX_FRAME_LIMIT`].
+pub(crate) fn responded_head(id: &str, body_len: usize) -> Option<Bytes> {
+    let mut head = BytesMut::with_capacity(64 + id.len());
+    head.put_u32(0);
+    head.extend_from_slice(br#"{"type":"call.responded","id":"#);
+    serde_json::to_writer((&mut head).writer(), id).ok()?;
+    head.extend_from_slice(br#","payload":{"output":"#);
+    let len = head.len() - 4 + body_len + RESPONDED_TAIL.len();
+    let len32 = u32::try_from(len).ok().filter(|_| len <= MAX_FRAME_LIMIT)?;
+    head[..4].copy_from_slice(&len32.to_be_bytes());
+    Some(head.freeze())
+}
+
 /// Initial size of an encoded frame: most answers fit without regrowing.
 pub(crate) const FRAME_CAPACITY: usize = 256;
 
@@ -640,6 +658,21 @@ mod tests {
             json!({"code": "QUOTA", "message": "over quota", "retryable": false, "details": {"left": 0}})
         );
         assert_eq!(error_from_payload(&envelope.payload), err);
+    }
+
+    #[test]
+    fn a_shared_body_between_head_and_tail_is_the_same_frame() {
+        for id in ["1", "a\"b\\c", "é"] {
+            let output = json!({"topic": "t/x", "data": [1, "two", {"3": null}]});
+            let body = serde_json::to_vec(&output).unwrap();
+            let mut joined = responded_head(id, body.len()).unwrap().to_vec();
+            joined.extend_from_slice(&body);
+            joined.extend_from_slice(RESPONDED_TAIL);
+            let mut want = BytesMut::new();
+            encode_responded_frame(id, &output, &mut want);
+            assert_eq!(joined, want.to_vec());
+        }
+        assert!(responded_head("1", MAX_FRAME_LIMIT).is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use alknet_core::{AuthContext, Connection};
 use tokio::sync::{mpsc, watch};
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::carrier::writer::Writer;
 use crate::envelope::Reply;
 use crate::options::CallOptions;
+use crate::pubsub::ByteBudget;
 
 /// One connection, as both directions of the protocol see it.
 pub(crate) struct Link {
@@ -27,12 +28,15 @@ pub(crate) struct Link {
     shared_writer: watch::Sender<Option<Writer>>,
     /// Cancelled once the connection is closed.
     pub(crate) closed: CancellationToken,
+    /// What this connection's pub/sub subscriptions may hold, together.
+    pub(crate) subscription_bytes: Arc<ByteBudget>,
     next_id: AtomicU64,
 }
 
 impl Link {
     pub(crate) fn new(conn: Connection, auth: AuthContext, options: CallOptions) -> Self {
         Self {
+            subscription_bytes: ByteBudget::new(options.connection_subscription_bytes),
             conn,
             auth,
             options,

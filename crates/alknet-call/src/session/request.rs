@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -12,17 +13,22 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::dispatch::Dispatcher;
+use crate::carrier::writer::SharedFrame;
 use crate::carrier::writer::Writer;
 use crate::context::CallContext;
 use crate::envelope::{
-    encode_frame_of, encode_responded_frame, frame_of, CallRequest, EventType, FRAME_CAPACITY,
+    encode_frame_of, encode_responded_frame, frame_of, responded_head, CallRequest, EventType,
+    FRAME_CAPACITY, RESPONDED_TAIL,
 };
 use crate::error::{CallError, ErrorCode};
 use crate::peer::Peer;
-use crate::registry::{Handler, OperationType};
+use crate::pubsub::Queued;
+use crate::registry::{Handler, Operation, OperationType};
 
 /// Bytes of ready subscription items encoded into one write.
 const STREAM_BATCH: usize = 32 * 1024;
+/// Pub/sub items from this size on are written from the buffer all subscribers share, not copied.
+const SHARE_ABOVE: usize = 16 * 1024;
 
 /// A request being served.
 pub(super) struct Served {
@@ -135,50 +141,133 @@ async fn run(
             writer.send(frame, Some(token)).await;
         }
         Handler::Stream(f) => {
-            let mut items = f(ctx, request.input);
-            let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
-            loop {
-                let first = tokio::select! {
-                    biased;
-                    _ = token.cancelled() => return,
-                    _ = &mut deadline => return send_error(timed_out()).await,
-                    item = items.next() => item,
-                };
-                // Encode this item and whatever else is ready now into one write.
-                let mut next = Some(first);
-                let mut ended = false;
-                while let Some(item) = next.take() {
-                    match item {
-                        Some(Ok(output)) => match op.vet_output(&output, validate) {
-                            Ok(()) => encode_responded_frame(id, &output, &mut batch),
-                            Err(e) => {
-                                encode_frame_of(&EventType::Error, id, &e, &mut batch);
-                                ended = true;
-                            }
-                        },
-                        Some(Err(e)) => {
-                            encode_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
-                            ended = true;
-                        }
-                        None => {
-                            encode_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
-                            ended = true;
-                        }
+            let items = f(ctx, request.input).map(|r| r.map(Item::Value)).boxed();
+            stream(&op, id, items, validate, writer, token, deadline, timed_out).await;
+        }
+        Handler::Feed(f) => {
+            let items = f(ctx, request.input).map(|r| r.map(Item::Shared)).boxed();
+            stream(&op, id, items, validate, writer, token, deadline, timed_out).await
+        }
+    }
+}
+
+/// A subscription item: a value to encode, or a pub/sub item encoded once for every subscriber.
+enum Item {
+    Value(Value),
+    Shared(Queued),
+}
+
+/// Sends a subscription's items until it ends, fails, is cancelled or passes its deadline.
+#[allow(clippy::too_many_arguments)]
+async fn stream<D: std::future::Future<Output = ()>>(
+    op: &Operation,
+    id: &str,
+    mut items: BoxStream<'static, Result<Item, CallError>>,
+    validate: bool,
+    writer: &Writer,
+    token: &CancellationToken,
+    mut deadline: std::pin::Pin<&mut D>,
+    timed_out: impl Fn() -> CallError,
+) {
+    let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
+    let mut held = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            _ = &mut deadline => {
+                writer.send(frame_of(&EventType::Error, id, &timed_out()), Some(token)).await;
+                return;
+            }
+            item = items.next() => item,
+        };
+        // Encode this item and whatever else is ready now into one write; a large shared item
+        // goes to the writer as it is, after what was batched before it.
+        let mut next = Some(first);
+        let mut ended = false;
+        while let Some(item) = next.take() {
+            let mut large = None;
+            match item {
+                Some(Ok(Item::Value(output))) => match op.vet_output(&output, validate) {
+                    Ok(()) => encode_responded_frame(id, &output, &mut batch),
+                    Err(e) => {
+                        encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                        ended = true;
                     }
-                    if !ended && batch.len() < STREAM_BATCH {
-                        next = items.next().now_or_never();
+                },
+                Some(Ok(Item::Shared(queued))) => match responded_head(id, queued.json.len()) {
+                    Some(head) if queued.json.len() >= SHARE_ABOVE => {
+                        large = Some(SharedFrame {
+                            head,
+                            body: queued.json,
+                            held: queued.charge,
+                        });
                     }
+                    Some(head) => {
+                        batch.extend_from_slice(&head);
+                        batch.extend_from_slice(&queued.json);
+                        batch.extend_from_slice(RESPONDED_TAIL);
+                        held.push(queued.charge);
+                    }
+                    None => {
+                        let e = CallError::new(
+                            ErrorCode::Internal,
+                            "the response exceeds the maximum frame size",
+                        );
+                        encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                        ended = true;
+                    }
+                },
+                Some(Err(e)) => {
+                    encode_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
+                    ended = true;
                 }
+                None => {
+                    encode_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
+                    ended = true;
+                }
+            }
+            if large.is_some() && !batch.is_empty() {
                 let frames = batch.split().freeze();
-                tokio::select! {
-                    biased;
-                    _ = token.cancelled() => return,
-                    sent = writer.send(frames, Some(token)) => if !sent { return },
-                }
-                if ended {
+                if !send(writer, token, frames, std::mem::take(&mut held)).await {
                     return;
                 }
             }
+            if let Some(frame) = large {
+                let sent = tokio::select! {
+                    biased;
+                    _ = token.cancelled() => false,
+                    sent = writer.send_shared(frame, Some(token)) => sent,
+                };
+                if !sent {
+                    return;
+                }
+            } else if !ended && batch.len() < STREAM_BATCH {
+                next = items.next().now_or_never();
+            }
         }
+        if !batch.is_empty() {
+            let frames = batch.split().freeze();
+            if !send(writer, token, frames, std::mem::take(&mut held)).await {
+                return;
+            }
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Queues frames unless the request is cancelled first; `false` when nothing more can be sent.
+async fn send(
+    writer: &Writer,
+    token: &CancellationToken,
+    frames: bytes::Bytes,
+    held: Vec<crate::pubsub::Charge>,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = token.cancelled() => false,
+        sent = writer.send_holding(frames, Some(token), held) => sent,
     }
 }
