@@ -24,6 +24,7 @@ describe('shared types', () => {
     ['TopicRule', wire.TOPIC_RULE],
     ['LimitsConfig', wire.LIMITS],
     ['IrohSettings', wire.IROH],
+    ['NatsConfig', wire.NATS],
     ['Access', wire.ACCESS],
     ['ErrorDecl', wire.ERROR_DECLARATION],
     ['Identity', wire.IDENTITY],

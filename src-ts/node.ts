@@ -133,6 +133,42 @@ export interface ServeOptions extends DynamicConfig {
   handshakeTimeoutMs?: number
   /** Where handler failures are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
+  /** Pub/sub rules (reloadable) and the backplane that carries topics between nodes (needs a restart). */
+  pubsub?: { rules?: TopicRule[]; backplane?: Backplane }
+}
+
+/** What carries pub/sub topics between nodes. */
+export interface Backplane {
+  /** NATS servers shared by the nodes of a fleet. */
+  nats: NatsBackplane
+}
+
+/**
+ * A NATS backplane: a publish on any node reaches the subscribers on every node connected to the
+ * same NATS servers (at most once; in order per publisher; `delivered` counts the publishing
+ * node's own subscribers). Topic `a/b` travels as subject `<subjectPrefix>.a.b`.
+ */
+export interface NatsBackplane {
+  /** NATS server URLs (`nats://host:4222`, `tls://…`); the client fails over between them. */
+  servers: string[]
+  /** Path of a NATS credentials file (`.creds`), for servers that need one. */
+  credentials?: string
+  /** The first subject token(s) of every topic (default `alknet`). */
+  subjectPrefix?: string
+}
+
+/** What a node's backplane has done since it started. */
+export interface BackplaneStatus {
+  /** Whether the NATS connection is up now. */
+  connected: boolean
+  /** Messages handed to NATS for the other nodes. */
+  sent: number
+  /** Messages from other nodes delivered to this node's subscribers. */
+  received: number
+  /** Messages for other nodes dropped while NATS was unreachable or too slow (at most once). */
+  lost: number
+  /** Messages from NATS refused (not a pub/sub item, or on the wrong subject). */
+  rejected: number
 }
 
 /** A running node. */
@@ -150,6 +186,14 @@ export interface AlknetNode {
   reload(config: DynamicConfig): void
   /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
   publish(topic: string, data: unknown): Promise<number>
+  /** The pub/sub backplane's state; `undefined` without `pubsub.backplane`. */
+  backplaneStatus(): BackplaneStatus | undefined
+  /**
+   * Resolves once the backplane is connected and the NATS servers have the subscriptions of
+   * every subscriber this node has now: from then on, what other nodes publish reaches them.
+   * Resolves at once without a backplane.
+   */
+  backplaneReady(): Promise<void>
   /** Graceful: stops accepting, lets in-flight calls finish (up to `drainTimeoutMs`), closes; the process may exit afterwards. */
   close(): Promise<void>
 }
@@ -205,6 +249,11 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
         throw fromNative(e)
       }
     },
+    backplaneStatus: () => {
+      const status = n.backplaneStatus()
+      return status === null ? undefined : (JSON.parse(status) as BackplaneStatus)
+    },
+    backplaneReady: () => n.backplaneReady(),
     close: () => {
       closing ??= n.close().finally(release)
       return closing

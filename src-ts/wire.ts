@@ -7,7 +7,7 @@
 import * as native from '../index.js'
 import { ConnectError } from './errors'
 import type { Access, ErrorDeclaration, Identity } from './registry'
-import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, NatsBackplane, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 import type { ConnectOptions } from './peer'
 
 /** The protocol's constants, from the Rust side (error codes, frame limits, default deadlines). */
@@ -83,6 +83,13 @@ export const IROH = {
   relayCa: 'relay_ca',
   direct: 'direct',
 } as const satisfies KeyTable<IrohOptions>
+
+/** @internal */
+export const NATS = {
+  servers: 'servers',
+  credentials: 'credentials',
+  subjectPrefix: 'subject_prefix',
+} as const satisfies KeyTable<NatsBackplane>
 
 /** @internal */
 export const ACCESS = {
@@ -223,6 +230,14 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
     if (!(key in SERVE_OPTIONS)) throw unknownOption('serve()', key, Object.keys(SERVE_OPTIONS))
   }
   const iroh = options.iroh === true ? {} : options.iroh === false ? undefined : options.iroh
+  const dynamic = dynamicConfigWire(options)
+  const backplane = options.pubsub?.backplane
+  if (backplane !== undefined) {
+    for (const key of Object.keys(backplane)) {
+      if (key !== 'nats') throw unknownOption('pubsub.backplane', key, ['nats'])
+    }
+    dynamic.pubsub = { ...(dynamic.pubsub as object), backplane: { nats: renamed(backplane.nats, NATS, 'pubsub.backplane.nats') } }
+  }
   return {
     listen: options.listen,
     tls: tlsWire(options.tls),
@@ -231,7 +246,7 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
     limits: renamed(options.limits ?? {}, LIMITS, 'limits'),
     drain_timeout_ms: options.drainTimeoutMs,
     handshake_timeout_ms: options.handshakeTimeoutMs,
-    ...dynamicConfigWire(options),
+    ...dynamic,
   }
 }
 

@@ -108,6 +108,36 @@ impl Node {
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
     }
 
+    /// The pub/sub backplane's state as JSON `{ connected, sent, received, lost, rejected }`
+    /// (`null` without a backplane).
+    #[napi]
+    pub fn backplane_status(&self) -> napi::Result<Option<String>> {
+        self.with(|node| {
+            Ok(node.backplane().map(|b| {
+                let s = b.stats();
+                serde_json::json!({
+                    "connected": b.is_connected(),
+                    "sent": s.sent,
+                    "received": s.received,
+                    "lost": s.lost,
+                    "rejected": s.rejected,
+                })
+                .to_string()
+            }))
+        })
+    }
+
+    /// Resolves once the backplane is connected and has the NATS subscriptions of every current
+    /// subscriber (at once without a backplane).
+    #[napi]
+    pub async fn backplane_ready(&self) -> napi::Result<()> {
+        let backplane = self.with(|node| Ok(node.backplane().cloned()))?;
+        if let Some(backplane) = backplane {
+            backplane.ready().await;
+        }
+        Ok(())
+    }
+
     /// Stops accepting, lets in-flight connections finish (up to the drain timeout), closes the
     /// rest. Calling it again does nothing.
     #[napi]

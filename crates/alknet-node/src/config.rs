@@ -28,10 +28,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alknet_call::pubsub::PubSubPolicy;
+use alknet_call::pubsub::{PubSubPolicy, TopicRule};
 use alknet_call::CallOptions;
 use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
+use alknet_nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
@@ -71,9 +72,30 @@ pub struct NodeConfig {
     /// Dynamic: peers and API keys.
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Dynamic: who may publish and subscribe where.
+    /// Who may publish and subscribe where (dynamic), and the backplane (static).
     #[serde(default)]
-    pub pubsub: PubSubPolicy,
+    pub pubsub: PubSubConfig,
+}
+
+/// `[pubsub]`: topic rules (dynamic: reloaded with the rest of the dynamic part) and the
+/// backplane that carries topics between nodes (static: a change needs a restart).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PubSubConfig {
+    /// Rules, first match wins (see [`PubSubPolicy`]).
+    #[serde(default)]
+    pub rules: Vec<TopicRule>,
+    /// Topics across a fleet of nodes (`[pubsub.backplane.nats]`).
+    #[serde(default)]
+    pub backplane: Option<BackplaneConfig>,
+}
+
+/// `[pubsub.backplane]`: what carries topics between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackplaneConfig {
+    /// NATS servers (see `alknet_nats`).
+    pub nats: NatsConfig,
 }
 
 fn yes() -> bool {
@@ -292,7 +314,7 @@ impl NodeConfig {
             handshake_timeout_ms: None,
             services: ServicesConfig::default(),
             auth: AuthConfig::default(),
-            pubsub: PubSubPolicy::default(),
+            pubsub: PubSubConfig::default(),
         }
     }
 
@@ -300,7 +322,9 @@ impl NodeConfig {
     pub fn dynamic(&self) -> DynamicConfig {
         DynamicConfig {
             auth: self.auth.clone(),
-            pubsub: self.pubsub.clone(),
+            pubsub: PubSubPolicy {
+                rules: self.pubsub.rules.clone(),
+            },
         }
     }
 
@@ -387,6 +411,12 @@ impl NodeConfig {
                     "limits.max_frame_bytes must be from {MIN_FRAME_LIMIT} to {max}, not {n}"
                 )));
             }
+        }
+        if let Some(backplane) = &self.pubsub.backplane {
+            backplane
+                .nats
+                .validate()
+                .map_err(|e| NodeError::Config(format!("pubsub.backplane.nats.{e}")))?;
         }
         self.dynamic().validate().map_err(NodeError::Dynamic)
     }

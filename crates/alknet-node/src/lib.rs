@@ -24,8 +24,10 @@ mod connect;
 mod node;
 pub mod wire;
 
+pub use alknet_nats::NatsConfig;
 pub use config::{
-    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
+    BackplaneConfig, DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, PubSubConfig,
+    ServicesConfig, TlsConfig,
 };
 pub use connect::{
     connect, ConnectConfig, ConnectError, Connected, DialTarget, Transport,

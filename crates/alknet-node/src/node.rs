@@ -13,6 +13,7 @@ use alknet_endpoint::{
     Endpoint, EndpointConfig, EndpointError, HandlerRegistry, IrohTarget, RegistryError,
     ShutdownReport,
 };
+use alknet_nats::NatsBackplane;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -129,6 +130,7 @@ pub struct NodeBuilder {
 pub struct Node {
     endpoint: Endpoint,
     service: Option<Arc<CallService>>,
+    backplane: Option<Arc<NatsBackplane>>,
     live: LiveConfig,
     iroh: Option<IrohTarget>,
 }
@@ -217,11 +219,21 @@ impl Node {
         }
     }
 
+    /// The pub/sub backplane (`None` without `pubsub.backplane`): its connection state and
+    /// counters.
+    pub fn backplane(&self) -> Option<&Arc<NatsBackplane>> {
+        self.backplane.as_ref()
+    }
+
     /// Stops accepting, lets in-flight connections finish until the drain timeout (handlers
     /// are told through [`Connection::draining`](alknet_core::Connection::draining)), then
-    /// closes what remains.
+    /// closes what remains, and leaves the backplane.
     pub async fn shutdown(self) -> ShutdownReport {
-        self.endpoint.shutdown().await
+        let report = self.endpoint.shutdown().await;
+        if let Some(backplane) = &self.backplane {
+            backplane.close().await;
+        }
+        report
     }
 }
 
@@ -333,9 +345,23 @@ impl NodeBuilder {
             },
             _ => endpoint.iroh_target(),
         };
+        let backplane = match (&service, &config.pubsub.backplane) {
+            (Some(service), Some(backplane)) => {
+                let broker = service.broker().clone();
+                match NatsBackplane::start(&backplane.nats, broker, live.pubsub.clone()).await {
+                    Ok(backplane) => Some(backplane),
+                    Err(e) => {
+                        endpoint.shutdown().await;
+                        return Err(NodeError::Config(e.to_string()));
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Node {
             endpoint,
             service,
+            backplane,
             live,
             iroh,
         })

@@ -19,9 +19,11 @@ use alknet_core::Identity;
 use serde_json::{json, Value};
 
 use crate::config::{
-    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
+    BackplaneConfig, DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, PubSubConfig,
+    ServicesConfig, TlsConfig,
 };
 use crate::connect::{ConnectConfig, Transport};
+use alknet_nats::NatsConfig;
 
 fn strings(s: &str) -> Vec<String> {
     vec![s.to_string()]
@@ -78,6 +80,11 @@ pub fn samples() -> Value {
         relay_ca: Some(String::new()),
         direct: Some(true),
     };
+    let nats = NatsConfig {
+        servers: strings("nats://127.0.0.1:4222"),
+        credentials: Some("fleet.creds".into()),
+        subject_prefix: Some("alknet".into()),
+    };
     let node = NodeConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         key_file: Some("node.key".into()),
@@ -89,7 +96,10 @@ pub fn samples() -> Value {
         handshake_timeout_ms: Some(1),
         services: ServicesConfig { call: true },
         auth: auth.clone(),
-        pubsub: pubsub.clone(),
+        pubsub: PubSubConfig {
+            rules: pubsub.rules.clone(),
+            backplane: Some(BackplaneConfig { nats: nats.clone() }),
+        },
     };
     let access = Access {
         required_scopes: strings("a"),
@@ -156,6 +166,7 @@ pub fn samples() -> Value {
         "Identity": identity,
         "TlsConfig": tls,
         "ConnectConfig": connect,
+        "NatsConfig": nats,
     })
 }
 
