@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use alknet_call::{CallOptions, ErrorCode, RequestOptions};
+use alknet_call::{CallOptions, ErrorCode, RequestOptions, Subscription};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::*;
@@ -737,27 +737,18 @@ async fn topic_rules_reload_takes_effect_for_the_next_publish() {
     assert_eq!(publish().await.unwrap_err().code, "FORBIDDEN");
 }
 
-#[tokio::test]
-async fn slow_subscriber_gets_overloaded_while_others_keep_receiving() {
-    let (probe, _) = probe();
-    let p = pair_with(
-        &probe,
-        CallOptions {
-            subscription_queue: 4,
-            ..Default::default()
-        },
-        false,
-    );
+/// Two admin subscriptions to topic `t` on the pair's client, both registered with the broker.
+async fn two_subscriptions_to_t(p: &Pair) -> (Subscription, Subscription) {
     let admin = RequestOptions {
         auth_token: Some(ADMIN_TOKEN.into()),
         ..Default::default()
     };
-    let mut slow = p
+    let first = p
         .client
         .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin.clone())
         .await
         .unwrap();
-    let mut fast = p
+    let second = p
         .client
         .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin)
         .await
@@ -769,6 +760,21 @@ async fn slow_subscriber_gets_overloaded_while_others_keep_receiving() {
         tokio::task::yield_now().await;
     }
     assert_eq!(p.service.broker().len(), 2);
+    (first, second)
+}
+
+#[tokio::test]
+async fn slow_subscriber_gets_overloaded_while_others_keep_receiving() {
+    let (probe, _) = probe();
+    let p = pair_with(
+        &probe,
+        CallOptions {
+            subscription_queue: 4,
+            ..Default::default()
+        },
+        false,
+    );
+    let (mut slow, mut fast) = two_subscriptions_to_t(&p).await;
     // Big messages fill the slow subscriber's stream window and then its queue.
     let blob = "x".repeat(64 * 1024);
     let mut sent = 0u64;
@@ -811,27 +817,7 @@ async fn a_subscriber_that_stops_reading_is_bounded_in_bytes_not_items() {
         },
         false,
     );
-    let admin = RequestOptions {
-        auth_token: Some(ADMIN_TOKEN.into()),
-        ..Default::default()
-    };
-    let mut idle = p
-        .client
-        .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin.clone())
-        .await
-        .unwrap();
-    let mut reader = p
-        .client
-        .subscribe_with("pubsub/subscribe", json!({"topic": "t"}), admin)
-        .await
-        .unwrap();
-    for _ in 0..1000 {
-        if p.service.broker().len() == 2 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(p.service.broker().len(), 2);
+    let (mut idle, mut reader) = two_subscriptions_to_t(&p).await;
     let blob = "x".repeat(256 * 1024);
     let mut dropped_after = None;
     for i in 0..200u64 {

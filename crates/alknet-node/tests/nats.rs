@@ -29,6 +29,19 @@ impl Drop for NatsServer {
     }
 }
 
+/// The `nats-server` binary, or `None` after saying the test is skipped (a failure under `CI=true`).
+fn nats_or_skip() -> Option<PathBuf> {
+    let binary = nats_binary();
+    if binary.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nats-server is needed (Debian package nats-server) and could not be installed"
+        );
+        eprintln!("SKIPPED: nats-server is not installed (Debian package nats-server)");
+    }
+    binary
+}
+
 /// The `nats-server` binary, installed once per test process when missing.
 fn nats_binary() -> Option<PathBuf> {
     static BINARY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
@@ -173,12 +186,7 @@ async fn all_ready(nodes: &[Node]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_topics_through_nats_and_survive_a_nats_restart() {
-    let Some(binary) = nats_binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nats-server is needed (Debian package nats-server) and could not be installed"
-        );
-        eprintln!("SKIPPED: nats-server is not installed (Debian package nats-server)");
+    let Some(binary) = nats_or_skip() else {
         return;
     };
     let server = NatsServer::start(&binary, 0);
@@ -257,12 +265,7 @@ async fn three_nodes_share_topics_through_nats_and_survive_a_nats_restart() {
 
 #[tokio::test]
 async fn a_foreign_message_on_the_subject_is_refused_and_counted() {
-    let Some(binary) = nats_binary() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "nats-server is needed"
-        );
-        eprintln!("SKIPPED: nats-server is not installed (Debian package nats-server)");
+    let Some(binary) = nats_or_skip() else {
         return;
     };
     let server = NatsServer::start(&binary, 0);
