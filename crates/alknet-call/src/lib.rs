@@ -12,16 +12,17 @@
 //! | module | what | uses |
 //! |---|---|---|
 //! | [`error`], [`framing`], [`topic`] | error codes; length-prefixed frames; topic patterns | — |
+//! | [`throttle`] | invalid-token throttling per address, with its log line | — |
 //! | [`access`] | access rules | error |
 //! | [`envelope`] | envelopes, payloads, the reply decoder | error, framing |
 //! | [`options`] | [`CallOptions`] | framing |
-//! | [`pubsub`] | broker and topic rules | topic |
-//! | [`carrier`] | envelope sources and frame sinks (byte streams), the stream writer | framing |
-//! | [`peer`] | the caller side: [`Peer`], requests, subscriptions, the connection link | carrier, envelope, error, options |
-//! | [`context`] | [`CallContext`] given to handlers | error, peer |
-//! | [`registry`] | operations, handlers, schemas, output and error vetting | access, context, error |
+//! | [`pubsub`] | broker (shared encodings, byte budgets, backplane hook) and topic rules | topic |
+//! | [`carrier`] | envelope sources and frame sinks (byte streams), the stream writer | envelope, framing, pubsub |
+//! | [`peer`] | the caller side: [`Peer`], requests, subscriptions, the connection link | carrier, envelope, error, options, pubsub |
+//! | [`context`] | [`CallContext`] given to handlers | error, peer, pubsub |
+//! | [`registry`] | operations, handlers, schemas, output and error vetting | access, context, error, pubsub |
 //! | `builtins` | `services/*` and `pubsub/*`, capturing what they need | context, error, pubsub, registry, topic |
-//! | [`service`] | [`CallService`]: registry, identity, broker, limits; composition | access, builtins, context, envelope, error, options, pubsub, registry, topic |
+//! | [`service`] | [`CallService`]: registry, identity, broker, limits; composition | access, builtins, context, envelope, error, options, pubsub, registry, throttle, topic |
 //! | [`session`] | the dispatcher serving a connection; [`Session`], `Peer::connect` | carrier, context, envelope, error, peer, registry, service |
 //! | [`handler`] | [`CallHandler`], the endpoint's protocol handler | peer, service, session |
 //!
@@ -60,6 +61,7 @@ pub mod pubsub;
 pub mod registry;
 pub mod service;
 pub mod session;
+pub mod throttle;
 pub mod topic;
 
 pub use access::Access;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use alknet_core::{ConfigStore, Identity, IdentityProvider};
+use alknet_core::{AuthContext, ConfigStore, Identity, IdentityProvider};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
 use crate::pubsub::{Broker, PubSubPolicy, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
+use crate::throttle::TokenThrottle;
 use crate::topic::validate_topic;
 
 pub use crate::options::CallOptions;
@@ -29,6 +30,7 @@ pub struct CallService {
     pubsub: ConfigStore<PubSubPolicy>,
     broker: Broker,
     options: CallOptions,
+    tokens: TokenThrottle,
 }
 
 /// Resolves nobody: for clients that serve callbacks without a peer list.
@@ -84,6 +86,7 @@ impl CallService {
             pubsub,
             broker,
             options,
+            tokens: TokenThrottle::default(),
         }))
     }
 
@@ -143,20 +146,11 @@ impl CallService {
     pub(crate) fn admit(
         &self,
         request: &CallRequest,
-        connection_identity: Option<&Identity>,
+        connection: &AuthContext,
     ) -> Result<(Arc<Operation>, Option<Identity>), CallError> {
         let identity = match &request.auth_token {
-            Some(token) => Some(
-                self.identity
-                    .resolve_from_token(token.as_bytes())
-                    .ok_or_else(|| {
-                        CallError::new(
-                            ErrorCode::Unauthenticated,
-                            "auth_token is not valid (unknown, disabled or expired)",
-                        )
-                    })?,
-            ),
-            None => connection_identity.cloned(),
+            Some(token) => Some(self.resolve_token(token, connection)?),
+            None => connection.identity.clone(),
         };
         let op = self
             .registry
@@ -166,6 +160,30 @@ impl CallService {
         op.spec.access.check(identity.as_ref())?;
         op.validate_input(&request.input)?;
         Ok((op.clone(), identity))
+    }
+}
+
+impl CallService {
+    /// The identity of a request's `auth_token`; an invalid one is logged (never its text) and
+    /// counted against the source address, which is throttled after too many.
+    fn resolve_token(&self, token: &str, connection: &AuthContext) -> Result<Identity, CallError> {
+        let remote = connection.remote_addr;
+        if self.tokens.throttled(remote) {
+            return Err(CallError::new(
+                ErrorCode::Unauthenticated,
+                "too many invalid auth_tokens from this address; wait a minute before retrying",
+            ));
+        }
+        self.identity
+            .resolve_from_token(token.as_bytes())
+            .ok_or_else(|| {
+                let alpn = String::from_utf8_lossy(&connection.alpn);
+                self.tokens.failed(remote, &alpn);
+                CallError::new(
+                    ErrorCode::Unauthenticated,
+                    "auth_token is not valid (unknown, disabled or expired)",
+                )
+            })
     }
 }
 

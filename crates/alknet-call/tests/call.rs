@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_call::{CallOptions, ErrorCode, RequestOptions, Subscription};
@@ -863,4 +864,80 @@ async fn single_stream_subscription_larger_than_the_queue_is_flow_controlled_not
         })
         .await;
     assert_eq!(count, 5000);
+}
+
+/// Log lines written while it lives, for asserting on what an operator's fail2ban would read.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn invalid_tokens_are_logged_without_their_text_and_throttled_per_address() {
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (probe, _) = probe();
+    let p = pair(&probe);
+    let with_token = |token: &str| RequestOptions {
+        auth_token: Some(token.into()),
+        ..Default::default()
+    };
+    let failures = alknet_call::throttle::FAILURES;
+    for i in 0..failures {
+        let err = p
+            .client
+            .call_with("test/admin", json!({}), with_token(&format!("guess-{i}")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "UNAUTHENTICATED");
+        assert!(err.message.contains("not valid"), "{}", err.message);
+    }
+    // Now even a valid token from this address is refused unread, for a while.
+    let err = p
+        .client
+        .call_with("test/admin", json!({}), with_token(ADMIN_TOKEN))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "UNAUTHENTICATED");
+    assert!(err.message.contains("too many"), "{}", err.message);
+    // Requests without a token are not affected.
+    assert_eq!(
+        p.client
+            .call("math/add", json!({"a": 1, "b": 1}))
+            .await
+            .unwrap(),
+        json!(2.0)
+    );
+    let text = log.text();
+    assert_eq!(
+        text.matches("authentication rejected: invalid token")
+            .count(),
+        failures as usize,
+        "{text}"
+    );
+    assert!(text.contains("throttling this address"), "{text}");
+    assert!(text.contains("remote="), "{text}");
+    assert!(
+        !text.contains("guess-") && !text.contains(ADMIN_TOKEN),
+        "{text}"
+    );
 }

@@ -85,7 +85,7 @@ async fn run(
         Ok(r) => r,
         Err(e) => return send_error(e).await,
     };
-    let (op, identity) = match service.admit(&request, dispatcher.link.auth.identity.as_ref()) {
+    let (op, identity) = match service.admit(&request, &dispatcher.link.auth) {
         Ok(admitted) => admitted,
         Err(e) => return send_error(e).await,
     };
