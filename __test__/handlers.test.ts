@@ -134,4 +134,30 @@ describe('JavaScript handlers', () => {
     expect((await outcome).code).toBe('CANCELLED')
     await childAborted.promise
   })
+
+  it('a handler that rejects because its request was cancelled is not reported as failed', async () => {
+    const reported: unknown[] = []
+    const started = deferred()
+    const rejected = deferred()
+    const ops = new Registry().query('work/fetch', { input: Type.Object({}), output: Type.Null() }, (_i, ctx) => {
+      started.resolve()
+      // What fetch(url, { signal: ctx.signal }) does when the signal aborts.
+      return new Promise<null>((_resolve, reject) => {
+        ctx.signal.addEventListener('abort', () => {
+          reject(new DOMException('This operation was aborted', 'AbortError'))
+          rejected.resolve()
+        })
+      })
+    })
+    const peer = await dial(await start(ops, { onHandlerError: (e) => reported.push(e) }))
+    const controller = new AbortController()
+    const outcome = rejection(peer.call('work/fetch', {}, { signal: controller.signal }))
+    await started.promise
+    controller.abort()
+    expect((await outcome).code).toBe('CANCELLED')
+    await rejected.promise
+    // The rejection's handlers run in the microtasks before the next turn of the event loop.
+    await new Promise(setImmediate)
+    expect(reported).toEqual([])
+  })
 })

@@ -137,8 +137,14 @@ export class HandlerHost {
     return JSON.stringify({ code: 'INTERNAL', message: 'the handler failed' })
   }
 
-  private fail(id: number, operation: string, error: unknown): void {
+  /**
+   * Answers `error` for request `id`. A handler that rejects after its request was cancelled
+   * (caller abort, deadline; often an `AbortError` from passing `ctx.signal` on) has not failed:
+   * nothing is reported, and nobody waits for the answer.
+   */
+  private fail(id: number, operation: string, error: unknown, entry?: Running): void {
     this.running.delete(id)
+    if (entry?.cancelled !== undefined) return
     this.answer((h) => h.reject(id, this.errorJson(error, operation)))
   }
 
@@ -191,7 +197,7 @@ export class HandlerHost {
         entry.pulling = false
         if (this.running.get(id) !== entry) return
         this.flush(id, entry)
-        this.fail(id, entry.operation, e)
+        this.fail(id, entry.operation, e, entry)
       },
     )
   }
@@ -213,7 +219,7 @@ export class HandlerHost {
         this.running.delete(id)
         this.answer((h) => h.resolve(id, json))
       },
-      (e: unknown) => this.fail(id, operation, e),
+      (e: unknown) => this.fail(id, operation, e, entry),
     )
   }
 
