@@ -95,6 +95,14 @@ export interface Limits {
   maxTimeoutMs?: number
   /** Largest frame (one message) accepted, in bytes (default 16 MiB, from 1 KiB to 64 MiB). */
   maxFrameBytes?: number
+  /** Largest frame accepted on a connection whose key is not a known peer (default 1 MiB; token-only callers included). */
+  anonymousMaxFrameBytes?: number
+  /** Bytes of partly received frames one identified connection may buffer (default 64 MiB); beyond it, reading waits. */
+  connectionInputBytes?: number
+  /** The same, shared by every connection without an identity (default 64 MiB). */
+  anonymousInputBytes?: number
+  /** How long a frame may take to arrive once begun (default 60 000 ms). */
+  frameDeadlineMs?: number
 }
 
 /** iroh for a node: reachable by its key alone, through a relay when no direct path exists. */
@@ -211,10 +219,13 @@ function checkNumbers(options: ServeOptions): void {
   const { min_frame_limit_bytes, max_frame_limit_bytes } = protocolConstants()
   whole('drainTimeoutMs', options.drainTimeoutMs, 0)
   whole('handshakeTimeoutMs', options.handshakeTimeoutMs, 1)
-  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs'] as const) {
+  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs', 'frameDeadlineMs'] as const) {
     whole(`limits.${name}`, limits[name], 1)
   }
   whole('limits.maxFrameBytes', limits.maxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)
+  whole('limits.anonymousMaxFrameBytes', limits.anonymousMaxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)
+  whole('limits.connectionInputBytes', limits.connectionInputBytes, min_frame_limit_bytes, Number.MAX_SAFE_INTEGER)
+  whole('limits.anonymousInputBytes', limits.anonymousInputBytes, min_frame_limit_bytes, Number.MAX_SAFE_INTEGER)
 }
 
 /**

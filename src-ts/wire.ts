@@ -75,6 +75,10 @@ export const LIMITS = {
   defaultTimeoutMs: 'default_timeout_ms',
   maxTimeoutMs: 'max_timeout_ms',
   maxFrameBytes: 'max_frame_bytes',
+  anonymousMaxFrameBytes: 'anonymous_max_frame_bytes',
+  connectionInputBytes: 'connection_input_bytes',
+  anonymousInputBytes: 'anonymous_input_bytes',
+  frameDeadlineMs: 'frame_deadline_ms',
 } as const satisfies KeyTable<Limits>
 
 /** @internal */

@@ -116,6 +116,13 @@ impl FrameDecoder {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+
+    /// The length the next frame's header announced, once its header is buffered.
+    pub fn announced(&self) -> Option<usize> {
+        self.buf
+            .first_chunk::<HEADER_LEN>()
+            .map(|h| u32::from_be_bytes(*h) as usize)
+    }
 }
 
 impl Default for FrameDecoder {

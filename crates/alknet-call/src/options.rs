@@ -9,6 +9,18 @@ use crate::framing::DEFAULT_MAX_FRAME;
 pub struct CallOptions {
     /// Largest frame accepted (default 16 MiB, at most 64 MiB).
     pub max_frame: usize,
+    /// Largest frame accepted on a connection without an identity of its own (its TLS key is
+    /// not a known peer; default 1 MiB): what an unauthenticated party can make the node buffer.
+    pub anonymous_max_frame: usize,
+    /// Bytes of partly received frames one identified connection may have buffered, over all its
+    /// streams (default 64 MiB); beyond it, reading waits and the peer's flow control holds the
+    /// rest.
+    pub connection_input_bytes: usize,
+    /// The same, shared by every connection without an identity (default 64 MiB).
+    pub anonymous_input_bytes: usize,
+    /// How long a frame may take to arrive once its first byte has (default 60 s); a slower one
+    /// is a protocol violation.
+    pub frame_deadline: Duration,
     /// Concurrent requests per connection, subscriptions included (default 1024).
     pub max_concurrent: usize,
     /// Queue depth of each pub/sub subscription (default 1024).
@@ -31,6 +43,10 @@ impl Default for CallOptions {
     fn default() -> Self {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
+            anonymous_max_frame: 1 << 20,
+            connection_input_bytes: 64 << 20,
+            anonymous_input_bytes: 64 << 20,
+            frame_deadline: Duration::from_secs(60),
             max_concurrent: 1024,
             subscription_queue: 1024,
             subscription_bytes: 8 << 20,

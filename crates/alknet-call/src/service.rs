@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::access::Access;
 use crate::builtins::{self, not_found, Captured};
+use crate::carrier::byte_stream::InputGuard;
 use crate::context::{CallContext, LocalOperations};
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
@@ -17,6 +18,7 @@ use crate::pubsub::{Broker, PubSubPolicy, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
 use crate::throttle::TokenThrottle;
 use crate::topic::validate_topic;
+use tokio::sync::Semaphore;
 
 pub use crate::options::CallOptions;
 
@@ -31,6 +33,8 @@ pub struct CallService {
     broker: Broker,
     options: CallOptions,
     tokens: TokenThrottle,
+    /// Bytes of partly received frames all connections without an identity may buffer.
+    anonymous_input: Arc<Semaphore>,
 }
 
 /// Resolves nobody: for clients that serve callbacks without a peer list.
@@ -85,6 +89,7 @@ impl CallService {
             identity,
             pubsub,
             broker,
+            anonymous_input: Arc::new(Semaphore::new(options.anonymous_input_bytes)),
             options,
             tokens: TokenThrottle::default(),
         }))
@@ -113,6 +118,26 @@ impl CallService {
     /// The limits.
     pub fn options(&self) -> &CallOptions {
         &self.options
+    }
+
+    /// What the streams of a connection with `identity` may buffer and how large their frames
+    /// may be: a connection without an identity of its own gets the lower frame ceiling and
+    /// draws on the budget shared by all such connections.
+    pub(crate) fn input_guard(
+        &self,
+        identity: Option<&Identity>,
+        own: &Arc<Semaphore>,
+    ) -> (usize, InputGuard) {
+        let o = &self.options;
+        let (max_frame, budget, size) = match identity {
+            Some(_) => (o.max_frame, own.clone(), o.connection_input_bytes),
+            None => (
+                o.max_frame.min(o.anonymous_max_frame),
+                self.anonymous_input.clone(),
+                o.anonymous_input_bytes,
+            ),
+        };
+        (max_frame, InputGuard::new(budget, size, o.frame_deadline))
     }
 
     /// The broker.

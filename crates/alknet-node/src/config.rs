@@ -238,6 +238,19 @@ pub struct LimitsConfig {
     /// Largest frame (one message) accepted, in bytes (default 16 MiB, at most 64 MiB).
     #[serde(default)]
     pub max_frame_bytes: Option<u32>,
+    /// Largest frame accepted on a connection whose TLS key is not a known peer (default 1 MiB;
+    /// requests authenticated by `auth_token` alone are bounded by it too).
+    #[serde(default)]
+    pub anonymous_max_frame_bytes: Option<u32>,
+    /// Bytes of partly received frames one identified connection may buffer (default 64 MiB).
+    #[serde(default)]
+    pub connection_input_bytes: Option<u64>,
+    /// The same, shared by every connection without an identity (default 64 MiB).
+    #[serde(default)]
+    pub anonymous_input_bytes: Option<u64>,
+    /// How long a frame may take to arrive once begun (default 60 000 ms).
+    #[serde(default)]
+    pub frame_deadline_ms: Option<u64>,
 }
 
 /// iroh (`[iroh]`): reachable by key alone, through a relay when no direct path exists.
@@ -365,6 +378,19 @@ impl NodeConfig {
         if let Some(n) = limits.max_frame_bytes {
             call.max_frame = n as usize;
         }
+        if let Some(n) = limits.anonymous_max_frame_bytes {
+            call.anonymous_max_frame = n as usize;
+        }
+        let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(n) = limits.connection_input_bytes {
+            call.connection_input_bytes = bytes(n);
+        }
+        if let Some(n) = limits.anonymous_input_bytes {
+            call.anonymous_input_bytes = bytes(n);
+        }
+        if let Some(t) = millis(limits.frame_deadline_ms) {
+            call.frame_deadline = t;
+        }
         call
     }
 
@@ -399,16 +425,38 @@ impl NodeConfig {
                 "limits.connection_queue_bytes",
                 limits.connection_queue_bytes,
             ),
+            ("limits.frame_deadline_ms", limits.frame_deadline_ms),
         ] {
             if value == Some(0) {
                 return Err(NodeError::Config(format!("{name} must be at least 1")));
             }
         }
-        if let Some(n) = limits.max_frame_bytes {
-            let max = alknet_call::framing::MAX_FRAME_LIMIT;
-            if !(MIN_FRAME_LIMIT..=max).contains(&(n as usize)) {
+        let max = alknet_call::framing::MAX_FRAME_LIMIT;
+        for (name, value) in [
+            ("limits.max_frame_bytes", limits.max_frame_bytes),
+            (
+                "limits.anonymous_max_frame_bytes",
+                limits.anonymous_max_frame_bytes,
+            ),
+        ] {
+            if let Some(n) = value {
+                if !(MIN_FRAME_LIMIT..=max).contains(&(n as usize)) {
+                    return Err(NodeError::Config(format!(
+                        "{name} must be from {MIN_FRAME_LIMIT} to {max}, not {n}"
+                    )));
+                }
+            }
+        }
+        for (name, value) in [
+            (
+                "limits.connection_input_bytes",
+                limits.connection_input_bytes,
+            ),
+            ("limits.anonymous_input_bytes", limits.anonymous_input_bytes),
+        ] {
+            if value.is_some_and(|n| n < MIN_FRAME_LIMIT as u64) {
                 return Err(NodeError::Config(format!(
-                    "limits.max_frame_bytes must be from {MIN_FRAME_LIMIT} to {max}, not {n}"
+                    "{name} must be at least {MIN_FRAME_LIMIT}"
                 )));
             }
         }

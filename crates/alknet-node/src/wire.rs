@@ -71,6 +71,10 @@ pub fn samples() -> Value {
         subscription_queue: Some(1),
         subscription_queue_bytes: Some(1),
         connection_queue_bytes: Some(1),
+        anonymous_max_frame_bytes: Some(1024),
+        connection_input_bytes: Some(1024),
+        anonymous_input_bytes: Some(1024),
+        frame_deadline_ms: Some(1),
         default_timeout_ms: Some(1),
         max_timeout_ms: Some(1),
         max_frame_bytes: Some(1024),
@@ -208,6 +212,6 @@ mod tests {
         let samples = samples();
         assert_eq!(samples["Access"].as_object().unwrap().len(), 5);
         assert_eq!(samples["ErrorDecl"].as_object().unwrap().len(), 3);
-        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 9);
+        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 13);
     }
 }

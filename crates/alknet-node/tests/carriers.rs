@@ -10,7 +10,7 @@ use alknet_call::Peer;
 use alknet_core::config::PeerEntry;
 use alknet_core::SecretKey;
 use alknet_endpoint::{Client, DialOptions, TransportKind};
-use alknet_node::NodeConfig;
+use alknet_node::{LimitsConfig, NodeConfig};
 use futures::StreamExt;
 use serde_json::json;
 use support::*;
@@ -24,8 +24,13 @@ struct Node {
 }
 
 async fn node(alice: &SecretKey) -> Node {
+    node_with(alice, LimitsConfig::default()).await
+}
+
+async fn node_with(alice: &SecretKey, limits: LimitsConfig) -> Node {
     let (probe, dropped) = probe();
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.limits = limits;
     config.auth = support::config();
     config
         .auth
@@ -265,4 +270,71 @@ async fn over_quic_a_peer_cancel_drops_the_remote_handler() {
     cancel.cancel();
     assert_eq!(call.await.unwrap().unwrap_err().code, "CANCELLED");
     assert_eq!(node.dropped.recv().await, Some("hold"));
+}
+
+/// A frame header announcing `len` bytes, and `sent` bytes of its body.
+fn partial_frame(len: usize, sent: usize) -> Vec<u8> {
+    let mut bytes = (len as u32).to_be_bytes().to_vec();
+    bytes.resize(4 + sent, b' ');
+    bytes
+}
+
+#[tokio::test]
+async fn a_connection_without_an_identity_has_a_lower_frame_ceiling() {
+    let alice = SecretKey::generate();
+    let node = node(&alice).await;
+    let big = json!("x".repeat(1_200_000));
+    // An identified peer may send a 1.2 MB request.
+    let conn = raw_quic(&node, alice).await;
+    let mut stream = conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &request("1", "/test/echo", big.clone())).await;
+    assert_eq!(recv_raw(&mut stream).await.unwrap()["payload"]["output"], big);
+    // A stranger announcing more than 1 MiB is cut off at the header.
+    let stranger = raw_quic(&node, SecretKey::generate()).await;
+    let mut stream = stranger.open_bi().await.unwrap();
+    stream
+        .write_all(&partial_frame(1_200_000, 0))
+        .await
+        .unwrap();
+    assert!(recv_raw(&mut stream).await.is_none(), "the stream is reset");
+}
+
+#[tokio::test]
+async fn unidentified_partial_frames_share_one_budget_and_expire() {
+    let alice = SecretKey::generate();
+    let node = node_with(
+        &alice,
+        LimitsConfig {
+            anonymous_max_frame_bytes: Some(64 * 1024),
+            anonymous_input_bytes: Some(128 * 1024),
+            frame_deadline_ms: Some(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A stranger parks partial frames on many streams: the shared budget holds two of them;
+    // the others wait (their bytes stay in the transport, under flow control).
+    let stranger = raw_quic(&node, SecretKey::generate()).await;
+    let mut parked = Vec::new();
+    for _ in 0..6 {
+        let mut stream = stranger.open_bi().await.unwrap();
+        stream
+            .write_all(&partial_frame(60 * 1024, 30 * 1024))
+            .await
+            .unwrap();
+        parked.push(stream);
+    }
+    // An identified peer is served meanwhile: it has a budget of its own.
+    let healthy = connect(&node, alice, TransportKind::Quic).await;
+    assert_eq!(healthy.call("test/echo", json!(1)).await.unwrap(), json!(1));
+    // Unfinished frames end at their deadline: every parked stream is reset.
+    for stream in &mut parked {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), recv_raw(stream));
+        assert!(ended.await.expect("reset at the frame deadline").is_none());
+    }
+    // The budget is free again for an honest stranger.
+    let honest = raw_quic(&node, SecretKey::generate()).await;
+    let mut stream = honest.open_bi().await.unwrap();
+    send_raw(&mut stream, &request("e", "/test/echo", json!(2))).await;
+    assert_eq!(recv_raw(&mut stream).await.unwrap()["payload"]["output"], 2);
 }

@@ -5,10 +5,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use alknet_core::{BiStream, BoxedStream};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{EnvelopeSource, FrameSink, ReceiveError};
 use crate::framing::FrameDecoder;
@@ -20,6 +22,32 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct FrameReader<R> {
     io: R,
     decoder: FrameDecoder,
+    guard: Option<InputGuard>,
+}
+
+/// What a node lets one stream of a peer buffer: the peer's input budget (bytes of partly
+/// received frames, shared by the streams of a connection, or by every connection without an
+/// identity) and how long a frame may take to arrive once begun.
+pub struct InputGuard {
+    budget: Arc<Semaphore>,
+    /// The budget's size: a frame takes at most this many permits.
+    size: usize,
+    deadline: Duration,
+    held: Option<OwnedSemaphorePermit>,
+    began: Option<Instant>,
+}
+
+impl InputGuard {
+    /// A guard drawing on `budget` (of `size` bytes), with `deadline` per frame.
+    pub fn new(budget: Arc<Semaphore>, size: usize, deadline: Duration) -> Self {
+        Self {
+            budget,
+            size,
+            deadline,
+            held: None,
+            began: None,
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
@@ -28,7 +56,16 @@ impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
         Self {
             io,
             decoder: FrameDecoder::new(max_frame),
+            guard: None,
         }
+    }
+
+    /// Buffers partly received frames only within `guard`'s budget (reading waits for room, so
+    /// the peer's flow control holds the rest), and ends the stream with a violation when a frame
+    /// takes longer than its deadline to arrive.
+    pub fn with_guard(mut self, guard: InputGuard) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     /// The stream underneath (to stop or reset it).
@@ -40,17 +77,62 @@ impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, ReceiveError> {
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Ok(Some(frame)),
+                Ok(Some(frame)) => {
+                    if let Some(guard) = &mut self.guard {
+                        guard.held = None;
+                        guard.began = None;
+                    }
+                    return Ok(Some(frame));
+                }
                 Ok(None) => {}
                 Err(e) => return Err(ReceiveError::Violation(e.to_string())),
             }
+            let deadline = match &mut self.guard {
+                Some(guard) => guard.admit(&self.decoder).await?,
+                None => None,
+            };
             self.decoder.buffer_mut().reserve(READ_CHUNK);
-            match self.io.read_buf(self.decoder.buffer_mut()).await {
+            let read = self.io.read_buf(self.decoder.buffer_mut());
+            let read = match deadline {
+                Some(at) => tokio::time::timeout_at(at.into(), read)
+                    .await
+                    .map_err(|_| late())?,
+                None => read.await,
+            };
+            match read {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) => return Err(ReceiveError::Broken(e.to_string())),
             }
         }
+    }
+}
+
+fn late() -> ReceiveError {
+    ReceiveError::Violation("protocol violation: a frame did not arrive within its deadline".into())
+}
+
+impl InputGuard {
+    /// Before reading more of a frame: starts its deadline, and takes room in the budget for
+    /// it once its length is known (waiting, within the deadline, while there is none).
+    /// Returns the deadline of the frame in progress.
+    async fn admit(&mut self, decoder: &FrameDecoder) -> Result<Option<Instant>, ReceiveError> {
+        if decoder.buffered() == 0 {
+            return Ok(None);
+        }
+        let began = *self.began.get_or_insert_with(Instant::now);
+        let deadline = began + self.deadline;
+        if let (None, Some(len)) = (&self.held, decoder.announced()) {
+            let want = len.saturating_add(4).min(self.size);
+            let want = u32::try_from(want).unwrap_or(u32::MAX);
+            let permit = self.budget.clone().acquire_many_owned(want);
+            let permit = tokio::time::timeout_at(deadline.into(), permit)
+                .await
+                .map_err(|_| late())?
+                .map_err(|_| ReceiveError::Broken("the input budget is closed".into()))?;
+            self.held = Some(permit);
+        }
+        Ok(Some(deadline))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alknet_core::{AuthContext, Connection};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::carrier::writer::Writer;
@@ -30,6 +30,8 @@ pub(crate) struct Link {
     pub(crate) closed: CancellationToken,
     /// What this connection's pub/sub subscriptions may hold, together.
     pub(crate) subscription_bytes: Arc<ByteBudget>,
+    /// Bytes of partly received frames this connection may buffer (when it has an identity).
+    pub(crate) input: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -37,6 +39,7 @@ impl Link {
     pub(crate) fn new(conn: Connection, auth: AuthContext, options: CallOptions) -> Self {
         Self {
             subscription_bytes: ByteBudget::new(options.connection_subscription_bytes),
+            input: Arc::new(Semaphore::new(options.connection_input_bytes)),
             conn,
             auth,
             options,

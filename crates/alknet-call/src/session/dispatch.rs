@@ -108,7 +108,10 @@ impl Dispatcher {
     async fn drive(self: Arc<Self>, stream: BoxedStream, shared: bool) {
         let stopped = stream.stopped();
         let stream = SharedStream::new(stream);
-        let source = FrameReader::new(stream.clone(), self.link.options.max_frame);
+        let (max_frame, guard) = self
+            .service
+            .input_guard(self.link.auth.identity.as_ref(), &self.link.input);
+        let source = FrameReader::new(stream.clone(), max_frame).with_guard(guard);
         self.serve_stream(source, FrameWriter(stream), stopped, shared)
             .await;
     }
