@@ -41,6 +41,8 @@ pub(crate) struct ConnInfo {
     pub(crate) cut: CancellationToken,
     /// WebSocket sessions upgraded from this connection: the handler waits for them.
     pub(crate) tasks: TaskTracker,
+    /// The gateway's session for this connection, opened by its first gateway request.
+    pub(crate) gateway: Arc<std::sync::OnceLock<Arc<gateway::Caller>>>,
 }
 
 /// Shared by every connection.
@@ -181,6 +183,7 @@ impl ProtocolHandler for HttpHandler {
             drain: CancellationToken::new(),
             cut,
             tasks: TaskTracker::new(),
+            gateway: Arc::default(),
         };
         let router = self.router.clone();
         let per_request = info.clone();
