@@ -120,6 +120,15 @@ impl CallService {
         &self.options
     }
 
+    /// The largest frame or message accepted from a caller with `identity`: callers without one
+    /// get the lower `anonymous_max_frame`, on every carrier.
+    pub fn max_frame_for(&self, identity: Option<&Identity>) -> usize {
+        match identity {
+            Some(_) => self.options.max_frame,
+            None => self.options.max_frame.min(self.options.anonymous_max_frame),
+        }
+    }
+
     /// What the streams of a connection with `identity` may buffer and how large their frames
     /// may be: a connection without an identity of its own gets the lower frame ceiling and
     /// draws on the budget shared by all such connections.
@@ -129,15 +138,12 @@ impl CallService {
         own: &Arc<Semaphore>,
     ) -> (usize, InputGuard) {
         let o = &self.options;
-        let (max_frame, budget, size) = match identity {
-            Some(_) => (o.max_frame, own.clone(), o.connection_input_bytes),
-            None => (
-                o.max_frame.min(o.anonymous_max_frame),
-                self.anonymous_input.clone(),
-                o.anonymous_input_bytes,
-            ),
+        let (budget, size) = match identity {
+            Some(_) => (own.clone(), o.connection_input_bytes),
+            None => (self.anonymous_input.clone(), o.anonymous_input_bytes),
         };
-        (max_frame, InputGuard::new(budget, size, o.frame_deadline))
+        let guard = InputGuard::new(budget, size, o.frame_deadline);
+        (self.max_frame_for(identity), guard)
     }
 
     /// The broker.

@@ -32,6 +32,7 @@ use alknet_call::pubsub::{PubSubPolicy, TopicRule};
 use alknet_call::CallOptions;
 use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
+use alknet_http::HttpConfig;
 use alknet_nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,9 @@ pub struct NodeConfig {
     /// Which services (ALPNs) are on.
     #[serde(default)]
     pub services: ServicesConfig,
+    /// What the HTTP service serves: the decoy, and opt-in WebSocket, gateway and OpenAPI.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Dynamic: peers and API keys.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -296,11 +300,17 @@ pub struct ServicesConfig {
     /// `alknet/call` (default true).
     #[serde(default = "yes")]
     pub call: bool,
+    /// HTTP (`h2`, `http/1.1`) on TCP+TLS, see `[http]` (default true: the decoy web site).
+    #[serde(default = "yes")]
+    pub http: bool,
 }
 
 impl Default for ServicesConfig {
     fn default() -> Self {
-        Self { call: true }
+        Self {
+            call: true,
+            http: true,
+        }
     }
 }
 
@@ -326,6 +336,7 @@ impl NodeConfig {
             drain_timeout_ms: None,
             handshake_timeout_ms: None,
             services: ServicesConfig::default(),
+            http: HttpConfig::default(),
             auth: AuthConfig::default(),
             pubsub: PubSubConfig::default(),
         }
@@ -466,6 +477,9 @@ impl NodeConfig {
                 .validate()
                 .map_err(|e| NodeError::Config(format!("pubsub.backplane.nats.{e}")))?;
         }
+        if self.services.http {
+            self.http.validate().map_err(NodeError::Config)?;
+        }
         self.dynamic().validate().map_err(NodeError::Dynamic)
     }
 
@@ -493,6 +507,30 @@ mod tests {
         let config = parse(r#"listen = "127.0.0.1:0""#).unwrap();
         assert_eq!(config, NodeConfig::new("127.0.0.1:0".parse().unwrap()));
         assert!(config.services.call && config.tcp);
+        // HTTP is on, as the decoy only.
+        assert!(config.services.http);
+        assert_eq!(config.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn the_http_section_parses_from_toml() {
+        let config = parse(
+            "listen = \"127.0.0.1:0\"\n[http]\ndecoy = { proxy = \"https://example.org\" }\nwebsocket = true\ngateway = { require_identity = true }",
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.decoy,
+            alknet_http::Decoy::Proxy("https://example.org".into())
+        );
+        assert!(config.http.websocket.enabled && !config.http.openapi.enabled);
+        assert!(config.http.gateway.require_identity);
+        let err = parse("listen = \"127.0.0.1:0\"\n[http]\ndecoy = \"static\"").unwrap_err();
+        assert!(err.contains("static"), "{err}");
+        let config =
+            parse("listen = \"127.0.0.1:0\"\n[http]\ndecoy = { dir = \"/nonexistent/site\" }")
+                .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("http.decoy.dir"), "{err}");
     }
 
     #[test]

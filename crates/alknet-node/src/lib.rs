@@ -24,6 +24,7 @@ mod connect;
 mod node;
 pub mod wire;
 
+pub use alknet_http::{Decoy, Feature, HttpConfig};
 pub use alknet_nats::NatsConfig;
 pub use config::{
     BackplaneConfig, DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, PubSubConfig,

@@ -16,6 +16,7 @@ use alknet_call::{
 };
 use alknet_core::config::{ApiKeyEntry, AuthConfig, PeerEntry};
 use alknet_core::Identity;
+use alknet_http::{Decoy, Feature, HttpConfig};
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -89,6 +90,15 @@ pub fn samples() -> Value {
         credentials: Some("fleet.creds".into()),
         subject_prefix: Some("alknet".into()),
     };
+    let http = HttpConfig {
+        decoy: Decoy::Dir("site".into()),
+        websocket: Feature::ON,
+        gateway: Feature {
+            enabled: true,
+            require_identity: true,
+        },
+        openapi: Feature::ON,
+    };
     let node = NodeConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         key_file: Some("node.key".into()),
@@ -98,7 +108,11 @@ pub fn samples() -> Value {
         limits: limits.clone(),
         drain_timeout_ms: Some(1),
         handshake_timeout_ms: Some(1),
-        services: ServicesConfig { call: true },
+        services: ServicesConfig {
+            call: true,
+            http: true,
+        },
+        http: http.clone(),
         auth: auth.clone(),
         pubsub: PubSubConfig {
             rules: pubsub.rules.clone(),
@@ -164,6 +178,8 @@ pub fn samples() -> Value {
         "LimitsConfig": limits,
         "IrohSettings": iroh,
         "NodeConfig": node,
+        "HttpConfig": http,
+        "ServicesConfig": node.services,
         "Access": access,
         "ErrorDecl": error,
         "OperationSpec": spec,

@@ -288,7 +288,10 @@ async fn a_connection_without_an_identity_has_a_lower_frame_ceiling() {
     let conn = raw_quic(&node, alice).await;
     let mut stream = conn.open_bi().await.unwrap();
     send_raw(&mut stream, &request("1", "/test/echo", big.clone())).await;
-    assert_eq!(recv_raw(&mut stream).await.unwrap()["payload"]["output"], big);
+    assert_eq!(
+        recv_raw(&mut stream).await.unwrap()["payload"]["output"],
+        big
+    );
     // A stranger announcing more than 1 MiB is cut off at the header.
     let stranger = raw_quic(&node, SecretKey::generate()).await;
     let mut stream = stranger.open_bi().await.unwrap();
