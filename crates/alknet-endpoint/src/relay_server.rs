@@ -38,6 +38,21 @@ pub struct RelayServerConfig {
     pub tls: RelayTls,
 }
 
+impl RelayServerConfig {
+    /// On 127.0.0.1, free ports, a self-signed certificate for `localhost` and `127.0.0.1`: a
+    /// relay for tests and local development.
+    pub fn loopback() -> Self {
+        let localhost = std::net::Ipv4Addr::LOCALHOST;
+        Self {
+            https: (localhost, 0).into(),
+            http: (localhost, 0).into(),
+            tls: RelayTls::SelfSigned {
+                names: vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            },
+        }
+    }
+}
+
 /// The relay's TLS certificate.
 #[derive(Clone, Debug)]
 pub enum RelayTls {

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod relay;
 pub mod remote;
 pub mod serve;
+pub mod signals;
 
 use std::ffi::OsString;
 

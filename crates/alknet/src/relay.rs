@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::config_file::{beside, read_toml};
 use crate::failure::{Failure, Outcome};
+use crate::signals::Signals;
 
 /// The shape of `relay.toml`.
 #[derive(Debug, Deserialize)]
@@ -65,6 +66,7 @@ fn read(path: &Path) -> Result<RelayServerConfig, Failure> {
 /// Runs the relay until SIGTERM or Ctrl-C.
 pub async fn relay(config: &Path) -> Outcome {
     let settings = read(config)?;
+    let mut signals = Signals::new()?;
     let mut server = RelayServer::spawn(settings)
         .await
         .map_err(|e| Failure::usage(format!("{}: {e}", config.display())))?;
@@ -83,7 +85,7 @@ pub async fn relay(config: &Path) -> Outcome {
         None => println!("relay listening on {}", server.https_addr()),
     }
     let stopped = tokio::select! {
-        _ = stop_signal() => None,
+        _ = signals.stop() => None,
         why = server.stopped() => Some(why),
     };
     match stopped {
@@ -93,19 +95,4 @@ pub async fn relay(config: &Path) -> Outcome {
             Ok(())
         }
     }
-}
-
-/// SIGTERM or SIGINT (Ctrl-C alone where there are no Unix signals).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-            }
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::cli::{Carrier, RemoteArgs};
 use crate::failure::{Failure, Outcome};
 use crate::keys::load_key;
+use crate::signals::Signals;
 
 /// How long a closing client waits for the node to be told.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -216,8 +217,7 @@ pub async fn subscribe(args: &RemoteArgs, operation: &str, input: Value) -> Outc
             .peer
             .subscribe_with(operation, input, remote.options())
             .await?;
-        let interrupted = tokio::signal::ctrl_c();
-        tokio::pin!(interrupted);
+        let mut signals = Signals::new()?;
         let mut stdout = std::io::stdout();
         loop {
             tokio::select! {
@@ -231,7 +231,7 @@ pub async fn subscribe(args: &RemoteArgs, operation: &str, input: Value) -> Outc
                     Some(Err(e)) => return Err(e.into()),
                     None => return Ok(()),
                 },
-                _ = &mut interrupted => return Ok(()), // dropping `items` cancels it on the node
+                _ = signals.stop() => return Ok(()), // dropping `items` cancels it on the node
             }
         }
     })

@@ -14,60 +14,10 @@ use crate::admin::{self, AdminRequest, Ask, CONFIG_REFUSED};
 use crate::cli::ServeArgs;
 use crate::config_file::{read_node_config, static_changes};
 use crate::failure::{Failure, Outcome};
+use crate::signals::{Signal, Signals};
 
 /// How long `serve` waits for a configured iroh relay before giving up.
 const RELAY_WAIT: Duration = Duration::from_secs(20);
-
-/// What the serve loop is told from outside.
-enum Signal {
-    Reload,
-    Stop,
-}
-
-/// SIGHUP, SIGTERM and SIGINT (Ctrl-C alone where there are no Unix signals).
-struct Signals {
-    #[cfg(unix)]
-    hup: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self, Failure> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let listen = |kind| {
-                signal(kind).map_err(|e| Failure::usage(format!("cannot handle signals: {e}")))
-            };
-            Ok(Self {
-                hup: listen(SignalKind::hangup())?,
-                term: listen(SignalKind::terminate())?,
-                int: listen(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn next(&mut self) -> Signal {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.hup.recv() => Signal::Reload,
-                _ = self.term.recv() => Signal::Stop,
-                _ = self.int.recv() => Signal::Stop,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            Signal::Stop
-        }
-    }
-}
 
 fn load_key(config: &NodeConfig, path: &Path) -> Result<SecretKey, Failure> {
     let key_file = config.key_file.as_ref().ok_or_else(|| {
@@ -202,8 +152,8 @@ pub async fn serve(args: ServeArgs) -> Outcome {
     loop {
         tokio::select! {
             signal = signals.next() => match signal {
-                Signal::Reload => { let _ = running.reload_logged(); }
-                Signal::Stop => break,
+                Signal::Hangup => { let _ = running.reload_logged(); }
+                Signal::Terminate | Signal::Interrupt => break,
             },
             Some((ask, reply)) = admin_rx.recv() => {
                 let _ = reply.send(running.answer(ask));
@@ -228,10 +178,10 @@ pub async fn serve(args: ServeArgs) -> Outcome {
                 );
                 return Ok(());
             }
-            signal = signals.next() => if let Signal::Stop = signal {
+            _ = signals.stop() => {
                 tracing::warn!(target: "alknet::serve", "stopped at once, without draining");
                 return Ok(());
-            },
+            }
             // Control requests while draining: refuse them, the node is going away.
             Some((_, reply)) = admin_rx.recv() => drop(reply),
         }

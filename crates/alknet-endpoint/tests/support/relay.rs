@@ -1,9 +1,7 @@
 //! An iroh relay server on loopback, in-process, with a self-signed certificate that the nodes
 //! trust through `IrohConfig::relay_roots` (no verification is skipped).
 
-use std::net::Ipv4Addr;
-
-use alknet_endpoint::relay_server::{RelayServer, RelayServerConfig, RelayTls};
+use alknet_endpoint::relay_server::{RelayServer, RelayServerConfig};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, RelayUrl};
 use rustls::pki_types::CertificateDer;
 
@@ -23,14 +21,7 @@ pub struct TestRelay {
 impl TestRelay {
     /// Starts a relay on 127.0.0.1 (HTTPS relay and HTTP on free ports; no QUIC address discovery).
     pub async fn start() -> anyhow::Result<Self> {
-        let server = RelayServer::spawn(RelayServerConfig {
-            https: (Ipv4Addr::LOCALHOST, 0).into(),
-            http: (Ipv4Addr::LOCALHOST, 0).into(),
-            tls: RelayTls::SelfSigned {
-                names: vec!["localhost".to_string(), "127.0.0.1".to_string()],
-            },
-        })
-        .await?;
+        let server = RelayServer::spawn(RelayServerConfig::loopback()).await?;
         let ca_pem = server
             .self_signed_pem()
             .ok_or_else(|| anyhow::anyhow!("a self-signed relay has its certificate"))?
