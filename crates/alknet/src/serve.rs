@@ -36,11 +36,14 @@ struct Running {
     /// The configuration the node was started from.
     config: NodeConfig,
     started: Instant,
-    modified: Option<SystemTime>,
+    modified: Option<(SystemTime, u64)>,
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// When the file was last written, and its length: file times are coarse, so a write caught
+/// halfway (truncated, then filled) can share its time with the finished file, not its length.
+fn modified(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl Running {

@@ -210,6 +210,34 @@ fn sighup_reload_adds_a_peer_and_a_broken_file_keeps_the_old_config() {
 }
 
 #[test]
+fn watch_reloads_when_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    keygen(dir.path(), "node.key");
+    let bob = keygen(dir.path(), "bob.key");
+    let base = "listen = \"127.0.0.1:0\"\nkey_file = \"node.key\"\n";
+    write(dir.path(), "alknet.toml", base);
+    let mut node = Served::start_with(
+        dir.path(),
+        &[
+            "serve",
+            "--config",
+            "alknet.toml",
+            "--watch",
+            "--watch-interval-ms",
+            "100",
+        ],
+    );
+    write(
+        dir.path(),
+        "alknet.toml",
+        &format!("{base}[[auth.peers]]\nid = \"bob\"\nfingerprints = [\"{bob}\"]\nscopes = [\"admin\"]\n"),
+    );
+    node.process.stderr_line_with("configuration reloaded");
+    let out = node.run(dir.path(), "status", &["--key", "bob.key"]);
+    assert!(out.status.success(), "{}", explain(&out));
+}
+
+#[test]
 fn the_reload_command_applies_the_file_and_reports_static_changes() {
     let dir = tempfile::tempdir().unwrap();
     quick_start(dir.path());

@@ -179,7 +179,12 @@ pub struct Served {
 impl Served {
     /// `alknet serve --config <config>` in `dir`, once it printed its `listening` line.
     pub fn start(dir: &Path, config: &str) -> Self {
-        let mut process = Running::start(dir, &["serve", "--config", config]);
+        Self::start_with(dir, &["serve", "--config", config])
+    }
+
+    /// `alknet <args…>` (a `serve` command line) in `dir`, once it printed its `listening` line.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
+        let mut process = Running::start(dir, args);
         let lines = process.stdout_until("listening on ");
         let field = |name: &str| {
             lines
