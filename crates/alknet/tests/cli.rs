@@ -63,6 +63,47 @@ fn keygen_serve_and_call_run_as_separate_processes() {
 }
 
 #[test]
+fn a_second_stop_signal_ends_the_drain_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    quick_start(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("alknet.toml")).unwrap();
+    // Without the second signal, the drain would wait up to ten minutes for the subscriber.
+    write(
+        dir.path(),
+        "alknet.toml",
+        &format!("drain_timeout_ms = 600000\n{text}"),
+    );
+    let mut node = Served::start(dir.path(), "alknet.toml");
+    let mut subscriber = Running::start(
+        dir.path(),
+        &[
+            "subscribe",
+            &node.address,
+            "pubsub/subscribe",
+            r#"{"topic":"t/>"}"#,
+            "--fingerprint",
+            &node.fingerprint,
+            "--key",
+            "alice.key",
+        ],
+    );
+    // Wait until the subscription is in flight on the node: a publish reaches it.
+    (0..200)
+        .find(|_| {
+            let out = node.run(dir.path(), "pub", &["t/x", "1", "--key", "alice.key"]);
+            String::from_utf8_lossy(&out.stdout).trim() == "1"
+        })
+        .expect("the subscription reached the node");
+    assert_eq!(subscriber.stdout_line(), r#"{"data":1,"topic":"t/x"}"#);
+
+    node.process.signal("TERM");
+    node.process.stderr_line_with("draining");
+    node.process.signal("TERM");
+    node.process.stderr_line_with("stopped at once");
+    assert_eq!(node.process.wait(), Some(0));
+}
+
+#[test]
 fn keygen_writes_mode_0600_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let fingerprint = keygen(dir.path(), "node.key");
