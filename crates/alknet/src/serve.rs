@@ -50,7 +50,7 @@ impl Running {
     /// Reads the file again and applies its dynamic part; static changes are reported as
     /// needing a restart. On any error the running configuration stays in force.
     fn reload(&mut self) -> Result<Value, Failure> {
-        self.modified = modified(&self.path);
+        self.modified = modified(&self.path); // before reading, as at start
         let new = read_node_config(&self.path)?;
         self.node
             .reload(new.dynamic())
@@ -127,6 +127,8 @@ impl Running {
 /// `alknet serve [--config alknet.toml] [--check] [--watch]`.
 pub async fn serve(args: ServeArgs) -> Outcome {
     let path = args.config.clone();
+    // Before reading: a write from now on is seen by --watch, even one during startup.
+    let read_version = modified(&path);
     let config = read_node_config(&path)?;
     let key = load_key(&config, &path)?;
     if args.check {
@@ -146,7 +148,7 @@ pub async fn serve(args: ServeArgs) -> Outcome {
     announce(&node);
     let mut running = Running {
         node,
-        modified: modified(&path),
+        modified: read_version,
         path,
         config,
         started: Instant::now(),
