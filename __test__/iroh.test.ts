@@ -17,7 +17,7 @@ let relayProcess: ChildProcess | undefined
 let relay: { url: string; ca: string }
 
 beforeAll(async () => {
-  const build = await run('cargo', ['build', '-q', '-p', 'alknet-endpoint', '--features', 'iroh', '--example', 'relay'], { cwd: repoRoot })
+  const build = await run('cargo', ['build', '-q', '-p', 'alknet-endpoint', '--features', 'relay', '--example', 'relay'], { cwd: repoRoot })
   expect(build.code, explain(build)).toBe(0)
   const child = spawn(relayBin, [], { stdio: ['pipe', 'pipe', 'inherit'] })
   relayProcess = child

@@ -1,13 +1,17 @@
-// The package as a user gets it: `npm pack` of this repository, installed from the tarball into an
-// empty project outside the repository, then used from an ES module, a CommonJS script and strict
-// TypeScript in real child processes.
+// The package as a user gets it: `npm pack` of this repository and of this platform's binary
+// package (npm/<platform>, with the binary copied in, as the release workflow does), both
+// installed from their tarballs into an empty project outside the repository, then used from an
+// ES module, a CommonJS script, strict TypeScript and the `alknet` bin in real child processes.
+//
+// `npm test` packs the debug build (a release build of the whole engine takes many minutes on a
+// small machine); the release workflow packs the release build and checks its size.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises'
+import { copyFile, cp, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { explain, repoRoot, run } from './processes'
 
-const manifest = JSON.parse(await readFile(path.join(repoRoot, 'package.json'), 'utf8')) as { name: string; napi: { binaryName: string } }
+const manifest = JSON.parse(await readFile(path.join(repoRoot, 'package.json'), 'utf8')) as { name: string; version: string; napi: { binaryName: string } }
 const platform = 'linux-x64-gnu' // the one target in package.json's napi.targets
 const binary = `${manifest.napi.binaryName}.${platform}.node`
 
@@ -16,15 +20,40 @@ const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.to
 
 let project = '' // the consumer project, a fresh temporary directory
 let packedFiles: string[] = []
+let packedSize = 0
+let platformFiles: string[] = []
+
+interface Packed {
+  filename: string
+  size: number
+  unpackedSize: number
+  files: { path: string }[]
+}
+
+/** `npm pack` of the package in `dir` into the consumer project. */
+async function pack(dir: string): Promise<Packed> {
+  const out = await run('npm', ['pack', '--json', '--pack-destination', project], { cwd: dir, env })
+  expect(out.code, explain(out)).toBe(0)
+  const [packed] = JSON.parse(out.stdout) as [Packed]
+  console.log(`npm pack ${packed.filename}: ${(packed.size / 1e6).toFixed(2)} MB packed, ${(packed.unpackedSize / 1e6).toFixed(2)} MB unpacked`)
+  return packed
+}
 
 beforeAll(async () => {
   project = await realpath(await mkdtemp(path.join(tmpdir(), 'alknet-consumer-')))
-  const pack = await run('npm', ['pack', '--json', '--pack-destination', project], { cwd: repoRoot, env })
-  expect(pack.code, explain(pack)).toBe(0)
-  const [packed] = JSON.parse(pack.stdout) as [{ filename: string; files: { path: string }[] }]
-  packedFiles = packed.files.map((f) => f.path)
+  const main = await pack(repoRoot)
+  packedFiles = main.files.map((f) => f.path)
+  packedSize = main.size
+  // The platform package as `napi pre-publish` fills it: its manifest and the binary.
+  const platformDir = path.join(project, 'platform-package')
+  await cp(path.join(repoRoot, 'npm', platform), platformDir, { recursive: true })
+  await copyFile(path.join(repoRoot, binary), path.join(platformDir, binary))
+  const native = await pack(platformDir)
+  platformFiles = native.files.map((f) => f.path)
+  await rm(platformDir, { recursive: true })
   await writeFile(path.join(project, 'package.json'), JSON.stringify({ name: 'alknet-consumer', version: '0.0.0', private: true }))
-  const install = await run('npm', ['install', '--no-audit', '--no-fund', path.join(project, packed.filename)], { cwd: project, env })
+  const tarballs = [main.filename, native.filename].map((f) => path.join(project, f))
+  const install = await run('npm', ['install', '--no-audit', '--no-fund', ...tarballs], { cwd: project, env })
   expect(install.code, explain(install)).toBe(0)
 }, 300_000)
 
@@ -54,12 +83,14 @@ await node.close()
 `
 
 describe('the npm package, installed from its tarball', () => {
-  it('carries the compiled entry, its types, its sources and this platform binary, and nothing else', () => {
-    for (const file of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'index.js', 'index.d.ts', 'src-ts/index.ts', binary]) {
+  it('carries the compiled entry, its types, its sources and the bin, no binary; the platform package carries the binary', () => {
+    for (const file of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'index.js', 'index.d.ts', 'src-ts/index.ts']) {
       expect(packedFiles).toContain(file)
     }
     const topLevel = new Set(packedFiles.map((f) => f.split('/')[0]))
-    expect([...topLevel].sort()).toEqual(['README.md', binary, 'dist', 'index.d.ts', 'index.js', 'package.json', 'src-ts'].sort())
+    expect([...topLevel].sort()).toEqual(['README.md', 'dist', 'index.d.ts', 'index.js', 'package.json', 'src-ts'].sort())
+    expect(packedSize).toBeLessThan(2_000_000) // JavaScript, types and sources only
+    expect(platformFiles.sort()).toEqual([binary, 'README.md', 'package.json'].sort())
   })
 
   it('works from an ES module: named imports, a served operation called over loopback', async () => {
@@ -93,7 +124,7 @@ ${scriptBody}
 })()
 `,
     )
-    expect(out).toEqual({ sum: 42, binaries: [path.join(project, 'node_modules/@alkdev/alknet', binary)] })
+    expect(out).toEqual({ sum: 42, binaries: [path.join(project, `node_modules/@alkdev/alknet-${platform}`, binary)] })
   })
 
   it('is typed for strict TypeScript through both the import and the require condition', async () => {
@@ -164,6 +195,26 @@ new Registry().query('text/upper', { input: Type.Object({ a: Type.Number() }), o
     expect(tsc.code, explain(tsc)).toBe(2)
     // Runs tsc over the whole package: slow on a loaded 2-core machine, so no tight limit here.
   }, 120_000)
+
+  it('runs the alknet command through the installed bin', async () => {
+    const bin = path.join(project, 'node_modules/.bin/alknet')
+    const version = await run(bin, ['--version'], { cwd: project, env })
+    expect(version.code, explain(version)).toBe(0)
+    expect(version.stdout.trim()).toBe(`alknet ${manifest.version}`)
+    const keygen = await run(bin, ['keygen', '-o', 'node.key'], { cwd: project, env })
+    expect(keygen.code, explain(keygen)).toBe(0)
+    expect(keygen.stdout).toMatch(/^ed25519:[0-9a-f]{64}$/m)
+  })
+
+  it('declares every prebuilt target as an optional dependency with an npm/ package', async () => {
+    const targets = ['linux-x64-gnu', 'linux-x64-musl', 'linux-arm64-gnu', 'linux-arm64-musl', 'darwin-x64', 'darwin-arm64', 'win32-x64-msvc']
+    const full = JSON.parse(await readFile(path.join(repoRoot, 'package.json'), 'utf8')) as { version: string; optionalDependencies: Record<string, string> }
+    expect(full.optionalDependencies).toEqual(Object.fromEntries(targets.map((t) => [`${manifest.name}-${t}`, full.version])))
+    for (const target of targets) {
+      const m = JSON.parse(await readFile(path.join(repoRoot, 'npm', target, 'package.json'), 'utf8')) as { name: string; version: string; main: string }
+      expect(m).toMatchObject({ name: `${manifest.name}-${target}`, version: full.version, main: `${manifest.napi.binaryName}.${target}.node` })
+    }
+  })
 
   it('has an npm/ platform package for the binary the loader looks for', async () => {
     const platformManifest = JSON.parse(await readFile(path.join(repoRoot, 'npm', platform, 'package.json'), 'utf8')) as Record<string, unknown>

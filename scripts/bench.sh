@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${ALKNET_BENCH_NODE_ONLY:-}" != 1 ]; then
-  echo "== cargo bench -p alknet-endpoint --features iroh --bench endpoint (quinn and iroh)"
-  cargo bench -p alknet-endpoint --features iroh --bench endpoint
+  echo "== cargo bench -p alknet-endpoint --features relay --bench endpoint (quinn and iroh)"
+  cargo bench -p alknet-endpoint --features relay --bench endpoint
   echo "== cargo run --release -p alknet-call-bench"
   cargo run -q --release -p alknet-call-bench
 fi

@@ -28,6 +28,6 @@ npx tsc -p tsconfig.test.json
 echo "== cargo build --example interop (the Rust node of __test__/interop.test.ts)"
 cargo build -q -p alknet-node --example interop
 echo "== cargo build --example relay (the loopback iroh relay of __test__/iroh.test.ts)"
-cargo build -q -p alknet-endpoint --features iroh --example relay
+cargo build -q -p alknet-endpoint --features relay --example relay
 echo "== vitest run"
 npx vitest run

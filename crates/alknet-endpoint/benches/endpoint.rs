@@ -11,7 +11,7 @@
 //! Client and server run in one process on one multi-threaded tokio runtime and talk over
 //! 127.0.0.1 only. Every phase is bounded in count, and every operation in time.
 
-#[cfg(feature = "iroh")]
+#[cfg(feature = "relay")]
 #[path = "../tests/support/relay.rs"]
 mod relay;
 
@@ -223,18 +223,18 @@ enum Kind {
     Quic,
     Tls,
     Plain,
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     IrohDirect,
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     IrohRelay,
 }
 
 impl Kind {
     const ALL: &[Kind] = &[
         Kind::Quic,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         Kind::IrohDirect,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         Kind::IrohRelay,
         Kind::Tls,
         Kind::Plain,
@@ -245,9 +245,9 @@ impl Kind {
             Kind::Quic => "QUIC, raw key",
             Kind::Tls => "TCP+TLS, raw key",
             Kind::Plain => "plain TCP (reference)",
-            #[cfg(feature = "iroh")]
+            #[cfg(feature = "relay")]
             Kind::IrohDirect => "iroh, direct",
-            #[cfg(feature = "iroh")]
+            #[cfg(feature = "relay")]
             Kind::IrohRelay => "iroh, via relay",
         }
     }
@@ -260,25 +260,25 @@ struct Targets {
     plain_ping: SocketAddr,
     plain_sink: SocketAddr,
     /// The endpoint over iroh, at its direct address.
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     iroh_direct: alknet_endpoint::IrohTarget,
     /// A relay-only endpoint, by node id and relay URL.
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     iroh_relay: alknet_endpoint::IrohTarget,
     /// The dialers' iroh settings (trusting the relay's certificate).
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     iroh_config: alknet_endpoint::IrohConfig,
 }
 
 impl Targets {
     /// A client with its own key (and, with iroh, its own iroh endpoint).
     fn client(&self) -> Result<Client> {
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         return Ok(Client::with_iroh(
             SecretKey::generate(),
             self.iroh_config.clone(),
         )?);
-        #[cfg(not(feature = "iroh"))]
+        #[cfg(not(feature = "relay"))]
         Ok(Client::new(SecretKey::generate())?)
     }
 }
@@ -292,13 +292,13 @@ async fn dial(client: &Client, targets: &Targets, kind: Kind, alpn: &[u8]) -> Re
     let transport = match kind {
         Kind::Quic => TransportKind::Quic,
         Kind::Tls => TransportKind::Tcp,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         Kind::IrohDirect => {
             return Ok(Dialed::Endpoint(
                 client.dial_iroh(&targets.iroh_direct, alpn).await?,
             ))
         }
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         Kind::IrohRelay => {
             return Ok(Dialed::Endpoint(
                 client.dial_iroh(&targets.iroh_relay, alpn).await?,
@@ -550,7 +550,7 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
     }
     println!();
     println!("setup = time for Client::dial (iroh: Client::dial_iroh) to return (plain TCP: TcpStream::connect).");
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     println!(
         "iroh, direct: node id + 127.0.0.1 address, no relay; iroh, via relay: node id + relay URL only, to a relay-only node (in-process relay on 127.0.0.1, HTTPS)."
     );
@@ -575,22 +575,22 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
 }
 
 async fn run(settings: Settings, workers: usize) -> Result<()> {
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     let relay = relay::TestRelay::start().await?;
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     let direct = alknet_endpoint::IrohConfig {
         bind: Some("127.0.0.1:0".parse()?),
         ..alknet_endpoint::IrohConfig::default()
     };
     let node = endpoint(|_c| {
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         {
             _c.iroh = Some(direct.clone());
         }
     })
     .await?;
     // Relay-only: no direct path exists, so every byte goes through the relay.
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     let relayed = endpoint(|c| {
         c.iroh = Some(alknet_endpoint::IrohConfig {
             direct: false,
@@ -598,7 +598,7 @@ async fn run(settings: Settings, workers: usize) -> Result<()> {
         })
     })
     .await?;
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     let relayed_target = relayed.iroh_online(Duration::from_secs(30)).await?;
     let plain = plain_servers().await?;
     let targets = Arc::new(Targets {
@@ -606,11 +606,11 @@ async fn run(settings: Settings, workers: usize) -> Result<()> {
         fingerprint: node.fingerprint().to_string(),
         plain_ping: plain.ping,
         plain_sink: plain.sink,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         iroh_direct: node.iroh_target().context("the node has no iroh address")?,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         iroh_relay: relayed_target,
-        #[cfg(feature = "iroh")]
+        #[cfg(feature = "relay")]
         iroh_config: relay.trusting(),
     });
     let client = targets.client()?;
@@ -622,7 +622,7 @@ async fn run(settings: Settings, workers: usize) -> Result<()> {
     print_table(&settings, workers, &rows);
     drop(plain);
     let _ = timeout(Duration::from_secs(15), node.shutdown()).await;
-    #[cfg(feature = "iroh")]
+    #[cfg(feature = "relay")]
     let _ = timeout(Duration::from_secs(15), relayed.shutdown()).await;
     Ok(())
 }

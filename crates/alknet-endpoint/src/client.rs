@@ -317,4 +317,16 @@ impl Client {
             runtime.spawn(async move { endpoint.close().await });
         }
     }
+
+    /// Closes like [`close`](Self::close), then waits until the peers were told (QUIC's
+    /// CONNECTION_CLOSE sent, at most `limit`): for a process about to exit, so the node learns
+    /// at once rather than at its idle timeout.
+    pub async fn close_and_wait(&self, limit: std::time::Duration) {
+        self.close();
+        let _ = tokio::time::timeout(limit, self.quic.wait_idle()).await;
+        #[cfg(feature = "iroh")]
+        if let Some(endpoint) = self.iroh.endpoint.get().cloned() {
+            let _ = tokio::time::timeout(limit, endpoint.close()).await;
+        }
+    }
 }

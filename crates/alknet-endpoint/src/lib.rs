@@ -37,6 +37,8 @@ mod iroh_target;
 mod limits;
 mod quic_tls;
 mod registry;
+#[cfg(feature = "relay")]
+pub mod relay_server;
 mod server;
 pub mod tls;
 mod transport;

@@ -130,7 +130,7 @@ fn read_pem_file(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn load_x509(
+pub(crate) fn load_x509(
     cert: &PathBuf,
     key: &PathBuf,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {

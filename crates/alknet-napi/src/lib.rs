@@ -9,6 +9,7 @@
 //!   [`Host::resolve`], [`Host::reject`], [`Host::push`] and [`Host::end`] (see [`bridge`]), and
 //!   its handlers call other operations through the host on behalf of their request.
 //! - [`serve`] → [`Node`]: an endpoint serving a host's operations.
+//! - [`run_cli`]: the `alknet` command (`npx @alkdev/alknet …`), the same entry point as the binary.
 //! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node, optionally
 //!   serving a host's operations back to it. Failures reject with a JSON-encoded `CallError` as
 //!   the message, so TypeScript can rebuild it. Subscriptions deliver items in batches, within
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod bridge;
+mod cli;
 mod errors;
 mod host;
 mod keypair;
@@ -34,6 +36,7 @@ mod request;
 mod subscription;
 mod wire;
 
+pub use cli::{cli_signal, run_cli};
 pub use host::Host;
 pub use keypair::Keypair;
 pub use node::{serve, Node};

@@ -1,7 +1,7 @@
 //! Shared test handlers and node setup.
 #![allow(dead_code)]
 
-#[cfg(feature = "iroh")]
+#[cfg(feature = "relay")]
 pub mod relay;
 
 use std::path::PathBuf;
