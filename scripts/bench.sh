@@ -10,6 +10,8 @@ if [ "${ALKNET_BENCH_NODE_ONLY:-}" != 1 ]; then
   cargo bench -p alknet-endpoint --features relay --bench endpoint
   echo "== cargo run --release -p alknet-call-bench"
   cargo run -q --release -p alknet-call-bench
+  echo "== cargo run --release -p alknet-node --example nats_fanout (pub/sub through a NATS backplane)"
+  cargo run -q --release -p alknet-node --example nats_fanout
 fi
 
 if [ ! -d node_modules/@napi-rs/cli ] || [ ! -d node_modules/@grpc/grpc-js ] || [ ! -d node_modules/ws ]; then
