@@ -133,12 +133,19 @@ impl ConfigSection for AuthConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut ids = HashSet::new();
         let mut fingerprints = HashSet::new();
+        let mut token_hashes = HashSet::new();
         for peer in &self.peers {
             let entry = format!("peer {:?}", peer.id);
             if peer.id.is_empty() {
                 return Err(ConfigError::Invalid {
                     entry,
                     reason: "id must not be empty".into(),
+                });
+            }
+            if peer.id.starts_with("apikey:") {
+                return Err(ConfigError::Invalid {
+                    entry,
+                    reason: "ids starting with `apikey:` name API keys; choose another id".into(),
                 });
             }
             if !ids.insert(peer.id.as_str()) {
@@ -166,6 +173,13 @@ impl ConfigSection for AuthConfig {
                     return Err(ConfigError::Invalid {
                         entry,
                         reason: "token_hash must be `sha256:<64 lowercase hex>`".into(),
+                    });
+                }
+                // Two peers with one token: the token would name whichever comes first.
+                if !token_hashes.insert(hash.as_str()) {
+                    return Err(ConfigError::Duplicate {
+                        kind: "token_hash",
+                        value: hash.clone(),
                     });
                 }
             }
@@ -274,6 +288,20 @@ mod tests {
         let config = peers(vec![PeerEntry::new("bob", ["ed25519:xyz".to_string()])]);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("peer \"bob\""), "{err}");
+    }
+
+    #[test]
+    fn a_token_hash_shared_by_two_peers_and_apikey_ids_are_refused() {
+        let (mut a, mut b) = (peer("a"), peer("b"));
+        a.token_hash = Some(format!("sha256:{}", "0".repeat(64)));
+        b.token_hash = a.token_hash.clone();
+        let err = peers(vec![a, b]).validate().unwrap_err().to_string();
+        assert!(err.contains("token_hash"), "{err}");
+        let err = peers(vec![peer("apikey:x")])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apikey:"), "{err}");
     }
 
     #[test]

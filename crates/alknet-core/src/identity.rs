@@ -95,16 +95,21 @@ impl IdentityProvider for ConfigIdentityProvider {
     fn resolve_from_token(&self, token: &[u8]) -> Option<Identity> {
         let hash = token_hash(token);
         let config = self.store.load();
-        if let Some(rest) = token.strip_prefix(b"alk_") {
+        // An `alk_<prefix>_…` token whose prefix an API key claims is that key's or nobody's; any
+        // other token (one that merely begins with `alk_` included) may be a peer's.
+        let claimed = token.strip_prefix(b"alk_").and_then(|rest| {
             let prefix = rest.split(|b| *b == b'_').next()?;
+            config
+                .api_keys
+                .iter()
+                .find(|k| k.prefix.as_bytes() == prefix)
+        });
+        if let Some(k) = claimed {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(u64::MAX);
-            return config
-                .api_keys
-                .iter()
-                .find(|k| k.prefix.as_bytes() == prefix)
+            return Some(k)
                 .filter(|k| constant_time_eq(k.hash.as_bytes(), hash.as_bytes()))
                 .filter(|k| k.expires_at.is_none_or(|t| now < t))
                 .map(|k| Identity {
@@ -181,5 +186,30 @@ mod tests {
         );
         assert!(p.resolve_from_token(b"alk_live_abd").is_none());
         assert!(p.resolve_from_token(b"alk_old_abc").is_none());
+    }
+
+    #[test]
+    fn a_peer_token_that_begins_with_alk_resolves_unless_an_api_key_claims_its_prefix() {
+        let mut peer = PeerEntry::new("svc", []);
+        peer.token_hash = Some(token_hash(b"alk_svc_secret"));
+        let mut config = AuthConfig::default();
+        config.peers.push(peer);
+        assert_eq!(
+            provider(config.clone())
+                .resolve_from_token(b"alk_svc_secret")
+                .unwrap()
+                .id,
+            "svc"
+        );
+        config.api_keys.push(ApiKeyEntry {
+            prefix: "svc".into(),
+            hash: token_hash(b"alk_svc_other"),
+            scopes: vec![],
+            resources: HashMap::new(),
+            expires_at: None,
+        });
+        assert!(provider(config)
+            .resolve_from_token(b"alk_svc_secret")
+            .is_none());
     }
 }
