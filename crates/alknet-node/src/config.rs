@@ -32,6 +32,7 @@ use alknet_call::pubsub::PubSubPolicy;
 use alknet_call::CallOptions;
 use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
+use alknet_ssh::ForwardingPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
@@ -74,6 +75,29 @@ pub struct NodeConfig {
     /// Dynamic: who may publish and subscribe where.
     #[serde(default)]
     pub pubsub: PubSubPolicy,
+    /// Plain SSH for OpenSSH clients (`[ssh]`, static).
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Dynamic: where SSH and tunnel clients may forward to.
+    #[serde(default)]
+    pub forwarding: ForwardingPolicy,
+}
+
+/// Plain SSH (`[ssh]`): OpenSSH clients (`ssh -D`, `-L`, `-R`) on a TCP port of its own, with the
+/// node's key as host key and the same peers and forwarding policy as `alknet/ssh`. Off unless
+/// `listen` is set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// `host:port` to accept plain SSH on (port 0 picks a free one).
+    #[serde(default, deserialize_with = "optional_listen_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn optional_listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    listen_address(d).map(Some)
 }
 
 fn yes() -> bool {
@@ -118,6 +142,9 @@ pub struct DynamicConfig {
     /// Pub/sub topic rules.
     #[serde(default)]
     pub pubsub: PubSubPolicy,
+    /// SSH and tunnel forwarding rules.
+    #[serde(default)]
+    pub forwarding: ForwardingPolicy,
 }
 
 impl DynamicConfig {
@@ -129,7 +156,8 @@ impl DynamicConfig {
     /// Checks every section; the first problem names its section and entry.
     pub fn validate(&self) -> Result<(), ConfigError> {
         section("auth", &self.auth)?;
-        section("pubsub", &self.pubsub)
+        section("pubsub", &self.pubsub)?;
+        section("forwarding", &self.forwarding)
     }
 }
 
@@ -254,11 +282,17 @@ pub struct ServicesConfig {
     /// `alknet/call` (default true).
     #[serde(default = "yes")]
     pub call: bool,
+    /// `alknet/ssh`: SSH port forwarding for known peers (default false).
+    #[serde(default)]
+    pub ssh: bool,
 }
 
 impl Default for ServicesConfig {
     fn default() -> Self {
-        Self { call: true }
+        Self {
+            call: true,
+            ssh: false,
+        }
     }
 }
 
@@ -286,6 +320,8 @@ impl NodeConfig {
             services: ServicesConfig::default(),
             auth: AuthConfig::default(),
             pubsub: PubSubPolicy::default(),
+            ssh: SshSettings::default(),
+            forwarding: ForwardingPolicy::default(),
         }
     }
 
@@ -294,6 +330,7 @@ impl NodeConfig {
         DynamicConfig {
             auth: self.auth.clone(),
             pubsub: self.pubsub.clone(),
+            forwarding: self.forwarding.clone(),
         }
     }
 

@@ -25,10 +25,10 @@ mod node;
 pub mod wire;
 
 pub use config::{
-    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
+    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, SshSettings, TlsConfig,
 };
 pub use connect::{
-    connect, ConnectConfig, ConnectError, Connected, DialTarget, Transport,
+    connect, dial, ConnectConfig, ConnectError, Connected, DialTarget, Transport,
     DEFAULT_CONNECT_TIMEOUT, HEAD_START,
 };
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};

@@ -13,6 +13,7 @@ use alknet_endpoint::{
     Endpoint, EndpointConfig, EndpointError, HandlerRegistry, IrohTarget, RegistryError,
     ShutdownReport,
 };
+use alknet_ssh::{ForwardingPolicy, SshListener, SshServer};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -68,6 +69,7 @@ impl From<RegistryError> for NodeError {
 struct LiveConfig {
     auth: ConfigStore<AuthConfig>,
     pubsub: ConfigStore<PubSubPolicy>,
+    forwarding: ConfigStore<ForwardingPolicy>,
 }
 
 impl LiveConfig {
@@ -81,12 +83,14 @@ impl LiveConfig {
     fn store(&self, config: DynamicConfig) {
         self.auth.store_validated(config.auth);
         self.pubsub.store_validated(config.pubsub);
+        self.forwarding.store_validated(config.forwarding);
     }
 
     fn load(&self) -> DynamicConfig {
         DynamicConfig {
             auth: (*self.auth.load()).clone(),
             pubsub: (*self.pubsub.load()).clone(),
+            forwarding: (*self.forwarding.load()).clone(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct Node {
     service: Option<Arc<CallService>>,
     live: LiveConfig,
     iroh: Option<IrohTarget>,
+    ssh_listener: Option<SshListener>,
 }
 
 /// Where a node can be reached.
@@ -180,6 +185,11 @@ impl Node {
         }
     }
 
+    /// Where plain SSH is accepted (`None` unless `[ssh] listen` is set).
+    pub fn ssh_addr(&self) -> Option<SocketAddr> {
+        self.ssh_listener.as_ref().map(SshListener::local_addr)
+    }
+
     /// The iroh ticket (`None` without iroh).
     pub fn iroh_target(&self) -> Option<&IrohTarget> {
         self.iroh.as_ref()
@@ -221,6 +231,7 @@ impl Node {
     /// are told through [`Connection::draining`](alknet_core::Connection::draining)), then
     /// closes what remains.
     pub async fn shutdown(self) -> ShutdownReport {
+        drop(self.ssh_listener);
         self.endpoint.shutdown().await
     }
 }
@@ -300,6 +311,11 @@ impl NodeBuilder {
         } else {
             None
         };
+        let ssh = (config.services.ssh || config.ssh.listen.is_some())
+            .then(|| SshServer::new(&key, identity.clone(), live.forwarding.clone()));
+        if let (Some(ssh), true) = (&ssh, config.services.ssh) {
+            handlers.push(Arc::new(ssh.clone()) as Arc<dyn ProtocolHandler>);
+        }
         handlers.extend(self.handlers);
         let registry = HandlerRegistry::new(handlers)?;
 
@@ -333,11 +349,22 @@ impl NodeBuilder {
             },
             _ => endpoint.iroh_target(),
         };
+        let ssh_listener = match (ssh, config.ssh.listen) {
+            (Some(ssh), Some(addr)) => match ssh.listen(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    endpoint.shutdown().await;
+                    return Err(NodeError::Config(format!("ssh.listen: {e}")));
+                }
+            },
+            _ => None,
+        };
         Ok(Node {
             endpoint,
             service,
             live,
             iroh,
+            ssh_listener,
         })
     }
 }

@@ -18,8 +18,12 @@ use alknet_core::config::{ApiKeyEntry, AuthConfig, PeerEntry};
 use alknet_core::Identity;
 use serde_json::{json, Value};
 
+use alknet_ssh::policy::{
+    Action, DefaultAction, Direction, ForwardRule, ForwardingPolicy, PortSpec,
+};
+
 use crate::config::{
-    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
+    DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, SshSettings, TlsConfig,
 };
 use crate::connect::{ConnectConfig, Transport};
 
@@ -62,6 +66,21 @@ pub fn samples() -> Value {
     let pubsub = PubSubPolicy {
         rules: vec![rule.clone()],
     };
+    let forward_rule = ForwardRule {
+        peers: strings("alice"),
+        hosts: strings("10.0.0.0/8"),
+        ports: vec![PortSpec::Port(22), PortSpec::Text("8000-8999".into())],
+        direction: Direction::Connect,
+        action: Action::Allow,
+    };
+    let forwarding = ForwardingPolicy {
+        default: DefaultAction::Public,
+        rules: vec![forward_rule.clone()],
+        max_channels: Some(1),
+    };
+    let ssh = SshSettings {
+        listen: Some(([127, 0, 0, 1], 0).into()),
+    };
     let limits = LimitsConfig {
         connections_per_ip: Some(1),
         streams_per_connection: Some(1),
@@ -85,9 +104,14 @@ pub fn samples() -> Value {
         limits: limits.clone(),
         drain_timeout_ms: Some(1),
         handshake_timeout_ms: Some(1),
-        services: ServicesConfig { call: true },
+        services: ServicesConfig {
+            call: true,
+            ssh: true,
+        },
         auth: auth.clone(),
         pubsub: pubsub.clone(),
+        ssh: ssh.clone(),
+        forwarding: forwarding.clone(),
     };
     let access = Access {
         required_scopes: strings("a"),
@@ -116,7 +140,11 @@ pub fn samples() -> Value {
         scopes: strings("a"),
         resources: resources(),
     };
-    let dynamic = DynamicConfig { auth, pubsub };
+    let dynamic = DynamicConfig {
+        auth,
+        pubsub,
+        forwarding: forwarding.clone(),
+    };
     let connect = ConnectConfig {
         address: Some("127.0.0.1:4433".into()),
         fingerprint: Some("ed25519:00".into()),
@@ -144,6 +172,9 @@ pub fn samples() -> Value {
         "PeerEntry": peer,
         "ApiKeyEntry": api_key,
         "TopicRule": rule,
+        "ForwardRule": forward_rule,
+        "ForwardingPolicy": forwarding,
+        "SshSettings": ssh,
         "DynamicConfig": dynamic,
         "LimitsConfig": limits,
         "IrohSettings": iroh,
