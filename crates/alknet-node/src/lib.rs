@@ -22,6 +22,7 @@
 pub mod config;
 mod connect;
 mod node;
+mod tunnel;
 pub mod wire;
 
 pub use config::{
@@ -32,3 +33,4 @@ pub use connect::{
     DEFAULT_CONNECT_TIMEOUT, HEAD_START,
 };
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};
+pub use tunnel::{open_stream, ssh_tunnel};

@@ -16,6 +16,15 @@ pub fn private_key(key: &SecretKey) -> PrivateKey {
     PrivateKey::from(host_key(key))
 }
 
+/// `key` as an OpenSSH private key file (`-----BEGIN OPENSSH PRIVATE KEY-----`, unencrypted):
+/// what `ssh -i` reads. Handle it as the secret it is.
+pub fn openssh_private_key(key: &SecretKey) -> String {
+    private_key(key)
+        .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .unwrap_or_default()
+}
+
 /// The alknet fingerprint (`ed25519:<hex>`) of an SSH public key; `None` for other key types.
 pub fn fingerprint_of_ssh_key(key: &SshPublicKey) -> Option<String> {
     match key.key_data() {
