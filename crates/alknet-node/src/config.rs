@@ -285,6 +285,9 @@ pub struct ServicesConfig {
     /// `alknet/ssh`: SSH port forwarding for known peers (default false).
     #[serde(default)]
     pub ssh: bool,
+    /// `alknet/tunnel`: the native QUIC tunnel for known peers (default false).
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 impl Default for ServicesConfig {
@@ -292,6 +295,7 @@ impl Default for ServicesConfig {
         Self {
             call: true,
             ssh: false,
+            tunnel: false,
         }
     }
 }

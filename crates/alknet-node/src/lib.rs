@@ -33,4 +33,4 @@ pub use connect::{
     DEFAULT_CONNECT_TIMEOUT, HEAD_START,
 };
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};
-pub use tunnel::{open_stream, ssh_tunnel};
+pub use tunnel::{native_tunnel, open_stream, ssh_tunnel};

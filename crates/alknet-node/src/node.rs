@@ -13,7 +13,7 @@ use alknet_endpoint::{
     Endpoint, EndpointConfig, EndpointError, HandlerRegistry, IrohTarget, RegistryError,
     ShutdownReport,
 };
-use alknet_ssh::{ForwardingPolicy, SshListener, SshServer};
+use alknet_ssh::{ForwardingPolicy, SshListener, SshServer, TunnelServer};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -315,6 +315,9 @@ impl NodeBuilder {
             .then(|| SshServer::new(&key, identity.clone(), live.forwarding.clone()));
         if let (Some(ssh), true) = (&ssh, config.services.ssh) {
             handlers.push(Arc::new(ssh.clone()) as Arc<dyn ProtocolHandler>);
+        }
+        if config.services.tunnel {
+            handlers.push(Arc::new(TunnelServer::new(live.forwarding.clone())));
         }
         handlers.extend(self.handlers);
         let registry = HandlerRegistry::new(handlers)?;

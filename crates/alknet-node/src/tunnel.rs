@@ -1,4 +1,5 @@
-//! SSH tunnels through a node: [`ssh_tunnel`] dials the node's `alknet/ssh` (QUIC, TCP+TLS or
+//! Tunnels through a node. [`native_tunnel`] opens `alknet/tunnel` streams over QUIC or iroh.
+//! SSH: [`ssh_tunnel`] dials the node's `alknet/ssh` (QUIC, TCP+TLS or
 //! iroh, as [`DialTarget`] says, the node pinned by TLS) and hands the stream to
 //! [`alknet_ssh::client::Tunnel`], which redials with backoff when it drops. Put a
 //! [`Socks5`](alknet_ssh::client::Socks5) or [`LocalForward`](alknet_ssh::client::LocalForward)
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use alknet_core::{BoxedStream, Connection, ConnectionError, SecretKey};
 use alknet_endpoint::Client;
 use alknet_ssh::client::{BoxedDuplex, Tunnel, TunnelConfig};
+use alknet_ssh::tunnel::{Dialed as TunnelDialed, TunnelClient};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connect::{dial, DialTarget};
@@ -27,7 +29,10 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
                 .await
                 .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
             match open_stream(&conn).await {
-                Ok(stream) => Ok(Box::new(Dialed { stream, client }) as BoxedDuplex),
+                Ok(stream) => Ok(Box::new(Dialed {
+                    stream,
+                    _client: ClosesOnDrop(client),
+                }) as BoxedDuplex),
                 Err(e) => {
                     client.close();
                     Err(io::Error::new(
@@ -38,6 +43,33 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
             }
         }
     })
+}
+
+/// A native tunnel (`alknet/tunnel`) to the node at `target` over QUIC or iroh, authenticating
+/// with `key` in TLS (it must be in the node's peers); one QUIC stream per forwarded connection,
+/// redialed when the connection is gone. Nothing is dialed until first use.
+pub fn native_tunnel(key: SecretKey, target: DialTarget) -> Arc<TunnelClient> {
+    TunnelClient::new(move || {
+        let (key, target) = (key.clone(), target.clone());
+        async move {
+            let (client, conn, _) = dial(key, target, alknet_ssh::TUNNEL_ALPN)
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+            Ok(TunnelDialed {
+                conn,
+                keep: Box::new(ClosesOnDrop(client)),
+            })
+        }
+    })
+}
+
+/// Closes a dialer when the connection it carries is dropped.
+struct ClosesOnDrop(Client);
+
+impl Drop for ClosesOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// The stream a client talks on: a new one on QUIC and iroh, the connection's only one on
@@ -53,13 +85,7 @@ pub async fn open_stream(conn: &Connection) -> Result<BoxedStream, ConnectionErr
 /// The stream of a dialed connection, owning the dialer whose socket carries it.
 struct Dialed {
     stream: BoxedStream,
-    client: Client,
-}
-
-impl Drop for Dialed {
-    fn drop(&mut self) {
-        self.client.close();
-    }
+    _client: ClosesOnDrop,
 }
 
 impl AsyncRead for Dialed {

@@ -107,6 +107,7 @@ pub fn samples() -> Value {
         services: ServicesConfig {
             call: true,
             ssh: true,
+            tunnel: true,
         },
         auth: auth.clone(),
         pubsub: pubsub.clone(),

@@ -77,6 +77,7 @@ async fn node_with(forwarding: ForwardingPolicy, max_channels: Option<u32>) -> T
     let bob = SecretKey::generate();
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
     config.services.ssh = true;
+    config.services.tunnel = true;
     config.ssh.listen = Some("127.0.0.1:0".parse().unwrap());
     config.auth.peers = vec![
         PeerEntry::new("alice", [alice.public().fingerprint()]),
@@ -387,6 +388,80 @@ async fn the_tunnel_redials_after_the_node_comes_back() {
     }
     assert_eq!(body.as_deref(), Some("hello redial"));
     node.shutdown().await;
+}
+
+// ---- the native tunnel (alknet/tunnel) ----
+
+#[tokio::test]
+async fn socks5_over_the_native_tunnel_reaches_http_by_name() {
+    let http = http_server("native").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
+        .await
+        .unwrap();
+    let stream = tunnel.open("localhost", http.port()).await.unwrap();
+    assert_eq!(get(stream).await, "hello native");
+    if which("curl") {
+        let proxy = socks.local_addr().to_string();
+        let url = format!("http://localhost:{}/", http.port());
+        let got = curl(&["--socks5-hostname", &proxy, &url]).await;
+        assert_eq!(got, (true, "hello native".into()));
+    }
+    socks.close();
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_native_tunnel_refuses_bad_headers_refused_destinations_and_the_limit() {
+    let http = http_server("native-bad").await;
+    let t = node_with(loopback_allowed(), Some(4)).await;
+    let (client, conn, _) = alknet_node::dial(
+        t.alice.clone(),
+        target(&t.node, Transport::Quic),
+        alknet_ssh::TUNNEL_ALPN,
+    )
+    .await
+    .unwrap();
+    // A header of another version: status 5, and the connection keeps serving.
+    let mut bad = conn.open_bi().await.unwrap();
+    bad.write_all(&[9, 1, b'x', 0, 80]).await.unwrap();
+    assert_eq!(bad.read_u8().await.unwrap(), 5);
+    // A private destination outside alice's rule: status 1.
+    let mut refused = conn.open_bi().await.unwrap();
+    refused
+        .write_all(&alknet_ssh::tunnel::encode_header("10.255.255.1", 80).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(refused.read_u8().await.unwrap(), 1);
+    // Four held streams fill the limit; the fifth gets status 4.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = conn.open_bi().await.unwrap();
+        s.write_all(&alknet_ssh::tunnel::encode_header("127.0.0.1", http.port()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.read_u8().await.unwrap(), 0);
+        held.push(s);
+    }
+    let mut over = conn.open_bi().await.unwrap();
+    over.write_all(&alknet_ssh::tunnel::encode_header("127.0.0.1", http.port()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(over.read_u8().await.unwrap(), 4);
+    // The held streams still work.
+    assert_eq!(get(held.pop().unwrap()).await, "hello native-bad");
+    client.close();
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_native_tunnel_needs_a_known_peer_key() {
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel =
+        alknet_node::native_tunnel(SecretKey::generate(), target(&t.node, Transport::Quic));
+    assert!(tunnel.open("127.0.0.1", 80).await.is_err());
+    t.node.shutdown().await;
 }
 
 // ---- OpenSSH ----

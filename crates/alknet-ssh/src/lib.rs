@@ -1,10 +1,11 @@
-//! `alknet/ssh`: SSH on the node's port, over whatever carried the connection (QUIC, TCP+TLS,
+//! `alknet/ssh` and `alknet/tunnel`: SSH on the node's port, over whatever carried the connection (QUIC, TCP+TLS,
 //! iroh, or a plain TCP port for OpenSSH clients), for port forwarding only: `-L`, `-D` (SOCKS)
 //! and `-R`, checked against a hot-reloadable [`ForwardingPolicy`](policy::ForwardingPolicy).
 //!
 //! The protocol is [russh](https://docs.rs/russh); this crate adds the node's identities (one
 //! peer list for call and SSH: a client key's `ed25519:<hex>` fingerprint), the policy, the
-//! limits and the log lines.
+//! limits and the log lines. [`tunnel`] is the native alternative: one QUIC stream per forwarded
+//! connection, no SSH framing.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,9 +29,11 @@ pub mod keys;
 pub mod outbound;
 pub mod policy;
 pub mod server;
+pub mod tunnel;
 
 pub use policy::ForwardingPolicy;
 pub use server::{PeerInfo, SshError, SshListener, SshServer};
+pub use tunnel::{TunnelClient, TunnelServer, TUNNEL_ALPN};
 
 /// The ALPN of SSH on a node's port.
 pub const ALPN: &[u8] = b"alknet/ssh";

@@ -243,13 +243,13 @@ impl ProtocolHandler for SshServer {
 
 /// Counts a connection's open channels and `-R` listeners.
 #[derive(Clone, Default)]
-struct Slots(Arc<AtomicUsize>);
+pub(crate) struct Slots(Arc<AtomicUsize>);
 
 /// One open channel or listener; frees its slot when dropped.
-struct Slot(Arc<AtomicUsize>);
+pub(crate) struct Slot(Arc<AtomicUsize>);
 
 impl Slots {
-    fn take(&self, max: usize) -> Option<Slot> {
+    pub(crate) fn take(&self, max: usize) -> Option<Slot> {
         self.0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
