@@ -235,9 +235,14 @@ impl ProtocolHandler for SshServer {
             tls_identity: auth.identity,
         };
         let draining = conn.clone();
-        self.run_until(stream, peer, async move { draining.draining().await })
+        match self
+            .run_until(stream, peer, async move { draining.draining().await })
             .await
-            .map_err(|e| HandlerError::Other(Box::new(e)))
+        {
+            // A client that goes away mid-session is how SSH sessions usually end.
+            Ok(()) | Err(SshError::Ssh(russh::Error::IO(_) | russh::Error::Disconnect)) => Ok(()),
+            Err(e) => Err(HandlerError::Other(Box::new(e))),
+        }
     }
 }
 
