@@ -5,7 +5,7 @@
 //! need them say which tool is missing and skip, and under `CI=true` a skip is a failure.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Once};
 
@@ -711,4 +711,123 @@ async fn openssh_refused_key_and_refused_commands() {
     let out = output(alice.command(&["-T", "true"])).await;
     assert!(!out.status.success(), "{out:?}");
     t.node.shutdown().await;
+}
+
+/// Whether `sshd` is there, installing openssh-server with apt-get where that works.
+fn sshd_installed() -> bool {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() && which("apt-get") {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)",
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+    if sshd.exists() {
+        return true;
+    }
+    let message = "skipped: sshd not installed (Debian: apt-get install openssh-server)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("{message}");
+    false
+}
+
+#[tokio::test]
+async fn openssh_reaches_a_real_sshd_through_the_node_with_alknet_proxy() {
+    if !openssh_tools() || !sshd_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let alice = SecretKey::generate();
+    // A real sshd on loopback, with its own host key, authorizing alice's key.
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path("host"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        path("authorized_keys"),
+        alknet_ssh::keys::openssh_public_key(&alice.public()),
+    )
+    .unwrap();
+    let sshd_port = free_port();
+    let config = format!(
+        "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nPidFile {pid}\n",
+        host = path("host").display(),
+        keys = path("authorized_keys").display(),
+        pid = path("sshd.pid").display(),
+    );
+    std::fs::write(path("sshd_config"), config).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let mut sshd = tokio::process::Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(path("sshd_config"))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    while TcpStream::connect(("127.0.0.1", sshd_port)).await.is_err() {
+        if let Some(status) = sshd.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = sshd.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("sshd exited ({status}): {err}");
+        }
+        tokio::task::yield_now().await;
+    }
+    let _sshd = Running(sshd);
+
+    // The node may reach its own sshd for alice, and nothing else on loopback.
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.services.ssh = true;
+    config.auth.peers = vec![PeerEntry::new("alice", [alice.public().fingerprint()])];
+    config.forwarding = serde_json::from_value(serde_json::json!({
+        "rules": [{ "peers": ["alice"], "hosts": ["127.0.0.1"], "ports": [sshd_port], "action": "allow" }]
+    }))
+    .unwrap();
+    let node = Node::builder(config)
+        .key(SecretKey::generate())
+        .start()
+        .await
+        .unwrap();
+
+    alice.save(path("alice.pem")).unwrap();
+    std::fs::write(path("id"), alknet_ssh::keys::openssh_private_key(&alice)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path("id"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_pub = std::fs::read_to_string(path("host.pub")).unwrap();
+    std::fs::write(path("known_hosts"), format!("sshd-via-alknet {host_pub}")).unwrap();
+    let proxy = format!(
+        "{} --key {} --node {} --fingerprint {} --to 127.0.0.1:{sshd_port}",
+        env!("CARGO_BIN_EXE_alknet-proxy"),
+        path("alice.pem").display(),
+        node.local_addr(),
+        node.fingerprint(),
+    );
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-F", "/dev/null", "-i"])
+        .arg(path("id"))
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            path("known_hosts").display()
+        ))
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("ProxyCommand={proxy}"))
+        .arg(format!("{}@sshd-via-alknet", user.trim()))
+        .args(["echo", "through-alknet"])
+        .stdin(Stdio::null());
+    let out = output(ssh).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through-alknet\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.shutdown().await;
 }
