@@ -22,6 +22,8 @@ describe('shared types', () => {
     ['PeerEntry', wire.PEER_ENTRY],
     ['ApiKeyEntry', wire.API_KEY_ENTRY],
     ['TopicRule', wire.TOPIC_RULE],
+    ['ForwardRule', wire.FORWARD_RULE],
+    ['ForwardingPolicy', wire.FORWARDING],
     ['LimitsConfig', wire.LIMITS],
     ['IrohSettings', wire.IROH],
     ['NatsConfig', wire.NATS],

@@ -12,6 +12,12 @@ echo "== cargo clippy --all-targets --all-features -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== cargo clippy -p alknet-endpoint --all-targets -D warnings (no features)"
 cargo clippy -p alknet-endpoint --all-targets -- -D warnings
+# The SSH interop tests drive OpenSSH's client and server and curl; install them where missing
+# (CI runs as root). Installing openssh-server starts no daemon here: the test runs its own sshd.
+if ! { command -v ssh && command -v curl && [ -x /usr/sbin/sshd ]; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== apt-get install openssh-client openssh-server curl (for the SSH interop tests)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client openssh-server curl >/dev/null
+fi
 echo "== cargo test --all-features"
 cargo test --workspace --all-features
 echo "== Node package (napi build, tsc --strict, vitest)"

@@ -56,12 +56,50 @@ export interface TopicRule {
   anonymous?: boolean
 }
 
+/**
+ * A forwarding rule (SSH `-L`/`-D`/`-R` and the native tunnel): the first rule that matches
+ * decides. Private, loopback and link-local addresses are opened only by a rule that names them
+ * by CIDR or address.
+ */
+export interface ForwardRule {
+  /** Peer ids it applies to (empty: every known peer). */
+  peers?: string[]
+  /** Name patterns (`example.com`, `*.example.com`), CIDRs or addresses (empty: any). */
+  hosts?: string[]
+  /** Ports or `'low-high'` ranges (empty: any). */
+  ports?: (number | string)[]
+  /** `'connect'` (default: outbound connections) or `'listen'` (`-R` binds on the node). */
+  direction?: 'connect' | 'listen'
+  /** Allow or deny. */
+  action: 'allow' | 'deny'
+}
+
+/** Where SSH and tunnel clients may forward to. */
+export interface ForwardingPolicy {
+  /** When no rule matches: `'public'` (default: public addresses; `-R` on loopback), `'deny'`, `'allow'`. */
+  default?: 'public' | 'deny' | 'allow'
+  /** Rules, first match wins. */
+  rules?: ForwardRule[]
+  /** Open channels (and `-R` listeners) one connection may hold (default 256). */
+  maxChannels?: number
+}
+
 /** The hot-reloadable configuration. */
 export interface DynamicConfig {
   /** Peers and API keys. */
   auth?: AuthConfig
   /** Pub/sub rules. */
   pubsub?: { rules?: TopicRule[] }
+  /** SSH and tunnel forwarding rules. */
+  forwarding?: ForwardingPolicy
+}
+
+/** Which services besides `alknet/call` a node offers (each off by default). */
+export interface Services {
+  /** `alknet/ssh`: SSH port forwarding (`-D`, `-L`, `-R`) for known peers. */
+  ssh?: boolean
+  /** `alknet/tunnel`: the native QUIC tunnel for known peers. */
+  tunnel?: boolean
 }
 
 /** How the node proves its identity in TLS. */
@@ -166,6 +204,10 @@ export interface ServeOptions extends DynamicConfig {
   handshakeTimeoutMs?: number
   /** HTTP on the same port (default: the decoy web site only); `false` turns HTTP off. */
   http?: HttpOptions | false
+  /** Services besides `alknet/call`. */
+  services?: Services
+  /** Plain SSH for OpenSSH clients on a TCP port of its own (`{ listen: '127.0.0.1:2222' }`). */
+  ssh?: { listen?: string }
   /** Where handler failures are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
   /** Pub/sub rules (reloadable) and the backplane that carries topics between nodes (needs a restart). */

@@ -351,6 +351,36 @@ export class Peer implements RemoteOperations {
     return schemas.map(operationInfo)
   }
 
+  /**
+   * Starts a local SOCKS5 server whose CONNECTs leave from the node, names resolved there (what
+   * `curl --socks5-hostname` asks for). The node must offer the service (`services: { ssh: true }`
+   * or `{ tunnel: true }`) and its forwarding policy must allow the destinations. It dials its own
+   * connection to the node, on first use, and redials when it is lost.
+   *
+   * @example
+   * ```ts
+   * const socks = await peer.socks5({ listen: '127.0.0.1:1080' })
+   * // curl --socks5-hostname 127.0.0.1:1080 https://example.com
+   * socks.close()
+   * ```
+   */
+  async socks5(options: Socks5Options): Promise<TunnelListener> {
+    try {
+      return await this.native.socks5(options.listen, options.via)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** Starts a local forward (`ssh -L`): connections to `listen` reach `host:port` from the node. */
+  async forward(options: ForwardOptions): Promise<TunnelListener> {
+    try {
+      return await this.native.forward(options.listen, options.host, options.port, options.via)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
   /** Closes the connection; in-flight requests fail. The process may exit afterwards. */
   async close(): Promise<void> {
     await this.shutdown()
@@ -365,6 +395,30 @@ export class Peer implements RemoteOperations {
     this.events.emit(error === undefined ? { type: 'closed' } : { type: 'closed', error })
     this.events.end()
   }
+}
+
+/** A local listener whose connections leave from the node (see {@link Peer.socks5}). */
+export interface TunnelListener {
+  /** The bound `ip:port`. */
+  readonly address: string
+  /** Stops accepting and ends the connections it carries. */
+  close(): void
+}
+
+/** Options of {@link Peer.socks5}. */
+export interface Socks5Options {
+  /** Local `ip:port` to listen on (port 0 picks a free one). Keep it on loopback: it asks for no password. */
+  listen: string
+  /** What carries the connections: `'ssh'` (default, `alknet/ssh`) or `'tunnel'` (`alknet/tunnel`, QUIC only). */
+  via?: 'ssh' | 'tunnel'
+}
+
+/** Options of {@link Peer.forward}. */
+export interface ForwardOptions extends Socks5Options {
+  /** The destination as the node resolves it (a name or an address). */
+  host: string
+  /** The destination port. */
+  port: number
 }
 
 /** Fans status events out to every `status()` iterator; each has its own unbounded-but-tiny queue. */

@@ -7,7 +7,7 @@
 import * as native from '../index.js'
 import { ConnectError } from './errors'
 import type { Access, ErrorDeclaration, Identity } from './registry'
-import type { ApiKeyEntry, DynamicConfig, HttpFeature, HttpOptions, IrohOptions, Limits, NatsBackplane, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+import type { ApiKeyEntry, DynamicConfig, ForwardingPolicy, ForwardRule, HttpFeature, HttpOptions, IrohOptions, Limits, NatsBackplane, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 import type { ConnectOptions } from './peer'
 
 /** The protocol's constants, from the Rust side (error codes, frame limits, default deadlines). */
@@ -63,6 +63,22 @@ export const TOPIC_RULE = {
   subscribe: 'subscribe',
   anonymous: 'anonymous',
 } as const satisfies KeyTable<TopicRule>
+
+/** @internal */
+export const FORWARD_RULE = {
+  peers: 'peers',
+  hosts: 'hosts',
+  ports: 'ports',
+  direction: 'direction',
+  action: 'action',
+} as const satisfies KeyTable<ForwardRule>
+
+/** @internal */
+export const FORWARDING = {
+  default: 'default',
+  rules: 'rules',
+  maxChannels: 'max_channels',
+} as const satisfies KeyTable<ForwardingPolicy>
 
 /** @internal */
 export const LIMITS = {
@@ -147,6 +163,9 @@ export const SERVE_OPTIONS = {
   http: 'http',
   auth: 'auth',
   pubsub: 'pubsub',
+  forwarding: 'forwarding',
+  services: 'services',
+  ssh: 'ssh',
   key: null,
   operations: null,
   onHandlerError: null,
@@ -187,7 +206,6 @@ export function connectConfigWire(options: ConnectOptions): Record<string, unkno
 /** `NodeConfig` keys with no `serve()` option, and why. @internal */
 export const NODE_CONFIG_ONLY = {
   key_file: 'serve() takes the key as a Keypair object',
-  services: 'the Node.js package always serves alknet/call; `http: false` turns HTTP off',
 } as const
 
 /** Edit distance, for "did you mean" (options are short; the quadratic table is fine). */
@@ -232,6 +250,15 @@ export function dynamicConfigWire(config: DynamicConfig): Record<string, unknown
       api_keys: (config.auth?.apiKeys ?? []).map((k) => renamed(k, API_KEY_ENTRY, 'auth.apiKeys[]')),
     },
     pubsub: { rules: (config.pubsub?.rules ?? []).map((r) => renamed(r, TOPIC_RULE, 'pubsub.rules[]')) },
+    forwarding: forwardingWire(config.forwarding),
+  }
+}
+
+function forwardingWire(policy: ForwardingPolicy | undefined): Record<string, unknown> {
+  const { rules, ...rest } = policy ?? {}
+  return {
+    ...renamed(rest, FORWARDING, 'forwarding'),
+    rules: (rules ?? []).map((r) => renamed(r, FORWARD_RULE, 'forwarding.rules[]')),
   }
 }
 
@@ -275,7 +302,9 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
     drain_timeout_ms: options.drainTimeoutMs,
     handshake_timeout_ms: options.handshakeTimeoutMs,
     http: options.http === false ? undefined : httpWire(options.http),
-    services: options.http === false ? { call: true, http: false } : undefined,
+    // The Node.js package always serves alknet/call; `http: false` turns HTTP off.
+    services: { call: true, http: options.http !== false, ssh: options.services?.ssh ?? false, tunnel: options.services?.tunnel ?? false },
+    ssh: options.ssh === undefined ? undefined : renamed(options.ssh, { listen: 'listen' }, 'ssh'),
     ...dynamic,
   }
 }

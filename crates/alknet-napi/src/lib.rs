@@ -13,7 +13,8 @@
 //! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node, optionally
 //!   serving a host's operations back to it. Failures reject with a JSON-encoded `CallError` as
 //!   the message, so TypeScript can rebuild it. Subscriptions deliver items in batches, within
-//!   the credit JavaScript grants ([`Subscription`]).
+//!   the credit JavaScript grants ([`Subscription`]). A peer also starts local SOCKS5 servers
+//!   and forwards whose connections leave from the node ([`TunnelListener`]).
 //!
 //! The ThreadsafeFunctions are weak: they never keep the Node.js event loop alive. The
 //! TypeScript layer holds one timer per open node or peer instead, and clears it on `close()`.
@@ -34,6 +35,7 @@ mod node;
 mod peer;
 mod request;
 mod subscription;
+mod tunnel;
 mod wire;
 
 pub use cli::{cli_signal, run_cli};
@@ -42,6 +44,7 @@ pub use keypair::Keypair;
 pub use node::{serve, Node};
 pub use peer::{connect, ConnectOptions, Peer};
 pub use subscription::Subscription;
+pub use tunnel::TunnelListener;
 pub use wire::{protocol_constants, wire_samples};
 
 /// The node's log lines (warnings and errors by default: a handler's output failing its schema,

@@ -35,6 +35,8 @@ pub struct ConnectOptions {
 pub struct Peer {
     peer: alknet_call::Peer,
     client: Client,
+    key: alknet_core::SecretKey,
+    target: alknet_node::DialTarget,
     token: Option<String>,
     cancels: Cancels,
     closed: CancellationToken,
@@ -67,12 +69,14 @@ pub fn connect<'env>(
     let service = CallService::anonymous(registry).map_err(plain)?;
     let key = key.key.clone();
     env.spawn_future(async move {
-        let Connected { peer, client } = alknet_node::connect(key, target, service)
+        let Connected { peer, client } = alknet_node::connect(key.clone(), target.clone(), service)
             .await
             .map_err(connect_error)?;
         Ok(Peer {
             peer,
             client,
+            key,
+            target,
             token: options.token,
             cancels: Cancels::default(),
             closed: CancellationToken::new(),
@@ -144,6 +148,34 @@ impl Peer {
         let data: Value = parse_json(&data_json, "data")?;
         let delivered = self.peer.publish(&topic, data).await.map_err(call_error)?;
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
+    }
+
+    /// Starts a local SOCKS5 server on `listen` whose CONNECTs leave from the node (names
+    /// resolved there), over `via`: `ssh` (default, `alknet/ssh`) or `tunnel` (`alknet/tunnel`,
+    /// QUIC only). The node must offer that service and its forwarding policy must allow the
+    /// destinations. Its own connection to the node, dialed on first use and redialed when lost.
+    #[napi]
+    pub async fn socks5(
+        &self,
+        listen: String,
+        via: Option<String>,
+    ) -> napi::Result<crate::tunnel::TunnelListener> {
+        let opener = crate::tunnel::opener(self.key.clone(), self.target.clone(), via.as_deref())?;
+        crate::tunnel::socks5(&listen, opener).await
+    }
+
+    /// Starts a local forward (`ssh -L`): connections to `listen` are carried to `host:port` as
+    /// the node resolves and reaches it, over `via` (`ssh` or `tunnel`).
+    #[napi]
+    pub async fn forward(
+        &self,
+        listen: String,
+        host: String,
+        port: u16,
+        via: Option<String>,
+    ) -> napi::Result<crate::tunnel::TunnelListener> {
+        let opener = crate::tunnel::opener(self.key.clone(), self.target.clone(), via.as_deref())?;
+        crate::tunnel::forward(&listen, opener, host, port).await
     }
 
     /// Resolves when the connection has closed (either side closed it, or it was lost).

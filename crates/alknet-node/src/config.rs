@@ -34,6 +34,7 @@ use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
 use alknet_http::HttpConfig;
 use alknet_nats::NatsConfig;
+use alknet_ssh::ForwardingPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
@@ -79,6 +80,12 @@ pub struct NodeConfig {
     /// Who may publish and subscribe where (dynamic), and the backplane (static).
     #[serde(default)]
     pub pubsub: PubSubConfig,
+    /// Plain SSH for OpenSSH clients (`[ssh]`, static).
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// Dynamic: where SSH and tunnel clients may forward to.
+    #[serde(default)]
+    pub forwarding: ForwardingPolicy,
 }
 
 /// `[pubsub]`: topic rules (dynamic: reloaded with the rest of the dynamic part) and the
@@ -100,6 +107,23 @@ pub struct PubSubConfig {
 pub struct BackplaneConfig {
     /// NATS servers (see `alknet_nats`).
     pub nats: NatsConfig,
+}
+
+/// Plain SSH (`[ssh]`): OpenSSH clients (`ssh -D`, `-L`, `-R`) on a TCP port of its own, with the
+/// node's key as host key and the same peers and forwarding policy as `alknet/ssh`. Off unless
+/// `listen` is set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    /// `host:port` to accept plain SSH on (port 0 picks a free one).
+    #[serde(default, deserialize_with = "optional_listen_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+fn optional_listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    listen_address(d).map(Some)
 }
 
 fn yes() -> bool {
@@ -144,6 +168,9 @@ pub struct DynamicConfig {
     /// Pub/sub topic rules.
     #[serde(default)]
     pub pubsub: PubSubPolicy,
+    /// SSH and tunnel forwarding rules.
+    #[serde(default)]
+    pub forwarding: ForwardingPolicy,
 }
 
 impl DynamicConfig {
@@ -155,7 +182,8 @@ impl DynamicConfig {
     /// Checks every section; the first problem names its section and entry.
     pub fn validate(&self) -> Result<(), ConfigError> {
         section("auth", &self.auth)?;
-        section("pubsub", &self.pubsub)
+        section("pubsub", &self.pubsub)?;
+        section("forwarding", &self.forwarding)
     }
 }
 
@@ -303,6 +331,12 @@ pub struct ServicesConfig {
     /// HTTP (`h2`, `http/1.1`) on TCP+TLS, see `[http]` (default true: the decoy web site).
     #[serde(default = "yes")]
     pub http: bool,
+    /// `alknet/ssh`: SSH port forwarding for known peers (default false).
+    #[serde(default)]
+    pub ssh: bool,
+    /// `alknet/tunnel`: the native QUIC tunnel for known peers (default false).
+    #[serde(default)]
+    pub tunnel: bool,
 }
 
 impl Default for ServicesConfig {
@@ -310,6 +344,8 @@ impl Default for ServicesConfig {
         Self {
             call: true,
             http: true,
+            ssh: false,
+            tunnel: false,
         }
     }
 }
@@ -339,6 +375,8 @@ impl NodeConfig {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             pubsub: PubSubConfig::default(),
+            ssh: SshSettings::default(),
+            forwarding: ForwardingPolicy::default(),
         }
     }
 
@@ -349,6 +387,7 @@ impl NodeConfig {
             pubsub: PubSubPolicy {
                 rules: self.pubsub.rules.clone(),
             },
+            forwarding: self.forwarding.clone(),
         }
     }
 

@@ -374,8 +374,20 @@ pub async fn connect(
     target: DialTarget,
     service: Arc<CallService>,
 ) -> Result<Connected, ConnectError> {
+    let (client, conn, fingerprint) = dial(key, target, ALPN).await?;
+    let peer = Peer::connect(conn, service, Some(fingerprint));
+    Ok(Connected { peer, client })
+}
+
+/// Dials `target` with `key` for any service (`alpn`: `alknet/call`, `alknet/ssh`, …): the
+/// dialer (keep it while the connection is used), the connection, and the pinned fingerprint.
+pub async fn dial(
+    key: SecretKey,
+    target: DialTarget,
+    alpn: &[u8],
+) -> Result<(Client, alknet_core::Connection, String), ConnectError> {
     let dial_failed = ConnectError::from_dial;
-    let (client, conn, fingerprint) = match target {
+    match target {
         DialTarget::Direct {
             address,
             fingerprint,
@@ -383,29 +395,25 @@ pub async fn connect(
             timeout,
         } => {
             let client = Client::new(key).map_err(dial_failed)?;
-            let conn = match dial_direct(&client, address, &fingerprint, over, timeout).await {
-                Ok(conn) => conn,
+            match dial_direct(&client, address, &fingerprint, alpn, over, timeout).await {
+                Ok(conn) => Ok((client, conn, fingerprint)),
                 Err(e) => {
                     client.close();
-                    return Err(e);
+                    Err(e)
                 }
-            };
-            (client, conn, fingerprint)
+            }
         }
         DialTarget::Iroh { target, config } => {
             let client = Client::with_iroh(key, *config).map_err(dial_failed)?;
-            let conn = match client.dial_iroh(&target, ALPN).await {
-                Ok(conn) => conn,
+            match client.dial_iroh(&target, alpn).await {
+                Ok(conn) => Ok((client, conn, target.fingerprint())),
                 Err(e) => {
                     client.close();
-                    return Err(dial_failed(e));
+                    Err(dial_failed(e))
                 }
-            };
-            (client, conn, target.fingerprint())
+            }
         }
-    };
-    let peer = Peer::connect(conn, service, Some(fingerprint));
-    Ok(Connected { peer, client })
+    }
 }
 
 /// One carrier's dial, failing early with `UNREACHABLE` when QUIC's packets bounce (ICMP port
@@ -414,9 +422,10 @@ async fn dial_one(
     client: &Client,
     address: SocketAddr,
     fingerprint: &str,
+    alpn: &[u8],
     over: Transport,
 ) -> Result<alknet_core::Connection, ConnectError> {
-    let options = DialOptions::pinned(ALPN, fingerprint).over(over.into());
+    let options = DialOptions::pinned(alpn, fingerprint).over(over.into());
     let dial = async {
         client
             .dial(address, &options)
@@ -471,6 +480,7 @@ async fn dial_direct(
     client: &Client,
     address: SocketAddr,
     fingerprint: &str,
+    alpn: &[u8],
     over: Option<Transport>,
     timeout: Duration,
 ) -> Result<alknet_core::Connection, ConnectError> {
@@ -480,7 +490,7 @@ async fn dial_direct(
     };
     let attempt = async {
         if let Some(forced) = over {
-            return dial_one(client, address, fingerprint, forced).await;
+            return dial_one(client, address, fingerprint, alpn, forced).await;
         }
         let first = first_choice(address);
         let second = match first {
@@ -488,8 +498,8 @@ async fn dial_direct(
             Transport::Tcp => Transport::Quic,
         };
         let (conn, used) = race(
-            dial_one(client, address, fingerprint, first),
-            dial_one(client, address, fingerprint, second),
+            dial_one(client, address, fingerprint, alpn, first),
+            dial_one(client, address, fingerprint, alpn, second),
         )
         .await?;
         remember(address, if used { second } else { first });

@@ -22,16 +22,18 @@
 pub mod config;
 mod connect;
 mod node;
+mod tunnel;
 pub mod wire;
 
 pub use alknet_http::{Decoy, Feature, HttpConfig};
 pub use alknet_nats::NatsConfig;
 pub use config::{
     BackplaneConfig, DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, PubSubConfig,
-    ServicesConfig, TlsConfig,
+    ServicesConfig, SshSettings, TlsConfig,
 };
 pub use connect::{
-    connect, ConnectConfig, ConnectError, Connected, DialTarget, Transport,
+    connect, dial, ConnectConfig, ConnectError, Connected, DialTarget, Transport,
     DEFAULT_CONNECT_TIMEOUT, HEAD_START,
 };
 pub use node::{Node, NodeAddresses, NodeBuilder, NodeError};
+pub use tunnel::{native_tunnel, open_stream, ssh_tunnel};

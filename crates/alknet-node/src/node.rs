@@ -14,6 +14,7 @@ use alknet_endpoint::{
     ShutdownReport,
 };
 use alknet_nats::NatsBackplane;
+use alknet_ssh::{ForwardingPolicy, SshListener, SshServer, TunnelServer};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -69,6 +70,7 @@ impl From<RegistryError> for NodeError {
 struct LiveConfig {
     auth: ConfigStore<AuthConfig>,
     pubsub: ConfigStore<PubSubPolicy>,
+    forwarding: ConfigStore<ForwardingPolicy>,
 }
 
 impl LiveConfig {
@@ -82,12 +84,14 @@ impl LiveConfig {
     fn store(&self, config: DynamicConfig) {
         self.auth.store_validated(config.auth);
         self.pubsub.store_validated(config.pubsub);
+        self.forwarding.store_validated(config.forwarding);
     }
 
     fn load(&self) -> DynamicConfig {
         DynamicConfig {
             auth: (*self.auth.load()).clone(),
             pubsub: (*self.pubsub.load()).clone(),
+            forwarding: (*self.forwarding.load()).clone(),
         }
     }
 }
@@ -133,6 +137,7 @@ pub struct Node {
     backplane: Option<Arc<NatsBackplane>>,
     live: LiveConfig,
     iroh: Option<IrohTarget>,
+    ssh_listener: Option<SshListener>,
 }
 
 /// Where a node can be reached.
@@ -182,6 +187,11 @@ impl Node {
         }
     }
 
+    /// Where plain SSH is accepted (`None` unless `[ssh] listen` is set).
+    pub fn ssh_addr(&self) -> Option<SocketAddr> {
+        self.ssh_listener.as_ref().map(SshListener::local_addr)
+    }
+
     /// The iroh ticket (`None` without iroh).
     pub fn iroh_target(&self) -> Option<&IrohTarget> {
         self.iroh.as_ref()
@@ -229,6 +239,7 @@ impl Node {
     /// are told through [`Connection::draining`](alknet_core::Connection::draining)), then
     /// closes what remains, and leaves the backplane.
     pub async fn shutdown(self) -> ShutdownReport {
+        drop(self.ssh_listener);
         let report = self.endpoint.shutdown().await;
         if let Some(backplane) = &self.backplane {
             backplane.close().await;
@@ -317,6 +328,14 @@ impl NodeBuilder {
                 .map_err(NodeError::Config)?;
             handlers.push(Arc::new(http) as Arc<dyn ProtocolHandler>);
         }
+        let ssh = (config.services.ssh || config.ssh.listen.is_some())
+            .then(|| SshServer::new(&key, identity.clone(), live.forwarding.clone()));
+        if let (Some(ssh), true) = (&ssh, config.services.ssh) {
+            handlers.push(Arc::new(ssh.clone()) as Arc<dyn ProtocolHandler>);
+        }
+        if config.services.tunnel {
+            handlers.push(Arc::new(TunnelServer::new(live.forwarding.clone())));
+        }
         handlers.extend(self.handlers);
         let registry = HandlerRegistry::new(handlers)?;
 
@@ -350,12 +369,23 @@ impl NodeBuilder {
             },
             _ => endpoint.iroh_target(),
         };
+        let ssh_listener = match (ssh, config.ssh.listen) {
+            (Some(ssh), Some(addr)) => match ssh.listen(addr).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    endpoint.shutdown().await;
+                    return Err(NodeError::Config(format!("ssh.listen: {e}")));
+                }
+            },
+            _ => None,
+        };
         let backplane = match (&service, &config.pubsub.backplane) {
             (Some(service), Some(backplane)) => {
                 let broker = service.broker().clone();
                 match NatsBackplane::start(&backplane.nats, broker, live.pubsub.clone()).await {
                     Ok(backplane) => Some(backplane),
                     Err(e) => {
+                        drop(ssh_listener);
                         endpoint.shutdown().await;
                         return Err(NodeError::Config(e.to_string()));
                     }
@@ -369,6 +399,7 @@ impl NodeBuilder {
             backplane,
             live,
             iroh,
+            ssh_listener,
         })
     }
 }

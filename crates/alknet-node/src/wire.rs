@@ -19,9 +19,13 @@ use alknet_core::Identity;
 use alknet_http::{Decoy, Feature, HttpConfig};
 use serde_json::{json, Value};
 
+use alknet_ssh::policy::{
+    Action, DefaultAction, Direction, ForwardRule, ForwardingPolicy, PortSpec,
+};
+
 use crate::config::{
     BackplaneConfig, DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, PubSubConfig,
-    ServicesConfig, TlsConfig,
+    ServicesConfig, SshSettings, TlsConfig,
 };
 use crate::connect::{ConnectConfig, Transport};
 use alknet_nats::NatsConfig;
@@ -64,6 +68,21 @@ pub fn samples() -> Value {
     };
     let pubsub = PubSubPolicy {
         rules: vec![rule.clone()],
+    };
+    let forward_rule = ForwardRule {
+        peers: strings("alice"),
+        hosts: strings("10.0.0.0/8"),
+        ports: vec![PortSpec::Port(22), PortSpec::Text("8000-8999".into())],
+        direction: Direction::Connect,
+        action: Action::Allow,
+    };
+    let forwarding = ForwardingPolicy {
+        default: DefaultAction::Public,
+        rules: vec![forward_rule.clone()],
+        max_channels: Some(1),
+    };
+    let ssh = SshSettings {
+        listen: Some(([127, 0, 0, 1], 0).into()),
     };
     let limits = LimitsConfig {
         connections_per_ip: Some(1),
@@ -111,6 +130,8 @@ pub fn samples() -> Value {
         services: ServicesConfig {
             call: true,
             http: true,
+            ssh: true,
+            tunnel: true,
         },
         http: http.clone(),
         auth: auth.clone(),
@@ -118,6 +139,8 @@ pub fn samples() -> Value {
             rules: pubsub.rules.clone(),
             backplane: Some(BackplaneConfig { nats: nats.clone() }),
         },
+        ssh: ssh.clone(),
+        forwarding: forwarding.clone(),
     };
     let access = Access {
         required_scopes: strings("a"),
@@ -146,7 +169,11 @@ pub fn samples() -> Value {
         scopes: strings("a"),
         resources: resources(),
     };
-    let dynamic = DynamicConfig { auth, pubsub };
+    let dynamic = DynamicConfig {
+        auth,
+        pubsub,
+        forwarding: forwarding.clone(),
+    };
     let connect = ConnectConfig {
         address: Some("127.0.0.1:4433".into()),
         fingerprint: Some("ed25519:00".into()),
@@ -174,6 +201,9 @@ pub fn samples() -> Value {
         "PeerEntry": peer,
         "ApiKeyEntry": api_key,
         "TopicRule": rule,
+        "ForwardRule": forward_rule,
+        "ForwardingPolicy": forwarding,
+        "SshSettings": ssh,
         "DynamicConfig": dynamic,
         "LimitsConfig": limits,
         "IrohSettings": iroh,

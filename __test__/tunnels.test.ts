@@ -1,0 +1,132 @@
+// Tunnels from Node.js: peer.socks5() and peer.forward() start local listeners whose connections
+// leave from the node (over alknet/ssh or the native alknet/tunnel), fetched with real HTTP.
+import { describe, expect, it } from 'vitest'
+import { createServer, request, type Server } from 'node:http'
+import { connect as tcpConnect } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { alknet } from './helpers'
+import { addOps, start } from './support'
+
+const { connect, Keypair } = alknet
+
+/** A loopback HTTP server answering `hello <tag>`, closed when the test is done. */
+async function httpServer(tag: string): Promise<{ port: number; server: Server }> {
+  const server = createServer((_req, res) => res.end(`hello ${tag}`))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as AddressInfo).port, server }
+}
+
+/** GET / through a local forward. */
+function get(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path: '/' }, (res) => {
+      let body = ''
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()))
+      res.on('end', () => resolve(body))
+    })
+      .on('error', reject)
+      .end()
+  })
+}
+
+/** A SOCKS5 CONNECT to `host:port` by name, then GET /; returns the body, or the SOCKS5 reply code on failure. */
+function socksGet(proxy: string, host: string, port: number): Promise<string> {
+  const [proxyHost, proxyPort] = [proxy.slice(0, proxy.lastIndexOf(':')), Number(proxy.slice(proxy.lastIndexOf(':') + 1))]
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect(proxyPort, proxyHost)
+    let stage = 0
+    let data = Buffer.alloc(0)
+    socket.on('error', reject)
+    socket.on('connect', () => socket.write(Buffer.from([5, 1, 0])))
+    socket.on('data', (chunk: Buffer) => {
+      data = Buffer.concat([data, chunk])
+      if (stage === 0 && data.length >= 2) {
+        data = data.subarray(2)
+        stage = 1
+        const name = Buffer.from(host)
+        const portBytes = Buffer.from([port >> 8, port & 0xff])
+        socket.write(Buffer.concat([Buffer.from([5, 1, 0, 3, name.length]), name, portBytes]))
+      }
+      if (stage === 1 && data.length >= 10) {
+        if (data[1] !== 0) {
+          resolve(`socks reply ${data[1]}`)
+          socket.destroy()
+          return
+        }
+        data = data.subarray(10)
+        stage = 2
+        socket.write('GET / HTTP/1.0\r\nHost: x\r\n\r\n')
+      }
+    })
+    socket.on('end', () => {
+      const text = data.toString()
+      resolve(text.slice(text.indexOf('\r\n\r\n') + 4))
+    })
+  })
+}
+
+const loopback = { rules: [{ hosts: ['127.0.0.0/8', '::1'], action: 'allow' as const }] }
+
+describe('tunnels', () => {
+  it.each(['ssh', 'tunnel'] as const)('peer.socks5() over %s reaches a local HTTP server by name, and closes', async (via) => {
+    const http = await httpServer(via)
+    const key = Keypair.generate()
+    const node = await start(addOps(), {
+      services: { ssh: true, tunnel: true },
+      auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] },
+      forwarding: loopback,
+    })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    try {
+      const socks = await peer.socks5({ listen: '127.0.0.1:0', via })
+      expect(await socksGet(socks.address, 'localhost', http.port)).toBe(`hello ${via}`)
+      socks.close()
+      await expect(socksGet(socks.address, 'localhost', http.port)).rejects.toThrow(/ECONNREFUSED/)
+    } finally {
+      await peer.close()
+      http.server.close()
+    }
+  })
+
+  it('peer.forward() carries a local port to a destination the node reaches', async () => {
+    const http = await httpServer('forward')
+    const key = Keypair.generate()
+    const node = await start(addOps(), {
+      services: { ssh: true },
+      auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] },
+      forwarding: loopback,
+    })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    try {
+      const forward = await peer.forward({ listen: '127.0.0.1:0', host: '127.0.0.1', port: http.port })
+      const port = Number(forward.address.split(':')[1])
+      expect(await get(port)).toBe('hello forward')
+      forward.close()
+    } finally {
+      await peer.close()
+      http.server.close()
+    }
+  })
+
+  it('the default policy refuses loopback, and a reload opens it', async () => {
+    const http = await httpServer('reload')
+    const key = Keypair.generate()
+    const peers = [{ id: 'alice', fingerprints: [key.fingerprint] }]
+    const node = await start(addOps(), { services: { ssh: true }, auth: { peers } })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    try {
+      const socks = await peer.socks5({ listen: '127.0.0.1:0' })
+      expect(await socksGet(socks.address, '127.0.0.1', http.port)).toBe('socks reply 2')
+      node.reload({ auth: { peers }, forwarding: loopback })
+      expect(await socksGet(socks.address, '127.0.0.1', http.port)).toBe('hello reload')
+      socks.close()
+    } finally {
+      await peer.close()
+      http.server.close()
+    }
+  })
+
+  it('an invalid forwarding rule is refused naming it', async () => {
+    await expect(start(addOps(), { forwarding: { rules: [{ hosts: ['10.0.0.0/33'], action: 'allow' }] } })).rejects.toThrow(/forwarding rule 0/)
+  })
+})

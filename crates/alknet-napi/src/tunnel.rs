@@ -1,0 +1,85 @@
+//! Local tunnel listeners a [`Peer`](crate::Peer) starts: a SOCKS5 server or a local forward whose
+//! connections leave from the node, over SSH (`alknet/ssh`) or the native tunnel (`alknet/tunnel`).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use alknet_core::SecretKey;
+use alknet_node::DialTarget;
+use alknet_ssh::client::{Listener, LocalForward, Opener, Socks5};
+use napi_derive::napi;
+
+use crate::errors::plain;
+
+/// A running local listener; `close()` stops it and ends the connections it carries.
+#[napi]
+pub struct TunnelListener {
+    address: String,
+    listener: Mutex<Option<Listener>>,
+}
+
+#[napi]
+impl TunnelListener {
+    /// The bound `ip:port`.
+    #[napi(getter)]
+    pub fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    /// Stops accepting and ends the connections it carries.
+    #[napi]
+    pub fn close(&self) {
+        if let Ok(mut listener) = self.listener.lock() {
+            listener.take();
+        }
+    }
+}
+
+/// What carries the forwarded connections: `ssh` (default) or `tunnel`.
+pub(crate) fn opener(
+    key: SecretKey,
+    target: DialTarget,
+    via: Option<&str>,
+) -> napi::Result<Arc<dyn Opener>> {
+    match via.unwrap_or("ssh") {
+        "ssh" => Ok(alknet_node::ssh_tunnel(key, target)),
+        "tunnel" => Ok(alknet_node::native_tunnel(key, target)),
+        other => Err(plain(format!(
+            "via must be \"ssh\" or \"tunnel\", not {other:?}"
+        ))),
+    }
+}
+
+fn listen_address(listen: &str) -> napi::Result<SocketAddr> {
+    listen
+        .parse()
+        .map_err(|e| plain(format!("listen {listen:?} is not ip:port: {e}")))
+}
+
+/// Starts a SOCKS5 server on `listen` whose CONNECTs leave from the node.
+pub(crate) async fn socks5(listen: &str, opener: Arc<dyn Opener>) -> napi::Result<TunnelListener> {
+    let listener = Socks5::start(listen_address(listen)?, opener)
+        .await
+        .map_err(|e| plain(format!("listen {listen}: {e}")))?;
+    Ok(wrap(listener))
+}
+
+/// Starts a local forward on `listen` to `host:port` from the node.
+pub(crate) async fn forward(
+    listen: &str,
+    opener: Arc<dyn Opener>,
+    host: String,
+    port: u16,
+) -> napi::Result<TunnelListener> {
+    let listener = LocalForward::start(listen_address(listen)?, opener, host, port)
+        .await
+        .map_err(|e| plain(format!("listen {listen}: {e}")))?;
+    Ok(wrap(listener))
+}
+
+fn wrap(listener: Listener) -> TunnelListener {
+    TunnelListener {
+        address: listener.local_addr().to_string(),
+        listener: Mutex::new(Some(listener)),
+    }
+}

@@ -1,0 +1,833 @@
+//! `alknet/ssh` through a real node: the alknet client (SOCKS5, -L, -R) over QUIC and TCP+TLS,
+//! and OpenSSH's `ssh` against the plain SSH port, with real HTTP fetched by `curl`.
+//!
+//! OpenSSH and curl are installed with `apt-get` when missing (as root); elsewhere the tests that
+//! need them say which tool is missing and skip, and under `CI=true` a skip is a failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Once};
+
+use alknet_core::config::PeerEntry;
+use alknet_core::SecretKey;
+use alknet_node::{ssh_tunnel, DialTarget, Node, NodeConfig, Transport};
+use alknet_ssh::client::{ClientError, LocalForward, Socks5, SshClient};
+use alknet_ssh::policy::ForwardingPolicy;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A tiny HTTP server on loopback: every request gets `200` with body `hello <tag>`.
+async fn http_server(tag: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("hello {tag}");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.0 GET over `stream`; returns the body.
+async fn get(mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+fn loopback_allowed() -> ForwardingPolicy {
+    serde_json::from_str(
+        r#"{"rules":[{"peers":["alice"],"hosts":["127.0.0.0/8","::1"],"action":"allow"}]}"#,
+    )
+    .unwrap()
+}
+
+struct TestNode {
+    node: Node,
+    alice: SecretKey,
+    bob: SecretKey,
+}
+
+async fn node_with(forwarding: ForwardingPolicy, max_channels: Option<u32>) -> TestNode {
+    let alice = SecretKey::generate();
+    let bob = SecretKey::generate();
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.services.ssh = true;
+    config.services.tunnel = true;
+    config.ssh.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.auth.peers = vec![
+        PeerEntry::new("alice", [alice.public().fingerprint()]),
+        PeerEntry::new("bob", [bob.public().fingerprint()]),
+    ];
+    config.forwarding = forwarding;
+    config.forwarding.max_channels = max_channels;
+    let node = Node::builder(config)
+        .key(SecretKey::generate())
+        .start()
+        .await
+        .unwrap();
+    TestNode { node, alice, bob }
+}
+
+fn target(node: &Node, over: Transport) -> DialTarget {
+    DialTarget::Direct {
+        address: node.local_addr(),
+        fingerprint: node.fingerprint().to_string(),
+        over: Some(over),
+        timeout: std::time::Duration::from_secs(10),
+    }
+}
+
+/// An SSH session over a fresh connection to the node on `over`, TLS with `tls_key`, SSH with
+/// `ssh_key`.
+async fn session(
+    node: &Node,
+    over: Transport,
+    tls_key: &SecretKey,
+    ssh_key: &SecretKey,
+) -> Result<(SshClient, alknet_endpoint::Client), ClientError> {
+    let (client, conn, _) =
+        alknet_node::dial(tls_key.clone(), target(node, over), alknet_ssh::ALPN)
+            .await
+            .unwrap();
+    let stream = alknet_node::open_stream(&conn).await.unwrap();
+    let ssh = SshClient::connect_stream(stream, ssh_key, Some(node.fingerprint())).await?;
+    Ok((ssh, client))
+}
+
+// ---- the alknet client ----
+
+#[tokio::test]
+async fn socks5_over_quic_and_tcp_reaches_a_local_http_server_by_name_resolved_on_the_node() {
+    let http = http_server("socks").await;
+    let t = node_with(loopback_allowed(), None).await;
+    for over in [Transport::Quic, Transport::Tcp] {
+        let tunnel = ssh_tunnel(t.alice.clone(), target(&t.node, over));
+        let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
+            .await
+            .unwrap();
+        // A hand-made SOCKS5 CONNECT with a domain name (what curl --socks5-hostname sends).
+        let mut s = TcpStream::connect(socks.local_addr()).await.unwrap();
+        s.write_all(&[5, 1, 0]).await.unwrap();
+        let mut reply = [0u8; 2];
+        s.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [5, 0]);
+        let name = b"localhost";
+        let mut req = vec![5, 1, 0, 3, name.len() as u8];
+        req.extend_from_slice(name);
+        req.extend_from_slice(&http.port().to_be_bytes());
+        s.write_all(&req).await.unwrap();
+        let mut head = [0u8; 10];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1], 0, "SOCKS5 reply {head:?} over {over:?}");
+        assert_eq!(get(s).await, "hello socks");
+        if which("curl") {
+            let proxy = socks.local_addr().to_string();
+            let url = format!("http://localhost:{}/", http.port());
+            let got = curl(&["--socks5-hostname", &proxy, &url]).await;
+            assert_eq!(got, (true, "hello socks".into()));
+        }
+        socks.close();
+        tunnel.close().await;
+    }
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn local_and_remote_forwards_carry_http_both_ways() {
+    let http = http_server("forward").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel = ssh_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let local = LocalForward::start(
+        "127.0.0.1:0".parse().unwrap(),
+        tunnel.clone(),
+        "127.0.0.1".into(),
+        http.port(),
+    )
+    .await
+    .unwrap();
+    let s = TcpStream::connect(local.local_addr()).await.unwrap();
+    assert_eq!(get(s).await, "hello forward");
+
+    // -R: the node listens on its loopback, connections come back here to `http`.
+    let port = tunnel.remote_forward("127.0.0.1", 0, http).await.unwrap();
+    assert_ne!(port, 0);
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(get(s).await, "hello forward");
+    local.close();
+    tunnel.close().await;
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn default_policy_refuses_loopback_and_a_reload_opens_it_for_the_live_session() {
+    let http = http_server("reload").await;
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    let (ssh, _client) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        let refused = ssh.open(host, http.port()).await.err();
+        assert!(
+            matches!(refused, Some(ClientError::Refused)),
+            "{host}: {refused:?}"
+        );
+    }
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = loopback_allowed();
+    t.node.reload(dynamic).unwrap();
+    let stream = ssh.open("127.0.0.1", http.port()).await.unwrap();
+    assert_eq!(get(stream).await, "hello reload");
+    // bob is not in the rule: still refused.
+    let (bob, _c) = session(&t.node, Transport::Quic, &t.bob, &t.bob)
+        .await
+        .unwrap();
+    assert!(matches!(
+        bob.open("127.0.0.1", http.port()).await,
+        Err(ClientError::Refused)
+    ));
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unknown_ssh_key_is_rejected() {
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    let stranger = SecretKey::generate();
+    let result = session(&t.node, Transport::Tcp, &stranger, &stranger).await;
+    assert!(
+        matches!(result, Err(ClientError::AuthRejected)),
+        "{:?}",
+        result.err()
+    );
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ssh_key_must_name_the_same_peer_as_the_tls_key() {
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    // TLS says alice, SSH says bob: refused.
+    let mismatch = session(&t.node, Transport::Quic, &t.alice, &t.bob).await;
+    assert!(matches!(mismatch, Err(ClientError::AuthRejected)));
+    // An unknown TLS key resolves to nobody: the SSH key alone decides.
+    let anonymous_tls = SecretKey::generate();
+    assert!(session(&t.node, Transport::Quic, &anonymous_tls, &t.bob)
+        .await
+        .is_ok());
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pinned_host_key_that_does_not_match_is_refused() {
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    let socket = TcpStream::connect(t.node.ssh_addr().unwrap())
+        .await
+        .unwrap();
+    let other = SecretKey::generate().public().fingerprint();
+    let result = SshClient::connect_stream(socket, &t.alice, Some(&other)).await;
+    assert!(
+        matches!(result, Err(ClientError::HostKeyMismatch(_))),
+        "{:?}",
+        result.err()
+    );
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn thousands_of_channels_are_capped_and_the_node_keeps_serving_others() {
+    let http = http_server("cap").await;
+    let t = node_with(loopback_allowed(), Some(32)).await;
+    let (flood, _c) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    let flood = Arc::new(flood);
+    // Hold 32 channels open (the HTTP server waits for a request that never comes) ...
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(flood.open("127.0.0.1", http.port()).await.unwrap());
+    }
+    // ... then ask for 2000 more at once: every one is refused for the limit.
+    let attempts = (0..2000).map(|_| {
+        let flood = flood.clone();
+        tokio::spawn(async move { flood.open("127.0.0.1", http.port()).await.err() })
+    });
+    for attempt in futures::future::join_all(attempts).await {
+        assert!(matches!(attempt.unwrap(), Some(ClientError::Limit)));
+    }
+    // Another client is served meanwhile, and the flooding one again once it lets go.
+    let (other, _c2) = session(&t.node, Transport::Tcp, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(other.open("127.0.0.1", http.port()).await.unwrap()).await,
+        "hello cap"
+    );
+    drop(held);
+    let mut reopened = None;
+    for _ in 0..1000 {
+        // Slots free as the node sees each channel close; the count is bounded, not timed.
+        match flood.open("127.0.0.1", http.port()).await {
+            Ok(s) => {
+                reopened = Some(s);
+                break;
+            }
+            Err(ClientError::Limit) => tokio::task::yield_now().await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(get(reopened.expect("a slot frees")).await, "hello cap");
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_socks_requests_are_refused_and_the_proxy_keeps_serving() {
+    let http = http_server("socks-bad").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel = ssh_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
+        .await
+        .unwrap();
+    // Garbage instead of a greeting: closed.
+    let mut garbage = TcpStream::connect(socks.local_addr()).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = garbage.read_to_end(&mut rest).await;
+    // BIND is not supported: reply 7 (command not supported).
+    let mut bind = TcpStream::connect(socks.local_addr()).await.unwrap();
+    bind.write_all(&[5, 1, 0]).await.unwrap();
+    let mut reply = [0u8; 2];
+    bind.read_exact(&mut reply).await.unwrap();
+    bind.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
+    let mut head = [0u8; 10];
+    bind.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[1], 7);
+    // A refused destination: reply 2 (not allowed by ruleset).
+    let mut refused = TcpStream::connect(socks.local_addr()).await.unwrap();
+    refused.write_all(&[5, 1, 0]).await.unwrap();
+    refused.read_exact(&mut reply).await.unwrap();
+    refused
+        .write_all(&[5, 1, 0, 1, 10, 255, 255, 1, 0, 80])
+        .await
+        .unwrap();
+    refused.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[1], 2);
+    // A good request still works.
+    let mut good = TcpStream::connect(socks.local_addr()).await.unwrap();
+    good.write_all(&[5, 1, 0]).await.unwrap();
+    good.read_exact(&mut reply).await.unwrap();
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend_from_slice(&http.port().to_be_bytes());
+    good.write_all(&req).await.unwrap();
+    good.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[1], 0);
+    assert_eq!(get(good).await, "hello socks-bad");
+    socks.close();
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_tunnel_redials_after_the_node_comes_back() {
+    let http = http_server("redial").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let ssh_addr = t.node.ssh_addr().unwrap();
+    let config = alknet_ssh::client::TunnelConfig::new(t.alice.clone(), None);
+    let tunnel = alknet_ssh::client::Tunnel::new(config, move || async move {
+        let s = TcpStream::connect(ssh_addr).await?;
+        Ok(Box::new(s) as alknet_ssh::client::BoxedDuplex)
+    });
+    assert_eq!(
+        get(tunnel.open("127.0.0.1", http.port()).await.unwrap()).await,
+        "hello redial"
+    );
+    // The node goes away and a new one (same key list, same SSH port) takes its place.
+    let (alice, bob) = (t.alice.clone(), t.bob.clone());
+    t.node.shutdown().await;
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.ssh.listen = Some(ssh_addr);
+    config.auth.peers = vec![
+        PeerEntry::new("alice", [alice.public().fingerprint()]),
+        PeerEntry::new("bob", [bob.public().fingerprint()]),
+    ];
+    config.forwarding = loopback_allowed();
+    let node = Node::builder(config)
+        .key(SecretKey::generate())
+        .start()
+        .await
+        .unwrap();
+    let mut body = None;
+    for _ in 0..20 {
+        if let Ok(s) = tunnel.open("127.0.0.1", http.port()).await {
+            body = Some(get(s).await);
+            break;
+        }
+    }
+    assert_eq!(body.as_deref(), Some("hello redial"));
+    node.shutdown().await;
+}
+
+// ---- the native tunnel (alknet/tunnel) ----
+
+#[tokio::test]
+async fn socks5_over_the_native_tunnel_reaches_http_by_name() {
+    let http = http_server("native").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
+        .await
+        .unwrap();
+    let stream = tunnel.open("localhost", http.port()).await.unwrap();
+    assert_eq!(get(stream).await, "hello native");
+    if which("curl") {
+        let proxy = socks.local_addr().to_string();
+        let url = format!("http://localhost:{}/", http.port());
+        let got = curl(&["--socks5-hostname", &proxy, &url]).await;
+        assert_eq!(got, (true, "hello native".into()));
+    }
+    socks.close();
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_native_tunnel_refuses_bad_headers_refused_destinations_and_the_limit() {
+    let http = http_server("native-bad").await;
+    let t = node_with(loopback_allowed(), Some(4)).await;
+    let (client, conn, _) = alknet_node::dial(
+        t.alice.clone(),
+        target(&t.node, Transport::Quic),
+        alknet_ssh::TUNNEL_ALPN,
+    )
+    .await
+    .unwrap();
+    // A header of another version: status 5, and the connection keeps serving.
+    let mut bad = conn.open_bi().await.unwrap();
+    bad.write_all(&[9, 1, b'x', 0, 80]).await.unwrap();
+    assert_eq!(bad.read_u8().await.unwrap(), 5);
+    // A private destination outside alice's rule: status 1.
+    let mut refused = conn.open_bi().await.unwrap();
+    refused
+        .write_all(&alknet_ssh::tunnel::encode_header("10.255.255.1", 80).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(refused.read_u8().await.unwrap(), 1);
+    // Four held streams fill the limit; the fifth gets status 4.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = conn.open_bi().await.unwrap();
+        s.write_all(&alknet_ssh::tunnel::encode_header("127.0.0.1", http.port()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(s.read_u8().await.unwrap(), 0);
+        held.push(s);
+    }
+    let mut over = conn.open_bi().await.unwrap();
+    over.write_all(&alknet_ssh::tunnel::encode_header("127.0.0.1", http.port()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(over.read_u8().await.unwrap(), 4);
+    // The held streams still work.
+    assert_eq!(get(held.pop().unwrap()).await, "hello native-bad");
+    client.close();
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_native_tunnel_needs_a_known_peer_key() {
+    let t = node_with(loopback_allowed(), None).await;
+    let tunnel =
+        alknet_node::native_tunnel(SecretKey::generate(), target(&t.node, Transport::Quic));
+    assert!(tunnel.open("127.0.0.1", 80).await.is_err());
+    t.node.shutdown().await;
+}
+
+// ---- OpenSSH ----
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `ssh` and `curl` are there, installing them with apt-get where that works.
+fn openssh_tools() -> bool {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        if !(which("ssh") && which("curl")) && which("apt-get") {
+            let _ = Command::new("sh")
+                .args([
+                    "-c",
+                    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client curl",
+                ])
+                .stdout(Stdio::null())
+                .status();
+        }
+    });
+    let missing: Vec<&str> = ["ssh", "curl"].into_iter().filter(|t| !which(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "skipped: {} not installed (Debian: apt-get install openssh-client curl)",
+        missing.join(" and ")
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("{message}");
+    false
+}
+
+struct OpenSsh {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OpenSsh {
+    /// Key files and known_hosts for `key` against the node's plain SSH port.
+    fn new(node: &Node, key: &SecretKey) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = alknet_ssh::keys::openssh_private_key(key);
+        let id = dir.path().join("id");
+        std::fs::write(&id, pem.as_bytes()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let port = node.ssh_addr().unwrap().port();
+        let host_key = alknet_ssh::keys::openssh_public_key(&node_public_key(node));
+        std::fs::write(
+            dir.path().join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_key}\n"),
+        )
+        .unwrap();
+        Self { dir, port }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-i"])
+            .arg(self.path("id"))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.path("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+            ])
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .arg("alice@127.0.0.1")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+fn node_public_key(node: &Node) -> alknet_core::PublicKey {
+    let hex = node.fingerprint().strip_prefix("ed25519:").unwrap();
+    let bytes: [u8; 32] = hex::decode(hex).unwrap().try_into().unwrap();
+    alknet_core::PublicKey::from_bytes(&bytes).unwrap()
+}
+
+/// A running `ssh`, killed when dropped.
+struct Running(tokio::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Starts `ssh -N` with `args` and waits until `port` accepts (or ssh exits, which fails).
+async fn ssh_listening(ssh: &OpenSsh, args: &[&str], port: u16) -> Running {
+    let mut child = tokio::process::Command::from(ssh.command(&[&["-N"], args].concat()))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Running(child);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("ssh exited ({status}) before listening: {err}");
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn output(cmd: Command) -> std::process::Output {
+    tokio::process::Command::from(cmd).output().await.unwrap()
+}
+
+/// Runs curl without blocking the runtime the node runs on.
+async fn curl(args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn openssh_dynamic_forward_reaches_http_and_follows_a_policy_reload() {
+    if !openssh_tools() {
+        return;
+    }
+    let http = http_server("openssh").await;
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    let ssh = OpenSsh::new(&t.node, &t.alice);
+    let socks = free_port();
+    let _d = ssh_listening(&ssh, &["-D", &format!("127.0.0.1:{socks}")], socks).await;
+    let url = format!("http://localhost:{}/", http.port());
+    let proxy = format!("127.0.0.1:{socks}");
+    // Loopback is refused by the default policy ...
+    let (ok, _) = curl(&["--socks5-hostname", &proxy, &url]).await;
+    assert!(!ok, "the default policy must refuse loopback");
+    // ... until a reload opens it, for the ssh already connected.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = loopback_allowed();
+    t.node.reload(dynamic).unwrap();
+    assert_eq!(
+        curl(&["--socks5-hostname", &proxy, &url]).await,
+        (true, "hello openssh".into())
+    );
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn openssh_local_and_remote_forwards_work() {
+    if !openssh_tools() {
+        return;
+    }
+    let http = http_server("openssh-lr").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let ssh = OpenSsh::new(&t.node, &t.alice);
+    let local = free_port();
+    let _l = ssh_listening(
+        &ssh,
+        &[
+            "-L",
+            &format!("127.0.0.1:{local}:127.0.0.1:{}", http.port()),
+        ],
+        local,
+    )
+    .await;
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{local}/")]).await,
+        (true, "hello openssh-lr".into())
+    );
+
+    // -R with port 0: ssh prints the port the node allocated.
+    let mut child = tokio::process::Command::from(ssh.command(&[
+        "-N",
+        "-R",
+        &format!("0:127.0.0.1:{}", http.port()),
+    ]))
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("ssh printed the allocated port");
+        if let Some(rest) = line.strip_prefix("Allocated port ") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let _r = Running(child);
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{port}/")]).await,
+        (true, "hello openssh-lr".into())
+    );
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn openssh_refused_key_and_refused_commands() {
+    if !openssh_tools() {
+        return;
+    }
+    let t = node_with(ForwardingPolicy::default(), None).await;
+    let stranger = OpenSsh::new(&t.node, &SecretKey::generate());
+    let out = output(stranger.command(&["-N"])).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A known key may forward, but gets no shell and runs no command.
+    let alice = OpenSsh::new(&t.node, &t.alice);
+    let out = output(alice.command(&["-T", "true"])).await;
+    assert!(!out.status.success(), "{out:?}");
+    t.node.shutdown().await;
+}
+
+/// Whether `sshd` is there, installing openssh-server with apt-get where that works.
+fn sshd_installed() -> bool {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() && which("apt-get") {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server)",
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+    if sshd.exists() {
+        return true;
+    }
+    let message = "skipped: sshd not installed (Debian: apt-get install openssh-server)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("{message}");
+    false
+}
+
+#[tokio::test]
+async fn openssh_reaches_a_real_sshd_through_the_node_with_alknet_proxy() {
+    if !openssh_tools() || !sshd_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let alice = SecretKey::generate();
+    // A real sshd on loopback, with its own host key, authorizing alice's key.
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path("host"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        path("authorized_keys"),
+        alknet_ssh::keys::openssh_public_key(&alice.public()),
+    )
+    .unwrap();
+    let sshd_port = free_port();
+    let config = format!(
+        "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nPidFile {pid}\n",
+        host = path("host").display(),
+        keys = path("authorized_keys").display(),
+        pid = path("sshd.pid").display(),
+    );
+    std::fs::write(path("sshd_config"), config).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let mut sshd = tokio::process::Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(path("sshd_config"))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    while TcpStream::connect(("127.0.0.1", sshd_port)).await.is_err() {
+        if let Some(status) = sshd.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = sshd.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("sshd exited ({status}): {err}");
+        }
+        tokio::task::yield_now().await;
+    }
+    let _sshd = Running(sshd);
+
+    // The node may reach its own sshd for alice, and nothing else on loopback.
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.services.ssh = true;
+    config.auth.peers = vec![PeerEntry::new("alice", [alice.public().fingerprint()])];
+    config.forwarding = serde_json::from_value(serde_json::json!({
+        "rules": [{ "peers": ["alice"], "hosts": ["127.0.0.1"], "ports": [sshd_port], "action": "allow" }]
+    }))
+    .unwrap();
+    let node = Node::builder(config)
+        .key(SecretKey::generate())
+        .start()
+        .await
+        .unwrap();
+
+    alice.save(path("alice.pem")).unwrap();
+    std::fs::write(path("id"), alknet_ssh::keys::openssh_private_key(&alice)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path("id"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_pub = std::fs::read_to_string(path("host.pub")).unwrap();
+    std::fs::write(path("known_hosts"), format!("sshd-via-alknet {host_pub}")).unwrap();
+    let proxy = format!(
+        "{} --key {} --node {} --fingerprint {} --to 127.0.0.1:{sshd_port}",
+        env!("CARGO_BIN_EXE_alknet-proxy"),
+        path("alice.pem").display(),
+        node.local_addr(),
+        node.fingerprint(),
+    );
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-F", "/dev/null", "-i"])
+        .arg(path("id"))
+        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            path("known_hosts").display()
+        ))
+        .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+        .arg(format!("ProxyCommand={proxy}"))
+        .arg(format!("{}@sshd-via-alknet", user.trim()))
+        .args(["echo", "through-alknet"])
+        .stdin(Stdio::null());
+    let out = output(ssh).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through-alknet\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.shutdown().await;
+}

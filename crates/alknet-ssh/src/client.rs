@@ -1,0 +1,517 @@
+//! The client side: an SSH session to a node over any byte stream ([`SshClient::connect_stream`]),
+//! and, on top of a [`Tunnel`] that redials with backoff when the connection drops, a local
+//! SOCKS5 server ([`Socks5`]), local forwards ([`LocalForward`], `-L`) and remote forwards
+//! ([`Tunnel::remote_forward`], `-R`).
+//!
+//! Destinations travel to the node as the user gave them: a SOCKS5 domain name is resolved on the
+//! node (what `curl --socks5-hostname` asks for), never locally.
+//!
+//! ```no_run
+//! # async fn run(node: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use alknet_ssh::client::{Socks5, Tunnel, TunnelConfig};
+//!
+//! let key = alknet_core::SecretKey::generate();
+//! // Any dialer that yields a byte stream: here plain SSH on a TCP port.
+//! let tunnel = Tunnel::new(TunnelConfig::new(key, None), move || async move {
+//!     let stream = tokio::net::TcpStream::connect(node).await?;
+//!     Ok(Box::new(stream) as alknet_ssh::client::BoxedDuplex)
+//! });
+//! let socks = Socks5::start("127.0.0.1:1080".parse()?, tunnel.clone()).await?;
+//! // curl --socks5-hostname 127.0.0.1:1080 https://example.com
+//! socks.close();
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alknet_core::SecretKey;
+use fast_socks5::server::Socks5ServerProtocol;
+use fast_socks5::util::target_addr::TargetAddr;
+use fast_socks5::{ReplyError, Socks5Command};
+use russh::client::{ChannelOpenHandle, Msg};
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::{Channel, ChannelOpenFailure};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::keys::{fingerprint_of_ssh_key, private_key};
+
+/// A byte stream in both directions.
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Duplex for T {}
+
+/// A boxed [`Duplex`].
+pub type BoxedDuplex = Box<dyn Duplex>;
+
+/// Why the client could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node refused the destination (its forwarding policy) or the `-R` bind.
+    #[error("the node refused it (forwarding policy)")]
+    Refused,
+    /// The node could not reach the destination.
+    #[error("the node could not connect to the destination")]
+    ConnectFailed,
+    /// The node's per-connection channel limit is reached.
+    #[error("the node's per-connection channel limit is reached")]
+    Limit,
+    /// The node did not accept our key.
+    #[error("the node did not accept this key (is its fingerprint in the node's peers?)")]
+    AuthRejected,
+    /// The node presented another host key than the pinned fingerprint.
+    #[error("the node's SSH host key is not the pinned {0}")]
+    HostKeyMismatch(String),
+    /// No connection to the node (dial failed, or it dropped).
+    #[error("no connection to the node: {0}")]
+    Disconnected(String),
+}
+
+impl ClientError {
+    fn from_ssh(e: russh::Error) -> Self {
+        match e {
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::AdministrativelyProhibited)
+            | russh::Error::RequestDenied => ClientError::Refused,
+            russh::Error::ChannelOpenFailure(ChannelOpenFailure::ResourceShortage) => {
+                ClientError::Limit
+            }
+            russh::Error::ChannelOpenFailure(_) => ClientError::ConnectFailed,
+            other => ClientError::Disconnected(other.to_string()),
+        }
+    }
+
+    /// The SOCKS5 reply for this failure.
+    fn socks_reply(&self) -> ReplyError {
+        match self {
+            ClientError::Refused => ReplyError::ConnectionNotAllowed,
+            ClientError::ConnectFailed => ReplyError::HostUnreachable,
+            _ => ReplyError::GeneralFailure,
+        }
+    }
+}
+
+type RemoteTargets = Arc<Mutex<HashMap<(String, u32), SocketAddr>>>;
+
+struct ClientHandler {
+    pinned: Option<String>,
+    remote: RemoteTargets,
+}
+
+impl russh::client::Handler for ClientHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false);
+        };
+        Ok(match &self.pinned {
+            Some(pinned) => fingerprint_of_ssh_key(key).as_deref() == Some(pinned.as_str()),
+            // Unpinned: the transport under SSH (TLS with a pinned key) already proved the node.
+            None => true,
+        })
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let target = self.remote.lock().ok().and_then(|m| {
+            m.get(&(connected_address.to_owned(), connected_port))
+                .copied()
+        });
+        tokio::spawn(async move {
+            let Some(target) = target else {
+                return reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            };
+            match TcpStream::connect(target).await {
+                Ok(mut socket) => {
+                    let _ = socket.set_nodelay(true);
+                    reply.accept().await;
+                    let mut stream = channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut socket).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+        Ok(())
+    }
+}
+
+/// One SSH session to a node.
+pub struct SshClient {
+    handle: russh::client::Handle<ClientHandler>,
+    remote: RemoteTargets,
+}
+
+impl SshClient {
+    /// Runs SSH over `stream` and authenticates with `key`. With `pinned` (`ed25519:<hex>`) the
+    /// node's host key must have that fingerprint; without, the transport must have proved the
+    /// node already (TLS with a pinned key does).
+    pub async fn connect_stream<S: Duplex>(
+        stream: S,
+        key: &SecretKey,
+        pinned: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let config = russh::client::Config {
+            nodelay: true,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        let remote = RemoteTargets::default();
+        let handler = ClientHandler {
+            pinned: pinned.map(str::to_owned),
+            remote: remote.clone(),
+        };
+        let mut handle = russh::client::connect_stream(Arc::new(config), stream, handler)
+            .await
+            .map_err(|e| match (e, pinned) {
+                (russh::Error::UnknownKey, Some(p)) => ClientError::HostKeyMismatch(p.to_owned()),
+                (e, _) => ClientError::Disconnected(e.to_string()),
+            })?;
+        let key = PrivateKeyWithHashAlg::new(Arc::new(private_key(key)), None);
+        let auth = handle
+            .authenticate_publickey("alknet", key)
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        if !auth.success() {
+            return Err(ClientError::AuthRejected);
+        }
+        Ok(Self { handle, remote })
+    }
+
+    /// Opens a `direct-tcpip` channel: the node connects to `host:port` (resolving a name itself).
+    pub async fn open(&self, host: &str, port: u16) -> Result<BoxedDuplex, ClientError> {
+        let channel = self
+            .handle
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
+            .await
+            .map_err(ClientError::from_ssh)?;
+        Ok(Box::new(channel.into_stream()))
+    }
+
+    /// Asks the node to listen on `bind:port` (`port` 0: any) and hand each connection back to
+    /// be connected to `to` here; returns the port the node bound.
+    pub async fn remote_forward(
+        &self,
+        bind: &str,
+        port: u16,
+        to: SocketAddr,
+    ) -> Result<u16, ClientError> {
+        let bound = self
+            .handle
+            .tcpip_forward(bind, u32::from(port))
+            .await
+            .map_err(ClientError::from_ssh)?;
+        let bound = if port == 0 { bound } else { u32::from(port) };
+        if let Ok(mut m) = self.remote.lock() {
+            m.insert((bind.to_owned(), bound), to);
+        }
+        Ok(bound as u16)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Ends the session.
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+    }
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<BoxedDuplex>> + Send>>;
+type Dialer = Arc<dyn Fn() -> DialFuture + Send + Sync>;
+
+/// How a [`Tunnel`] authenticates and backs off.
+#[derive(Clone, Debug)]
+pub struct TunnelConfig {
+    /// The client's key.
+    pub key: SecretKey,
+    /// The node's fingerprint, checked against its SSH host key (`None`: the dialer's transport
+    /// pins the node).
+    pub pinned: Option<String>,
+    /// First wait before redialing after a failure; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest wait between redials.
+    pub max_backoff: Duration,
+}
+
+impl TunnelConfig {
+    /// Backoff from 100 ms to 10 s.
+    pub fn new(key: SecretKey, pinned: Option<String>) -> Self {
+        Self {
+            key,
+            pinned,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+struct TunnelState {
+    session: Option<Arc<SshClient>>,
+    failures: u32,
+}
+
+/// An SSH session to a node that is redialed when it drops: each [`open`](Self::open) uses the
+/// live session or dials a new one (waiting out a backoff that doubles per consecutive failure),
+/// and remote forwards are asked for again on the new session.
+pub struct Tunnel {
+    config: TunnelConfig,
+    dial: Dialer,
+    state: tokio::sync::Mutex<TunnelState>,
+    remote_forwards: Mutex<Vec<(String, u16, SocketAddr)>>,
+}
+
+impl Tunnel {
+    /// A tunnel that reaches the node through `dial` (a QUIC or TCP+TLS connection with ALPN
+    /// `alknet/ssh`, a TCP socket to a plain SSH port, …). Nothing is dialed until first use.
+    pub fn new<F, Fut>(config: TunnelConfig, dial: F) -> Arc<Self>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<BoxedDuplex>> + Send + 'static,
+    {
+        Arc::new(Self {
+            config,
+            dial: Arc::new(move || Box::pin(dial())),
+            state: tokio::sync::Mutex::new(TunnelState {
+                session: None,
+                failures: 0,
+            }),
+            remote_forwards: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The live session, dialing (after the backoff due) when there is none.
+    pub async fn session(&self) -> Result<Arc<SshClient>, ClientError> {
+        let mut state = self.state.lock().await;
+        if let Some(session) = &state.session {
+            if !session.is_closed() {
+                return Ok(session.clone());
+            }
+        }
+        state.session = None;
+        if state.failures > 0 {
+            let backoff = self
+                .config
+                .min_backoff
+                .saturating_mul(1 << state.failures.min(16))
+                .min(self.config.max_backoff);
+            tokio::time::sleep(backoff).await;
+        }
+        let dialed = async {
+            let stream = (self.dial)()
+                .await
+                .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+            SshClient::connect_stream(stream, &self.config.key, self.config.pinned.as_deref()).await
+        };
+        match dialed.await {
+            Ok(session) => {
+                let session = Arc::new(session);
+                let forwards = self
+                    .remote_forwards
+                    .lock()
+                    .map(|f| f.clone())
+                    .unwrap_or_default();
+                for (bind, port, to) in forwards {
+                    session.remote_forward(&bind, port, to).await?;
+                }
+                state.failures = 0;
+                state.session = Some(session.clone());
+                Ok(session)
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a stream to `host:port` from the node.
+    pub async fn open(&self, host: &str, port: u16) -> Result<BoxedDuplex, ClientError> {
+        self.session().await?.open(host, port).await
+    }
+
+    /// `-R`: the node listens on `bind:port` and each connection is connected to `to` here;
+    /// returns the port the node bound. Asked for again (same port) after a reconnect.
+    pub async fn remote_forward(
+        &self,
+        bind: &str,
+        port: u16,
+        to: SocketAddr,
+    ) -> Result<u16, ClientError> {
+        let bound = self.session().await?.remote_forward(bind, port, to).await?;
+        if let Ok(mut f) = self.remote_forwards.lock() {
+            f.push((bind.to_owned(), bound, to));
+        }
+        Ok(bound)
+    }
+
+    /// Ends the current session (the next use dials again).
+    pub async fn close(&self) {
+        if let Some(session) = self.state.lock().await.session.take() {
+            session.close().await;
+        }
+    }
+}
+
+/// A running local listener ([`Socks5`] or [`LocalForward`]); dropping it stops it.
+pub struct Listener {
+    local_addr: SocketAddr,
+    _stop: DropGuard,
+}
+
+impl Listener {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and ends the connections it carries.
+    pub fn close(self) {}
+}
+
+async fn serve<F, Fut>(listen: SocketAddr, each: F) -> io::Result<Listener>
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let socket = tokio::select! {
+                () = token.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(_) => continue,
+                },
+            };
+            let _ = socket.set_nodelay(true);
+            let token = token.clone();
+            let work = each(socket);
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = work => {}
+                    () = token.cancelled() => {}
+                }
+            });
+        }
+    });
+    Ok(Listener {
+        local_addr,
+        _stop: stop.drop_guard(),
+    })
+}
+
+/// Anything that opens streams to `host:port` from the node: an SSH [`Tunnel`], or the native
+/// QUIC tunnel.
+pub trait Opener: Send + Sync + 'static {
+    /// Opens a stream to `host:port` from the node.
+    fn open(
+        &self,
+        host: String,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxedDuplex, ClientError>> + Send + '_>>;
+}
+
+impl Opener for Tunnel {
+    fn open(
+        &self,
+        host: String,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxedDuplex, ClientError>> + Send + '_>> {
+        Box::pin(async move { Tunnel::open(self, &host, port).await })
+    }
+}
+
+/// A local SOCKS5 server (no authentication: bind it to loopback) whose CONNECTs become streams
+/// from the node. Other commands (BIND, UDP ASSOCIATE) are refused with "command not supported".
+pub struct Socks5;
+
+impl Socks5 {
+    /// Listens on `listen` and serves until the returned [`Listener`] is dropped or closed.
+    pub async fn start(listen: SocketAddr, opener: Arc<dyn Opener>) -> io::Result<Listener> {
+        serve(listen, move |socket| {
+            let opener = opener.clone();
+            async move {
+                let _ = socks_connect(socket, opener).await;
+            }
+        })
+        .await
+    }
+}
+
+async fn socks_connect(
+    socket: TcpStream,
+    opener: Arc<dyn Opener>,
+) -> Result<(), fast_socks5::server::SocksServerError> {
+    let (proto, cmd, target) = Socks5ServerProtocol::accept_no_auth(socket)
+        .await?
+        .read_command()
+        .await?;
+    if cmd != Socks5Command::TCPConnect {
+        return proto.reply_error(&ReplyError::CommandNotSupported).await;
+    }
+    let (host, port) = match target {
+        TargetAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
+        TargetAddr::Domain(name, port) => (name, port),
+    };
+    match opener.open(host, port).await {
+        Ok(mut stream) => {
+            let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+            let mut socket = proto.reply_success(unspecified).await?;
+            let _ = tokio::io::copy_bidirectional(&mut socket, &mut stream).await;
+            Ok(())
+        }
+        Err(e) => proto.reply_error(&e.socks_reply()).await,
+    }
+}
+
+/// `-L`: a local port whose connections become streams to one destination from the node.
+pub struct LocalForward;
+
+impl LocalForward {
+    /// Listens on `listen`; each connection is carried to `host:port` (resolved on the node).
+    pub async fn start(
+        listen: SocketAddr,
+        opener: Arc<dyn Opener>,
+        host: String,
+        port: u16,
+    ) -> io::Result<Listener> {
+        serve(listen, move |mut socket| {
+            let opener = opener.clone();
+            let host = host.clone();
+            async move {
+                if let Ok(mut stream) = opener.open(host, port).await {
+                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut stream).await;
+                }
+            }
+        })
+        .await
+    }
+}

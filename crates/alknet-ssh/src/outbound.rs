@@ -1,0 +1,85 @@
+//! Outbound connections on a client's behalf: resolve on the node, check every resolved address
+//! against the [`ForwardingPolicy`], connect only to an address that passed.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::policy::{Direction, ForwardingPolicy, Verdict};
+
+/// How long resolving and connecting may take together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an outbound connection was not made. The messages name no destination (they reach logs).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The policy refused every address the destination resolved to.
+    #[error("refused by the forwarding policy")]
+    Refused,
+    /// The name did not resolve.
+    #[error("the name did not resolve")]
+    Unresolved,
+    /// Connecting failed (refused, unreachable, timed out).
+    #[error("connect failed: {0}")]
+    Connect(io::ErrorKind),
+}
+
+impl OutboundError {
+    /// A short stable word for logs: `refused`, `unresolved`, `failed`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            OutboundError::Refused => "refused",
+            OutboundError::Unresolved => "unresolved",
+            OutboundError::Connect(_) => "failed",
+        }
+    }
+}
+
+/// Resolves `host` (a name or an address) on the node and connects `identity` to the first
+/// address the policy allows and that answers.
+pub async fn connect(
+    policy: &ForwardingPolicy,
+    identity: &str,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, OutboundError> {
+    let attempt = async {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (name, addrs): (Option<&str>, Vec<SocketAddr>) = match host.parse::<IpAddr>() {
+            Ok(ip) => (None, vec![SocketAddr::new(ip, port)]),
+            Err(_) => {
+                let addrs = tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|_| OutboundError::Unresolved)?
+                    .collect::<Vec<_>>();
+                if addrs.is_empty() {
+                    return Err(OutboundError::Unresolved);
+                }
+                (Some(host), addrs)
+            }
+        };
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| policy.check(identity, Direction::Connect, name, *a) == Verdict::Allow)
+            .collect();
+        if allowed.is_empty() {
+            return Err(OutboundError::Refused);
+        }
+        let mut last = io::ErrorKind::NotConnected;
+        for addr in allowed {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = e.kind(),
+            }
+        }
+        Err(OutboundError::Connect(last))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
+}

@@ -1,0 +1,492 @@
+//! [`ForwardingPolicy`]: who may open which connections through the node (`-L`, SOCKS, the native
+//! tunnel) and listen on which of its addresses (`-R`). A dynamic configuration section
+//! (`[forwarding]` in `alknet.toml`), reloaded atomically; every check reads the section in force.
+//!
+//! The rules, in order; the first that matches decides:
+//!
+//! - `peers`: identity ids (empty: everyone authenticated);
+//! - `hosts`: name patterns (`example.com`, `*.example.com`) matched against the name the client
+//!   asked for, and CIDRs or addresses (`10.0.0.0/8`, `::1`) matched against the address the node
+//!   resolved (empty: any destination);
+//! - `ports`: ports or ranges (`22`, `"8000-8999"`; empty: any);
+//! - `direction`: `connect` (default: outbound connections) or `listen` (`-R` binds);
+//! - `action`: `allow` or `deny`.
+//!
+//! **Private addresses are opened only by address.** Loopback, private (RFC 1918, ULA),
+//! link-local, CGNAT, unspecified, multicast and broadcast addresses are reachable only through an
+//! `allow` rule whose `hosts` names them by CIDR or address; an `allow` rule that matches by name
+//! pattern, or has no `hosts`, opens public addresses only. Names are resolved on the node and the
+//! resolved address is what is checked and connected to, so a name that resolves to `127.0.0.1`
+//! (DNS rebinding) does not reach the node's own services.
+//!
+//! When no rule matches, `default` decides: `public` (the default) allows public destinations and
+//! `-R` binds on loopback; `deny` refuses everything; `allow` allows everything (a node on a trusted
+//! network that should reach its LAN). A public node that forwards into its own LAN unless told
+//! otherwise is a footgun, hence `public`.
+//!
+//! ```
+//! use alknet_ssh::policy::{Direction, ForwardingPolicy, Verdict};
+//!
+//! let policy: ForwardingPolicy = serde_json::from_str(r#"{
+//!     "rules": [{ "peers": ["ops"], "hosts": ["10.1.0.0/16"], "ports": [22], "action": "allow" }]
+//! }"#).unwrap();
+//! let lan = "10.1.2.3:22".parse().unwrap();
+//! assert_eq!(policy.check("ops", Direction::Connect, None, lan), Verdict::Allow);
+//! assert_eq!(policy.check("guest", Direction::Connect, None, lan), Verdict::Deny);
+//! assert_eq!(policy.check("guest", Direction::Connect, None, "93.184.216.34:443".parse().unwrap()), Verdict::Allow);
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+use alknet_core::config::{ConfigError, ConfigSection};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Open channels (and `-R` listeners) a connection may hold unless `max_channels` says otherwise.
+pub const DEFAULT_MAX_CHANNELS: u32 = 256;
+
+/// The forwarding policy (`[forwarding]`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingPolicy {
+    /// What happens when no rule matches (default `public`).
+    #[serde(default)]
+    pub default: DefaultAction,
+    /// Rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<ForwardRule>,
+    /// Open channels and `-R` listeners one connection may hold (default 256); more are refused.
+    #[serde(default)]
+    pub max_channels: Option<u32>,
+}
+
+/// The verdict when no rule matches.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// Public destinations; `-R` on loopback only.
+    #[default]
+    Public,
+    /// Nothing.
+    Deny,
+    /// Everything, private ranges included.
+    Allow,
+}
+
+/// One rule.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardRule {
+    /// Identity ids it applies to (empty: every authenticated identity).
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Name patterns, CIDRs or addresses (empty: any destination).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Ports or `"low-high"` ranges (empty: any port).
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Outbound connections (default) or `-R` listeners.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Allow or deny.
+    pub action: Action,
+}
+
+/// A port or a range, as a number or a string (`22`, `"22"`, `"8000-8999"`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// One port.
+    Port(u16),
+    /// A port or an inclusive range, as text.
+    Text(String),
+}
+
+impl PortSpec {
+    fn range(&self) -> Result<(u16, u16), String> {
+        match self {
+            PortSpec::Port(p) => Ok((*p, *p)),
+            PortSpec::Text(text) => {
+                let bad = || format!("port {text:?} is not a port or a range like \"8000-8999\"");
+                let (lo, hi) = match text.split_once('-') {
+                    Some((lo, hi)) => (lo.trim(), hi.trim()),
+                    None => (text.trim(), text.trim()),
+                };
+                let lo: u16 = lo.parse().map_err(|_| bad())?;
+                let hi: u16 = hi.parse().map_err(|_| bad())?;
+                if lo > hi {
+                    return Err(bad());
+                }
+                Ok((lo, hi))
+            }
+        }
+    }
+}
+
+/// What a rule governs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Outbound connections from the node (`-L`, `-D`/SOCKS, the native tunnel).
+    #[default]
+    Connect,
+    /// Listening on the node for `-R`.
+    Listen,
+}
+
+/// A rule's verdict.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Let it through.
+    Allow,
+    /// Refuse it.
+    Deny,
+}
+
+/// The outcome of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// Refused.
+    Deny,
+}
+
+enum HostMatch {
+    Net(IpNet),
+    Name(String),
+}
+
+impl FromStr for HostMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(net) = s.parse::<IpNet>() {
+            return Ok(HostMatch::Net(net));
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(HostMatch::Net(IpNet::from(ip)));
+        }
+        let name = s.strip_prefix("*.").unwrap_or(s);
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(format!(
+                "host {s:?} is not a CIDR, an address, a name or a `*.name` pattern"
+            ));
+        }
+        Ok(HostMatch::Name(s.to_ascii_lowercase()))
+    }
+}
+
+impl HostMatch {
+    /// Whether it matches; `by_address` says the match was by CIDR (which may open private ranges).
+    fn matches(&self, name: Option<&str>, addr: IpAddr) -> Option<bool> {
+        match self {
+            HostMatch::Net(net) => net.contains(&canonical(addr)).then_some(true),
+            HostMatch::Name(pattern) => {
+                let name = name?.trim_end_matches('.').to_ascii_lowercase();
+                let hit = match pattern.strip_prefix("*.") {
+                    Some(suffix) => name
+                        .strip_suffix(suffix)
+                        .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+                    None => name == *pattern,
+                };
+                hit.then_some(false)
+            }
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Whether `addr` is a public unicast address: not loopback, private, link-local, CGNAT,
+/// unspecified, multicast, broadcast, documentation or otherwise reserved.
+pub fn is_public(addr: IpAddr) -> bool {
+    match canonical(addr) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || (a == 198 && (b == 18 || b == 19)))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || v6 == Ipv6Addr::from(0u128)
+                || v6.to_ipv4().is_some_and(|v4| v4 == Ipv4Addr::UNSPECIFIED))
+        }
+    }
+}
+
+impl ForwardRule {
+    fn hosts(&self) -> impl Iterator<Item = Result<HostMatch, String>> + '_ {
+        self.hosts.iter().map(|h| h.parse())
+    }
+
+    fn applies(&self, identity: &str, direction: Direction, port: u16) -> bool {
+        self.direction == direction
+            && (self.peers.is_empty() || self.peers.iter().any(|p| p == identity || p == "*"))
+            && (self.ports.is_empty()
+                || self
+                    .ports
+                    .iter()
+                    .filter_map(|p| p.range().ok())
+                    .any(|(lo, hi)| (lo..=hi).contains(&port)))
+    }
+
+    /// `Some(by_address)` when the destination matches the rule's hosts.
+    fn destination(&self, name: Option<&str>, addr: IpAddr) -> Option<bool> {
+        if self.hosts.is_empty() {
+            return Some(false);
+        }
+        self.hosts()
+            .filter_map(Result::ok)
+            .filter_map(|h| h.matches(name, addr))
+            .max()
+    }
+}
+
+impl ForwardingPolicy {
+    /// Open channels one connection may hold.
+    pub fn max_channels(&self) -> usize {
+        self.max_channels.unwrap_or(DEFAULT_MAX_CHANNELS) as usize
+    }
+
+    /// Whether `identity` may connect to (or, for [`Direction::Listen`], bind) `addr`, which the
+    /// client asked for as `name` (`None` when it gave an address).
+    pub fn check(
+        &self,
+        identity: &str,
+        direction: Direction,
+        name: Option<&str>,
+        addr: SocketAddr,
+    ) -> Verdict {
+        let ip = addr.ip();
+        let open_by_default = match direction {
+            Direction::Connect => is_public(ip),
+            Direction::Listen => canonical(ip).is_loopback(),
+        };
+        for rule in &self.rules {
+            if !rule.applies(identity, direction, addr.port()) {
+                continue;
+            }
+            let Some(by_address) = rule.destination(name, ip) else {
+                continue;
+            };
+            return match rule.action {
+                Action::Deny => Verdict::Deny,
+                Action::Allow if by_address || open_by_default => Verdict::Allow,
+                // A name pattern or an empty host list opens public addresses only; keep looking
+                // for a rule that names this private address.
+                Action::Allow => continue,
+            };
+        }
+        match self.default {
+            DefaultAction::Allow => Verdict::Allow,
+            DefaultAction::Deny => Verdict::Deny,
+            DefaultAction::Public if open_by_default => Verdict::Allow,
+            DefaultAction::Public => Verdict::Deny,
+        }
+    }
+}
+
+impl ConfigSection for ForwardingPolicy {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_channels == Some(0) {
+            return Err(ConfigError::Invalid {
+                entry: "max_channels".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let invalid = |reason: String| ConfigError::Invalid {
+                entry: format!("forwarding rule {i}"),
+                reason,
+            };
+            if let Some(Err(e)) = rule.hosts().find(Result::is_err) {
+                return Err(invalid(e));
+            }
+            if let Some(e) = rule.ports.iter().find_map(|p| p.range().err()) {
+                return Err(invalid(e));
+            }
+            if rule.peers.iter().any(String::is_empty) {
+                return Err(invalid("a peer id must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(json: &str) -> ForwardingPolicy {
+        let p: ForwardingPolicy = serde_json::from_str(json).unwrap();
+        p.validate().unwrap();
+        p
+    }
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn default_allows_public_and_refuses_private_loopback_and_link_local() {
+        let p = ForwardingPolicy::default();
+        let connect = |a| p.check("alice", Direction::Connect, None, at(a));
+        assert_eq!(connect("93.184.216.34:443"), Verdict::Allow);
+        assert_eq!(connect("[2606:4700::1111]:443"), Verdict::Allow);
+        for private in [
+            "127.0.0.1:22",
+            "10.0.0.1:80",
+            "192.168.1.1:80",
+            "172.16.0.1:80",
+            "169.254.169.254:80",
+            "100.64.0.1:80",
+            "0.0.0.0:80",
+            "[::1]:22",
+            "[fe80::1]:22",
+            "[fd00::1]:22",
+            "[::ffff:127.0.0.1]:22",
+            "224.0.0.1:80",
+        ] {
+            assert_eq!(connect(private), Verdict::Deny, "{private}");
+        }
+    }
+
+    #[test]
+    fn a_cidr_rule_opens_a_private_range_for_its_peers_only() {
+        let p = policy(
+            r#"{"rules":[{"peers":["ops"],"hosts":["127.0.0.0/8"],"ports":["8000-8999"],"action":"allow"}]}"#,
+        );
+        assert_eq!(
+            p.check("ops", Direction::Connect, None, at("127.0.0.1:8080")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.check("ops", Direction::Connect, None, at("127.0.0.1:22")),
+            Verdict::Deny
+        );
+        assert_eq!(
+            p.check("bob", Direction::Connect, None, at("127.0.0.1:8080")),
+            Verdict::Deny
+        );
+    }
+
+    #[test]
+    fn a_name_pattern_never_opens_a_private_address() {
+        let p = policy(r#"{"rules":[{"hosts":["*.example.com"],"action":"allow"}]}"#);
+        let rebinding = p.check(
+            "a",
+            Direction::Connect,
+            Some("evil.example.com"),
+            at("127.0.0.1:80"),
+        );
+        assert_eq!(rebinding, Verdict::Deny);
+    }
+
+    #[test]
+    fn deny_rules_match_names_and_win_in_order() {
+        let p = policy(
+            r#"{"rules":[{"hosts":["*.blocked.test", "blocked.test"],"action":"deny"}],"default":"allow"}"#,
+        );
+        let public = at("93.184.216.34:443");
+        assert_eq!(
+            p.check("a", Direction::Connect, Some("x.Blocked.test."), public),
+            Verdict::Deny
+        );
+        assert_eq!(
+            p.check("a", Direction::Connect, Some("blocked.test"), public),
+            Verdict::Deny
+        );
+        assert_eq!(
+            p.check("a", Direction::Connect, Some("notblocked.test"), public),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.check("a", Direction::Connect, None, at("10.0.0.1:1")),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn listen_defaults_to_loopback_only() {
+        let p = ForwardingPolicy::default();
+        assert_eq!(
+            p.check("a", Direction::Listen, None, at("127.0.0.1:0")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            p.check("a", Direction::Listen, None, at("0.0.0.0:8080")),
+            Verdict::Deny
+        );
+        let open =
+            policy(r#"{"rules":[{"direction":"listen","hosts":["0.0.0.0"],"action":"allow"}]}"#);
+        assert_eq!(
+            open.check("a", Direction::Listen, None, at("0.0.0.0:8080")),
+            Verdict::Allow
+        );
+    }
+
+    #[test]
+    fn default_deny_refuses_everything_unmatched() {
+        let p = policy(r#"{"default":"deny"}"#);
+        assert_eq!(
+            p.check("a", Direction::Connect, None, at("93.184.216.34:443")),
+            Verdict::Deny
+        );
+    }
+
+    #[test]
+    fn invalid_rules_are_refused_naming_the_rule() {
+        for bad in [
+            r#"{"rules":[{"hosts":["10.0.0.0/33"],"action":"allow"}]}"#,
+            r#"{"rules":[{"hosts":["*"],"action":"allow"}]}"#,
+            r#"{"rules":[{"ports":["90-80"],"action":"allow"}]}"#,
+            r#"{"rules":[{"peers":[""],"action":"allow"}]}"#,
+        ] {
+            let p: ForwardingPolicy = serde_json::from_str(bad).unwrap();
+            let err = p.validate().unwrap_err().to_string();
+            assert!(err.contains("forwarding rule 0"), "{bad}: {err}");
+        }
+        let unknown = serde_json::from_str::<ForwardingPolicy>(r#"{"rulez":[]}"#);
+        assert!(unknown.is_err());
+        let zero = policy(r#"{}"#);
+        assert_eq!(zero.max_channels(), DEFAULT_MAX_CHANNELS as usize);
+        let p: ForwardingPolicy = serde_json::from_str(r#"{"max_channels":0}"#).unwrap();
+        assert!(p.validate().is_err());
+    }
+}

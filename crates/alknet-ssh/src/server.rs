@@ -1,0 +1,648 @@
+//! The SSH server: russh over any byte stream ([`SshServer::run_stream`]), as the `alknet/ssh`
+//! [`ProtocolHandler`] and, opt-in, on a plain TCP port for OpenSSH clients
+//! ([`SshServer::listen`]).
+//!
+//! Authentication is by public key only, resolved through the node's [`IdentityProvider`] from
+//! the key's `ed25519:<hex>` fingerprint, so one peer list covers `alknet/call` and SSH. When the
+//! TLS layer already resolved the client's key to an identity, the SSH key must resolve to the
+//! same identity (the same peer entry; it may be another of that peer's keys); otherwise it is
+//! refused. A TLS key that resolves to nobody does not stop a known SSH key.
+//!
+//! Channels: `direct-tcpip` (`-L`, `-D`, SOCKS) and `tcpip-forward` / `forwarded-tcpip` (`-R`).
+//! Sessions (shell, exec, subsystems), X11, agent and stream-local forwarding are refused.
+//! Every outbound connection and every `-R` bind is checked against the
+//! [`ForwardingPolicy`] in force first; a connection holds at most `max_channels` channels.
+//!
+//! Log lines (targets `alknet::auth` and `alknet::ssh`), stable for fail2ban; they carry the
+//! remote address, identity and result, never a destination, a name or a byte count:
+//!
+//! ```text
+//! ssh authentication accepted remote=… transport=… fingerprint=… peer=…
+//! ssh authentication rejected: unknown key remote=… transport=… fingerprint=…
+//! ssh authentication rejected: key does not match the TLS identity remote=… transport=… fingerprint=… tls_peer=…
+//! ssh channel remote=… peer=… kind=direct-tcpip result=opened|refused|unresolved|failed|limit
+//! ```
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_core::config::ConfigStore;
+use alknet_core::{
+    Alpn, AuthContext, Connection, HandlerError, Identity, IdentityProvider, ProtocolHandler,
+    SecretKey,
+};
+use async_trait::async_trait;
+use russh::keys::PrivateKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::keys::{fingerprint_of_ssh_key, host_key};
+use crate::outbound;
+use crate::policy::{Direction, ForwardingPolicy, Verdict};
+use crate::ALPN;
+
+/// The SSH service: one per node, shared by every connection.
+#[derive(Clone)]
+pub struct SshServer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: Arc<russh::server::Config>,
+    identity: Arc<dyn IdentityProvider>,
+    policy: ConfigStore<ForwardingPolicy>,
+}
+
+/// Where an SSH session comes from, as the transport knows it.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The remote socket address.
+    pub remote_addr: SocketAddr,
+    /// The carrier, for logs: `quic`, `tcp`, `iroh`, `ssh` (plain SSH on a TCP port), `memory`.
+    pub transport: &'static str,
+    /// The identity the TLS layer resolved from the client's key, if any.
+    pub tls_identity: Option<Identity>,
+}
+
+/// Why a session could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The SSH protocol failed (bad version line, key exchange, a broken packet).
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
+    /// A socket could not be bound.
+    #[error("ssh listener on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl SshServer {
+    /// A server whose host key is `key` (the node's Ed25519 key: OpenSSH's `known_hosts` then
+    /// pins the node's own key), resolving clients through `identity` and checking forwards
+    /// against `policy`.
+    pub fn new(
+        key: &SecretKey,
+        identity: Arc<dyn IdentityProvider>,
+        policy: ConfigStore<ForwardingPolicy>,
+    ) -> Self {
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        let config = russh::server::Config {
+            methods,
+            keys: vec![PrivateKey::from(host_key(key))],
+            auth_rejection_time: Duration::from_millis(300),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            max_auth_attempts: 6,
+            inactivity_timeout: Some(Duration::from_secs(3600)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            nodelay: true,
+            ..Default::default()
+        };
+        Self {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                identity,
+                policy,
+            }),
+        }
+    }
+
+    /// Serves one SSH session over `stream` until it ends.
+    pub async fn run_stream<S>(&self, stream: S, peer: PeerInfo) -> Result<(), SshError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.run_until(stream, peer, std::future::pending()).await
+    }
+
+    /// Like [`run_stream`](Self::run_stream), disconnecting the client once `stop` resolves.
+    async fn run_until<S>(
+        &self,
+        stream: S,
+        peer: PeerInfo,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SshError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let handler = SessionHandler::new(self.shared.clone(), peer);
+        let session =
+            russh::server::run_stream(self.shared.config.clone(), stream, handler).await?;
+        let handle = session.handle();
+        tokio::pin!(session);
+        tokio::select! {
+            result = &mut session => Ok(result?),
+            () = stop => {
+                let _ = handle
+                    .disconnect(russh::Disconnect::ByApplication, "the node is shutting down".into(), String::new())
+                    .await;
+                Ok(session.await?)
+            }
+        }
+    }
+
+    /// Accepts plain SSH (OpenSSH clients) on `addr` until the returned listener is dropped or
+    /// [`close`](SshListener::close)d.
+    pub async fn listen(&self, addr: SocketAddr) -> Result<SshListener, SshError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SshError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SshError::Bind { addr, source })?;
+        let stop = CancellationToken::new();
+        let server = self.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, remote_addr) = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = socket.set_nodelay(true);
+                let server = server.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let peer = PeerInfo {
+                        remote_addr,
+                        transport: "ssh",
+                        tls_identity: None,
+                    };
+                    if let Err(e) = server
+                        .run_until(socket, peer, token.cancelled_owned())
+                        .await
+                    {
+                        tracing::debug!(target: "alknet::ssh", remote = %remote_addr, error = %e, "ssh session ended");
+                    }
+                });
+            }
+        });
+        info!(target: "alknet::ssh", addr = %local_addr, "plain ssh listening");
+        Ok(SshListener {
+            local_addr,
+            stop: stop.drop_guard(),
+        })
+    }
+}
+
+/// A plain SSH listener; dropping it stops accepting and disconnects its sessions.
+pub struct SshListener {
+    local_addr: SocketAddr,
+    stop: tokio_util::sync::DropGuard,
+}
+
+impl SshListener {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and disconnects its sessions.
+    pub fn close(self) {
+        drop(self.stop);
+    }
+}
+
+#[async_trait]
+impl ProtocolHandler for SshServer {
+    fn alpns(&self) -> Vec<Alpn> {
+        vec![Alpn::everywhere(ALPN)]
+    }
+
+    async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
+        let stream = conn.accept_bi().await?;
+        let peer = PeerInfo {
+            remote_addr: auth.remote_addr,
+            transport: if conn.is_single_stream() {
+                "tcp"
+            } else {
+                "quic"
+            },
+            tls_identity: auth.identity,
+        };
+        let draining = conn.clone();
+        match self
+            .run_until(stream, peer, async move { draining.draining().await })
+            .await
+        {
+            // A client that goes away mid-session is how SSH sessions usually end.
+            Ok(()) | Err(SshError::Ssh(russh::Error::IO(_) | russh::Error::Disconnect)) => Ok(()),
+            Err(e) => Err(HandlerError::Other(Box::new(e))),
+        }
+    }
+}
+
+/// Counts a connection's open channels and `-R` listeners.
+#[derive(Clone, Default)]
+pub(crate) struct Slots(Arc<AtomicUsize>);
+
+/// One open channel or listener; frees its slot when dropped.
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Slots {
+    pub(crate) fn take(&self, max: usize) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.0.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One client's session state.
+struct SessionHandler {
+    shared: Arc<Shared>,
+    peer: PeerInfo,
+    identity: Option<Identity>,
+    slots: Slots,
+    /// `-R` listeners by (address, port) as the client named them.
+    forwards: HashMap<(String, u32), CancellationToken>,
+    /// Cancelled when the session ends: stops its listeners and pipes.
+    ended: CancellationToken,
+}
+
+impl Drop for SessionHandler {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
+}
+
+fn log_channel(peer: &PeerInfo, identity: &str, kind: &str, result: &str) {
+    info!(target: "alknet::ssh", remote = %peer.remote_addr, peer = %identity, kind, result, "ssh channel");
+}
+
+/// The bind address of a `tcpip-forward` request, as OpenSSH sends it.
+fn bind_address(address: &str) -> Option<IpAddr> {
+    match address {
+        "" | "*" | "0.0.0.0" => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "::" => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        other => other
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok(),
+    }
+}
+
+impl SessionHandler {
+    fn new(shared: Arc<Shared>, peer: PeerInfo) -> Self {
+        Self {
+            shared,
+            peer,
+            identity: None,
+            slots: Slots::default(),
+            forwards: HashMap::new(),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    fn identity_id(&self) -> &str {
+        self.identity.as_ref().map_or("-", |i| i.id.as_str())
+    }
+
+    /// Resolves `key` and checks it against the TLS identity; logs only when `log`.
+    fn authenticate(&self, key: &russh::keys::PublicKey, log: bool) -> Option<Identity> {
+        let peer = &self.peer;
+        let Some(fingerprint) = fingerprint_of_ssh_key(key) else {
+            if log {
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = "none", "ssh authentication rejected: not an Ed25519 key");
+            }
+            return None;
+        };
+        let Some(identity) = self.shared.identity.resolve_from_fingerprint(&fingerprint) else {
+            if log {
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, "ssh authentication rejected: unknown key");
+            }
+            return None;
+        };
+        if let Some(tls) = &peer.tls_identity {
+            if tls.id != identity.id {
+                if log {
+                    info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: key does not match the TLS identity");
+                }
+                return None;
+            }
+        }
+        if log {
+            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, peer = %identity.id, "ssh authentication accepted");
+        }
+        Some(identity)
+    }
+
+    fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
+        log_channel(&self.peer, self.identity_id(), kind, "refused");
+        tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
+    }
+}
+
+impl russh::server::Handler for SessionHandler {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.authenticate(offer.public_key, false) {
+            Some(_) => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.authenticate(key.public_key, true) {
+            Some(identity) => {
+                self.identity = Some(identity);
+                Auth::Accept
+            }
+            None => Auth::reject(),
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        _channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("session", reply);
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("x11", reply);
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("direct-streamlocal", reply);
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse("forwarded-tcpip", reply);
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let kind = "direct-tcpip";
+        let Some(identity) = self.identity.clone() else {
+            self.refuse(kind, reply);
+            return Ok(());
+        };
+        let policy = self.shared.policy.load();
+        let Some(slot) = self.slots.take(policy.max_channels()) else {
+            log_channel(&self.peer, &identity.id, kind, "limit");
+            tokio::spawn(reply.reject(ChannelOpenFailure::ResourceShortage));
+            return Ok(());
+        };
+        let Ok(port) = u16::try_from(port_to_connect) else {
+            self.refuse(kind, reply);
+            return Ok(());
+        };
+        let host = host_to_connect.to_owned();
+        let peer = self.peer.clone();
+        let ended = self.ended.clone();
+        // Connecting happens off the session loop, so a slow destination holds up no one; the
+        // client learns the outcome as the channel's confirmation or failure.
+        tokio::spawn(async move {
+            let _slot = slot;
+            match outbound::connect(&policy, &identity.id, &host, port).await {
+                Ok(mut target) => {
+                    log_channel(&peer, &identity.id, kind, "opened");
+                    reply.accept().await;
+                    let mut stream = channel.into_stream();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut stream, &mut target) => {}
+                        () = ended.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    log_channel(&peer, &identity.id, kind, e.result());
+                    let reason = match e {
+                        outbound::OutboundError::Refused => {
+                            ChannelOpenFailure::AdministrativelyProhibited
+                        }
+                        _ => ChannelOpenFailure::ConnectFailed,
+                    };
+                    reply.reject(reason).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let kind = "tcpip-forward";
+        let Some(identity) = self.identity.clone() else {
+            return Ok(false);
+        };
+        let policy = self.shared.policy.load();
+        let (Some(ip), Ok(wanted)) = (bind_address(address), u16::try_from(*port)) else {
+            log_channel(&self.peer, &identity.id, kind, "refused");
+            return Ok(false);
+        };
+        let bind = SocketAddr::new(ip, wanted);
+        if policy.check(&identity.id, Direction::Listen, None, bind) != Verdict::Allow {
+            log_channel(&self.peer, &identity.id, kind, "refused");
+            return Ok(false);
+        }
+        let Some(slot) = self.slots.take(policy.max_channels()) else {
+            log_channel(&self.peer, &identity.id, kind, "limit");
+            return Ok(false);
+        };
+        let listener = match TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(_) => {
+                log_channel(&self.peer, &identity.id, kind, "failed");
+                return Ok(false);
+            }
+        };
+        let bound = listener.local_addr().map(|a| a.port()).unwrap_or(wanted);
+        if *port == 0 {
+            *port = u32::from(bound);
+        }
+        let stop = self.ended.child_token();
+        self.forwards
+            .insert((address.to_owned(), *port), stop.clone());
+        log_channel(&self.peer, &identity.id, kind, "opened");
+        let ctx = ForwardContext {
+            handle: session.handle(),
+            address: address.to_owned(),
+            port: *port,
+            peer: self.peer.clone(),
+            identity: identity.id,
+            slots: self.slots.clone(),
+            shared: self.shared.clone(),
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            loop {
+                let accepted = tokio::select! {
+                    () = stop.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                if let Ok((socket, from)) = accepted {
+                    ctx.forward(socket, from, stop.clone());
+                }
+            }
+        });
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(match self.forwards.remove(&(address.to_owned(), port)) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+}
+
+/// What a `-R` listener needs to hand each accepted connection to the client.
+struct ForwardContext {
+    handle: russh::server::Handle,
+    address: String,
+    port: u32,
+    peer: PeerInfo,
+    identity: String,
+    slots: Slots,
+    shared: Arc<Shared>,
+}
+
+impl ForwardContext {
+    fn forward(
+        &self,
+        mut socket: tokio::net::TcpStream,
+        from: SocketAddr,
+        stop: CancellationToken,
+    ) {
+        let kind = "forwarded-tcpip";
+        let max = self.shared.policy.load().max_channels();
+        let Some(slot) = self.slots.take(max) else {
+            log_channel(&self.peer, &self.identity, kind, "limit");
+            return;
+        };
+        let handle = self.handle.clone();
+        let (address, port) = (self.address.clone(), self.port);
+        let (peer, identity) = (self.peer.clone(), self.identity.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = socket.set_nodelay(true);
+            let channel = handle
+                .channel_open_forwarded_tcpip(
+                    address,
+                    port,
+                    from.ip().to_string(),
+                    u32::from(from.port()),
+                )
+                .await;
+            match channel {
+                Ok(channel) => {
+                    log_channel(&peer, &identity, kind, "opened");
+                    let mut stream = channel.into_stream();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut stream, &mut socket) => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
+                Err(_) => log_channel(&peer, &identity, kind, "failed"),
+            }
+        });
+    }
+}

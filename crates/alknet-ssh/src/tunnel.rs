@@ -1,0 +1,264 @@
+//! `alknet/tunnel`: the native QUIC tunnel. Each forwarded TCP connection is its own QUIC stream
+//! that starts with a small header naming the destination; the node answers with one status
+//! byte and then carries raw bytes both ways. No SSH framing, no second layer of encryption:
+//! TLS authenticated the client's key, which must resolve to a known peer, and the same
+//! [`ForwardingPolicy`] and log rules as SSH apply. The contract is in `docs/tunnel.md`.
+//!
+//! ```text
+//! client → node   u8 version (1) | u8 host length N (1–255) | N bytes host | u16 port (big-endian)
+//! node → client   u8 status: 0 connected, 1 refused, 2 unresolved, 3 connect failed,
+//!                            4 channel limit, 5 bad header
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_core::config::ConfigStore;
+use alknet_core::{
+    Alpn, AuthContext, BoxedStream, Carrier, Connection, HandlerError, ProtocolHandler,
+};
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::info;
+
+use crate::client::{BoxedDuplex, ClientError, Opener};
+use crate::outbound::{self, OutboundError};
+use crate::policy::ForwardingPolicy;
+use crate::server::Slots;
+
+/// The ALPN of the native tunnel.
+pub const TUNNEL_ALPN: &[u8] = b"alknet/tunnel";
+/// The header version this node speaks.
+pub const VERSION: u8 = 1;
+/// How long a client has to send a stream's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The status byte the node answers a header with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// Connected; raw bytes follow.
+    Connected = 0,
+    /// The forwarding policy refused the destination.
+    Refused = 1,
+    /// The name did not resolve on the node.
+    Unresolved = 2,
+    /// The node could not connect.
+    ConnectFailed = 3,
+    /// The connection holds `max_channels` streams already.
+    Limit = 4,
+    /// The header was malformed (or of another version).
+    BadHeader = 5,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Connected => "opened",
+            Status::Refused => "refused",
+            Status::Unresolved => "unresolved",
+            Status::ConnectFailed => "failed",
+            Status::Limit => "limit",
+            Status::BadHeader => "bad-header",
+        }
+    }
+}
+
+/// Encodes a stream header; `None` when the host is empty or longer than 255 bytes.
+pub fn encode_header(host: &str, port: u16) -> Option<Vec<u8>> {
+    let len = u8::try_from(host.len()).ok().filter(|n| *n > 0)?;
+    let mut header = Vec::with_capacity(4 + host.len());
+    header.extend_from_slice(&[VERSION, len]);
+    header.extend_from_slice(host.as_bytes());
+    header.extend_from_slice(&port.to_be_bytes());
+    Some(header)
+}
+
+/// Reads a stream header: the destination, or `None` when it is malformed.
+async fn read_header(stream: &mut BoxedStream) -> Option<(String, u16)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.ok()?;
+    if head[0] != VERSION || head[1] == 0 {
+        return None;
+    }
+    let mut host = vec![0u8; usize::from(head[1])];
+    stream.read_exact(&mut host).await.ok()?;
+    let port = stream.read_u16().await.ok()?;
+    let host = String::from_utf8(host).ok()?;
+    Some((host, port))
+}
+
+/// The tunnel service: one per node.
+#[derive(Clone)]
+pub struct TunnelServer {
+    policy: ConfigStore<ForwardingPolicy>,
+}
+
+impl TunnelServer {
+    /// A tunnel server checking destinations against `policy`.
+    pub fn new(policy: ConfigStore<ForwardingPolicy>) -> Self {
+        Self { policy }
+    }
+}
+
+fn log_stream(auth: &AuthContext, identity: &str, result: &str) {
+    info!(target: "alknet::tunnel", remote = %auth.remote_addr, peer = %identity, result, "tunnel stream");
+}
+
+#[async_trait]
+impl ProtocolHandler for TunnelServer {
+    fn alpns(&self) -> Vec<Alpn> {
+        // A stream per forwarded connection needs a multi-stream carrier.
+        vec![Alpn::over(TUNNEL_ALPN, &[Carrier::Quic, Carrier::Iroh])]
+    }
+
+    async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
+        let Some(identity) = auth.identity.clone() else {
+            info!(target: "alknet::tunnel", remote = %auth.remote_addr, "tunnel refused: the client key is not a known peer");
+            conn.close(1, "the tunnel needs a known peer key");
+            return Ok(());
+        };
+        let slots = Slots::default();
+        loop {
+            let mut stream = tokio::select! {
+                () = conn.draining() => return Ok(()),
+                accepted = conn.accept_bi() => match accepted {
+                    Ok(s) => s,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let policy = self.policy.load();
+            let slot = slots.take(policy.max_channels());
+            let (auth, id) = (auth.clone(), identity.id.clone());
+            tokio::spawn(async move {
+                let Some(_slot) = slot else {
+                    log_stream(&auth, &id, Status::Limit.word());
+                    let _ = stream.write_all(&[Status::Limit as u8]).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                };
+                let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream)).await;
+                let Ok(Some((host, port))) = header else {
+                    log_stream(&auth, &id, Status::BadHeader.word());
+                    let _ = stream.write_all(&[Status::BadHeader as u8]).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                };
+                match outbound::connect(&policy, &id, &host, port).await {
+                    Ok(mut target) => {
+                        log_stream(&auth, &id, Status::Connected.word());
+                        if stream.write_all(&[Status::Connected as u8]).await.is_ok() {
+                            let _ = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
+                        }
+                    }
+                    Err(e) => {
+                        let status = match e {
+                            OutboundError::Refused => Status::Refused,
+                            OutboundError::Unresolved => Status::Unresolved,
+                            OutboundError::Connect(_) => Status::ConnectFailed,
+                        };
+                        log_stream(&auth, &id, status.word());
+                        let _ = stream.write_all(&[status as u8]).await;
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            });
+        }
+    }
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = io::Result<Dialed>> + Send>>;
+
+/// A connection to a node's `alknet/tunnel`, and whatever must live as long as it (the dialer
+/// whose socket carries it).
+pub struct Dialed {
+    /// The connection.
+    pub conn: Connection,
+    /// Kept alive with the connection, dropped when it is replaced.
+    pub keep: Box<dyn Send + Sync>,
+}
+
+/// The client side: an [`Opener`] that opens one QUIC stream per forwarded connection, redialing
+/// (through `dial`) when the connection is gone. Put a [`Socks5`](crate::client::Socks5) or
+/// [`LocalForward`](crate::client::LocalForward) in front of it.
+pub struct TunnelClient {
+    dial: Box<dyn Fn() -> DialFuture + Send + Sync>,
+    current: tokio::sync::Mutex<Option<Arc<Dialed>>>,
+}
+
+impl TunnelClient {
+    /// A client that reaches the node through `dial`; nothing is dialed until first use.
+    pub fn new<F, Fut>(dial: F) -> Arc<Self>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<Dialed>> + Send + 'static,
+    {
+        Arc::new(Self {
+            dial: Box::new(move || Box::pin(dial())),
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn stream(&self) -> Result<BoxedStream, ClientError> {
+        let mut current = self.current.lock().await;
+        if let Some(dialed) = current.as_ref() {
+            if let Ok(stream) = dialed.conn.open_bi().await {
+                return Ok(stream);
+            }
+        }
+        *current = None;
+        let dialed = (self.dial)()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        let stream = dialed
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        *current = Some(Arc::new(dialed));
+        Ok(stream)
+    }
+
+    /// Opens a stream to `host:port` from the node.
+    pub async fn open(&self, host: &str, port: u16) -> Result<BoxedDuplex, ClientError> {
+        let header = encode_header(host, port).ok_or(ClientError::ConnectFailed)?;
+        let mut stream = self.stream().await?;
+        let lost = |e: io::Error| ClientError::Disconnected(e.to_string());
+        stream.write_all(&header).await.map_err(lost)?;
+        let status = stream.read_u8().await.map_err(lost)?;
+        match status {
+            0 => Ok(Box::new(stream)),
+            1 => Err(ClientError::Refused),
+            4 => Err(ClientError::Limit),
+            _ => Err(ClientError::ConnectFailed),
+        }
+    }
+}
+
+impl Opener for TunnelClient {
+    fn open(
+        &self,
+        host: String,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxedDuplex, ClientError>> + Send + '_>> {
+        Box::pin(async move { TunnelClient::open(self, &host, port).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_version_length_host_port() {
+        assert_eq!(
+            encode_header("a.b", 443).unwrap(),
+            [1, 3, b'a', b'.', b'b', 0x01, 0xbb]
+        );
+        assert!(encode_header("", 1).is_none());
+        assert!(encode_header(&"x".repeat(256), 1).is_none());
+    }
+}
