@@ -336,7 +336,9 @@ export async function connect(options: ClientOptions): Promise<WebSocketPeer> {
   await new Promise<void>((resolve, reject) => {
     const fail = (error: ConnectError): void => {
       clearTimeout(timer)
-      socket.onopen = socket.onerror = socket.onclose = null
+      socket.onopen = socket.onclose = null
+      // `ws` reports closing a socket that is still connecting as an error: keep a listener.
+      socket.onerror = () => {}
       socket.close()
       reject(error)
     }
