@@ -87,6 +87,13 @@ pub trait ProtocolHandler: Send + Sync + 'static {
     /// The ALPNs this handler serves and where each is offered.
     fn alpns(&self) -> Vec<Alpn>;
 
+    /// The carriers on which this handler also takes connections whose client offered no ALPN
+    /// at all (HTTP: a TLS client without ALPN speaks HTTP/1.1). At most one handler per carrier
+    /// may claim them; by default none does, and such a connection is closed.
+    fn without_alpn(&self) -> &'static [Carrier] {
+        &[]
+    }
+
     /// Serves one connection until it ends.
     async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError>;
 }

@@ -15,6 +15,9 @@ pub enum RegistryError {
     /// A handler has an empty ALPN.
     #[error("a handler has an empty ALPN")]
     EmptyAlpn,
+    /// Two handlers claim the connections without ALPN on one carrier.
+    #[error("two handlers take connections without ALPN on {0}; at most one may")]
+    DuplicateWithoutAlpn(&'static str),
     /// A handler offers an ALPN on no carrier at all.
     #[error("ALPN {0:?} is offered on no carrier")]
     NoCarrier(String),
@@ -31,6 +34,8 @@ struct Route {
 pub struct HandlerRegistry {
     routes: Arc<Vec<Route>>,
     by_alpn: HashMap<Vec<u8>, usize>,
+    /// Per carrier, the handler taking clients that offered no ALPN.
+    without_alpn: Vec<(Carrier, Arc<dyn ProtocolHandler>)>,
 }
 
 fn shown(protocol: &[u8]) -> String {
@@ -44,7 +49,14 @@ impl HandlerRegistry {
     ) -> Result<Self, RegistryError> {
         let mut routes = Vec::new();
         let mut by_alpn = HashMap::new();
+        let mut without_alpn: Vec<(Carrier, Arc<dyn ProtocolHandler>)> = Vec::new();
         for handler in handlers {
+            for &carrier in handler.without_alpn() {
+                if without_alpn.iter().any(|(c, _)| *c == carrier) {
+                    return Err(RegistryError::DuplicateWithoutAlpn(carrier.as_str()));
+                }
+                without_alpn.push((carrier, handler.clone()));
+            }
             for alpn in handler.alpns() {
                 if alpn.protocol.is_empty() {
                     return Err(RegistryError::EmptyAlpn);
@@ -65,11 +77,20 @@ impl HandlerRegistry {
         Ok(Self {
             routes: Arc::new(routes),
             by_alpn,
+            without_alpn,
         })
     }
 
-    /// The handler for `alpn` on `carrier` (`None` if it is not offered there).
+    /// The handler for `alpn` on `carrier` (`None` if it is not offered there). An empty `alpn`
+    /// (the client offered none) goes to the handler that takes those on `carrier`, if any.
     pub fn get(&self, alpn: &[u8], carrier: Carrier) -> Option<&Arc<dyn ProtocolHandler>> {
+        if alpn.is_empty() {
+            return self
+                .without_alpn
+                .iter()
+                .find(|(c, _)| *c == carrier)
+                .map(|(_, h)| h);
+        }
         let route = &self.routes[*self.by_alpn.get(alpn)?];
         route.alpn.offered_on(carrier).then_some(&route.handler)
     }
@@ -160,5 +181,43 @@ mod tests {
         );
         assert_eq!(registry.alpns(Carrier::Quic), vec![b"alknet/call".to_vec()]);
         assert!(registry.get(b"h2", Carrier::Quic).is_none());
+    }
+
+    /// Serves `h2` and takes clients without ALPN on TCP.
+    struct TakesNoAlpn;
+
+    #[async_trait]
+    impl ProtocolHandler for TakesNoAlpn {
+        fn alpns(&self) -> Vec<Alpn> {
+            vec![Alpn::over(b"h2", &[Carrier::Tcp])]
+        }
+        fn without_alpn(&self) -> &'static [Carrier] {
+            &[Carrier::Tcp]
+        }
+        async fn handle(&self, _conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_client_without_alpn_goes_to_the_handler_that_takes_it_on_that_carrier_only() {
+        let call = handler(vec![Alpn::everywhere(b"alknet/call")]);
+        let registry = HandlerRegistry::new([call.clone()]).unwrap();
+        assert!(
+            registry.get(b"", Carrier::Tcp).is_none(),
+            "nobody claims it: closed"
+        );
+
+        let http: Arc<dyn ProtocolHandler> = Arc::new(TakesNoAlpn);
+        let registry = HandlerRegistry::new([call, http.clone()]).unwrap();
+        assert!(Arc::ptr_eq(registry.get(b"", Carrier::Tcp).unwrap(), &http));
+        assert!(registry.get(b"", Carrier::Quic).is_none());
+
+        let err = HandlerRegistry::new([
+            http.clone(),
+            Arc::new(TakesNoAlpn) as Arc<dyn ProtocolHandler>,
+        ])
+        .err();
+        assert_eq!(err, Some(RegistryError::DuplicateWithoutAlpn("tcp")));
     }
 }

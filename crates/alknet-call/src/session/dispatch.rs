@@ -113,6 +113,17 @@ impl Dispatcher {
             .await;
     }
 
+    /// Serves the one stream of a message carrier (no STOP_SENDING: a closed socket ends it).
+    pub(super) fn serve_carrier(
+        self: &Arc<Self>,
+        source: impl EnvelopeSource,
+        sink: impl FrameSink,
+    ) {
+        let stopped: StoppedFuture = Box::pin(std::future::pending());
+        self.streams
+            .spawn(self.clone().serve_stream(source, sink, stopped, true));
+    }
+
     /// Serves one stream of any carrier until it ends: envelopes in from `source`, answers out
     /// through `sink`. `shared` says the stream is the connection's only one (our own requests
     /// go out on it too). A message carrier (WebSocket) plugs in here with its own adapter.

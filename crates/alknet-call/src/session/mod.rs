@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use alknet_core::{AuthContext, Connection};
 
+use crate::carrier::{EnvelopeSource, FrameSink};
+
 mod dispatch;
 mod request;
 
@@ -32,6 +34,26 @@ impl Session {
     pub fn start(conn: Connection, service: Arc<CallService>, auth: AuthContext) -> Peer {
         let link = Arc::new(Link::new(conn, auth, service.options().clone()));
         let dispatcher = Arc::new(Dispatcher::new(link.clone(), service));
+        tokio::spawn(dispatcher.run());
+        Peer { link }
+    }
+
+    /// Starts serving a message carrier (WebSocket): its one stream is `source` and `sink`, not
+    /// a stream of `conn`. `conn` stands for the connection as a whole (its address, close,
+    /// drain); it must be single-stream, and its `accept_bi` should wait until it closes.
+    /// Everything else is as for [`start`](Self::start): the same dispatcher, limits and
+    /// identity rules, and the returned [`Peer`] calls the other side over the same stream.
+    pub fn start_with_carrier(
+        conn: Connection,
+        source: impl EnvelopeSource,
+        sink: impl FrameSink,
+        service: Arc<CallService>,
+        auth: AuthContext,
+    ) -> Peer {
+        debug_assert!(conn.is_single_stream());
+        let link = Arc::new(Link::new(conn, auth, service.options().clone()));
+        let dispatcher = Arc::new(Dispatcher::new(link.clone(), service));
+        dispatcher.serve_carrier(source, sink);
         tokio::spawn(dispatcher.run());
         Peer { link }
     }
