@@ -24,6 +24,7 @@ describe('shared types', () => {
     ['TopicRule', wire.TOPIC_RULE],
     ['LimitsConfig', wire.LIMITS],
     ['IrohSettings', wire.IROH],
+    ['HttpConfig', wire.HTTP],
     ['Access', wire.ACCESS],
     ['ErrorDecl', wire.ERROR_DECLARATION],
     ['Identity', wire.IDENTITY],
@@ -90,6 +91,7 @@ describe('options cross into Rust', () => {
       limits: { connectionsPerIp: 8, streamsPerConnection: 8, maxConcurrentRequests: 8, subscriptionQueue: 8, defaultTimeoutMs: 1000, maxTimeoutMs: 2000, maxFrameBytes: 4096 },
       handshakeTimeoutMs: 5000,
       drainTimeoutMs: 1000,
+      http: { decoy: 'builtin', websocket: true, gateway: { requireIdentity: true }, openapi: false },
     })
     expect(() => node.reload(dynamic)).not.toThrow()
   })
@@ -104,5 +106,7 @@ describe('options cross into Rust', () => {
     const base = { listen: '127.0.0.1:0', key: Keypair.generate(), operations: new Registry() }
     await expect(alknet.serve({ ...base, limts: {} } as Options)).rejects.toThrow(/limts/)
     await expect(alknet.serve({ ...base, limits: { conectionsPerIp: 1 } } as Options)).rejects.toThrow(/conectionsPerIp/)
+    await expect(alknet.serve({ ...base, http: { gateway: { requireIdentty: true } } } as Options)).rejects.toThrow(/requireIdentty/)
+    await expect(alknet.serve({ ...base, http: { decoy: { dir: '/nonexistent/alknet-decoy' } } })).rejects.toThrow(/http.decoy.dir/)
   })
 })

@@ -36,7 +36,7 @@ export type {
 export type { RemoteOperations, RequestOptions, Subscription } from './call'
 export type { HandlerErrorReporter } from './host'
 export { serve } from './node'
-export type { AlknetNode, ApiKeyEntry, AuthConfig, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+export type { AlknetNode, ApiKeyEntry, AuthConfig, Decoy, DynamicConfig, HttpFeature, HttpOptions, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 export type { ProtocolConstants } from './wire'
 export { Peer, connect } from './peer'
 export type { CallOptions, ConnectOptions, OperationInfo, PeerStatus, ReconnectOptions, SubscribeOptions, TopicMessage } from './peer'

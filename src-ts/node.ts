@@ -107,6 +107,31 @@ export interface IrohOptions {
   direct?: boolean
 }
 
+/**
+ * What the node's web site shows on every path nothing else claims (and to every request for a
+ * feature that requires an identity it does not carry): a built-in plain page, the files of a
+ * directory, or an upstream site it forwards to.
+ */
+export type Decoy = 'builtin' | { dir: string } | { proxy: string }
+
+/**
+ * An opt-in HTTP feature: `true` (for everyone), `false`, or `{ requireIdentity: true }` (only
+ * requests with a valid bearer token or TLS client key see it; the rest get the decoy).
+ */
+export type HttpFeature = boolean | { requireIdentity?: boolean }
+
+/** The HTTP side of the node's port (`h2` and `http/1.1` over TCP+TLS). */
+export interface HttpOptions {
+  /** What the web site shows (default `'builtin'`). */
+  decoy?: Decoy
+  /** The `alknet/call` WebSocket carrier at `/alknet/call`, for browsers (default off). */
+  websocket?: HttpFeature
+  /** The HTTP gateway: `POST /call/<operation>`, JSON in, JSON or Server-Sent Events out (default off). */
+  gateway?: HttpFeature
+  /** `GET /openapi.json`: an OpenAPI 3.1 document of the gateway, for the caller (default off). */
+  openapi?: HttpFeature
+}
+
 /** Options of {@link serve}. */
 export interface ServeOptions extends DynamicConfig {
   /** `host:port` (QUIC over UDP, TCP+TLS on the same port number); port 0 picks a free one. */
@@ -127,6 +152,8 @@ export interface ServeOptions extends DynamicConfig {
   drainTimeoutMs?: number
   /** How long a TCP+TLS handshake may take (default 10 000 ms). */
   handshakeTimeoutMs?: number
+  /** HTTP on the same port (default: the decoy web site only); `false` turns HTTP off. */
+  http?: HttpOptions | false
   /** Where handler failures are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
 }

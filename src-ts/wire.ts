@@ -7,7 +7,7 @@
 
 import { ConnectError } from './errors'
 import type { Access, ErrorDeclaration, Identity } from './registry'
-import type { ApiKeyEntry, DynamicConfig, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
+import type { ApiKeyEntry, DynamicConfig, HttpFeature, HttpOptions, IrohOptions, Limits, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
 import type { ConnectOptions } from './peer'
 
 /** The protocol's constants, from the Rust side (error codes, frame limits, default deadlines). */
@@ -75,6 +75,19 @@ export const IROH = {
 } as const satisfies KeyTable<IrohOptions>
 
 /** @internal */
+export const HTTP = {
+  decoy: 'decoy',
+  websocket: 'websocket',
+  gateway: 'gateway',
+  openapi: 'openapi',
+} as const satisfies KeyTable<HttpOptions>
+
+/** The options form of an HTTP feature. @internal */
+export const HTTP_FEATURE = {
+  requireIdentity: 'require_identity',
+} as const satisfies KeyTable<Exclude<HttpFeature, boolean>>
+
+/** @internal */
 export const ACCESS = {
   requiredScopes: 'required_scopes',
   requiredScopesAny: 'required_scopes_any',
@@ -110,6 +123,7 @@ export const SERVE_OPTIONS = {
   limits: 'limits',
   drainTimeoutMs: 'drain_timeout_ms',
   handshakeTimeoutMs: 'handshake_timeout_ms',
+  http: 'http',
   auth: 'auth',
   pubsub: 'pubsub',
   key: null,
@@ -152,7 +166,7 @@ export function connectConfigWire(options: ConnectOptions): Record<string, unkno
 /** `NodeConfig` keys with no `serve()` option, and why. @internal */
 export const NODE_CONFIG_ONLY = {
   key_file: 'serve() takes the key as a Keypair object',
-  services: 'the Node.js package always serves alknet/call',
+  services: 'the Node.js package always serves alknet/call; `http: false` turns HTTP off',
 } as const
 
 /** Edit distance, for "did you mean" (options are short; the quadratic table is fine). */
@@ -207,6 +221,16 @@ function tlsWire(tls: TlsMode | undefined): Record<string, unknown> {
   return { mode: 'x509', cert: tls.cert, key: tls.key }
 }
 
+function httpWire(http: HttpOptions | undefined): Record<string, unknown> | undefined {
+  const out = renamed(http, HTTP, 'http')
+  if (out === undefined) return undefined
+  for (const key of ['websocket', 'gateway', 'openapi'] as const) {
+    const feature = http?.[key]
+    if (typeof feature === 'object' && feature !== null) out[key] = renamed(feature, HTTP_FEATURE, `http.${key}`)
+  }
+  return out
+}
+
 /** `serve()` options as the `NodeConfig` JSON the native layer parses. @internal */
 export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
   for (const key of Object.keys(options)) {
@@ -221,6 +245,8 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
     limits: renamed(options.limits ?? {}, LIMITS, 'limits'),
     drain_timeout_ms: options.drainTimeoutMs,
     handshake_timeout_ms: options.handshakeTimeoutMs,
+    http: options.http === false ? undefined : httpWire(options.http),
+    services: options.http === false ? { call: true, http: false } : undefined,
     ...dynamicConfigWire(options),
   }
 }

@@ -57,7 +57,7 @@ pub fn document(service: &CallService, identity: Option<&Identity>) -> Value {
         let success = if subscription {
             json!({
                 "description": "Server-Sent Events: each item is a `data:` event holding one output; then `event: completed`, or `event: error` with the error body's `error`.",
-                "content": { "text/event-stream": { "schema": { "type": "string" }, "itemSchema": spec["output_schema"] } }
+                "content": { "text/event-stream": { "schema": { "type": "string" }, "x-item-schema": spec["output_schema"] } }
             })
         } else {
             json!({

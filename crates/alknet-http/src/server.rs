@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +26,9 @@ use crate::{gateway, openapi, websocket};
 
 /// The ALPNs of HTTP; a TLS client that offers none gets HTTP/1.1 too.
 pub const ALPNS: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// How long an HTTP/1 client may take to send a request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a request knows about the connection it arrived on.
 #[derive(Clone)]
@@ -186,7 +189,13 @@ impl ProtocolHandler for HttpHandler {
                 req.extensions_mut().insert(per_request.clone());
                 router.clone().oneshot(req.map(axum::body::Body::new))
             });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its request head is dropped, as by any web server.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
         let serving = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(serving);
         let result = tokio::select! {

@@ -32,6 +32,7 @@ use alknet_call::pubsub::PubSubPolicy;
 use alknet_call::CallOptions;
 use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
+use alknet_http::HttpConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
@@ -68,6 +69,9 @@ pub struct NodeConfig {
     /// Which services (ALPNs) are on.
     #[serde(default)]
     pub services: ServicesConfig,
+    /// What the HTTP service serves: the decoy, and opt-in WebSocket, gateway and OpenAPI.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Dynamic: peers and API keys.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -254,11 +258,17 @@ pub struct ServicesConfig {
     /// `alknet/call` (default true).
     #[serde(default = "yes")]
     pub call: bool,
+    /// HTTP (`h2`, `http/1.1`) on TCP+TLS, see `[http]` (default true: the decoy web site).
+    #[serde(default = "yes")]
+    pub http: bool,
 }
 
 impl Default for ServicesConfig {
     fn default() -> Self {
-        Self { call: true }
+        Self {
+            call: true,
+            http: true,
+        }
     }
 }
 
@@ -284,6 +294,7 @@ impl NodeConfig {
             drain_timeout_ms: None,
             handshake_timeout_ms: None,
             services: ServicesConfig::default(),
+            http: HttpConfig::default(),
             auth: AuthConfig::default(),
             pubsub: PubSubPolicy::default(),
         }
@@ -366,6 +377,9 @@ impl NodeConfig {
                     "limits.max_frame_bytes must be from {MIN_FRAME_LIMIT} to {max}, not {n}"
                 )));
             }
+        }
+        if self.services.http {
+            self.http.validate().map_err(NodeError::Config)?;
         }
         self.dynamic().validate().map_err(NodeError::Dynamic)
     }

@@ -24,6 +24,7 @@ mod connect;
 mod node;
 pub mod wire;
 
+pub use alknet_http::{Decoy, Feature, HttpConfig};
 pub use config::{
     DynamicConfig, IrohSettings, LimitsConfig, NodeConfig, ServicesConfig, TlsConfig,
 };

@@ -300,6 +300,11 @@ impl NodeBuilder {
         } else {
             None
         };
+        if config.services.http {
+            let http = alknet_http::HttpHandler::new(config.http.clone(), service.clone())
+                .map_err(NodeError::Config)?;
+            handlers.push(Arc::new(http) as Arc<dyn ProtocolHandler>);
+        }
         handlers.extend(self.handlers);
         let registry = HandlerRegistry::new(handlers)?;
 

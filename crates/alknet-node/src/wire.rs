@@ -16,6 +16,7 @@ use alknet_call::{
 };
 use alknet_core::config::{ApiKeyEntry, AuthConfig, PeerEntry};
 use alknet_core::Identity;
+use alknet_http::{Decoy, Feature, HttpConfig};
 use serde_json::{json, Value};
 
 use crate::config::{
@@ -76,6 +77,15 @@ pub fn samples() -> Value {
         relay_ca: Some(String::new()),
         direct: Some(true),
     };
+    let http = HttpConfig {
+        decoy: Decoy::Dir("site".into()),
+        websocket: Feature::ON,
+        gateway: Feature {
+            enabled: true,
+            require_identity: true,
+        },
+        openapi: Feature::ON,
+    };
     let node = NodeConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         key_file: Some("node.key".into()),
@@ -85,7 +95,11 @@ pub fn samples() -> Value {
         limits: limits.clone(),
         drain_timeout_ms: Some(1),
         handshake_timeout_ms: Some(1),
-        services: ServicesConfig { call: true },
+        services: ServicesConfig {
+            call: true,
+            http: true,
+        },
+        http: http.clone(),
         auth: auth.clone(),
         pubsub: pubsub.clone(),
     };
@@ -148,6 +162,8 @@ pub fn samples() -> Value {
         "LimitsConfig": limits,
         "IrohSettings": iroh,
         "NodeConfig": node,
+        "HttpConfig": http,
+        "ServicesConfig": node.services,
         "Access": access,
         "ErrorDecl": error,
         "OperationSpec": spec,

@@ -242,6 +242,7 @@ pub fn tool(name: &str) -> &'static str {
     match name {
         "curl" => "curl",
         "openssl" => "openssl",
+        "python3" => "python3",
         other => panic!("unknown tool {other}"),
     }
 }
