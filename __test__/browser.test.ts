@@ -14,7 +14,7 @@ import { type BrowserContext, type Page, chromium } from 'playwright-core'
 import { selfSignedCertificate } from './certificate'
 import { alknet } from './helpers'
 import { explain, repoRoot, run } from './processes'
-import { dial, foreverOps, start } from './support'
+import { dial, foreverOps } from './support'
 
 const CHROMIUM = '/usr/bin/chromium'
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
@@ -25,7 +25,7 @@ if (!haveChromium) {
   console.warn(`skipping the browser tests: ${why}`)
 }
 
-const { Type } = alknet
+const { Keypair, Type, serve } = alknet
 type ClientModule = typeof import('../src-ts/client')
 const sha = (token: string) => `sha256:${createHash('sha256').update(token).digest('hex')}`
 
@@ -35,7 +35,7 @@ describe.skipIf(!haveChromium)('the browser client in Chromium (/usr/bin/chromiu
   let profile = ''
   let context: BrowserContext | undefined
   let page: Page
-  let node: Awaited<ReturnType<typeof start>>
+  let node: Awaited<ReturnType<typeof serve>>
   let url: string
 
   const { ops: forever, stopped } = foreverOps()
@@ -52,7 +52,12 @@ describe.skipIf(!haveChromium)('the browser client in Chromium (/usr/bin/chromiu
       path.join(site, 'index.html'),
       '<!doctype html><title>alknet</title><script type="module">import * as alknet from "./client.js"; globalThis.alknet = alknet</script>',
     )
-    node = await start(ops, {
+    // Not support.ts's start(): that node is closed after each test, this one serves the whole suite.
+    node = await serve({
+      listen: '127.0.0.1:0',
+      key: Keypair.generate(),
+      operations: ops,
+      onHandlerError: () => {},
       tls: { cert: certificate.cert, key: certificate.key },
       http: { websocket: true, decoy: { dir: site } },
       auth: { peers: [{ id: 'carol', tokenHash: sha('tok-carol'), scopes: ['me'] }] },
@@ -72,6 +77,7 @@ describe.skipIf(!haveChromium)('the browser client in Chromium (/usr/bin/chromiu
 
   afterAll(async () => {
     await context?.close()
+    await node?.close()
     if (site) rmSync(site, { recursive: true, force: true })
     if (profile) rmSync(profile, { recursive: true, force: true })
     certificate?.remove()

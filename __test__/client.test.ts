@@ -201,13 +201,15 @@ describe('the WebSocket client in Node.js', () => {
   })
 
   it('a token in the handshake identifies the caller; a bad one still connects and gets UNAUTHENTICATED', async () => {
-    const ops = new Registry().query('who/ami', { input: Type.Object({}), output: Type.String(), access: { requiredScopes: ['me'] } }, (_i, ctx) => ctx.identity?.id ?? 'nobody')
+    const ops = addOps().query('who/ami', { input: Type.Object({}), output: Type.String(), access: { requiredScopes: ['me'] } }, (_i, ctx) => ctx.identity?.id ?? 'nobody')
     const { url } = await serveWs(ops, { auth: { peers: [{ id: 'carol', tokenHash: sha('tok-carol'), scopes: ['me'] }] } })
     await expect((await wsClient(url, { token: 'tok-carol' })).call('who/ami', {})).resolves.toBe('carol')
     const bad = await wsClient(url, { token: 'tok-mallory' })
     const refused = await rejection(bad.call('who/ami', {}))
     expect(refused.code).toBe('UNAUTHENTICATED')
     expect(refused.message).not.toContain('tok-mallory')
+    // The bad token rode in the handshake: the connection is anonymous, so what needs no identity works.
+    await expect(bad.call('math/add', { a: 1, b: 2 })).resolves.toBe(3)
     expect((await rejection((await wsClient(url)).call('who/ami', {}))).code).toBe('UNAUTHENTICATED')
     // A token per request wins for that request.
     await expect(bad.call('who/ami', {}, { token: 'tok-carol' })).resolves.toBe('carol')
