@@ -99,7 +99,7 @@ ${scriptBody}
   it('exports the browser client: the CommonJS build in Node.js, the bundle under the browser condition', async () => {
     const source = `const resolved = import.meta.resolve('@alkdev/alknet/client')
 const client = await import('@alkdev/alknet/client')
-console.log(JSON.stringify({ file: resolved.slice(resolved.indexOf('/dist/') + 1), exports: Object.keys(client).filter((k) => k !== 'default').sort() }))
+console.log(JSON.stringify({ file: resolved.slice(resolved.indexOf('/dist/') + 1), exports: Object.keys(client).filter((k) => k !== 'default' && k !== '__esModule').sort() }))
 `
     await writeFile(path.join(project, 'client.mjs'), source)
     const outputs = []
