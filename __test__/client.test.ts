@@ -316,3 +316,37 @@ describe('the WebSocket client in Node.js', () => {
     }
   })
 })
+
+// No real node sends these; a bare `ws` server stands in for one that breaks the protocol.
+describe('the WebSocket client against a server that breaks the protocol', () => {
+  /** A server that selects alknet.call and answers the first message with `reply`; resolves the close code it then gets. */
+  async function misbehaving(reply: string | Buffer) {
+    const { WebSocketServer } = await import('ws')
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: (offered) => (offered.has('alknet.call') ? 'alknet.call' : false) })
+    await once(server, 'listening')
+    const closeCode = new Promise<number>((resolve) =>
+      server.on('connection', (socket) => {
+        socket.once('message', () => socket.send(reply))
+        socket.on('close', (code) => resolve(code))
+      }),
+    )
+    const { port } = server.address() as AddressInfo
+    return { url: `ws://127.0.0.1:${port}/alknet/call`, closeCode, close: () => new Promise((resolve) => server.close(resolve)) }
+  }
+
+  it.each([
+    ['a text message', '{"type":"call.responded","id":"1","payload":{"output":3}}', 1003, /text message/],
+    ['bytes that are not an envelope', Buffer.from('{"type":"call.responded"}'), 1002, /invalid envelope \("id" is missing/],
+  ] as const)('%s fails what is in flight with UNAVAILABLE and closes the socket with the code the protocol says', async (_what, reply, code, message) => {
+    const server = await misbehaving(reply)
+    try {
+      const peer = await wsClient(server.url)
+      const error = await rejection(peer.call('math/add', { a: 1, b: 2 }))
+      expect(error.code).toBe('UNAVAILABLE')
+      expect(error.message).toMatch(message)
+      expect(await server.closeCode).toBe(code)
+    } finally {
+      await server.close()
+    }
+  })
+})
