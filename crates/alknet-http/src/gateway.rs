@@ -58,9 +58,12 @@ pub(crate) fn error_response(error: &CallError) -> Response {
     response
 }
 
-/// A connection into the node's dispatcher for one gateway request, as `auth` says. Closing the
-/// caller side (dropping [`Caller`]) ends the session and cancels what still runs.
-struct Caller(Peer);
+/// A connection into the node's dispatcher for the gateway requests of one HTTP connection, as
+/// the TLS layer resolved it (each request's bearer token is its `auth_token`). One per HTTP
+/// connection, so its requests share one session's limits, like those of one call connection.
+/// Dropping it (the HTTP connection and its last response are gone) ends the session and
+/// cancels what still runs.
+pub(crate) struct Caller(Peer);
 
 impl Drop for Caller {
     fn drop(&mut self) {
@@ -68,7 +71,7 @@ impl Drop for Caller {
     }
 }
 
-fn open(app: &App, service: &Arc<alknet_call::CallService>, info: &ConnInfo) -> Caller {
+fn open(app: &App, service: &Arc<alknet_call::CallService>, info: &ConnInfo) -> Arc<Caller> {
     let (served, calling) = memory::pair(ALPN);
     let auth = AuthContext {
         identity: info.auth.identity.clone(),
@@ -77,7 +80,7 @@ fn open(app: &App, service: &Arc<alknet_call::CallService>, info: &ConnInfo) -> 
         tls_fingerprint: info.auth.tls_fingerprint.clone(),
     };
     Session::start(served, service.clone(), auth);
-    Caller(Peer::connect(calling, app.caller.clone(), None))
+    Arc::new(Caller(Peer::connect(calling, app.caller.clone(), None)))
 }
 
 pub(crate) async fn route(State(app): State<Arc<App>>, req: Request) -> Response {
@@ -128,7 +131,10 @@ pub(crate) async fn route(State(app): State<Arc<App>>, req: Request) -> Response
     let subscription = service.registry().get(&operation).is_some_and(|op| {
         op.spec.kind == OperationType::Subscription && op.spec.visibility == Visibility::External
     });
-    let caller = open(&app, &service, &info);
+    let caller = info
+        .gateway
+        .get_or_init(|| open(&app, &service, &info))
+        .clone();
     if !subscription {
         return match caller.0.call_with(&operation, input, options).await {
             Ok(output) => axum::Json(output).into_response(),

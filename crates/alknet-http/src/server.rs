@@ -41,6 +41,8 @@ pub(crate) struct ConnInfo {
     pub(crate) cut: CancellationToken,
     /// WebSocket sessions upgraded from this connection: the handler waits for them.
     pub(crate) tasks: TaskTracker,
+    /// The gateway's session for this connection, opened by its first gateway request.
+    pub(crate) gateway: Arc<std::sync::OnceLock<Arc<gateway::Caller>>>,
 }
 
 /// Shared by every connection.
@@ -67,11 +69,22 @@ impl App {
     /// The identity a request carries: a valid bearer `token` (an invalid one gives none), else
     /// the TLS client key's.
     pub(crate) fn identity(&self, token: Option<&str>, info: &ConnInfo) -> Option<Identity> {
-        match (token, &self.service) {
-            (Some(token), Some(service)) => service.identity().resolve_from_token(token.as_bytes()),
-            (Some(_), None) => None,
-            (None, _) => info.auth.identity.clone(),
+        let Some(token) = token else {
+            return info.auth.identity.clone();
+        };
+        let identity = self
+            .service
+            .as_ref()
+            .and_then(|s| s.identity().resolve_from_token(token.as_bytes()));
+        match &identity {
+            Some(id) => {
+                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = "http", peer = %id.id, "authentication accepted: bearer token")
+            }
+            None => {
+                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = "http", "authentication rejected: invalid token")
+            }
         }
+        identity
     }
 }
 
@@ -181,6 +194,7 @@ impl ProtocolHandler for HttpHandler {
             drain: CancellationToken::new(),
             cut,
             tasks: TaskTracker::new(),
+            gateway: Arc::default(),
         };
         let router = self.router.clone();
         let per_request = info.clone();

@@ -225,3 +225,16 @@ async fn without_the_feature_the_path_is_the_decoy() {
     }
     node.endpoint.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_draining_node_answers_what_is_in_flight_then_closes_with_going_away() {
+    let node = node(websocket()).await;
+    let (mut ws, _) = open(node.addr, "alknet.call").await;
+    ws.send(requested("1", "/math/add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await["payload"]["output"], json!(3.0));
+    let shutdown = tokio::spawn(node.endpoint.shutdown());
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    shutdown.await.unwrap();
+}

@@ -408,6 +408,30 @@ mod tests {
         let config = parse(r#"listen = "127.0.0.1:0""#).unwrap();
         assert_eq!(config, NodeConfig::new("127.0.0.1:0".parse().unwrap()));
         assert!(config.services.call && config.tcp);
+        // HTTP is on, as the decoy only.
+        assert!(config.services.http);
+        assert_eq!(config.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn the_http_section_parses_from_toml() {
+        let config = parse(
+            "listen = \"127.0.0.1:0\"\n[http]\ndecoy = { proxy = \"https://example.org\" }\nwebsocket = true\ngateway = { require_identity = true }",
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.decoy,
+            alknet_http::Decoy::Proxy("https://example.org".into())
+        );
+        assert!(config.http.websocket.enabled && !config.http.openapi.enabled);
+        assert!(config.http.gateway.require_identity);
+        let err = parse("listen = \"127.0.0.1:0\"\n[http]\ndecoy = \"static\"").unwrap_err();
+        assert!(err.contains("static"), "{err}");
+        let config =
+            parse("listen = \"127.0.0.1:0\"\n[http]\ndecoy = { dir = \"/nonexistent/site\" }")
+                .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("http.decoy.dir"), "{err}");
     }
 
     #[test]
