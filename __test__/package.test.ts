@@ -83,8 +83,8 @@ await node.close()
 `
 
 describe('the npm package, installed from its tarball', () => {
-  it('carries the compiled entry, its types, its sources and the bin, no binary; the platform package carries the binary', () => {
-    for (const file of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'index.js', 'index.d.ts', 'src-ts/index.ts']) {
+  it('carries the compiled entry, its types, its sources, the browser client and the bin, no binary; the platform package carries the binary', () => {
+    for (const file of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/client.js', 'dist/client.d.ts', 'dist/client.browser.mjs', 'index.js', 'index.d.ts', 'src-ts/index.ts']) {
       expect(packedFiles).toContain(file)
     }
     const topLevel = new Set(packedFiles.map((f) => f.split('/')[0]))
@@ -127,6 +127,25 @@ ${scriptBody}
     expect(out).toEqual({ sum: 42, binaries: [path.join(project, `node_modules/@alkdev/alknet-${platform}`, binary)] })
   })
 
+  it('exports the browser client: the CommonJS build in Node.js, the bundle under the browser condition', async () => {
+    const source = `const resolved = import.meta.resolve('@alkdev/alknet/client')
+const client = await import('@alkdev/alknet/client')
+console.log(JSON.stringify({ file: resolved.slice(resolved.indexOf('/dist/') + 1), exports: Object.keys(client).filter((k) => k !== 'default' && k !== '__esModule').sort() }))
+`
+    await writeFile(path.join(project, 'client.mjs'), source)
+    const outputs = []
+    for (const conditions of [[], ['--conditions=browser']]) {
+      const result = await run(process.execPath, [...conditions, 'client.mjs'], { cwd: project, env })
+      expect(result.code, explain(result)).toBe(0)
+      outputs.push(JSON.parse(result.stdout) as { file: string; exports: string[] })
+    }
+    const [node, browser] = outputs
+    expect(node!.file).toBe('dist/client.js')
+    expect(browser!.file).toBe('dist/client.browser.mjs')
+    expect(browser!.exports).toEqual(node!.exports)
+    expect(node!.exports).toEqual(expect.arrayContaining(['CallError', 'ConnectError', 'Registry', 'WebSocketPeer', 'connect', 'contract']))
+  })
+
   it('is typed for strict TypeScript through both the import and the require condition', async () => {
     const files: Record<string, string> = {
       // ESM: resolved through the "import" condition.
@@ -167,6 +186,29 @@ export const ops = new alknet.Registry().query(
   // @ts-expect-error: \`x\` is a number by the schema, not a string
   ({ x }: { x: string }) => -Number(x),
 )
+`,
+      // The browser client's export, typed like the native Peer.
+      'client.mts': `import { connect, contract, CallError, type TopicMessage } from '@alkdev/alknet/client'
+
+const ops = contract<{ 'math/add': { kind: 'query'; input: { a: number; b: number }; output: number } }>({ 'math/add': 'query' })
+export async function add(url: string): Promise<number> {
+  const peer = await connect({ url, token: 't' })
+  const api = peer.typed(ops)
+  // @ts-expect-error: \`b\` is a number by the contract
+  void api.math.add({ a: 1, b: 'two' })
+  for await (const m of peer.topic<string>('chat/>')) {
+    const message: TopicMessage<string> = m
+    if (message.data.length > 0) break
+  }
+  try {
+    return await api.math.add({ a: 1, b: 2 })
+  } catch (e) {
+    if (e instanceof CallError) throw new Error(e.code)
+    throw e
+  } finally {
+    await peer.close()
+  }
+}
 `,
       // The control: without @ts-expect-error the same mistake must be reported, where it is.
       'wrong.mts': `import { Registry, Type } from '@alkdev/alknet'

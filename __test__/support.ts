@@ -61,3 +61,19 @@ export function gatedOps() {
   })
   return { ops, started: started.promise, release: () => release.resolve() }
 }
+
+/** `math/add` and `feed/forever`, which yields 0, 1, 2, … as it is pulled; `stopped` resolves with whether it saw the cancel. */
+export function foreverOps() {
+  const stopped = deferred<boolean>()
+  const ops = addOps().subscription('feed/forever', { input: Type.Object({}), output: Type.Integer() }, async function* (_i, ctx) {
+    try {
+      for (let n = 0; !ctx.signal.aborted; n++) {
+        yield n
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+    } finally {
+      stopped.resolve(ctx.signal.aborted)
+    }
+  })
+  return { ops, stopped: stopped.promise }
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // The Node package's benchmark (`npm run bench` runs it after the Rust benches):
 // @alkdev/alknet JS→JS next to @grpc/grpc-js and a `ws` JSON-RPC server doing the same work.
+// `alknet-ws` is the WebSocket client (`@alkdev/alknet/client`, on `ws` in Node 20) against the
+// node's WebSocket carrier over TLS: the browser client's path, next to the bare `ws` server.
 //
 //   node --expose-gc bench/node-bench.mjs            # full run (3 interleaved rounds, medians)
 //   ALKNET_BENCH_QUICK=1 node bench/node-bench.mjs   # a short smoke run
@@ -94,7 +96,8 @@ function stats(gc) {
 // ---------------------------------------------------------------------------------------------
 // Servers (child processes). Each prints `READY <json>` and exits when its stdin closes.
 
-async function serveAlknet() {
+/** The alknet node; with `certDir` also its WebSocket carrier, over TLS with that certificate. */
+async function serveAlknet(certDir) {
   const { serve, Keypair, Registry, Type } = require(path.join(root, 'dist/index.js'))
   const N = Type.Object({ n: Type.Integer({ minimum: 0 }) })
   const BURST = Type.Object({ start: Type.Integer({ minimum: 0 }), count: Type.Integer({ minimum: 0 }) })
@@ -118,8 +121,10 @@ async function serveAlknet() {
     operations: ops,
     pubsub: { rules: [{ pattern: 'bench/>', publish: null, subscribe: null, anonymous: true }] },
     drainTimeoutMs: 500,
+    ...(certDir && { tls: { cert: path.join(certDir, 'cert.pem'), key: path.join(certDir, 'key.pem') }, http: { websocket: true } }),
   })
-  return { info: { address: node.address, fingerprint: node.fingerprint }, close: () => node.close() }
+  const info = { address: node.address, fingerprint: node.fingerprint, url: `wss://${node.address}/alknet/call` }
+  return { info, close: () => node.close() }
 }
 
 const jsonCodec = {
@@ -247,7 +252,7 @@ async function serveWs(certs) {
 async function serverMain(kind, certDir) {
   const certs = certDir ? { key: readFileSync(path.join(certDir, 'key.pem')), cert: readFileSync(path.join(certDir, 'cert.pem')) } : undefined
   const server =
-    kind === 'alknet' ? await serveAlknet() : kind === 'grpc' ? await serveGrpc(certs) : kind === 'ws' ? await serveWs(certs) : null
+    kind === 'alknet' ? await serveAlknet(certDir) : kind === 'grpc' ? await serveGrpc(certs) : kind === 'ws' ? await serveWs(certs) : null
   if (!server) throw new Error(`unknown server kind ${kind}`)
   process.stdout.write(`READY ${JSON.stringify(server.info)}\n`)
   process.stdin.resume()
@@ -313,8 +318,18 @@ function feed() {
 async function alknetClient(info, transport) {
   const { connect, Keypair } = require(path.join(root, 'dist/index.js'))
   const dial = () => connect({ address: info.address, fingerprint: info.fingerprint, key: Keypair.generate(), transport })
-  const peer = await dial()
-  const publisher = await dial()
+  return alknetSystem(await dial(), await dial())
+}
+
+/** The WebSocket client (`@alkdev/alknet/client`) over wss://, trusting the bench certificate. */
+async function alknetWsClient(info, certs) {
+  const { connect } = require(path.join(root, 'dist/client.js'))
+  const dial = () => connect({ url: info.url, ca: certs.cert.toString() })
+  return alknetSystem(await dial(), await dial())
+}
+
+/** The bench's calls on alknet peers (the native `Peer` or the WebSocket client: the same surface). */
+function alknetSystem(peer, publisher) {
   return {
     ping: (n) => peer.call('echo/ping', { n }),
     items: (count) => peer.subscribe('echo/items', { count }),
@@ -552,6 +567,7 @@ async function round(sys) {
 const SYSTEMS = [
   { id: 'alknet-quic', head: 'alknet QUIC', server: 'alknet', client: (i) => alknetClient(i, 'quic') },
   { id: 'alknet-tcp', head: 'alknet TCP+TLS', server: 'alknet', client: (i) => alknetClient(i, 'tcp') },
+  { id: 'alknet-ws', head: 'alknet WebSocket', server: 'alknet', tls: true, client: (i, c) => alknetWsClient(i, c) },
   { id: 'grpc', head: 'grpc-js h2c', server: 'grpc', client: (i) => grpcClient(i) },
   { id: 'grpc-tls', head: 'grpc-js TLS', server: 'grpc', tls: true, client: (i, c) => grpcClient(i, c) },
   { id: 'ws', head: 'ws', server: 'ws', client: (i) => wsClient(i) },
@@ -601,6 +617,7 @@ function versions() {
   return [
     `node ${process.version} (V8 ${process.versions.v8}, OpenSSL ${process.versions.openssl}), ${os.cpus().length} × ${os.cpus()[0]?.model.trim()}, ${os.platform()} ${os.release()}`,
     `@alkdev/alknet ${own} (git ${commit}; napi binding + dist/): QUIC and TCP+TLS, TLS 1.3, Ed25519 raw keys, JSON Schema on input and output`,
+    `alknet WebSocket: the WebSocket client (dist/client.js on ws ${pkg('ws')}) → the node's carrier at /alknet/call, TLS 1.3 (the P-256 cert below), schemas and auth as over QUIC`,
     `@grpc/grpc-js ${pkg('@grpc/grpc-js')}: generic service, JSON serialize/deserialize; h2c = plaintext HTTP/2, TLS = TLS 1.3 (P-256 self-signed cert made by openssl now)`,
     `ws ${pkg('ws')}: JSON-RPC-style {id, method, params} → {id, result} / {id, item}…{id, done}; plaintext and TLS 1.3 (same cert); no permessage-deflate`,
   ]
@@ -623,16 +640,19 @@ function table(columns, results) {
     ['CPU µs/call server (c=256)', (f) => f.cpuServer, fmt.us, true],
   ]
   const cell = (r, f) => (typeof f === 'string' ? f : r[2](r[1](f)))
-  // Ratios: alknet (QUIC) against the TLS peers, the like-for-like comparison (>1 = alknet ahead).
-  const a = results[columns.findIndex((c) => c.id === 'alknet-quic')]
-  const ratioCols = ['grpc-tls', 'wss'].map((id) => columns.findIndex((c) => c.id === id)).filter((i) => i >= 0 && a && typeof a !== 'string' && typeof results[i] !== 'string')
-  const ratio = (r, i) => {
-    const x = r[1](a)
-    const y = r[1](results[i])
+  // Ratios, the like-for-like comparisons (>1 = alknet ahead): alknet QUIC against the TLS peers,
+  // the WebSocket client against the bare ws server over TLS.
+  const at = (id) => columns.findIndex((c) => c.id === id)
+  const ratioCols = [['alknet-quic', 'grpc-tls'], ['alknet-quic', 'wss'], ['alknet-ws', 'wss']]
+    .map(([x, y]) => [at(x), at(y)])
+    .filter(([x, y]) => x >= 0 && y >= 0 && typeof results[x] !== 'string' && typeof results[y] !== 'string')
+  const ratio = (r, [i, j]) => {
+    const x = r[1](results[i])
+    const y = r[1](results[j])
     return `${(r[3] ? y / x : x / y).toFixed(2)}×`
   }
-  const head = ['', ...columns.map((c) => c.head), ...ratioCols.map((i) => `vs ${columns[i].head}`)]
-  const body = rows.map((r) => [r[0], ...results.map((f) => cell(r, f)), ...ratioCols.map((i) => ratio(r, i))])
+  const head = ['', ...columns.map((c) => c.head), ...ratioCols.map(([i, j]) => `${columns[i].head} vs ${columns[j].head}`)]
+  const body = rows.map((r) => [r[0], ...results.map((f) => cell(r, f)), ...ratioCols.map((p) => ratio(r, p))])
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
   const line = (cells) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join(' | ')} |`
   const out = [line(head), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...body.map(line)]

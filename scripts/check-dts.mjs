@@ -1,5 +1,5 @@
 // The published types: no `any` in any declaration of dist/, and TSDoc on every export of the
-// entry point and on every member of the exported classes and interfaces.
+// entry points and on every member of the exported classes and interfaces.
 import ts from 'typescript'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -23,8 +23,9 @@ for (const file of files) {
 }
 
 const documented = (symbol) => symbol.getDocumentationComment(checker).length > 0
-const entry = program.getSourceFile(join(dist, 'index.d.ts'))
-for (const exported of checker.getExportsOfModule(checker.getSymbolAtLocation(entry))) {
+// The package's entry points: `@alkdev/alknet` and `@alkdev/alknet/client`.
+const entries = ['index.d.ts', 'client.d.ts'].map((name) => program.getSourceFile(join(dist, name)))
+for (const exported of entries.flatMap((entry) => checker.getExportsOfModule(checker.getSymbolAtLocation(entry)))) {
   const symbol = exported.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exported) : exported
   // Re-exports of TypeBox carry TypeBox's own documentation.
   const fromTypebox = symbol.declarations?.some((d) => d.getSourceFile().fileName.includes('@sinclair'))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Node.js package: install (from the lock file), build the native binding (debug) and the
-# TypeScript layer (strict), type-check the tests, build the Rust interop example, then the vitest
-# suite over real loopback sockets (including `npm pack` installed into a scratch project).
+# TypeScript layer (strict) and the browser client bundle, type-check the tests, build the Rust
+# interop example, then the vitest suite over real loopback sockets (including `npm pack` installed
+# into a scratch project, and the browser client in Debian's Chromium, installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +18,20 @@ if [ -f package-lock.json ]; then
 else
   npm install --no-audit --no-fund
 fi
+echo "== chromium (the browser of __test__/browser.test.ts)"
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  else
+    echo "chromium is not installed and this is not root: apt-get install -y chromium (the browser tests skip without it, and fail under CI=true)" >&2
+  fi
+fi
 echo "== napi build --platform"
 npx napi build --platform --manifest-path crates/alknet-napi/Cargo.toml --package-json-path package.json --output-dir .
 echo "== tsc -p tsconfig.json (strict)"
 npx tsc -p tsconfig.json
+echo "== the browser client bundle (esbuild → dist/client.browser.mjs)"
+node scripts/build-client.mjs
 echo "== published types: no any, TSDoc on every export"
 node scripts/check-dts.mjs
 echo "== tsc -p tsconfig.test.json (the tests, strict, no emit)"

@@ -96,19 +96,53 @@ export type OpenSubscription = (
   listener: (event: string, json: string) => void,
 ) => native.Subscription
 
+/** A native subscription as an async iterator (see {@link itemStream}). @internal */
+export function stream<T>(open: OpenSubscription, options?: RequestOptions): Subscription<T> {
+  return itemStream<T>(
+    (sink) =>
+      open(optionsJson(options), (event, json) => {
+        if (event === 'items') sink.items(JSON.parse(json) as T[])
+        else if (event === 'error') sink.fail(parseCallError(json) ?? new CallError('INTERNAL', json))
+        else sink.end()
+      }),
+    options,
+  )
+}
+
+/** Where a carrier delivers what a subscription produces. @internal */
+export interface StreamSink<T> {
+  /** Items, in order. */
+  items(batch: T[]): void
+  /** The subscription failed; nothing follows. */
+  fail(error: CallError): void
+  /** The subscription ended normally; nothing follows. */
+  end(): void
+}
+
+/** How a subscription's consumer steers its carrier. @internal */
+export interface StreamControl {
+  /** The consumer took `n` more items: grant that much credit (a carrier without credit ignores it). */
+  request(n: number): void
+  /** Cancel it on the remote node; deliver nothing more. */
+  cancel(): void
+}
+
 /**
- * A subscription as an async iterator. Items arrive in batches within the credit granted to the
- * native side, so at most a few hundred wait here; `return()`, `break` or the signal cancel it.
+ * A subscription as an async iterator, whatever carries it. Items arrive in batches; with a
+ * credit-based carrier at most a few hundred wait here. A carrier without credit (the WebSocket
+ * client) passes `maxQueued`: a consumer that lets more pile up gets `OVERLOADED`, as a slow
+ * subscriber does on the node, and the subscription is cancelled remotely. `return()`, `break`
+ * or the signal cancel it.
  * @internal
  */
-export function stream<T>(open: OpenSubscription, options?: RequestOptions): Subscription<T> {
+export function itemStream<T>(open: (sink: StreamSink<T>) => StreamControl, options?: RequestOptions, maxQueued = Number.POSITIVE_INFINITY): Subscription<T> {
   let items: T[] = []
   let head = 0
   let taken = 0
   let failure: unknown
   let done = false
   let waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void } | undefined
-  let subscription: native.Subscription | undefined
+  let control: StreamControl | undefined
   const signal = options?.signal
 
   const take = (): T => {
@@ -118,7 +152,7 @@ export function stream<T>(open: OpenSubscription, options?: RequestOptions): Sub
       head = 0
     }
     if (++taken >= CREDIT_BATCH && !done) {
-      subscription?.request(taken)
+      control?.request(taken)
       taken = 0
     }
     return item
@@ -141,32 +175,47 @@ export function stream<T>(open: OpenSubscription, options?: RequestOptions): Sub
     }
   }
 
-  const listener = (event: string, json: string): void => {
-    if (done) return
-    if (event === 'items') {
-      const batch = JSON.parse(json) as T[]
-      if (items.length === 0) items = batch
-      else for (const item of batch) items.push(item)
-    } else {
-      if (event === 'error') failure = parseCallError(json) ?? new CallError('INTERNAL', json)
-      done = true
-      signal?.removeEventListener('abort', onAbort)
-    }
-    settle()
-  }
-
   const stop = (): void => {
     done = true
-    subscription?.cancel()
+    control?.cancel()
     signal?.removeEventListener('abort', onAbort)
   }
-  const onAbort = (): void => {
-    if (done) return
+  /** Ends the subscription here and remotely with `error`, dropping what is queued (it is next). */
+  const abandon = (error: CallError): void => {
     stop()
-    failure = cancelled()
+    failure = error
     items = []
     head = 0
     settle()
+  }
+  const onAbort = (): void => {
+    if (!done) abandon(cancelled())
+  }
+
+  const sink: StreamSink<T> = {
+    items: (batch) => {
+      if (done) return
+      if (items.length === 0) items = batch
+      else for (const item of batch) items.push(item)
+      if (items.length - head > maxQueued) {
+        abandon(new CallError('OVERLOADED', `more than ${maxQueued} items of this subscription waited for the consumer; it was cancelled`))
+        return
+      }
+      settle()
+    },
+    fail: (error) => {
+      if (done) return
+      failure = error
+      done = true
+      signal?.removeEventListener('abort', onAbort)
+      settle()
+    },
+    end: () => {
+      if (done) return
+      done = true
+      signal?.removeEventListener('abort', onAbort)
+      settle()
+    },
   }
 
   if (signal?.aborted) {
@@ -174,7 +223,7 @@ export function stream<T>(open: OpenSubscription, options?: RequestOptions): Sub
     done = true
   } else {
     try {
-      subscription = open(optionsJson(options), listener)
+      control = open(sink)
       signal?.addEventListener('abort', onAbort, { once: true })
     } catch (e) {
       failure = fromNative(e)

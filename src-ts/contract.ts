@@ -1,7 +1,7 @@
 // A registry that only knows its operations' names and kinds: what `peer.typed()` needs on a node
 // that calls an imported API without importing the document itself (the types come from a
 // generated file, see `npx alknet-openapi-types`).
-import { Type } from '@sinclair/typebox'
+import type { TUnsafe } from '@sinclair/typebox'
 import { CallError } from './errors'
 import { type OperationMap, type OperationType, Registry } from './registry'
 
@@ -22,7 +22,8 @@ export type OperationKinds<Ops extends OperationMap> = { readonly [N in keyof Op
  */
 export function contract<Ops extends OperationMap>(kinds: OperationKinds<Ops>): Registry<Ops> {
   const registry = new Registry()
-  const any = { input: Type.Unsafe<unknown>({}), output: Type.Unsafe<unknown>({}) }
+  // Any input and output: the empty JSON Schema (no TypeBox at run time, so the browser client stays small).
+  const any = { input: {} as TUnsafe<unknown>, output: {} as TUnsafe<unknown> }
   const refuse = (): never => {
     throw new CallError('UNAVAILABLE', 'this operation is a contract only (made by contract()); serve the real registry')
   }

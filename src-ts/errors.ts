@@ -127,6 +127,15 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null
 }
 
+/** A call error from its wire shape (a `call.error` payload); `undefined` if `value` is not one. @internal */
+export function callErrorFrom(value: unknown): CallError | undefined {
+  if (!isRecord(value) || typeof value.code !== 'string') return undefined
+  return new CallError(value.code, typeof value.message === 'string' ? value.message : value.code, {
+    retryable: typeof value.retryable === 'boolean' ? value.retryable : undefined,
+    details: value.details,
+  })
+}
+
 /** Parses a JSON-encoded call error; `undefined` if `json` is not one. @internal */
 export function parseCallError(json: string): CallError | undefined {
   let value: unknown
@@ -135,11 +144,7 @@ export function parseCallError(json: string): CallError | undefined {
   } catch {
     return undefined
   }
-  if (!isRecord(value) || typeof value.code !== 'string') return undefined
-  return new CallError(value.code, typeof value.message === 'string' ? value.message : value.code, {
-    retryable: typeof value.retryable === 'boolean' ? value.retryable : undefined,
-    details: value.details,
-  })
+  return callErrorFrom(value)
 }
 
 /** A JSON-encoded connect error of the native layer; `undefined` if `json` is not one. */

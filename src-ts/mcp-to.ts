@@ -7,7 +7,7 @@ import { type NameFilter, isObject, selected } from './bridge'
 import type { RemoteOperations, RequestOptions, Subscription } from './call'
 import { CallError } from './errors'
 import type { McpServer } from './mcp-types'
-import { type OperationInfo, operationInfo } from './peer'
+import { type OperationInfo, operationInfo } from './remote'
 import { type HandlerContext, type Identity, type OperationType, type RegisteredOperation, Registry } from './registry'
 
 /** What {@link toMCP} can expose: a connected peer (what it may call on its node) or a local registry. */

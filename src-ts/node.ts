@@ -4,7 +4,7 @@ import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
 import type { Registry } from './registry'
-import { dynamicConfigWire, nodeConfigWire, protocolConstants } from './wire'
+import { type ProtocolConstants, dynamicConfigWire, nodeConfigWire } from './wire'
 
 /** A known peer (`PeerEntry`): who may connect and what they may do. */
 export interface PeerEntry {
@@ -280,6 +280,14 @@ function whole(name: string, value: number | undefined, min: number, max = 2 ** 
   if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
     throw new ConnectError('INVALID_OPTION', `${name} must be a whole number from ${min} to ${max}, not ${value}`)
   }
+}
+
+let constants: ProtocolConstants | undefined
+
+/** The protocol's constants as the native layer defines them (read once). */
+function protocolConstants(): ProtocolConstants {
+  constants ??= JSON.parse(native.protocolConstants()) as ProtocolConstants
+  return constants
 }
 
 /** Range checks that name the camelCase option (Rust checks again, naming `alknet.toml`'s keys). */

@@ -4,9 +4,12 @@ import { CallError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
-import type { Access, ErrorDeclaration, OperationMap, OperationType, Registry } from './registry'
+import type { OperationMap, Registry } from './registry'
+import { type OperationInfo, type TopicMessage, discover } from './remote'
 import { type TypedApi, typedApi } from './typed'
-import { ACCESS, ERROR_DECLARATION, connectConfigWire, fromWire } from './wire'
+import { connectConfigWire } from './wire'
+
+export type { OperationInfo, TopicMessage } from './remote'
 
 /** Options of {@link connect}. */
 export interface ConnectOptions {
@@ -84,32 +87,6 @@ export interface CallOptions extends RequestOptions {
    * to come back and send the call once more (default false).
    */
   retry?: boolean
-}
-
-/** One message of a topic. */
-export interface TopicMessage<T = unknown> {
-  /** The concrete topic it was published to. */
-  topic: string
-  /** What was published. */
-  data: T
-}
-
-/** An operation as the remote node describes it to this caller (`services/list` + `services/schema`). */
-export interface OperationInfo {
-  /** e.g. `math/add`. */
-  name: string
-  /** Query, mutation or subscription. */
-  type: OperationType
-  /** What it does, if the node said. */
-  description?: string
-  /** JSON Schema of the input. */
-  inputSchema: unknown
-  /** JSON Schema of the output (of each item, for a subscription). */
-  outputSchema: unknown
-  /** Error codes it declares. */
-  errors: ErrorDeclaration[]
-  /** Who may call it. */
-  access: Access
 }
 
 /**
@@ -345,10 +322,8 @@ export class Peer implements RemoteOperations {
   }
 
   /** The operations this caller may call on the node, with their schemas. */
-  async discover(options?: RequestOptions): Promise<OperationInfo[]> {
-    const list = await this.call<{ operations: { name: string }[] }>('services/list', {}, options)
-    const schemas = await Promise.all(list.operations.map((op) => this.call<Record<string, unknown>>('services/schema', { name: op.name }, options)))
-    return schemas.map(operationInfo)
+  discover(options?: RequestOptions): Promise<OperationInfo[]> {
+    return discover(this, options)
   }
 
   /**
@@ -465,20 +440,6 @@ class StatusBroadcast {
     }
     return iterator
   }
-}
-
-/** A `services/schema` answer (or an operation spec) in the TypeScript API's casing. @internal */
-export function operationInfo(schema: Record<string, unknown>): OperationInfo {
-  const info: OperationInfo = {
-    name: String(schema.name),
-    type: schema.type as OperationType,
-    inputSchema: schema.input_schema,
-    outputSchema: schema.output_schema,
-    errors: ((schema.errors ?? []) as Record<string, unknown>[]).map((e) => fromWire<ErrorDeclaration>(e, ERROR_DECLARATION)),
-    access: fromWire<Access>((schema.access ?? {}) as Record<string, unknown>, ACCESS),
-  }
-  if (typeof schema.description === 'string') info.description = schema.description
-  return info
 }
 
 /**

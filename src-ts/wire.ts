@@ -2,9 +2,9 @@
 // native layer and the wire. Each table names every field of one shared type; `satisfies` makes
 // the compiler refuse a table that misses or invents a field of the TypeScript type, and
 // `__test__/wire.test.ts` checks the snake_case side against the Rust types' own samples
-// (`alknet_node::wire`), so the two languages cannot drift apart silently.
+// (`alknet_node::wire`), so the two languages cannot drift apart silently. Nothing here loads the
+// native binding: the browser client (`./client`) shares these tables.
 
-import * as native from '../index.js'
 import { ConnectError } from './errors'
 import type { Access, ErrorDeclaration, Identity } from './registry'
 import type { ApiKeyEntry, DynamicConfig, ForwardingPolicy, ForwardRule, HttpFeature, HttpOptions, IrohOptions, Limits, NatsBackplane, PeerEntry, ServeOptions, TlsMode, TopicRule } from './node'
@@ -24,14 +24,6 @@ export interface ProtocolConstants {
   default_timeout_ms: number
   /** Cap on any deadline a caller asks for. */
   max_timeout_ms: number
-}
-
-let constants: ProtocolConstants | undefined
-
-/** The protocol's constants as the native layer defines them (read once). @internal */
-export function protocolConstants(): ProtocolConstants {
-  constants ??= JSON.parse(native.protocolConstants()) as ProtocolConstants
-  return constants
 }
 
 /** A table naming the snake_case key of every field of `T`. */
