@@ -80,7 +80,7 @@ describe('tunnels', () => {
     try {
       const socks = await peer.socks5({ listen: '127.0.0.1:0', via })
       expect(await socksGet(socks.address, 'localhost', http.port)).toBe(`hello ${via}`)
-      socks.close()
+      await socks.close()
       await expect(socksGet(socks.address, 'localhost', http.port)).rejects.toThrow(/ECONNREFUSED/)
     } finally {
       await peer.close()
@@ -101,7 +101,7 @@ describe('tunnels', () => {
       const forward = await peer.forward({ listen: '127.0.0.1:0', host: '127.0.0.1', port: http.port })
       const port = Number(forward.address.split(':')[1])
       expect(await get(port)).toBe('hello forward')
-      forward.close()
+      await forward.close()
     } finally {
       await peer.close()
       http.server.close()
@@ -119,7 +119,7 @@ describe('tunnels', () => {
       expect(await socksGet(socks.address, '127.0.0.1', http.port)).toBe('socks reply 2')
       node.reload({ auth: { peers }, forwarding: loopback })
       expect(await socksGet(socks.address, '127.0.0.1', http.port)).toBe('hello reload')
-      socks.close()
+      await socks.close()
     } finally {
       await peer.close()
       http.server.close()

@@ -376,8 +376,8 @@ export class Peer implements RemoteOperations {
 export interface TunnelListener {
   /** The bound `ip:port`. */
   readonly address: string
-  /** Stops accepting and ends the connections it carries. */
-  close(): void
+  /** Stops accepting and ends the connections it carries; resolves once the port is closed. */
+  close(): Promise<void>
 }
 
 /** Options of {@link Peer.socks5}. */

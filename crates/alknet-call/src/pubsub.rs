@@ -380,9 +380,8 @@ impl Broker {
             overflow: overflow.clone(),
         });
         let mut edit = self.inner.edit.lock().unwrap_or_else(|e| e.into_inner());
-        let mut list = Vec::clone(&self.inner.subscribers.load());
-        list.push(subscriber);
-        self.inner.subscribers.store(Arc::new(list));
+        // The backplane hears of a new pattern before the subscription is visible: whoever sees
+        // the subscription (`len`, a delivery) can rely on the backplane knowing its pattern.
         let count = edit.entry(pattern.clone()).or_insert(0);
         *count += 1;
         if *count == 1 {
@@ -390,6 +389,9 @@ impl Broker {
                 backplane.interest(&pattern, true);
             }
         }
+        let mut list = Vec::clone(&self.inner.subscribers.load());
+        list.push(subscriber);
+        self.inner.subscribers.store(Arc::new(list));
         BrokerSubscription {
             items,
             overflow,

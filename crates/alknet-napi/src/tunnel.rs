@@ -26,12 +26,14 @@ impl TunnelListener {
         self.address.clone()
     }
 
-    /// Stops accepting and ends the connections it carries.
+    /// Stops accepting and ends the connections it carries; resolves once the port is closed.
     #[napi]
-    pub fn close(&self) {
-        if let Ok(mut listener) = self.listener.lock() {
-            listener.take();
+    pub async fn close(&self) -> napi::Result<()> {
+        let listener = self.listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(listener) = listener {
+            listener.close().await;
         }
+        Ok(())
     }
 }
 

@@ -151,7 +151,7 @@ async fn socks5_over_quic_and_tcp_reaches_a_local_http_server_by_name_resolved_o
             let got = curl(&["--socks5-hostname", &proxy, &url]).await;
             assert_eq!(got, (true, "hello socks".into()));
         }
-        socks.close();
+        socks.close().await;
         tunnel.close().await;
     }
     t.node.shutdown().await;
@@ -178,7 +178,7 @@ async fn local_and_remote_forwards_carry_http_both_ways() {
     assert_ne!(port, 0);
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert_eq!(get(s).await, "hello forward");
-    local.close();
+    local.close().await;
     tunnel.close().await;
     t.node.shutdown().await;
 }
@@ -346,7 +346,7 @@ async fn malformed_socks_requests_are_refused_and_the_proxy_keeps_serving() {
     good.read_exact(&mut head).await.unwrap();
     assert_eq!(head[1], 0);
     assert_eq!(get(good).await, "hello socks-bad");
-    socks.close();
+    socks.close().await;
     t.node.shutdown().await;
 }
 
@@ -408,7 +408,7 @@ async fn socks5_over_the_native_tunnel_reaches_http_by_name() {
         let got = curl(&["--socks5-hostname", &proxy, &url]).await;
         assert_eq!(got, (true, "hello native".into()));
     }
-    socks.close();
+    socks.close().await;
     t.node.shutdown().await;
 }
 

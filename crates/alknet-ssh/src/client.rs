@@ -19,7 +19,7 @@
 //! });
 //! let socks = Socks5::start("127.0.0.1:1080".parse()?, tunnel.clone()).await?;
 //! // curl --socks5-hostname 127.0.0.1:1080 https://example.com
-//! socks.close();
+//! socks.close().await;
 //! # Ok(()) }
 //! ```
 
@@ -40,7 +40,7 @@ use russh::keys::PrivateKeyWithHashAlg;
 use russh::{Channel, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::keys::{fingerprint_of_ssh_key, private_key};
 
@@ -380,7 +380,8 @@ impl Tunnel {
 /// A running local listener ([`Socks5`] or [`LocalForward`]); dropping it stops it.
 pub struct Listener {
     local_addr: SocketAddr,
-    _stop: DropGuard,
+    stop: CancellationToken,
+    accepting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Listener {
@@ -389,8 +390,20 @@ impl Listener {
         self.local_addr
     }
 
-    /// Stops accepting and ends the connections it carries.
-    pub fn close(self) {}
+    /// Stops accepting and ends the connections it carries; resolves once the port is closed
+    /// (a connection attempt after it is refused).
+    pub async fn close(mut self) {
+        self.stop.cancel();
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 async fn serve<F, Fut>(listen: SocketAddr, each: F) -> io::Result<Listener>
@@ -402,7 +415,7 @@ where
     let local_addr = listener.local_addr()?;
     let stop = CancellationToken::new();
     let token = stop.clone();
-    tokio::spawn(async move {
+    let accepting = tokio::spawn(async move {
         loop {
             let socket = tokio::select! {
                 () = token.cancelled() => return,
@@ -424,7 +437,8 @@ where
     });
     Ok(Listener {
         local_addr,
-        _stop: stop.drop_guard(),
+        stop,
+        accepting: Some(accepting),
     })
 }
 
