@@ -9,18 +9,18 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use alknet_call::pubsub::TopicRule;
-use alknet_call::{CallService, OperationRegistry, Subscription};
-use alknet_core::SecretKey;
-use alknet_node::{
-    connect, BackplaneConfig, Connected, DialTarget, NatsConfig, Node, NodeConfig, Transport,
-};
+use alknet_node::Node;
 use futures::StreamExt;
 use serde_json::json;
 
+#[path = "../tests/fleet/mod.rs"]
+mod fleet;
+
 const SUBSCRIBERS: usize = 4;
+/// What topic `bench/x` is in NATS.
+const SUBJECT: &str = "test.fleet.bench.x";
 const BURST: usize = 500;
 const BURSTS: usize = 40;
 
@@ -43,58 +43,13 @@ fn nats_server() -> Option<(Child, String)> {
     Some((child, format!("nats://127.0.0.1:{port}")))
 }
 
-async fn node(nats: Option<&str>) -> Node {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.pubsub.rules.push(TopicRule {
-        pattern: "bench/>".into(),
-        publish: None,
-        subscribe: None,
-        anonymous: true,
-    });
-    config.pubsub.backplane = nats.map(|url| BackplaneConfig {
-        nats: NatsConfig {
-            servers: vec![url.into()],
-            credentials: None,
-            subject_prefix: None,
-        },
-    });
-    Node::builder(config)
-        .key(SecretKey::generate())
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn subscriber(node: &Node) -> (Connected, Subscription) {
-    let c = connect(
-        SecretKey::generate(),
-        DialTarget::Direct {
-            address: node.local_addr(),
-            fingerprint: node.fingerprint().into(),
-            over: Some(Transport::Quic),
-            timeout: Duration::from_secs(10),
-        },
-        CallService::anonymous(OperationRegistry::new()).unwrap(),
-    )
-    .await
-    .unwrap();
-    let before = node.call_service().unwrap().broker().len();
-    let sub = c
-        .peer
-        .subscribe("pubsub/subscribe", json!({"topic": "bench/>"}))
-        .await
-        .unwrap();
-    while node.call_service().unwrap().broker().len() == before {
-        c.peer.call("services/list", json!({})).await.unwrap();
-    }
-    (c, sub)
-}
-
 /// Messages delivered per second: `publisher` publishes, the subscribers of `receiver` count.
 async fn fan_out(publisher: &Node, receiver: &Node) -> f64 {
     let mut subs = Vec::new();
     for _ in 0..SUBSCRIBERS {
-        subs.push(subscriber(receiver).await);
+        let c = fleet::client(receiver).await;
+        let sub = fleet::subscribe(&c, receiver, "bench/>").await;
+        subs.push((c, sub));
     }
     if let Some(b) = receiver.backplane() {
         b.ready().await;
@@ -125,7 +80,7 @@ async fn nats_alone(url: &str) -> f64 {
     let mut subs = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let client = async_nats::connect(url).await.unwrap();
-        subs.push((client.subscribe("bench.x").await.unwrap(), client));
+        subs.push((client.subscribe(SUBJECT).await.unwrap(), client));
     }
     for (_, client) in &subs {
         client.flush().await.unwrap();
@@ -136,7 +91,7 @@ async fn nats_alone(url: &str) -> f64 {
     for _ in 0..BURSTS {
         for _ in 0..BURST {
             publisher
-                .publish("bench.x", payload.clone().into())
+                .publish(SUBJECT, payload.clone().into())
                 .await
                 .unwrap();
         }
@@ -166,12 +121,12 @@ async fn main() {
     }
     up.expect("nats-server accepts clients");
 
-    let alone = node(None).await;
+    let alone = fleet::node(None, "bench/>").await;
     let local = fan_out(&alone, &alone).await;
     alone.shutdown().await;
 
-    let a = node(Some(&url)).await;
-    let b = node(Some(&url)).await;
+    let a = fleet::node(Some(&url), "bench/>").await;
+    let b = fleet::node(Some(&url), "bench/>").await;
     let across = fan_out(&a, &b).await;
     let lost = a.backplane().unwrap().stats().lost;
     a.shutdown().await;

@@ -1,18 +1,15 @@
 //! Pub/sub across three nodes through a real `nats-server` (Debian package `nats-server`,
 //! installed here when missing and running as root; under `CI=true` a missing server fails).
 
+mod fleet;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_call::pubsub::TopicRule;
-use alknet_call::{CallService, OperationRegistry, Peer, Subscription};
-use alknet_core::SecretKey;
-use alknet_node::{
-    connect, BackplaneConfig, Connected, DialTarget, NatsConfig, Node, NodeConfig, Transport,
-};
+use alknet_call::{Peer, Subscription};
+use alknet_node::Node;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -111,56 +108,6 @@ impl NatsServer {
     }
 }
 
-async fn node(nats: &str) -> Node {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.pubsub.rules.push(TopicRule {
-        pattern: "fleet/>".into(),
-        publish: None,
-        subscribe: None,
-        anonymous: true,
-    });
-    config.pubsub.backplane = Some(BackplaneConfig {
-        nats: NatsConfig {
-            servers: vec![nats.into()],
-            credentials: None,
-            subject_prefix: Some("test.fleet".into()),
-        },
-    });
-    Node::builder(config)
-        .key(SecretKey::generate())
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn client(node: &Node) -> Connected {
-    connect(
-        SecretKey::generate(),
-        DialTarget::Direct {
-            address: node.local_addr(),
-            fingerprint: node.fingerprint().into(),
-            over: Some(Transport::Quic),
-            timeout: Duration::from_secs(10),
-        },
-        CallService::anonymous(OperationRegistry::new()).unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
-async fn subscribe(peer: &Peer, node: &Node) -> Subscription {
-    let before = node.call_service().unwrap().broker().len();
-    let sub = peer
-        .subscribe("pubsub/subscribe", json!({"topic": "fleet/>"}))
-        .await
-        .unwrap();
-    // The node has it once it answers a call made after it on the same connection.
-    while node.call_service().unwrap().broker().len() == before {
-        peer.call("services/list", json!({})).await.unwrap();
-    }
-    sub
-}
-
 async fn publish(peer: &Peer, topic: &str, data: Value) -> u64 {
     let out = peer
         .call("pubsub/publish", json!({"topic": topic, "data": data}))
@@ -191,15 +138,15 @@ async fn three_nodes_share_topics_through_nats_and_survive_a_nats_restart() {
     };
     let server = NatsServer::start(&binary, 0);
     let nodes = vec![
-        node(&server.url()).await,
-        node(&server.url()).await,
-        node(&server.url()).await,
+        fleet::node(Some(&server.url()), "fleet/>").await,
+        fleet::node(Some(&server.url()), "fleet/>").await,
+        fleet::node(Some(&server.url()), "fleet/>").await,
     ];
     let mut clients = Vec::new();
     let mut subs = Vec::new();
     for node in &nodes {
-        let c = client(node).await;
-        subs.push(subscribe(&c.peer, node).await);
+        let c = fleet::client(node).await;
+        subs.push(fleet::subscribe(&c, node, "fleet/>").await);
         clients.push(c);
     }
     all_ready(&nodes).await;
@@ -269,30 +216,23 @@ async fn a_foreign_message_on_the_subject_is_refused_and_counted() {
         return;
     };
     let server = NatsServer::start(&binary, 0);
-    let node = node(&server.url()).await;
-    let c = client(&node).await;
-    let mut sub = subscribe(&c.peer, &node).await;
+    let node = fleet::node(Some(&server.url()), "fleet/>").await;
+    let c = fleet::client(&node).await;
+    let mut sub = fleet::subscribe(&c, &node, "fleet/>").await;
     node.backplane().unwrap().ready().await;
     // Another NATS client (not a node) writes garbage and a mislabelled item on the subject.
-    let other = async_nats_client(&server.url()).await;
-    other
-        .publish("test.fleet.fleet.x", "not json".into())
-        .await
-        .unwrap();
-    other
-        .publish(
-            "test.fleet.fleet.x",
-            r#"{"topic":"fleet/elsewhere","data":1}"#.into(),
-        )
-        .await
-        .unwrap();
-    other
-        .publish(
-            "test.fleet.fleet.x",
-            r#"{"topic":"fleet/x","data":2}"#.into(),
-        )
-        .await
-        .unwrap();
+    let other = async_nats::connect(server.url()).await.unwrap();
+    let subject = format!("{}.fleet.x", fleet::PREFIX);
+    for payload in [
+        "not json",
+        r#"{"topic":"fleet/elsewhere","data":1}"#,
+        r#"{"topic":"fleet/x","data":2}"#,
+    ] {
+        other
+            .publish(subject.clone(), payload.into())
+            .await
+            .unwrap();
+    }
     other.flush().await.unwrap();
     // Only the well-formed one arrives; the others are counted.
     assert_eq!(
@@ -302,8 +242,4 @@ async fn a_foreign_message_on_the_subject_is_refused_and_counted() {
     assert_eq!(node.backplane().unwrap().stats().rejected, 2);
     c.client.close();
     node.shutdown().await;
-}
-
-async fn async_nats_client(url: &str) -> Arc<async_nats::Client> {
-    Arc::new(async_nats::connect(url).await.unwrap())
 }
