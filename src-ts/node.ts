@@ -70,6 +70,11 @@ export interface ForwardRule {
   ports?: (number | string)[]
   /** `'connect'` (default: outbound connections) or `'listen'` (`-R` binds on the node). */
   direction?: 'connect' | 'listen'
+  /**
+   * The carriers the client's connection came on (empty: any): `'quic'`, `'tcp-tls'`, `'iroh'`,
+   * or `'ssh'` (the node's plain SSH port).
+   */
+  transports?: ('quic' | 'tcp-tls' | 'iroh' | 'ssh')[]
   /** Allow or deny. */
   action: 'allow' | 'deny'
 }

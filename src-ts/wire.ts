@@ -62,6 +62,7 @@ export const FORWARD_RULE = {
   hosts: 'hosts',
   ports: 'ports',
   direction: 'direction',
+  transports: 'transports',
   action: 'action',
 } as const satisfies KeyTable<ForwardRule>
 

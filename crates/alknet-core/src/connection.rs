@@ -18,6 +18,8 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::handler::Carrier;
+
 /// Why a connection operation failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ConnectionError {
@@ -83,6 +85,7 @@ pub struct Connection {
     alpn: Arc<[u8]>,
     remote_addr: SocketAddr,
     drain: CancellationToken,
+    carrier: Option<Carrier>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -102,7 +105,21 @@ impl Connection {
             alpn: alpn.into(),
             remote_addr,
             drain: CancellationToken::new(),
+            carrier: None,
         }
+    }
+
+    /// The same connection, marked as having arrived on `carrier` (the endpoint sets it, so a
+    /// handler can apply per-transport rules).
+    pub fn with_carrier(mut self, carrier: Carrier) -> Self {
+        self.carrier = Some(carrier);
+        self
+    }
+
+    /// The carrier the connection arrived on; `None` when its maker did not say (an in-memory
+    /// pair, a WebSocket).
+    pub fn carrier(&self) -> Option<Carrier> {
+        self.carrier
     }
 
     /// The same connection, draining once `drain` is cancelled (the endpoint passes its shutdown

@@ -644,7 +644,8 @@ async fn serve(
         &alpn,
         remote,
     )
-    .with_drain(shared.draining.clone());
+    .with_drain(shared.draining.clone())
+    .with_carrier(carrier);
     let auth = AuthContext {
         identity,
         alpn: alpn.clone(),

@@ -573,6 +573,23 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_rules_name_known_transports_only() {
+        let ok = parse(
+            "listen = \"127.0.0.1:0\"\n[[forwarding.rules]]\ntransports = [\"quic\", \"tcp-tls\", \"iroh\", \"ssh\"]\naction = \"allow\"",
+        )
+        .unwrap();
+        assert_eq!(ok.forwarding.rules[0].transports.len(), 4);
+        let err = parse(
+            "listen = \"127.0.0.1:0\"\n[[forwarding.rules]]\ntransports = [\"tcp\"]\naction = \"allow\"",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("unknown variant `tcp`") && err.contains("tcp-tls"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn misspelt_key_is_refused_naming_it() {
         let err = parse("listen = \"127.0.0.1:0\"\n[limts]\nconnections_per_ip = 1").unwrap_err();
         assert!(err.contains("limts"), "{err}");

@@ -20,7 +20,7 @@ use alknet_http::{Decoy, Feature, HttpConfig};
 use serde_json::{json, Value};
 
 use alknet_ssh::policy::{
-    Action, DefaultAction, Direction, ForwardRule, ForwardingPolicy, PortSpec,
+    Action, DefaultAction, Direction, ForwardRule, ForwardingPolicy, PortSpec, Transport as Carrier,
 };
 
 use crate::config::{
@@ -74,6 +74,7 @@ pub fn samples() -> Value {
         hosts: strings("10.0.0.0/8"),
         ports: vec![PortSpec::Port(22), PortSpec::Text("8000-8999".into())],
         direction: Direction::Connect,
+        transports: vec![Carrier::Iroh, Carrier::Ssh],
         action: Action::Allow,
     };
     let forwarding = ForwardingPolicy {

@@ -390,6 +390,62 @@ async fn the_tunnel_redials_after_the_node_comes_back() {
     node.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_rule_for_plain_ssh_only_refuses_the_destination_over_quic_and_tcp_tls() {
+    let http = http_server("per-transport").await;
+    // Loopback is opened for alice over iroh and the plain SSH port only.
+    let only_ssh: ForwardingPolicy = serde_json::from_str(
+        r#"{"rules":[{"peers":["alice"],"hosts":["127.0.0.1"],"transports":["iroh","ssh"],"action":"allow"}]}"#,
+    )
+    .unwrap();
+    let t = node_with(only_ssh, None).await;
+    for over in [Transport::Quic, Transport::Tcp] {
+        let (ssh, _client) = session(&t.node, over, &t.alice, &t.alice).await.unwrap();
+        let refused = ssh.open("127.0.0.1", http.port()).await.err();
+        assert!(
+            matches!(refused, Some(ClientError::Refused)),
+            "{over:?}: {refused:?}"
+        );
+    }
+    let native = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    assert!(matches!(
+        native.open("127.0.0.1", http.port()).await,
+        Err(ClientError::Refused)
+    ));
+    let socket = TcpStream::connect(t.node.ssh_addr().unwrap())
+        .await
+        .unwrap();
+    let plain = SshClient::connect_stream(socket, &t.alice, Some(t.node.fingerprint()))
+        .await
+        .unwrap();
+    let stream = plain.open("127.0.0.1", http.port()).await.unwrap();
+    assert_eq!(get(stream).await, "hello per-transport");
+
+    // A reload turns it around: QUIC only, for SSH channels and the native tunnel alike.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = serde_json::from_str(
+        r#"{"rules":[{"hosts":["127.0.0.1"],"transports":["quic"],"action":"allow"}]}"#,
+    )
+    .unwrap();
+    t.node.reload(dynamic).unwrap();
+    assert!(matches!(
+        plain.open("127.0.0.1", http.port()).await,
+        Err(ClientError::Refused)
+    ));
+    assert_eq!(
+        get(native.open("127.0.0.1", http.port()).await.unwrap()).await,
+        "hello per-transport"
+    );
+    let (quic, _client) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(quic.open("127.0.0.1", http.port()).await.unwrap()).await,
+        "hello per-transport"
+    );
+    t.node.shutdown().await;
+}
+
 // ---- the native tunnel (alknet/tunnel) ----
 
 #[tokio::test]

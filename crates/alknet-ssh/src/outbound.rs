@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::policy::{Direction, ForwardingPolicy, Verdict};
+use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
 
 /// How long resolving and connecting may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,10 +37,11 @@ impl OutboundError {
     }
 }
 
-/// Resolves `host` (a name or an address) on the node and connects `identity` to the first
-/// address the policy allows and that answers.
+/// Resolves `host` (a name or an address) on the node and connects `identity`, whose connection
+/// came on `transport`, to the first address the policy allows and that answers.
 pub async fn connect(
     policy: &ForwardingPolicy,
+    transport: Option<Transport>,
     identity: &str,
     host: &str,
     port: u16,
@@ -62,7 +63,9 @@ pub async fn connect(
         };
         let allowed: Vec<SocketAddr> = addrs
             .into_iter()
-            .filter(|a| policy.check(identity, Direction::Connect, name, *a) == Verdict::Allow)
+            .filter(|a| {
+                policy.check_on(transport, identity, Direction::Connect, name, *a) == Verdict::Allow
+            })
             .collect();
         if allowed.is_empty() {
             return Err(OutboundError::Refused);

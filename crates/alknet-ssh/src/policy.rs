@@ -10,6 +10,10 @@
 //!   resolved (empty: any destination);
 //! - `ports`: ports or ranges (`22`, `"8000-8999"`; empty: any);
 //! - `direction`: `connect` (default: outbound connections) or `listen` (`-R` binds);
+//! - `transports`: the carriers the client's connection came on (empty: any): `quic`, `tcp-tls`,
+//!   `iroh`, or `ssh` (the opt-in plain SSH TCP port); a rule that names transports never
+//!   applies to a connection whose carrier is unknown (an SSH session run over a stream handed
+//!   to [`SshServer::run_stream`](crate::SshServer::run_stream) without one);
 //! - `action`: `allow` or `deny`.
 //!
 //! **Private addresses are opened only by address.** Loopback, private (RFC 1918, ULA),
@@ -90,8 +94,55 @@ pub struct ForwardRule {
     /// Outbound connections (default) or `-R` listeners.
     #[serde(default)]
     pub direction: Direction,
+    /// The carriers it applies to (empty: every carrier).
+    #[serde(default)]
+    pub transports: Vec<Transport>,
     /// Allow or deny.
     pub action: Action,
+}
+
+/// A way a client's connection reaches the node, as rules name it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// QUIC on the node's port.
+    #[serde(rename = "quic")]
+    Quic,
+    /// TLS over TCP on the node's port.
+    #[serde(rename = "tcp-tls")]
+    TcpTls,
+    /// iroh (direct or relayed), dialed by node id.
+    #[serde(rename = "iroh")]
+    Iroh,
+    /// The opt-in plain SSH TCP port (`[ssh] listen`), for OpenSSH clients.
+    #[serde(rename = "ssh")]
+    Ssh,
+}
+
+impl Transport {
+    /// Its name in rules and logs: `quic`, `tcp-tls`, `iroh`, `ssh`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::TcpTls => "tcp-tls",
+            Transport::Iroh => "iroh",
+            Transport::Ssh => "ssh",
+        }
+    }
+
+    /// The name for logs of an optional transport (`memory` when unknown).
+    pub fn name(transport: Option<Transport>) -> &'static str {
+        transport.map_or("memory", Transport::as_str)
+    }
+}
+
+impl From<alknet_core::Carrier> for Transport {
+    fn from(carrier: alknet_core::Carrier) -> Self {
+        match carrier {
+            alknet_core::Carrier::Quic => Transport::Quic,
+            alknet_core::Carrier::Tcp => Transport::TcpTls,
+            alknet_core::Carrier::Iroh => Transport::Iroh,
+        }
+    }
 }
 
 /// A port or a range, as a number or a string (`22`, `"22"`, `"8000-8999"`).
@@ -255,8 +306,16 @@ impl ForwardRule {
         self.hosts.iter().map(|h| h.parse())
     }
 
-    fn applies(&self, identity: &str, direction: Direction, port: u16) -> bool {
+    fn applies(
+        &self,
+        identity: &str,
+        transport: Option<Transport>,
+        direction: Direction,
+        port: u16,
+    ) -> bool {
         self.direction == direction
+            && (self.transports.is_empty()
+                || transport.is_some_and(|t| self.transports.contains(&t)))
             && (self.peers.is_empty() || self.peers.iter().any(|p| p == identity || p == "*"))
             && (self.ports.is_empty()
                 || self
@@ -285,9 +344,22 @@ impl ForwardingPolicy {
     }
 
     /// Whether `identity` may connect to (or, for [`Direction::Listen`], bind) `addr`, which the
-    /// client asked for as `name` (`None` when it gave an address).
+    /// client asked for as `name` (`None` when it gave an address), on a connection whose
+    /// carrier is unknown: rules that name `transports` do not apply.
     pub fn check(
         &self,
+        identity: &str,
+        direction: Direction,
+        name: Option<&str>,
+        addr: SocketAddr,
+    ) -> Verdict {
+        self.check_on(None, identity, direction, name, addr)
+    }
+
+    /// Like [`check`](Self::check), for a client whose connection came on `transport`.
+    pub fn check_on(
+        &self,
+        transport: Option<Transport>,
         identity: &str,
         direction: Direction,
         name: Option<&str>,
@@ -299,7 +371,7 @@ impl ForwardingPolicy {
             Direction::Listen => canonical(ip).is_loopback(),
         };
         for rule in &self.rules {
-            if !rule.applies(identity, direction, addr.port()) {
+            if !rule.applies(identity, transport, direction, addr.port()) {
                 continue;
             }
             let Some(by_address) = rule.destination(name, ip) else {
@@ -459,6 +531,39 @@ mod tests {
             open.check("a", Direction::Listen, None, at("0.0.0.0:8080")),
             Verdict::Allow
         );
+    }
+
+    #[test]
+    fn a_rule_naming_transports_applies_on_those_carriers_only() {
+        let p = policy(
+            r#"{"rules":[{"hosts":["127.0.0.1"],"transports":["iroh","ssh"],"action":"allow"},
+                         {"hosts":["93.184.216.34"],"transports":["quic"],"action":"deny"}]}"#,
+        );
+        let lo = at("127.0.0.1:22");
+        let public = at("93.184.216.34:443");
+        let on = |t: Option<Transport>, a| p.check_on(t, "a", Direction::Connect, None, a);
+        assert_eq!(on(Some(Transport::Ssh), lo), Verdict::Allow);
+        assert_eq!(on(Some(Transport::Iroh), lo), Verdict::Allow);
+        assert_eq!(on(Some(Transport::Quic), lo), Verdict::Deny);
+        assert_eq!(on(Some(Transport::TcpTls), lo), Verdict::Deny);
+        assert_eq!(on(None, lo), Verdict::Deny);
+        assert_eq!(on(Some(Transport::Quic), public), Verdict::Deny);
+        assert_eq!(on(Some(Transport::TcpTls), public), Verdict::Allow);
+        assert_eq!(on(None, public), Verdict::Allow);
+        assert_eq!(
+            Transport::from(alknet_core::Carrier::Tcp).as_str(),
+            "tcp-tls"
+        );
+    }
+
+    #[test]
+    fn an_unknown_transport_name_is_a_parse_error_naming_the_choices() {
+        let err = serde_json::from_str::<ForwardingPolicy>(
+            r#"{"rules":[{"transports":["udp"],"action":"allow"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("udp") && err.contains("tcp-tls"), "{err}");
     }
 
     #[test]

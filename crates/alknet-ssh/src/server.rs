@@ -45,7 +45,7 @@ use tracing::info;
 
 use crate::keys::{fingerprint_of_ssh_key, host_key};
 use crate::outbound;
-use crate::policy::{Direction, ForwardingPolicy, Verdict};
+use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
 use crate::ALPN;
 
 /// The SSH service: one per node, shared by every connection.
@@ -65,8 +65,9 @@ struct Shared {
 pub struct PeerInfo {
     /// The remote socket address.
     pub remote_addr: SocketAddr,
-    /// The carrier, for logs: `quic`, `tcp`, `iroh`, `ssh` (plain SSH on a TCP port), `memory`.
-    pub transport: &'static str,
+    /// The carrier, for per-transport forwarding rules and logs (`None`: unknown, logged as
+    /// `memory`; rules that name transports do not apply).
+    pub transport: Option<Transport>,
     /// The identity the TLS layer resolved from the client's key, if any.
     pub tls_identity: Option<Identity>,
 }
@@ -179,7 +180,7 @@ impl SshServer {
                 tokio::spawn(async move {
                     let peer = PeerInfo {
                         remote_addr,
-                        transport: "ssh",
+                        transport: Some(Transport::Ssh),
                         tls_identity: None,
                     };
                     if let Err(e) = server
@@ -227,11 +228,7 @@ impl ProtocolHandler for SshServer {
         let stream = conn.accept_bi().await?;
         let peer = PeerInfo {
             remote_addr: auth.remote_addr,
-            transport: if conn.is_single_stream() {
-                "tcp"
-            } else {
-                "quic"
-            },
+            transport: conn.carrier().map(Transport::from),
             tls_identity: auth.identity,
         };
         let draining = conn.clone();
@@ -327,26 +324,26 @@ impl SessionHandler {
         let peer = &self.peer;
         let Some(fingerprint) = fingerprint_of_ssh_key(key) else {
             if log {
-                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = "none", "ssh authentication rejected: not an Ed25519 key");
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = "none", "ssh authentication rejected: not an Ed25519 key");
             }
             return None;
         };
         let Some(identity) = self.shared.identity.resolve_from_fingerprint(&fingerprint) else {
             if log {
-                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, "ssh authentication rejected: unknown key");
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, "ssh authentication rejected: unknown key");
             }
             return None;
         };
         if let Some(tls) = &peer.tls_identity {
             if tls.id != identity.id {
                 if log {
-                    info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: key does not match the TLS identity");
+                    info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: key does not match the TLS identity");
                 }
                 return None;
             }
         }
         if log {
-            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = peer.transport, fingerprint = %fingerprint, peer = %identity.id, "ssh authentication accepted");
+            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, peer = %identity.id, "ssh authentication accepted");
         }
         Some(identity)
     }
@@ -464,7 +461,7 @@ impl russh::server::Handler for SessionHandler {
         // client learns the outcome as the channel's confirmation or failure.
         tokio::spawn(async move {
             let _slot = slot;
-            match outbound::connect(&policy, &identity.id, &host, port).await {
+            match outbound::connect(&policy, peer.transport, &identity.id, &host, port).await {
                 Ok(mut target) => {
                     log_channel(&peer, &identity.id, kind, "opened");
                     reply.accept().await;
@@ -505,7 +502,14 @@ impl russh::server::Handler for SessionHandler {
             return Ok(false);
         };
         let bind = SocketAddr::new(ip, wanted);
-        if policy.check(&identity.id, Direction::Listen, None, bind) != Verdict::Allow {
+        let verdict = policy.check_on(
+            self.peer.transport,
+            &identity.id,
+            Direction::Listen,
+            None,
+            bind,
+        );
+        if verdict != Verdict::Allow {
             log_channel(&self.peer, &identity.id, kind, "refused");
             return Ok(false);
         }

@@ -26,7 +26,7 @@ use tracing::info;
 
 use crate::client::{BoxedDuplex, ClientError, Opener};
 use crate::outbound::{self, OutboundError};
-use crate::policy::ForwardingPolicy;
+use crate::policy::{ForwardingPolicy, Transport};
 use crate::server::Slots;
 
 /// The ALPN of the native tunnel.
@@ -104,8 +104,8 @@ impl TunnelServer {
     }
 }
 
-fn log_stream(auth: &AuthContext, identity: &str, result: &str) {
-    info!(target: "alknet::tunnel", remote = %auth.remote_addr, peer = %identity, result, "tunnel stream");
+fn log_stream(auth: &AuthContext, transport: Option<Transport>, identity: &str, result: &str) {
+    info!(target: "alknet::tunnel", remote = %auth.remote_addr, transport = Transport::name(transport), peer = %identity, result, "tunnel stream");
 }
 
 #[async_trait]
@@ -122,6 +122,7 @@ impl ProtocolHandler for TunnelServer {
             return Ok(());
         };
         let slots = Slots::default();
+        let transport = conn.carrier().map(Transport::from);
         loop {
             let mut stream = tokio::select! {
                 () = conn.draining() => return Ok(()),
@@ -135,21 +136,21 @@ impl ProtocolHandler for TunnelServer {
             let (auth, id) = (auth.clone(), identity.id.clone());
             tokio::spawn(async move {
                 let Some(_slot) = slot else {
-                    log_stream(&auth, &id, Status::Limit.word());
+                    log_stream(&auth, transport, &id, Status::Limit.word());
                     let _ = stream.write_all(&[Status::Limit as u8]).await;
                     let _ = stream.shutdown().await;
                     return;
                 };
                 let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream)).await;
                 let Ok(Some((host, port))) = header else {
-                    log_stream(&auth, &id, Status::BadHeader.word());
+                    log_stream(&auth, transport, &id, Status::BadHeader.word());
                     let _ = stream.write_all(&[Status::BadHeader as u8]).await;
                     let _ = stream.shutdown().await;
                     return;
                 };
-                match outbound::connect(&policy, &id, &host, port).await {
+                match outbound::connect(&policy, transport, &id, &host, port).await {
                     Ok(mut target) => {
-                        log_stream(&auth, &id, Status::Connected.word());
+                        log_stream(&auth, transport, &id, Status::Connected.word());
                         if stream.write_all(&[Status::Connected as u8]).await.is_ok() {
                             let _ = tokio::io::copy_bidirectional(&mut stream, &mut target).await;
                         }
@@ -160,7 +161,7 @@ impl ProtocolHandler for TunnelServer {
                             OutboundError::Unresolved => Status::Unresolved,
                             OutboundError::Connect(_) => Status::ConnectFailed,
                         };
-                        log_stream(&auth, &id, status.word());
+                        log_stream(&auth, transport, &id, status.word());
                         let _ = stream.write_all(&[status as u8]).await;
                         let _ = stream.shutdown().await;
                     }
