@@ -211,8 +211,12 @@ export interface ServeOptions extends DynamicConfig {
   http?: HttpOptions | false
   /** Services besides `alknet/call`. */
   services?: Services
-  /** Plain SSH for OpenSSH clients on a TCP port of its own (`{ listen: '127.0.0.1:2222' }`). */
-  ssh?: { listen?: string }
+  /**
+   * Plain SSH for OpenSSH clients on a TCP port of its own (`{ listen: '127.0.0.1:2222' }`), and
+   * `userCa`: OpenSSH public key lines of CAs whose user certificates are taken (principal = SSH
+   * user name = an enabled peer id).
+   */
+  ssh?: { listen?: string; userCa?: string[] }
   /** Where handler failures are reported (default `console.error`). */
   onHandlerError?: HandlerErrorReporter
   /** Pub/sub rules (reloadable) and the backplane that carries topics between nodes (needs a restart). */

@@ -297,7 +297,7 @@ export function nodeConfigWire(options: ServeOptions): Record<string, unknown> {
     http: options.http === false ? undefined : httpWire(options.http),
     // The Node.js package always serves alknet/call; `http: false` turns HTTP off.
     services: { call: true, http: options.http !== false, ssh: options.services?.ssh ?? false, tunnel: options.services?.tunnel ?? false },
-    ssh: options.ssh === undefined ? undefined : renamed(options.ssh, { listen: 'listen' }, 'ssh'),
+    ssh: options.ssh === undefined ? undefined : renamed(options.ssh, { listen: 'listen', userCa: 'user_ca' }, 'ssh'),
     ...dynamic,
   }
 }

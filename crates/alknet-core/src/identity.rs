@@ -47,6 +47,11 @@ pub trait IdentityProvider: Send + Sync + 'static {
     fn resolve_from_fingerprint(&self, fingerprint: &str) -> Option<Identity>;
     /// The identity of a bearer token (a peer token or an `alk_…` API key).
     fn resolve_from_token(&self, token: &[u8]) -> Option<Identity>;
+    /// The identity of the enabled peer named `id`, for credentials that name a peer rather than
+    /// carry its key (an OpenSSH certificate's principal). By default nobody.
+    fn resolve_from_id(&self, _id: &str) -> Option<Identity> {
+        None
+    }
 }
 
 /// The default provider: reads the [`AuthConfig`] section on every call, so a reload applies to the next
@@ -77,6 +82,15 @@ fn identity_of(peer: &PeerEntry) -> Identity {
 }
 
 impl IdentityProvider for ConfigIdentityProvider {
+    fn resolve_from_id(&self, id: &str) -> Option<Identity> {
+        let config = self.store.load();
+        config
+            .peers
+            .iter()
+            .find(|p| p.enabled && p.id == id)
+            .map(identity_of)
+    }
+
     fn resolve_from_fingerprint(&self, fingerprint: &str) -> Option<Identity> {
         let wanted: Fingerprint = fingerprint.parse().ok()?;
         let config = self.store.load();

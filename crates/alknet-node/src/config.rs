@@ -118,6 +118,10 @@ pub struct SshSettings {
     /// `host:port` to accept plain SSH on (port 0 picks a free one).
     #[serde(default, deserialize_with = "optional_listen_address")]
     pub listen: Option<SocketAddr>,
+    /// OpenSSH public key lines (`ssh-ed25519 AAAA… ca`) of CAs whose user certificates are
+    /// taken on `alknet/ssh` and the plain port: principal = SSH user name = an enabled peer id.
+    #[serde(default)]
+    pub user_ca: Vec<String>,
 }
 
 fn optional_listen_address<'de, D: serde::Deserializer<'de>>(
@@ -519,6 +523,7 @@ impl NodeConfig {
         if self.services.http {
             self.http.validate().map_err(NodeError::Config)?;
         }
+        alknet_ssh::keys::parse_user_ca(&self.ssh.user_ca).map_err(NodeError::Config)?;
         self.dynamic().validate().map_err(NodeError::Dynamic)
     }
 

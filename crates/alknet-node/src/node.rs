@@ -328,8 +328,11 @@ impl NodeBuilder {
                 .map_err(NodeError::Config)?;
             handlers.push(Arc::new(http) as Arc<dyn ProtocolHandler>);
         }
-        let ssh = (config.services.ssh || config.ssh.listen.is_some())
-            .then(|| SshServer::new(&key, identity.clone(), live.forwarding.clone()));
+        let user_ca =
+            alknet_ssh::keys::parse_user_ca(&config.ssh.user_ca).map_err(NodeError::Config)?;
+        let ssh = (config.services.ssh || config.ssh.listen.is_some()).then(|| {
+            SshServer::new(&key, identity.clone(), live.forwarding.clone()).with_user_ca(&user_ca)
+        });
         if let (Some(ssh), true) = (&ssh, config.services.ssh) {
             handlers.push(Arc::new(ssh.clone()) as Arc<dyn ProtocolHandler>);
         }

@@ -84,6 +84,7 @@ pub fn samples() -> Value {
     };
     let ssh = SshSettings {
         listen: Some(([127, 0, 0, 1], 0).into()),
+        user_ca: strings("ssh-ed25519 AAAA ca"),
     };
     let limits = LimitsConfig {
         connections_per_ip: Some(1),

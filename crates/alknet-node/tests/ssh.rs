@@ -887,3 +887,186 @@ async fn openssh_reaches_a_real_sshd_through_the_node_with_alknet_proxy() {
     );
     node.shutdown().await;
 }
+
+// ---- OpenSSH user certificates ----
+
+/// Runs `ssh-keygen` with `args` in `dir`; panics when it fails.
+fn keygen(dir: &Path, args: &[&str]) {
+    let out = Command::new("ssh-keygen")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ssh-keygen {args:?}: {out:?}");
+}
+
+#[tokio::test]
+async fn openssh_user_certificates_signed_by_the_configured_ca() {
+    if !openssh_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["ca", "other-ca", "user"] {
+        keygen(
+            d,
+            &["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", name],
+        );
+    }
+    let sign = |ca: &str, principal: &str, validity: &str, extra: &[&str], out: &str| {
+        std::fs::copy(d.join("user.pub"), d.join(format!("{out}.pub"))).unwrap();
+        let pubfile = format!("{out}.pub");
+        let args = [
+            &[
+                "-q", "-s", ca, "-I", "test-id", "-n", principal, "-V", validity,
+            ][..],
+            extra,
+            &[&pubfile[..]],
+        ]
+        .concat();
+        keygen(d, &args);
+    };
+    sign("ca", "carol", "-5m:+1h", &[], "good");
+    sign("ca", "carol", "20200101:20200102", &[], "expired");
+    sign("other-ca", "carol", "-5m:+1h", &[], "wrong-ca");
+    sign("ca", "mallory", "-5m:+1h", &[], "stranger");
+    sign("ca", "dave", "-5m:+1h", &[], "disabled");
+    sign(
+        "ca",
+        "carol",
+        "-5m:+1h",
+        &["-O", "force-command=true"],
+        "forced",
+    );
+    sign(
+        "ca",
+        "carol",
+        "-5m:+1h",
+        &["-O", "no-port-forwarding"],
+        "no-fwd",
+    );
+    sign(
+        "ca",
+        "carol",
+        "-5m:+1h",
+        &["-O", "source-address=10.9.0.0/16"],
+        "elsewhere",
+    );
+    sign(
+        "ca",
+        "carol",
+        "-5m:+1h",
+        &["-O", "source-address=127.0.0.0/8,::1"],
+        "loopback-only",
+    );
+
+    let http = http_server("cert").await;
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.ssh.listen = Some("127.0.0.1:0".parse().unwrap());
+    config.ssh.user_ca = vec![std::fs::read_to_string(d.join("ca.pub")).unwrap()];
+    // carol and dave have no key in the peer list: only a certificate names them.
+    let mut dave = PeerEntry::new("dave", Vec::<String>::new());
+    dave.enabled = false;
+    config.auth.peers = vec![PeerEntry::new("carol", Vec::<String>::new()), dave];
+    config.forwarding = serde_json::from_str(
+        r#"{"rules":[{"peers":["carol","dave","mallory"],"hosts":["127.0.0.1"],"action":"allow"}]}"#,
+    )
+    .unwrap();
+    let node = Node::builder(config)
+        .key(SecretKey::generate())
+        .start()
+        .await
+        .unwrap();
+    let port = node.ssh_addr().unwrap().port();
+    let host_key = alknet_ssh::keys::openssh_public_key(&node_public_key(&node));
+    std::fs::write(
+        d.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {host_key}\n"),
+    )
+    .unwrap();
+    let ssh = |cert: &str, user: &str, args: &[&str], command: &[&str]| {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-i"])
+            .arg(d.join("user"))
+            .arg("-o")
+            .arg(format!(
+                "CertificateFile={}",
+                d.join(format!("{cert}-cert.pub")).display()
+            ))
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                d.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+            ])
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .arg(format!("{user}@127.0.0.1"))
+            .args(command)
+            .stdin(Stdio::null());
+        cmd
+    };
+
+    // A good certificate forwards (-L), for carol, under carol's rule.
+    for cert in ["good", "loopback-only"] {
+        let local = free_port();
+        let forward = format!("127.0.0.1:{local}:127.0.0.1:{}", http.port());
+        let mut child =
+            tokio::process::Command::from(ssh(cert, "carol", &["-N", "-L", &forward], &[]))
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+        while TcpStream::connect(("127.0.0.1", local)).await.is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+                panic!("{cert}: ssh exited ({status}) before listening: {err}");
+            }
+            tokio::task::yield_now().await;
+        }
+        let _running = Running(child);
+        assert_eq!(
+            curl(&[&format!("http://127.0.0.1:{local}/")]).await,
+            (true, "hello cert".into()),
+            "{cert}"
+        );
+    }
+
+    // Refused: expired, another CA, a principal that is no peer, a disabled peer, a user name
+    // the certificate does not name, an unknown critical option, no port forwarding, and a
+    // source address the client is not at. The user key alone is no peer's key either.
+    for (cert, user) in [
+        ("expired", "carol"),
+        ("wrong-ca", "carol"),
+        ("stranger", "mallory"),
+        ("disabled", "dave"),
+        ("good", "dave"),
+        ("forced", "carol"),
+        ("no-fwd", "carol"),
+        ("elsewhere", "carol"),
+    ] {
+        // A command, not -N: if the login were accepted, ssh would exit at once with another error.
+        let out = output(ssh(cert, user, &["-T"], &["true"])).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Permission denied"),
+            "{cert} as {user}: {stderr}"
+        );
+    }
+    node.shutdown().await;
+}
+
+#[test]
+fn a_user_ca_that_is_not_a_key_is_a_config_error() {
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.ssh.user_ca = vec!["ssh-ed25519 not-base64".into()];
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("ssh.user_ca[0]"), "{err}");
+}

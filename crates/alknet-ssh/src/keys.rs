@@ -41,6 +41,19 @@ pub fn openssh_public_key(key: &PublicKey) -> String {
     SshPublicKey::new(data, "").to_openssh().unwrap_or_default()
 }
 
+/// Parses OpenSSH public key lines (`ssh-ed25519 AAAA… comment`), the CAs trusted to sign user
+/// certificates (`[ssh] user_ca`); the error names the line that is not a key.
+pub fn parse_user_ca(lines: &[String]) -> Result<Vec<SshPublicKey>, String> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            SshPublicKey::from_openssh(line.trim())
+                .map_err(|e| format!("ssh.user_ca[{i}] is not an OpenSSH public key: {e}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +67,13 @@ mod tests {
             key.public().fingerprint()
         );
         assert!(openssh_public_key(&key.public()).starts_with("ssh-ed25519 AAAA"));
+    }
+
+    #[test]
+    fn user_ca_lines_parse_or_name_the_bad_one() {
+        let good = openssh_public_key(&SecretKey::generate().public());
+        assert_eq!(parse_user_ca(std::slice::from_ref(&good)).unwrap().len(), 1);
+        let err = parse_user_ca(&[good, "ssh-ed25519 nope".into()]).unwrap_err();
+        assert!(err.contains("ssh.user_ca[1]"), "{err}");
     }
 }

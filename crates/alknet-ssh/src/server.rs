@@ -8,6 +8,12 @@
 //! same identity (the same peer entry; it may be another of that peer's keys); otherwise it is
 //! refused. A TLS key that resolves to nobody does not stop a known SSH key.
 //!
+//! With [`SshServer::with_user_ca`], OpenSSH user certificates are taken too: signed by one of
+//! the CAs, within their validity window, a user certificate whose principals include the SSH
+//! user name, that user name the id of an enabled peer (whose scopes and forwarding rules then
+//! apply), the `permit-port-forwarding` extension present, and no critical option but a
+//! `source-address` that matches the client. The same TLS-identity rule holds.
+//!
 //! Channels: `direct-tcpip` (`-L`, `-D`, SOCKS) and `tcpip-forward` / `forwarded-tcpip` (`-R`).
 //! Sessions (shell, exec, subsystems), X11, agent and stream-local forwarding are refused.
 //! Every outbound connection and every `-R` bind is checked against the
@@ -20,6 +26,8 @@
 //! ssh authentication accepted remote=… transport=… fingerprint=… peer=…
 //! ssh authentication rejected: unknown key remote=… transport=… fingerprint=…
 //! ssh authentication rejected: key does not match the TLS identity remote=… transport=… fingerprint=… tls_peer=…
+//! ssh authentication accepted: certificate remote=… transport=… fingerprint=SHA256:… ca=SHA256:… serial=… peer=…
+//! ssh authentication rejected: certificate remote=… transport=… fingerprint=SHA256:… reason=…
 //! ssh channel remote=… peer=… kind=direct-tcpip result=opened|refused|unresolved|failed|limit
 //! ```
 
@@ -35,7 +43,9 @@ use alknet_core::{
     SecretKey,
 };
 use async_trait::async_trait;
-use russh::keys::PrivateKey;
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::ssh_key::Fingerprint;
+use russh::keys::{Certificate, HashAlg, PrivateKey};
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -58,6 +68,8 @@ struct Shared {
     config: Arc<russh::server::Config>,
     identity: Arc<dyn IdentityProvider>,
     policy: ConfigStore<ForwardingPolicy>,
+    /// SHA-256 fingerprints of the CAs trusted to sign user certificates.
+    user_ca: Vec<Fingerprint>,
 }
 
 /// Where an SSH session comes from, as the transport knows it.
@@ -115,6 +127,21 @@ impl SshServer {
                 config: Arc::new(config),
                 identity,
                 policy,
+                user_ca: Vec::new(),
+            }),
+        }
+    }
+
+    /// The same server, also taking OpenSSH user certificates signed by one of `cas` (see
+    /// [the module docs](self) for what a certificate must carry).
+    pub fn with_user_ca(self, cas: &[russh::keys::PublicKey]) -> Self {
+        let shared = &self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                config: shared.config.clone(),
+                identity: shared.identity.clone(),
+                policy: shared.policy.clone(),
+                user_ca: cas.iter().map(|k| k.fingerprint(HashAlg::Sha256)).collect(),
             }),
         }
     }
@@ -303,6 +330,23 @@ fn bind_address(address: &str) -> Option<IpAddr> {
     }
 }
 
+/// Whether the client's address is in a certificate's `source-address` list (comma-separated
+/// addresses and CIDRs); a list that does not parse matches nothing.
+fn source_address_matches(list: &str, peer: &PeerInfo) -> bool {
+    let ip = peer.remote_addr.ip().to_canonical();
+    let nets: Option<Vec<ipnet::IpNet>> = list
+        .split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| entry.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect();
+    nets.is_some_and(|nets| nets.iter().any(|net| net.contains(&ip)))
+}
+
 impl SessionHandler {
     fn new(shared: Arc<Shared>, peer: PeerInfo) -> Self {
         Self {
@@ -348,6 +392,59 @@ impl SessionHandler {
         Some(identity)
     }
 
+    /// Checks an OpenSSH user certificate whose signature by its key russh has verified: signed
+    /// by a configured CA, within its validity window, for `user` as a principal, no critical
+    /// option but `source-address` (which must match), port forwarding permitted, `user` an
+    /// enabled peer, and the same peer as the TLS identity. Logs the outcome.
+    fn authenticate_certificate(&self, user: &str, cert: &Certificate) -> Option<Identity> {
+        let peer = &self.peer;
+        let transport = Transport::name(peer.transport);
+        let fingerprint = cert.public_key().fingerprint(HashAlg::Sha256);
+        let reject = |reason: &str| -> Option<Identity> {
+            info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, reason, "ssh authentication rejected: certificate");
+            None
+        };
+        let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
+        if !self.shared.user_ca.contains(&ca) {
+            return reject("unknown CA");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now < cert.valid_after() || now >= cert.valid_before() {
+            return reject("expired or not yet valid");
+        }
+        if cert.validate_at(now, [&ca]).is_err() {
+            return reject("bad CA signature");
+        }
+        if cert.cert_type() != CertType::User {
+            return reject("not a user certificate");
+        }
+        if !cert.valid_principals().iter().any(|p| p == user) {
+            return reject("the user name is not a principal of the certificate");
+        }
+        for (name, value) in cert.critical_options().iter() {
+            let allowed = name == "source-address" && source_address_matches(value, peer);
+            if !allowed {
+                return reject("unsupported or unmet critical option");
+            }
+        }
+        if !cert.extensions().contains_key("permit-port-forwarding") {
+            return reject("the certificate does not permit port forwarding");
+        }
+        let Some(identity) = self.shared.identity.resolve_from_id(user) else {
+            return reject("the principal is not an enabled peer");
+        };
+        if let Some(tls) = &peer.tls_identity {
+            if tls.id != identity.id {
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: certificate does not match the TLS identity");
+                return None;
+            }
+        }
+        info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, ca = %ca, serial = cert.serial(), peer = %identity.id, "ssh authentication accepted: certificate");
+        Some(identity)
+    }
+
     fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
         log_channel(&self.peer, self.identity_id(), kind, "refused");
         tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
@@ -364,6 +461,23 @@ impl russh::server::Handler for SessionHandler {
     ) -> Result<Auth, Self::Error> {
         Ok(match self.authenticate(offer.public_key, false) {
             Some(_) => Auth::Accept,
+            // The offer does not say whether the key came in a certificate; with a CA configured,
+            // that is decided once the signature is verified.
+            None if !self.shared.user_ca.is_empty() => Auth::Accept,
+            None => Auth::reject(),
+        })
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        Ok(match self.authenticate_certificate(user, certificate) {
+            Some(identity) => {
+                self.identity = Some(identity);
+                Auth::Accept
+            }
             None => Auth::reject(),
         })
     }
