@@ -88,6 +88,11 @@ pub enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Tunnels through a node: a local SOCKS5 proxy, -L and -R forwards (until SIGINT/SIGTERM).
+    ///
+    /// Prints one line per listener on stdout once it is bound: `socks5 listening on ADDR`,
+    /// `local SPEC listening on ADDR`, `remote SPEC listening on node port PORT`.
+    Connect(ConnectArgs),
     /// Run an iroh relay server (the real `iroh-relay`) from relay.toml.
     Relay {
         /// The relay's config file.
@@ -133,6 +138,37 @@ pub struct ServeArgs {
     /// How often --watch looks at the file.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub watch_interval_ms: u64,
+}
+
+/// `alknet connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// A local SOCKS5 proxy on ADDR (`127.0.0.1:1080`; port 0 picks one) whose connections
+    /// leave from the node (names resolved there).
+    #[arg(long, value_name = "ADDR")]
+    pub socks5: Option<std::net::SocketAddr>,
+    /// `[bind:]lport:host:port`: a local port whose connections go to host:port from the node.
+    #[arg(short = 'L', value_name = "SPEC")]
+    pub local: Vec<String>,
+    /// `[bind:]rport:host:port`: the node listens on rport (its loopback unless bind says
+    /// otherwise; 0 picks one) and each connection comes back to host:port here (SSH only).
+    #[arg(short = 'R', value_name = "SPEC")]
+    pub remote_forward: Vec<String>,
+    /// What carries the connections: SSH (`alknet/ssh`, any carrier) or the native tunnel
+    /// (`alknet/tunnel`, QUIC or iroh only; no -R).
+    #[arg(long, value_enum, default_value_t = Via::Ssh)]
+    pub via: Via,
+}
+
+/// How `alknet connect` reaches the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// SSH on the node's port.
+    Ssh,
+    /// The native QUIC tunnel.
+    Tunnel,
 }
 
 /// Which carrier to force.

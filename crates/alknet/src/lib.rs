@@ -21,6 +21,7 @@ pub mod relay;
 pub mod remote;
 pub mod serve;
 pub mod signals;
+pub mod tunnel;
 
 use std::ffi::OsString;
 
@@ -124,6 +125,7 @@ async fn execute(command: Command) -> Outcome {
         Command::Reload { remote } => {
             remote::call(&remote, "alknet/admin/reload", Value::Null).await
         }
+        Command::Connect(args) => tunnel::connect(args).await,
         Command::Relay { config } => relay::relay(&config).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "alknet", &mut std::io::stdout());

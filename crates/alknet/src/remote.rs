@@ -8,7 +8,7 @@ use std::time::Duration;
 use alknet_call::{CallService, OperationRegistry, Peer, RequestOptions};
 use alknet_core::SecretKey;
 use alknet_endpoint::Client;
-use alknet_node::{connect, ConnectConfig, ConnectError, Transport};
+use alknet_node::{connect, ConnectConfig, ConnectError, DialTarget, Transport};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -56,38 +56,44 @@ fn connect_failure(e: ConnectError) -> Failure {
     }
 }
 
-impl Remote {
-    /// Dials the node `args` name.
-    pub async fn connect(args: &RemoteArgs) -> Result<Self, Failure> {
-        let mut config = ConnectConfig {
-            fingerprint: args.fingerprint.clone(),
-            relay: args.relay.clone(),
-            connect_timeout_ms: args.connect_timeout_ms,
-            transport: args.transport.map(|t| match t {
-                Carrier::Quic => Transport::Quic,
-                Carrier::Tcp => Transport::Tcp,
-            }),
-            ..ConnectConfig::default()
-        };
-        if let Some(path) = &args.relay_ca {
-            config.relay_ca = Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Failure::usage(format!("--relay-ca {}: {e}", path.display())))?,
-            );
-        }
-        if looks_like_iroh(&args.address) {
-            config.iroh = Some(args.address.clone());
-        } else {
-            if args.fingerprint.is_none() {
-                return Err(Failure::usage(format!(
+/// Where the node `args` name is (pinned), and our key: `--key`, else a fresh one.
+pub async fn target(args: &RemoteArgs) -> Result<(DialTarget, SecretKey), Failure> {
+    let mut config = ConnectConfig {
+        fingerprint: args.fingerprint.clone(),
+        relay: args.relay.clone(),
+        connect_timeout_ms: args.connect_timeout_ms,
+        transport: args.transport.map(|t| match t {
+            Carrier::Quic => Transport::Quic,
+            Carrier::Tcp => Transport::Tcp,
+        }),
+        ..ConnectConfig::default()
+    };
+    if let Some(path) = &args.relay_ca {
+        config.relay_ca = Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("--relay-ca {}: {e}", path.display())))?,
+        );
+    }
+    if looks_like_iroh(&args.address) {
+        config.iroh = Some(args.address.clone());
+    } else {
+        if args.fingerprint.is_none() {
+            return Err(Failure::usage(format!(
                     "{} needs --fingerprint (or ALKNET_FINGERPRINT): the node prints it when it starts, and `alknet id` prints it from its key",
                     args.address
                 )));
-            }
-            config.address = Some(resolve(&args.address).await?.to_string());
         }
-        let target = config.target().map_err(connect_failure)?;
-        let key = load_key(args.key.as_deref())?.unwrap_or_else(SecretKey::generate);
+        config.address = Some(resolve(&args.address).await?.to_string());
+    }
+    let target = config.target().map_err(connect_failure)?;
+    let key = load_key(args.key.as_deref())?.unwrap_or_else(SecretKey::generate);
+    Ok((target, key))
+}
+
+impl Remote {
+    /// Dials the node `args` name.
+    pub async fn connect(args: &RemoteArgs) -> Result<Self, Failure> {
+        let (target, key) = target(args).await?;
         let service = CallService::anonymous(OperationRegistry::new())
             .map_err(|e| Failure::usage(e.to_string()))?;
         let connected = connect(key, target, service)

@@ -1,0 +1,207 @@
+//! `alknet connect`: a local SOCKS5 proxy and `-L` / `-R` forwards through a node, over SSH on
+//! the node's port (`alknet/ssh`) or the native tunnel (`alknet/tunnel`), until SIGINT or
+//! SIGTERM. Each bound listener is announced on stdout, one line each, so scripts can wait for
+//! it; nothing else goes to stdout.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use alknet_node::{native_tunnel, ssh_tunnel};
+use alknet_ssh::client::{Listener, LocalForward, Opener, Socks5, Tunnel};
+
+use crate::cli::{ConnectArgs, Via};
+use crate::failure::{Failure, Outcome};
+use crate::remote::target;
+use crate::signals::Signals;
+
+/// A forward spec split into its parts: `[bind:]port:host:hostport`.
+#[derive(Debug, PartialEq, Eq)]
+struct Spec {
+    bind: Option<String>,
+    port: u16,
+    host: String,
+    host_port: u16,
+}
+
+/// Parses `[bind:]port:host:hostport`; an IPv6 bind or host goes in brackets (`[::1]`).
+fn parse_spec(flag: &str, spec: &str) -> Result<Spec, Failure> {
+    let bad = |why: &str| {
+        Failure::usage(format!(
+            "{flag} {spec:?}: {why} (expected [bind:]port:host:port)"
+        ))
+    };
+    let mut parts = Vec::new();
+    let mut rest = spec;
+    while !rest.is_empty() {
+        let (part, tail) = if let Some(inner) = rest.strip_prefix('[') {
+            let end = inner.find(']').ok_or_else(|| bad("unclosed ["))?;
+            let after = &inner[end + 1..];
+            let tail = match after.strip_prefix(':') {
+                Some(t) => t,
+                None if after.is_empty() => "",
+                None => return Err(bad("text after ]")),
+            };
+            (&inner[..end], tail)
+        } else {
+            match rest.split_once(':') {
+                Some((p, t)) => (p, t),
+                None => (rest, ""),
+            }
+        };
+        parts.push(part.to_string());
+        rest = tail;
+    }
+    let port = |text: &str, what: &str| {
+        text.parse::<u16>()
+            .map_err(|_| bad(&format!("{what} {text:?} is not a port")))
+    };
+    let (bind, parts) = match parts.len() {
+        3 => (None, &parts[..]),
+        4 => (Some(parts[0].clone()), &parts[1..]),
+        _ => return Err(bad("wrong number of fields")),
+    };
+    if parts[1].is_empty() {
+        return Err(bad("empty host"));
+    }
+    Ok(Spec {
+        bind,
+        port: port(&parts[0], "port")?,
+        host: parts[1].clone(),
+        host_port: port(&parts[2], "port")?,
+    })
+}
+
+/// Prints one announcement line and flushes it, so a script reading stdout sees it at once.
+fn announce(line: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn bind_failed(what: &str, e: std::io::Error) -> Failure {
+    Failure::usage(format!("{what}: cannot listen: {e}"))
+}
+
+/// Runs `alknet connect` until a stop signal.
+pub async fn connect(args: ConnectArgs) -> Outcome {
+    if args.socks5.is_none() && args.local.is_empty() && args.remote_forward.is_empty() {
+        return Err(Failure::usage(
+            "alknet connect needs --socks5 ADDR, -L SPEC or -R SPEC",
+        ));
+    }
+    if args.via == Via::Tunnel && !args.remote_forward.is_empty() {
+        return Err(Failure::usage(
+            "-R needs --via ssh: the native tunnel carries outbound connections only",
+        ));
+    }
+    let locals = args
+        .local
+        .iter()
+        .map(|s| parse_spec("-L", s).map(|spec| (s, spec)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remotes = args
+        .remote_forward
+        .iter()
+        .map(|s| parse_spec("-R", s).map(|spec| (s, spec)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (target, key) = target(&args.remote).await?;
+    let mut signals = Signals::new()?;
+    let (opener, ssh): (Arc<dyn Opener>, Option<Arc<Tunnel>>) = match args.via {
+        Via::Ssh => {
+            let tunnel = ssh_tunnel(key, target);
+            (tunnel.clone(), Some(tunnel))
+        }
+        Via::Tunnel => (native_tunnel(key, target), None),
+    };
+
+    let mut listeners: Vec<Listener> = Vec::new();
+    if let Some(addr) = args.socks5 {
+        let socks = Socks5::start(addr, opener.clone())
+            .await
+            .map_err(|e| bind_failed("--socks5", e))?;
+        announce(format!("socks5 listening on {}", socks.local_addr()));
+        listeners.push(socks);
+    }
+    for (text, spec) in locals {
+        let ip = match &spec.bind {
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(b) => b.parse().map_err(|_| {
+                Failure::usage(format!("-L {text:?}: bind {b:?} is not an IP address"))
+            })?,
+        };
+        let forward = LocalForward::start(
+            SocketAddr::new(ip, spec.port),
+            opener.clone(),
+            spec.host,
+            spec.host_port,
+        )
+        .await
+        .map_err(|e| bind_failed(&format!("-L {text}"), e))?;
+        announce(format!(
+            "local {text} listening on {}",
+            forward.local_addr()
+        ));
+        listeners.push(forward);
+    }
+    if let Some(tunnel) = &ssh {
+        for (text, spec) in remotes {
+            let to = tokio::net::lookup_host((spec.host.as_str(), spec.host_port))
+                .await
+                .ok()
+                .and_then(|mut found| found.next())
+                .ok_or_else(|| {
+                    Failure::usage(format!("-R {text:?}: the host does not resolve here"))
+                })?;
+            let bind = spec.bind.as_deref().unwrap_or("127.0.0.1");
+            let port = tunnel
+                .remote_forward(bind, spec.port, to)
+                .await
+                .map_err(|e| Failure::call(format!("-R {text}: {e}")))?;
+            announce(format!("remote {text} listening on node port {port}"));
+        }
+    }
+
+    signals.stop().await;
+    for listener in listeners {
+        listener.close().await;
+    }
+    if let Some(tunnel) = ssh {
+        tunnel.close().await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_with_and_without_a_bind_address() {
+        assert_eq!(
+            parse_spec("-L", "8080:example.com:80").unwrap(),
+            Spec {
+                bind: None,
+                port: 8080,
+                host: "example.com".into(),
+                host_port: 80
+            }
+        );
+        let v6 = parse_spec("-L", "[::1]:0:[fd00::1]:22").unwrap();
+        assert_eq!(v6.bind.as_deref(), Some("::1"));
+        assert_eq!(
+            (v6.port, v6.host.as_str(), v6.host_port),
+            (0, "fd00::1", 22)
+        );
+        for bad in [
+            "8080",
+            "8080:host",
+            "x:host:80",
+            "1:2:3:4:5",
+            "80::80",
+            "[::1:80:h:1",
+        ] {
+            assert!(parse_spec("-L", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! `alknet connect` as a user runs it: `alknet serve` and `alknet connect` as real processes,
+//! `curl` through the SOCKS5 proxy and the forwards to a local HTTP server. Every wait is for a
+//! line a process prints.
+//!
+//! curl is installed with apt-get where missing (as root); elsewhere the test says so and skips,
+//! and under `CI=true` a skip is a failure.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::{explain, keygen, run, write, Running, Served};
+
+/// A tiny HTTP server on loopback in a thread: every request gets `hello <tag>`.
+fn http_server(tag: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("hello {tag}");
+                let _ = write!(
+                    socket,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether curl is there, installing it with apt-get where that works.
+fn curl_installed() -> bool {
+    if !which("curl") && which("apt-get") {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl",
+            ])
+            .stdout(Stdio::null())
+            .status();
+    }
+    if which("curl") {
+        return true;
+    }
+    let message = "skipped: curl not installed (Debian: apt-get install curl)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+    eprintln!("{message}");
+    false
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {args:?}: {}", explain(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node with SSH and the native tunnel, alice in its peers, loopback opened for her.
+fn node(dir: &Path) -> Served {
+    keygen(dir, "node.key");
+    let alice = keygen(dir, "alice.key");
+    write(
+        dir,
+        "alknet.toml",
+        &format!(
+            r#"listen = "127.0.0.1:0"
+key_file = "node.key"
+
+[services]
+ssh = true
+tunnel = true
+
+[[auth.peers]]
+id = "alice"
+fingerprints = ["{alice}"]
+
+[[forwarding.rules]]
+peers = ["alice"]
+hosts = ["127.0.0.1"]
+action = "allow"
+"#
+        ),
+    );
+    Served::start(dir, "alknet.toml")
+}
+
+/// `alknet connect <node> … --key alice.key`, once it announced `lines` listeners.
+fn connect(dir: &Path, node: &Served, args: &[&str], lines: usize) -> (Running, Vec<String>) {
+    let mut all = vec!["connect", node.address.as_str()];
+    all.extend_from_slice(&["--fingerprint", &node.fingerprint, "--key", "alice.key"]);
+    all.extend_from_slice(args);
+    let mut process = Running::start(dir, &all);
+    let announced = (0..lines).map(|_| process.stdout_line()).collect();
+    (process, announced)
+}
+
+/// The address at the end of an announcement line.
+fn last_word(line: &str) -> &str {
+    line.rsplit(' ').next().unwrap()
+}
+
+/// curl through the announced SOCKS5 proxy (the name resolved on the node) and the `-L` port.
+fn socks5_and_local_forward_fetch(lines: &[String], http: u16) {
+    let url = format!("http://localhost:{http}/");
+    assert_eq!(
+        curl(&["--socks5-hostname", last_word(&lines[0]), &url]),
+        "hello connect"
+    );
+    assert_eq!(
+        curl(&[&format!("http://{}/", last_word(&lines[1]))]),
+        "hello connect"
+    );
+}
+
+#[test]
+fn socks5_local_and_remote_forwards_through_a_served_node() {
+    if !curl_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let http = http_server("connect");
+    let mut served = node(d);
+    let local_spec = format!("0:127.0.0.1:{http}");
+    let remote_spec = format!("0:127.0.0.1:{http}");
+    let (mut ssh, lines) = connect(
+        d,
+        &served,
+        &[
+            "--socks5",
+            "127.0.0.1:0",
+            "-L",
+            &local_spec,
+            "-R",
+            &remote_spec,
+        ],
+        3,
+    );
+    assert!(
+        lines[0].starts_with("socks5 listening on 127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("local {local_spec} listening on {}", last_word(&lines[1]))
+    );
+    assert!(
+        lines[2].starts_with(&format!("remote {remote_spec} listening on node port ")),
+        "{lines:?}"
+    );
+    socks5_and_local_forward_fetch(&lines, http);
+    // -R: the node's port comes back here to the HTTP server.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{}/", last_word(&lines[2]))]),
+        "hello connect"
+    );
+    ssh.signal("TERM");
+    assert_eq!(ssh.wait(), Some(0));
+
+    // The native tunnel: SOCKS5 and -L; SIGINT stops it.
+    let (mut native, lines) = connect(
+        d,
+        &served,
+        &[
+            "--via",
+            "tunnel",
+            "--socks5",
+            "127.0.0.1:0",
+            "-L",
+            &local_spec,
+        ],
+        2,
+    );
+    socks5_and_local_forward_fetch(&lines, http);
+    native.signal("INT");
+    assert_eq!(native.wait(), Some(0));
+    served.process.signal("TERM");
+    assert_eq!(served.process.wait(), Some(0));
+}
+
+#[test]
+fn connect_refuses_bad_arguments_with_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (args, needle) in [
+        (
+            &["connect", "127.0.0.1:1", "--fingerprint", "ed25519:00"][..],
+            "needs --socks5",
+        ),
+        (
+            &[
+                "connect",
+                "127.0.0.1:1",
+                "--fingerprint",
+                "ed25519:00",
+                "-L",
+                "8080:host",
+            ],
+            "expected [bind:]port:host:port",
+        ),
+        (
+            &[
+                "connect",
+                "127.0.0.1:1",
+                "--fingerprint",
+                "ed25519:00",
+                "--via",
+                "tunnel",
+                "-R",
+                "0:127.0.0.1:80",
+            ],
+            "-R needs --via ssh",
+        ),
+    ] {
+        let out = run(d, args);
+        assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            explain(&out)
+        );
+    }
+}
