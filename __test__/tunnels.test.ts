@@ -108,6 +108,30 @@ describe('tunnels', () => {
     }
   })
 
+  it('peer.forward({ remote: true }) has the node listen and carries its connections back here', async () => {
+    const http = await httpServer('remote')
+    const key = Keypair.generate()
+    const node = await start(addOps(), {
+      services: { ssh: true },
+      auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] },
+    })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    try {
+      // The default policy lets -R bind on the node's loopback, and nowhere else.
+      const remote = await peer.forward({ remote: true, listen: '127.0.0.1:0', host: '127.0.0.1', port: http.port })
+      expect(remote.address).toMatch(/^127\.0\.0\.1:\d+$/)
+      const port = Number(remote.address.split(':')[1])
+      expect(port).toBeGreaterThan(0)
+      expect(await get(port)).toBe('hello remote')
+      await remote.close()
+      await expect(peer.forward({ remote: true, listen: '0.0.0.0:0', host: '127.0.0.1', port: http.port })).rejects.toThrow(/remote forward on 0\.0\.0\.0:0/)
+      await expect(peer.forward({ remote: true, via: 'tunnel', listen: '127.0.0.1:0', host: '127.0.0.1', port: http.port })).rejects.toThrow(/via: 'ssh'/)
+    } finally {
+      await peer.close()
+      http.server.close()
+    }
+  })
+
   it('the default policy refuses loopback, and a reload opens it', async () => {
     const http = await httpServer('reload')
     const key = Keypair.generate()

@@ -347,9 +347,21 @@ export class Peer implements RemoteOperations {
     }
   }
 
-  /** Starts a local forward (`ssh -L`): connections to `listen` reach `host:port` from the node. */
+  /**
+   * Starts a local forward (`ssh -L`): connections to `listen` reach `host:port` from the node.
+   * With `remote: true` it is `ssh -R` instead (over SSH only): the node listens on `listen`
+   * (`bind:port` on the node; its forwarding policy must allow the bind, by default loopback only)
+   * and each connection comes back to `host:port` as this machine reaches it; the listener's
+   * `address` is then the node's.
+   */
   async forward(options: ForwardOptions): Promise<TunnelListener> {
+    if (options.remote === true && options.via === 'tunnel') {
+      throw new TypeError("remote forwards need via: 'ssh' (the native tunnel carries outbound connections only)")
+    }
     try {
+      if (options.remote === true) {
+        return await this.native.remoteForward(options.listen, options.host, options.port)
+      }
       return await this.native.forward(options.listen, options.host, options.port, options.via)
     } catch (e) {
       throw fromNative(e)
@@ -372,11 +384,14 @@ export class Peer implements RemoteOperations {
   }
 }
 
-/** A local listener whose connections leave from the node (see {@link Peer.socks5}). */
+/** A listener whose connections leave from the node, or for a remote forward come back from it (see {@link Peer.socks5}, {@link Peer.forward}). */
 export interface TunnelListener {
   /** The bound `ip:port`. */
   readonly address: string
-  /** Stops accepting and ends the connections it carries; resolves once the port is closed. */
+  /**
+   * Stops accepting and ends the connections it carries; resolves once the port is closed (for a
+   * remote forward: once the node was told, which then closes its port).
+   */
   close(): Promise<void>
 }
 
@@ -394,6 +409,8 @@ export interface ForwardOptions extends Socks5Options {
   host: string
   /** The destination port. */
   port: number
+  /** `ssh -R`: `listen` is on the node and `host:port` is reached from here (default false). */
+  remote?: boolean
 }
 
 /** Fans status events out to every `status()` iterator; each has its own unbounded-but-tiny queue. */

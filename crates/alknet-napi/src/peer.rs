@@ -178,6 +178,21 @@ impl Peer {
         crate::tunnel::forward(&listen, opener, host, port).await
     }
 
+    /// Starts a remote forward (`ssh -R`) over SSH: the node listens on `listen` (`bind:port`,
+    /// port 0 picks one; its forwarding policy must allow the bind) and each connection it accepts
+    /// is carried back to `host:port` as this machine reaches it. The listener's address is the
+    /// node's.
+    #[napi]
+    pub async fn remote_forward(
+        &self,
+        listen: String,
+        host: String,
+        port: u16,
+    ) -> napi::Result<crate::tunnel::TunnelListener> {
+        crate::tunnel::remote_forward(self.key.clone(), self.target.clone(), &listen, &host, port)
+            .await
+    }
+
     /// Resolves when the connection has closed (either side closed it, or it was lost).
     #[napi]
     pub async fn closed(&self) -> napi::Result<()> {

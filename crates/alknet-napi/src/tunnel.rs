@@ -6,16 +6,25 @@ use std::sync::{Arc, Mutex};
 
 use alknet_core::SecretKey;
 use alknet_node::DialTarget;
-use alknet_ssh::client::{Listener, LocalForward, Opener, Socks5};
+use alknet_ssh::client::{Listener, LocalForward, Opener, Socks5, Tunnel};
 use napi_derive::napi;
 
 use crate::errors::plain;
 
-/// A running local listener; `close()` stops it and ends the connections it carries.
+/// A running listener: local (SOCKS5, `-L`), or on the node (`-R`); `close()` stops it and ends
+/// the connections it carries.
 #[napi]
 pub struct TunnelListener {
     address: String,
-    listener: Mutex<Option<Listener>>,
+    listener: Mutex<Option<Held>>,
+}
+
+/// What a [`TunnelListener`] keeps running.
+enum Held {
+    /// A local port.
+    Local(Listener),
+    /// The SSH session that asked the node to listen; ending it ends the node's listener.
+    Remote(Arc<Tunnel>),
 }
 
 #[napi]
@@ -30,8 +39,10 @@ impl TunnelListener {
     #[napi]
     pub async fn close(&self) -> napi::Result<()> {
         let listener = self.listener.lock().ok().and_then(|mut l| l.take());
-        if let Some(listener) = listener {
-            listener.close().await;
+        match listener {
+            Some(Held::Local(listener)) => listener.close().await,
+            Some(Held::Remote(tunnel)) => tunnel.close().await,
+            None => {}
         }
         Ok(())
     }
@@ -79,9 +90,51 @@ pub(crate) async fn forward(
     Ok(wrap(listener))
 }
 
+/// Asks the node to listen on `listen` (`bind:port`, port 0 picks one) over SSH; each connection
+/// it accepts is carried back to `host:port` as this machine resolves it (`ssh -R`).
+pub(crate) async fn remote_forward(
+    key: SecretKey,
+    target: DialTarget,
+    listen: &str,
+    host: &str,
+    port: u16,
+) -> napi::Result<TunnelListener> {
+    let (bind, node_port) = listen
+        .rsplit_once(':')
+        .and_then(|(b, p)| {
+            Some((
+                b.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| plain(format!("listen {listen:?} is not bind:port")))?;
+    let to = tokio::net::lookup_host((host, port))
+        .await
+        .ok()
+        .and_then(|mut found| found.next())
+        .ok_or_else(|| plain(format!("{host}:{port} does not resolve here")))?;
+    let tunnel = alknet_node::ssh_tunnel(key, target);
+    let bound = match tunnel.remote_forward(bind, node_port, to).await {
+        Ok(bound) => bound,
+        Err(e) => {
+            tunnel.close().await;
+            return Err(plain(format!("remote forward on {listen}: {e}")));
+        }
+    };
+    let address = if bind.contains(':') {
+        format!("[{bind}]:{bound}")
+    } else {
+        format!("{bind}:{bound}")
+    };
+    Ok(TunnelListener {
+        address,
+        listener: Mutex::new(Some(Held::Remote(tunnel))),
+    })
+}
+
 fn wrap(listener: Listener) -> TunnelListener {
     TunnelListener {
         address: listener.local_addr().to_string(),
-        listener: Mutex::new(Some(listener)),
+        listener: Mutex::new(Some(Held::Local(listener))),
     }
 }
