@@ -142,14 +142,6 @@ impl Peer {
         ))
     }
 
-    /// Publishes `dataJson` to `topic` on the remote node; resolves with the delivery count.
-    #[napi]
-    pub async fn publish(&self, topic: String, data_json: String) -> napi::Result<u32> {
-        let data: Value = parse_json(&data_json, "data")?;
-        let delivered = self.peer.publish(&topic, data).await.map_err(call_error)?;
-        Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
-    }
-
     /// Starts a local SOCKS5 server on `listen` whose CONNECTs leave from the node (names
     /// resolved there), over `via`: `ssh` (default, `alknet/ssh`) or `tunnel` (`alknet/tunnel`,
     /// QUIC only). The node must offer that service and its forwarding policy must allow the
