@@ -298,7 +298,6 @@ export class Peer implements RemoteOperations {
     const out = await this.call<{ delivered: number }>('pubsub/publish', { topic, data: data ?? null }, options)
     return out.delivered
   }
-  }
 
   /**
    * Receives what is published to topics matching `pattern` (`*` one segment, `>` the rest). On

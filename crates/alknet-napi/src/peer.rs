@@ -11,7 +11,7 @@ use napi_derive::napi;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{call_error, connect_error, node_error, parse_json, plain};
+use crate::errors::{connect_error, node_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
 use crate::request::{complete, Cancels, Completer};
