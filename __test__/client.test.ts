@@ -144,9 +144,11 @@ describe('the WebSocket client in Node.js', () => {
     const browser = await wsClient(url)
     const native = await dial(node)
 
-    const fromNative = browser.topic<{ text: string; warmUp?: boolean }>('chat/>')
+    // Patterns that do not overlap: the second half's count must not include the first half's
+    // subscription while its cancel is still on the way.
+    const fromNative = browser.topic<{ text: string; warmUp?: boolean }>('chat/room/>')
     // A subscription is in place once a publication reaches it: publish until one counts.
-    while ((await native.publish('chat/room', { text: 'warm-up', warmUp: true })) < 1);
+    while ((await native.publish('chat/room/warm', { text: 'warm-up', warmUp: true })) < 1);
     await native.publish('chat/room/thread', { text: 'hello from the native peer' })
     for await (const m of fromNative) {
       if (m.data.warmUp) continue

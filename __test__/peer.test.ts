@@ -108,6 +108,19 @@ describe('Peer', () => {
     await news.return()
   })
 
+  it('publishes with the peer token, or with the token a publish names', async () => {
+    const sha = (t: string) => `sha256:${createHash('sha256').update(t).digest('hex')}`
+    const node = await start(new Registry(), {
+      auth: { peers: [{ id: 'press', tokenHash: sha('tok-press'), scopes: ['press'] }] },
+      pubsub: { rules: [{ pattern: 'news/>', publish: ['press'], subscribe: null, anonymous: true }] },
+    })
+    await expect((await dial(node, { token: 'tok-press' })).publish('news/a', 1)).resolves.toBe(0)
+    const stranger = await dial(node)
+    expect((await rejection(stranger.publish('news/a', 2))).code).toBe('UNAUTHENTICATED')
+    await expect(stranger.publish('news/a', 3, { token: 'tok-press' })).resolves.toBe(0)
+    expect((await rejection(stranger.publish('news/a', 4, { token: 'tok-wrong' }))).code).toBe('UNAUTHENTICATED')
+  })
+
   it('works over TCP+TLS as over QUIC', async () => {
     const node = await start(api())
     const peer = await dial(node, { transport: 'tcp' })

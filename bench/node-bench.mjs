@@ -249,10 +249,50 @@ async function serveWs(certs) {
   }
 }
 
+/** A nats.js responder connected to the bench's nats-server (URL and CA in the environment). */
+async function serveNats() {
+  const { connect, JSONCodec } = require('nats')
+  const jc = JSONCodec()
+  const nc = await connect(natsOptions())
+  const reply = (subject, answer) =>
+    nc.subscribe(subject, {
+      callback: (err, m) => {
+        if (!err) m.respond(jc.encode(answer(jc.decode(m.data))))
+      },
+    })
+  reply('echo.ping', (input) => input)
+  reply('bench.stats', ({ gc }) => stats(gc))
+  reply('bench.burst', ({ start, count }) => {
+    for (let i = 0; i < count; i++) nc.publish('bench.t', jc.encode({ n: start + i }))
+    return count
+  })
+  nc.subscribe('echo.items', {
+    callback: async (err, m) => {
+      if (err) return
+      const { count, inbox } = jc.decode(m.data)
+      let i = 0
+      for await (const item of numbers(count)) {
+        nc.publish(inbox, jc.encode({ item }))
+        // Back-pressure as the ws server has it: every 256th item waits for the server.
+        if (++i % 256 === 0) await nc.flush()
+      }
+      nc.publish(inbox, jc.encode({ done: true }))
+    },
+  })
+  await nc.flush()
+  return { info: {}, close: () => nc.drain() }
+}
+
+/** How the bench's nats.js clients reach its nats-server. */
+function natsOptions() {
+  const ca = process.env.ALKNET_BENCH_NATS_CA
+  return { servers: process.env.ALKNET_BENCH_NATS_URL, ...(ca && { tls: { caFile: ca } }) }
+}
+
 async function serverMain(kind, certDir) {
   const certs = certDir ? { key: readFileSync(path.join(certDir, 'key.pem')), cert: readFileSync(path.join(certDir, 'cert.pem')) } : undefined
   const server =
-    kind === 'alknet' ? await serveAlknet(certDir) : kind === 'grpc' ? await serveGrpc(certs) : kind === 'ws' ? await serveWs(certs) : null
+    kind === 'alknet' ? await serveAlknet(certDir) : kind === 'grpc' ? await serveGrpc(certs) : kind === 'ws' ? await serveWs(certs) : kind === 'nats' ? await serveNats() : null
   if (!server) throw new Error(`unknown server kind ${kind}`)
   process.stdout.write(`READY ${JSON.stringify(server.info)}\n`)
   process.stdin.resume()
@@ -440,6 +480,96 @@ async function wsClient(info, certs) {
   }
 }
 
+/** nats.js: calls as request/reply, items to an inbox, topics `a/b` as subjects `a.b`. */
+async function natsClient() {
+  const { connect, JSONCodec, createInbox } = require('nats')
+  const jc = JSONCodec()
+  const conn = await connect(natsOptions())
+  const publisher = await connect(natsOptions())
+  const request = async (subject, input) => jc.decode((await conn.request(subject, jc.encode(input), { timeout: 30_000 })).data)
+  let subscribed = Promise.resolve()
+  const iterate = (sub, map) => {
+    const it = sub[Symbol.asyncIterator]()
+    return {
+      next: async () => {
+        const r = await it.next()
+        return r.done ? r : map(r.value)
+      },
+      return: async () => {
+        sub.unsubscribe()
+        return { value: undefined, done: true }
+      },
+      [Symbol.asyncIterator]() {
+        return this
+      },
+    }
+  }
+  return {
+    ping: (n) => request('echo.ping', { n }),
+    items: (count) => {
+      const inbox = createInbox()
+      const sub = conn.subscribe(inbox)
+      let done = false
+      const items = iterate(sub, (m) => {
+        const v = jc.decode(m.data)
+        if (v.done) {
+          done = true
+          sub.unsubscribe()
+          return { value: undefined, done: true }
+        }
+        return { value: v.item, done: false }
+      })
+      conn.flush().then(() => conn.publish('echo.items', jc.encode({ count, inbox })))
+      return {
+        ...items,
+        next: () => (done ? Promise.resolve({ value: undefined, done: true }) : items.next()),
+        [Symbol.asyncIterator]() {
+          return this
+        },
+      }
+    },
+    topic: (pattern) => {
+      const sub = conn.subscribe(pattern.replaceAll('/', '.'))
+      subscribed = conn.flush()
+      return iterate(sub, (m) => ({ value: { topic: m.subject.replaceAll('.', '/'), data: jc.decode(m.data) }, done: false }))
+    },
+    publish: async (topic, data) => {
+      await subscribed
+      publisher.publish(topic.replaceAll('/', '.'), jc.encode(data))
+      return 1
+    },
+    stats: (gc) => request('bench.stats', { gc }),
+    burst: (start, count) => request('bench.burst', { start, count }),
+    close: async () => {
+      await conn.drain()
+      await publisher.drain()
+    },
+  }
+}
+
+/** A `nats-server` on a free loopback port; with `certs`, TLS only (the bench's certificate). */
+async function startNatsServer(certs) {
+  const args = ['-a', '127.0.0.1', '-p', '-1']
+  if (certs) args.push('--tls', '--tlscert', path.join(certs.dir, 'cert.pem'), '--tlskey', path.join(certs.dir, 'key.pem'))
+  const child = spawn('nats-server', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  const lines = readline.createInterface({ input: child.stderr })
+  const port = await new Promise((resolve, reject) => {
+    child.once('error', (e) => reject(new Error(`nats-server could not start (${e.message}); install it: apt-get install nats-server`)))
+    child.once('exit', (code) => reject(new Error(`nats-server exited (${code}) before it listened`)))
+    lines.on('line', (line) => {
+      const m = /Listening for client connections on [^:]+:(\d+)/.exec(line)
+      if (m) resolve(Number(m[1]))
+    })
+  })
+  return {
+    url: `${certs ? 'tls' : 'nats'}://127.0.0.1:${port}`,
+    stop: async () => {
+      child.kill()
+      await once(child, 'exit')
+    },
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Measurements.
 
@@ -572,6 +702,8 @@ const SYSTEMS = [
   { id: 'grpc-tls', head: 'grpc-js TLS', server: 'grpc', tls: true, client: (i, c) => grpcClient(i, c) },
   { id: 'ws', head: 'ws', server: 'ws', client: (i) => wsClient(i) },
   { id: 'wss', head: 'ws TLS', server: 'ws', tls: true, client: (i, c) => wsClient(i, c) },
+  { id: 'nats', head: 'nats.js', server: 'nats', nats: true, client: () => natsClient() },
+  { id: 'nats-tls', head: 'nats.js TLS', server: 'nats', nats: true, tls: true, client: () => natsClient() },
 ]
 
 function makeCerts() {
@@ -619,8 +751,17 @@ function versions() {
     `@alkdev/alknet ${own} (git ${commit}; napi binding + dist/): QUIC and TCP+TLS, TLS 1.3, Ed25519 raw keys, JSON Schema on input and output`,
     `alknet WebSocket: the WebSocket client (dist/client.js on ws ${pkg('ws')}) → the node's carrier at /alknet/call, TLS 1.3 (the P-256 cert below), schemas and auth as over QUIC`,
     `@grpc/grpc-js ${pkg('@grpc/grpc-js')}: generic service, JSON serialize/deserialize; h2c = plaintext HTTP/2, TLS = TLS 1.3 (P-256 self-signed cert made by openssl now)`,
+    `nats.js ${pkg('nats')} + ${natsVersion()}: request/reply, inbox items, subjects bench.>; plaintext and TLS 1.3 (same cert)`,
     `ws ${pkg('ws')}: JSON-RPC-style {id, method, params} → {id, result} / {id, item}…{id, done}; plaintext and TLS 1.3 (same cert); no permessage-deflate`,
   ]
+}
+
+function natsVersion() {
+  try {
+    return execFileSync('nats-server', ['--version'], { encoding: 'utf8' }).trim()
+  } catch {
+    return 'nats-server (not installed)'
+  }
 }
 
 const fmt = {
@@ -643,7 +784,7 @@ function table(columns, results) {
   // Ratios, the like-for-like comparisons (>1 = alknet ahead): alknet QUIC against the TLS peers,
   // the WebSocket client against the bare ws server over TLS.
   const at = (id) => columns.findIndex((c) => c.id === id)
-  const ratioCols = [['alknet-quic', 'grpc-tls'], ['alknet-quic', 'wss'], ['alknet-ws', 'wss']]
+  const ratioCols = [['alknet-quic', 'grpc-tls'], ['alknet-quic', 'wss'], ['alknet-ws', 'wss'], ['alknet-quic', 'nats-tls']]
     .map(([x, y]) => [at(x), at(y)])
     .filter(([x, y]) => x >= 0 && y >= 0 && typeof results[x] !== 'string' && typeof results[y] !== 'string')
   const ratio = (r, [i, j]) => {
@@ -711,7 +852,18 @@ async function main() {
   const running = []
   try {
     for (const c of columns) {
-      const server = await startServer(c.server, c.tls ? certs.dir : undefined)
+      let nats
+      if (c.nats) {
+        nats = await startNatsServer(c.tls ? certs : undefined)
+        process.env.ALKNET_BENCH_NATS_URL = nats.url
+        if (c.tls) process.env.ALKNET_BENCH_NATS_CA = path.join(certs.dir, 'cert.pem')
+        else delete process.env.ALKNET_BENCH_NATS_CA
+      }
+      let server = await startServer(c.server, c.tls && !c.nats ? certs.dir : undefined)
+      if (nats) {
+        const app = server
+        server = { info: app.info, stop: async () => (await app.stop(), await nats.stop()) }
+      }
       running.push({ column: c, server, sys: await c.client(server.info, c.tls ? certs : undefined) })
     }
     // Keep every connection busy enough not to hit an idle timeout while the others run.

@@ -111,10 +111,7 @@ export class HandlerHost {
     private readonly report: HandlerErrorReporter,
   ) {
     this.operations = registry.operations
-    this.native = new native.Host(
-      (event, id, operation, inputJson, identityJson) => this.dispatch(event, id, operation, inputJson, identityJson),
-      this.completions.complete,
-    )
+    this.native = new native.Host(() => this.wake(), this.completions.complete)
   }
 
   /** The specs the native registry is built from. */
@@ -122,13 +119,28 @@ export class HandlerHost {
     return JSON.stringify([...this.operations.values()].map((op) => op.spec))
   }
 
-  /** Answers may race a cancel: a request that is no longer open is not an error here. */
-  private answer(f: (host: native.Host) => void): void {
-    try {
-      f(this.native)
-    } catch {
-      /* cancelled meanwhile */
-    }
+  /** Answers not yet handed to the native side: `[kind, id, payload]` entries as JSON. */
+  private answers: string[] = []
+
+  /**
+   * Queues answer `kind` (0 resolve, 1 reject, 2 push, 3 end) with its JSON `payload`; the
+   * answers of one tick cross together in one `answerMany`. Answers may race a cancel: the
+   * native side drops those to requests that are no longer open.
+   */
+  private answer(kind: 0 | 1 | 2 | 3, id: number, payload: string): void {
+    if (this.answers.push(`[${kind},${id},${payload}]`) === 1) process.nextTick(this.flushAnswers)
+  }
+
+  private readonly flushAnswers = (): void => {
+    const json = `[${this.answers.join(',')}]`
+    this.answers = []
+    this.native.answerMany(json)
+  }
+
+  /** Runs the events the native side has waiting. */
+  private wake(): void {
+    const events = JSON.parse(this.native.takeEvents()) as Array<[string, number, string, unknown, string]>
+    for (const [event, id, operation, input, identityJson] of events) this.dispatch(event, id, operation, input, identityJson)
   }
 
   private errorJson(error: unknown, operation: string): string {
@@ -145,7 +157,7 @@ export class HandlerHost {
   private fail(id: number, operation: string, error: unknown, entry?: Running): void {
     this.running.delete(id)
     if (entry?.cancelled !== undefined) return
-    this.answer((h) => h.reject(id, this.errorJson(error, operation)))
+    this.answer(1, id, this.errorJson(error, operation))
   }
 
   /** `value` as JSON; a value JSON cannot hold (a BigInt, a cycle) fails the request instead. */
@@ -164,7 +176,7 @@ export class HandlerHost {
     if (entry.batch.length === 0) return
     const json = `[${entry.batch.join(',')}]`
     entry.batch = []
-    this.answer((h) => h.push(id, json))
+    this.answer(2, id, json)
   }
 
   /** Runs the generator while it has credit; items produced together cross in one push. */
@@ -179,7 +191,7 @@ export class HandlerHost {
         if (r.done) {
           this.running.delete(id)
           this.flush(id, entry)
-          this.answer((h) => h.end(id))
+          this.answer(3, id, 'null')
           return
         }
         const json = this.encode(id, entry.operation, r.value)
@@ -202,11 +214,10 @@ export class HandlerHost {
     )
   }
 
-  private start(id: number, op: RegisteredOperation, operation: string, inputJson: string, identityJson: string): void {
+  private start(id: number, op: RegisteredOperation, operation: string, input: unknown, identityJson: string): void {
     const entry: Running = { operation, credit: INITIAL_CREDIT, pulling: false, batch: [], flushing: false }
     this.running.set(id, entry)
     const ctx = new RequestContext(this.native, this.completions, id, entry, parseIdentity(identityJson))
-    const input: unknown = JSON.parse(inputJson)
     if (op.kind === 'subscription') {
       entry.iterator = op.handler(input, ctx)[Symbol.asyncIterator]()
       this.pull(id, entry)
@@ -217,26 +228,26 @@ export class HandlerHost {
         const json = this.encode(id, operation, out)
         if (json === undefined) return
         this.running.delete(id)
-        this.answer((h) => h.resolve(id, json))
+        this.answer(0, id, json)
       },
       (e: unknown) => this.fail(id, operation, e, entry),
     )
   }
 
-  private dispatch(event: string, id: number, operation: string, inputJson: string, identityJson: string): void {
+  private dispatch(event: string, id: number, operation: string, input: unknown, identityJson: string): void {
     try {
       switch (event) {
         case 'call':
         case 'subscribe': {
           const op = this.operations.get(operation)
-          if (op) this.start(id, op, operation, inputJson, identityJson)
-          else this.answer((h) => h.reject(id, JSON.stringify({ code: 'NOT_FOUND', message: `no operation ${operation}` })))
+          if (op) this.start(id, op, operation, input, identityJson)
+          else this.answer(1, id, JSON.stringify({ code: 'NOT_FOUND', message: `no operation ${operation}` }))
           break
         }
         case 'credit': {
           const entry = this.running.get(id)
           if (entry) {
-            entry.credit += Number(inputJson)
+            entry.credit += Number(input)
             this.pull(id, entry)
           }
           break

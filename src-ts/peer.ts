@@ -290,13 +290,13 @@ export class Peer implements RemoteOperations {
     return iterator
   }
 
-  /** Publishes to a topic on the remote node; resolves with how many subscriptions it reached. */
-  async publish(topic: string, data: unknown): Promise<number> {
-    try {
-      return await this.native.publish(topic, JSON.stringify(data ?? null))
-    } catch (e) {
-      throw fromNative(e)
-    }
+  /**
+   * Publishes to a topic on the remote node (the `pubsub/publish` operation, with this peer's
+   * token unless `options.token` names another); resolves with how many subscriptions it reached.
+   */
+  async publish(topic: string, data: unknown, options?: RequestOptions): Promise<number> {
+    const out = await this.call<{ delivered: number }>('pubsub/publish', { topic, data: data ?? null }, options)
+    return out.delivered
   }
 
   /**

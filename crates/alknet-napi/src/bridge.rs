@@ -1,14 +1,20 @@
 //! Operations answered by JavaScript.
 //!
-//! Every request gets a numeric id and is announced to JavaScript through the node's one
-//! ThreadsafeFunction as `(event, id, operation, inputJson, identityJson)`:
+//! Every request gets a numeric id and is announced to JavaScript as an event
+//! `[event, id, operation, input, identityJson]` (`input` as JSON, `identityJson` as a string).
+//! Events wait in one buffer; the first event into an empty buffer wakes JavaScript through the
+//! node's one ThreadsafeFunction, and JavaScript takes everything waiting as one JSON array
+//! ([`Bridge::take_events`]): requests that arrive together cost one wake-up and one parse.
 //!
 //! | event | meaning | JavaScript answers |
 //! |---|---|---|
 //! | `call` | run a query or mutation | `resolve(id, outputJson)` or `reject(id, errorJson)` |
 //! | `subscribe` | start a subscription; produce up to [`INITIAL_CREDIT`] items | `push(id, itemsJsonArray)`, then `end(id)` or `reject(id, errorJson)` |
-//! | `credit` | the subscriber took items: `inputJson` is how many more may be pushed | more `push`es |
+//! | `credit` | the subscriber took items: `input` is how many more may be pushed | more `push`es |
 //! | `cancel` | the request is gone (caller abort, deadline, connection closed) | nothing; abort `ctx.signal` |
+//!
+//! Answers may also cross together: [`Bridge::answer_many`] takes a JSON array of
+//! `[kind, id, payload]` (kinds in [`Answer`]), so a tick's answers cost one call.
 //!
 //! A subscription's items cross in batches (a JSON array per `push`), and JavaScript runs ahead
 //! of its subscriber by at most the credit it holds, so a generator runs only as fast as its
@@ -17,22 +23,47 @@
 //! [`Pending`] guard sends `cancel`.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alknet_call::{CallContext, CallError, ErrorCode, Handler};
-use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-/// What the dispatcher receives: `(event, requestId, operation, inputJson, identityJson)`.
-pub type HandlerEvent = (String, i64, String, String, String);
+/// The node's dispatcher, called with no arguments when events wait to be taken; weak, so it
+/// never keeps the event loop alive by itself.
+pub type Dispatch = ThreadsafeFunction<(), (), (), Status, false, true>;
 
-/// The node's dispatcher: weak, so it never keeps the event loop alive by itself.
-pub type Dispatch =
-    ThreadsafeFunction<FnArgs<HandlerEvent>, (), FnArgs<HandlerEvent>, Status, false, true>;
+/// The kinds of [`Bridge::answer_many`]'s entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "u8")]
+pub enum Answer {
+    /// `[0, id, output]`: answers a `call`.
+    Resolve,
+    /// `[1, id, { code, message, retryable?, details? }]`: fails a call or subscription.
+    Reject,
+    /// `[2, id, [items…]]`: items of a subscription.
+    Push,
+    /// `[3, id, null]`: ends a subscription.
+    End,
+}
+
+impl TryFrom<u8> for Answer {
+    type Error = String;
+
+    fn try_from(kind: u8) -> Result<Self, String> {
+        Ok(match kind {
+            0 => Self::Resolve,
+            1 => Self::Reject,
+            2 => Self::Push,
+            3 => Self::End,
+            other => return Err(format!("unknown answer kind {other}")),
+        })
+    }
+}
 
 /// Items a JavaScript subscription handler may push before the subscriber took any.
 pub const INITIAL_CREDIT: usize = 128;
@@ -62,6 +93,8 @@ struct Open {
 /// The requests JavaScript is working on, and the way to announce new ones.
 pub struct Bridge {
     dispatch: Dispatch,
+    /// Events not yet taken by JavaScript: array elements, comma-separated, without brackets.
+    events: Mutex<String>,
     waiters: Mutex<HashMap<i64, Open>>,
     next_id: AtomicI64,
 }
@@ -75,8 +108,7 @@ struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if self.bridge.take(self.id).is_some() {
-            self.bridge
-                .send("cancel", self.id, "", String::new(), String::new());
+            self.bridge.send("cancel", self.id, "", "null", "null");
         }
     }
 }
@@ -90,8 +122,7 @@ fn parse_answer(json: &str) -> Result<Value, CallError> {
 }
 
 /// A JavaScript failure `{ code, message, retryable?, details? }`; anything else is INTERNAL.
-fn parse_error(json: &str) -> CallError {
-    let value: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+fn error_from(value: Value) -> CallError {
     let Some(code) = value["code"].as_str() else {
         return CallError::internal();
     };
@@ -109,6 +140,14 @@ fn parse_error(json: &str) -> CallError {
     error
 }
 
+/// Appends `value` to `out` as a JSON string literal.
+fn push_json_string(out: &mut String, value: &str) {
+    match serde_json::to_string(value) {
+        Ok(quoted) => out.push_str(&quoted),
+        Err(_) => out.push_str("\"\""),
+    }
+}
+
 fn unknown(id: i64) -> napi::Error {
     napi::Error::from_reason(format!(
         "request {id} is not open (already answered, or cancelled by the caller)"
@@ -120,6 +159,7 @@ impl Bridge {
     pub fn new(dispatch: Dispatch) -> Arc<Self> {
         Arc::new(Self {
             dispatch,
+            events: Mutex::default(),
             waiters: Mutex::default(),
             next_id: AtomicI64::new(1),
         })
@@ -142,21 +182,51 @@ impl Bridge {
             .ok_or_else(|| unknown(id))
     }
 
-    fn send(&self, event: &str, id: i64, operation: &str, input: String, identity: String) {
-        let status = self.dispatch.call(
-            (
-                event.to_string(),
-                id,
-                operation.to_string(),
-                input,
-                identity,
-            )
-                .into(),
-            ThreadsafeFunctionCallMode::NonBlocking,
-        );
-        if status != Status::Ok {
-            tracing::debug!(target: "alknet::napi", %event, id, ?status, "dispatcher unavailable");
+    /// Queues an event (`input` and `identity` are JSON texts); wakes JavaScript when it is the
+    /// first one waiting.
+    fn send(&self, event: &str, id: i64, operation: &str, input: &str, identity: &str) {
+        let Ok(mut events) = self.events.lock() else {
+            return;
+        };
+        let first = events.is_empty();
+        if !first {
+            events.push(',');
         }
+        events.push_str("[\"");
+        events.push_str(event);
+        events.push_str("\",");
+        let _ = write!(events, "{id},");
+        push_json_string(&mut events, operation);
+        events.push(',');
+        events.push_str(input);
+        events.push(',');
+        push_json_string(&mut events, identity);
+        events.push(']');
+        drop(events);
+        if first {
+            let status = self
+                .dispatch
+                .call((), ThreadsafeFunctionCallMode::NonBlocking);
+            if status != Status::Ok {
+                tracing::debug!(target: "alknet::napi", ?status, "dispatcher unavailable");
+            }
+        }
+    }
+
+    /// The events waiting, as one JSON array (`[]` when none), and the buffer emptied.
+    pub fn take_events(&self) -> String {
+        let Ok(mut events) = self.events.lock() else {
+            return "[]".into();
+        };
+        let mut out = String::with_capacity(events.len() + 2);
+        out.push('[');
+        out.push_str(&events);
+        out.push(']');
+        events.clear();
+        if events.capacity() > 1 << 20 {
+            events.shrink_to(4096);
+        }
+        out
     }
 
     /// Registers a waiter and announces the request; the guard withdraws it when dropped.
@@ -173,7 +243,7 @@ impl Bridge {
             waiters.insert(id, Open { waiter, ctx });
         }
         let identity = serde_json::to_string(&ctx.identity).unwrap_or_else(|_| "null".into());
-        self.send(event, id, &ctx.operation, input.to_string(), identity);
+        self.send(event, id, &ctx.operation, &input.to_string(), &identity);
         Pending {
             bridge: self.clone(),
             id,
@@ -213,7 +283,7 @@ impl Bridge {
                             let step = CREDIT_STEP.to_string();
                             pending
                                 .bridge
-                                .send("credit", pending.id, "", step, String::new());
+                                .send("credit", pending.id, "", &step, "null");
                             taken = 0;
                         }
                         Some((Ok(v), Some((pending, rx, taken))))
@@ -227,50 +297,88 @@ impl Bridge {
 
     /// JavaScript's answer to `call`.
     pub fn resolve(&self, id: i64, output_json: &str) -> napi::Result<()> {
-        match self.take(id) {
-            Some(Waiter::Unary(tx)) => {
-                let _ = tx.send(parse_answer(output_json));
-                Ok(())
-            }
-            Some(Waiter::Stream(tx)) => {
-                let _ = tx.send(Pulled::Failed(CallError::internal()));
-                Err(napi::Error::from_reason(format!(
-                    "request {id} is a subscription; use push/end"
-                )))
-            }
-            None => Err(unknown(id)),
-        }
+        self.answer(id, Answer::Resolve, parse_answer(output_json))
     }
 
     /// JavaScript's failure of a call or subscription.
     pub fn reject(&self, id: i64, error_json: &str) -> napi::Result<()> {
-        let error = parse_error(error_json);
-        match self.take(id) {
-            Some(Waiter::Unary(tx)) => {
-                let _ = tx.send(Err(error));
-                Ok(())
-            }
-            Some(Waiter::Stream(tx)) => {
-                let _ = tx.send(Pulled::Failed(error));
-                Ok(())
-            }
-            None => Err(unknown(id)),
-        }
+        let error = serde_json::from_str(error_json).unwrap_or(Value::Null);
+        self.answer(id, Answer::Reject, Ok(error))
     }
 
     /// Items of a subscription (a JSON array), within the credit granted.
     pub fn push(&self, id: i64, items_json: &str) -> napi::Result<()> {
+        let items = serde_json::from_str(items_json).map_err(|_| CallError::internal());
+        self.answer(id, Answer::Push, items)
+    }
+
+    /// The end of a subscription.
+    pub fn end(&self, id: i64) -> napi::Result<()> {
+        self.answer(id, Answer::End, Ok(Value::Null))
+    }
+
+    /// A batch of answers, `[[kind, id, payload], …]` (see [`Answer`]). Answers to requests that
+    /// are no longer open (cancelled meanwhile) are dropped, as the single-answer calls would
+    /// refuse them.
+    pub fn answer_many(&self, answers_json: &str) -> napi::Result<()> {
+        let answers: Vec<(Answer, i64, Value)> = serde_json::from_str(answers_json)
+            .map_err(|e| napi::Error::from_reason(format!("answers are not [kind, id, payload] entries: {e}")))?;
+        for (kind, id, payload) in answers {
+            let _ = self.answer(id, kind, Ok(payload));
+        }
+        Ok(())
+    }
+
+    /// Delivers one answer to request `id`'s waiter; `payload` is `Err` when JavaScript's JSON was
+    /// unreadable (the caller sees INTERNAL).
+    fn answer(&self, id: i64, kind: Answer, payload: Result<Value, CallError>) -> napi::Result<()> {
+        if kind == Answer::Push {
+            return self.push_items(id, payload);
+        }
+        let waiter = self.take(id).ok_or_else(|| unknown(id))?;
+        match (kind, waiter) {
+            (Answer::Resolve, Waiter::Unary(tx)) => {
+                let _ = tx.send(payload);
+            }
+            (Answer::Resolve, Waiter::Stream(tx)) => {
+                let _ = tx.send(Pulled::Failed(CallError::internal()));
+                return Err(napi::Error::from_reason(format!(
+                    "request {id} is a subscription; use push/end"
+                )));
+            }
+            (Answer::Reject, waiter) => {
+                let error = payload.map_or_else(|e| e, error_from);
+                match waiter {
+                    Waiter::Unary(tx) => {
+                        let _ = tx.send(Err(error));
+                    }
+                    Waiter::Stream(tx) => {
+                        let _ = tx.send(Pulled::Failed(error));
+                    }
+                }
+            }
+            (_, Waiter::Stream(tx)) => {
+                let _ = tx.send(Pulled::End);
+            }
+            (_, Waiter::Unary(tx)) => {
+                let _ = tx.send(Ok(Value::Null));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_items(&self, id: i64, items: Result<Value, CallError>) -> napi::Result<()> {
         let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
         match waiters.get(&id).map(|open| &open.waiter) {
             Some(Waiter::Stream(tx)) => {
-                match serde_json::from_str::<Vec<Value>>(items_json) {
-                    Ok(items) => {
+                match items {
+                    Ok(Value::Array(items)) => {
                         for item in items {
                             let _ = tx.send(Pulled::Item(item));
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(target: "alknet::napi", error = %e, "handler pushed items that are not a JSON array; answering INTERNAL");
+                    _ => {
+                        tracing::error!(target: "alknet::napi", "handler pushed items that are not a JSON array; answering INTERNAL");
                         let _ = tx.send(Pulled::Failed(CallError::internal()));
                     }
                 }
@@ -283,21 +391,6 @@ impl Bridge {
         }
     }
 
-    /// The end of a subscription.
-    pub fn end(&self, id: i64) -> napi::Result<()> {
-        match self.take(id) {
-            Some(Waiter::Stream(tx)) => {
-                let _ = tx.send(Pulled::End);
-                Ok(())
-            }
-            Some(Waiter::Unary(tx)) => {
-                let _ = tx.send(Ok(Value::Null));
-                Ok(())
-            }
-            None => Err(unknown(id)),
-        }
-    }
-
     /// Fails every open request (the node is closing) and tells JavaScript to stop them.
     pub fn close(&self) {
         let open: Vec<i64> = match self.waiters.lock() {
@@ -305,7 +398,7 @@ impl Bridge {
             Err(_) => Vec::new(),
         };
         for id in open {
-            self.send("cancel", id, "", String::new(), String::new());
+            self.send("cancel", id, "", "null", "null");
         }
     }
 }

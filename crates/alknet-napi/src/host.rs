@@ -54,11 +54,12 @@ impl Host {
 
 #[napi]
 impl Host {
-    /// A host announcing requests through `dispatch` (see [`crate::bridge`] for its events);
-    /// the calls its handlers make finish through `completer`.
+    /// A host announcing requests through `wake` (called when events wait for
+    /// [`Host::take_events`]; see [`crate::bridge`] for the events); the calls its handlers make
+    /// finish through `completer`.
     #[napi(
         constructor,
-        ts_args_type = "dispatch: (event: string, requestId: number, operation: string, inputJson: string, identityJson: string) => void, completer: (callId: number, ok: boolean, json: string) => void"
+        ts_args_type = "wake: () => void, completer: (callId: number, ok: boolean, json: string) => void"
     )]
     pub fn new(dispatch: Dispatch, completer: Completer) -> Self {
         Self {
@@ -66,6 +67,21 @@ impl Host {
             cancels: Cancels::default(),
             completer: Arc::new(completer),
         }
+    }
+
+    /// The events waiting, as one JSON array of `[event, requestId, operation, input,
+    /// identityJson]` (see [`crate::bridge`]); `[]` when none.
+    #[napi]
+    pub fn take_events(&self) -> String {
+        self.bridge.take_events()
+    }
+
+    /// Several answers in one call: a JSON array of `[kind, requestId, payload]`, kind 0 resolve
+    /// (payload: the output), 1 reject (the error), 2 push (the items), 3 end (null). Answers to
+    /// requests no longer open are dropped.
+    #[napi]
+    pub fn answer_many(&self, answers_json: String) -> napi::Result<()> {
+        self.bridge.answer_many(&answers_json)
     }
 
     /// Answers a `call` event.

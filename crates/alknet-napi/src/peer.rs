@@ -11,7 +11,7 @@ use napi_derive::napi;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{call_error, connect_error, node_error, parse_json, plain};
+use crate::errors::{connect_error, node_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
 use crate::request::{complete, Cancels, Completer};
@@ -140,14 +140,6 @@ impl Peer {
             options,
             listener,
         ))
-    }
-
-    /// Publishes `dataJson` to `topic` on the remote node; resolves with the delivery count.
-    #[napi]
-    pub async fn publish(&self, topic: String, data_json: String) -> napi::Result<u32> {
-        let data: Value = parse_json(&data_json, "data")?;
-        let delivered = self.peer.publish(&topic, data).await.map_err(call_error)?;
-        Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
     }
 
     /// Starts a local SOCKS5 server on `listen` whose CONNECTs leave from the node (names
