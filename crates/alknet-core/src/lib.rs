@@ -17,6 +17,7 @@
 //! assert_eq!(identity.id, "alice");
 //! ```
 
+pub mod address;
 pub mod config;
 pub mod connection;
 pub mod fingerprint;
