@@ -24,6 +24,7 @@ pub mod fingerprint;
 pub mod handler;
 pub mod identity;
 pub mod key;
+pub mod log_text;
 
 pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
 pub use connection::{

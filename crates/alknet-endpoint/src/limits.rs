@@ -50,6 +50,7 @@ pub(crate) enum Source {
     /// A direct connection, by [`counting_key`] of its IP.
     Ip(IpAddr),
     /// Through the iroh relay.
+    #[cfg_attr(not(feature = "iroh"), allow(dead_code))]
     Relay,
 }
 

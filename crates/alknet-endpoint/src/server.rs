@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alknet_core::log_text::escaped;
 use alknet_core::{
     AuthContext, BoxedStream, Carrier, Connection, ConnectionError, IdentityProvider, SecretKey,
     Transport,
@@ -681,7 +682,7 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Server
 
 fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::Display) {
     // A failed signature check lands here; fail2ban can match this line.
-    info!(target: "alknet::auth", remote = %remote, transport, reason = %error, "authentication rejected: handshake failed");
+    info!(target: "alknet::auth", remote = %remote, transport, reason = %escaped(error), "authentication rejected: handshake failed");
 }
 
 /// Refuses new streams on multi-stream carriers once the node drains, so a handler that loops on
@@ -730,7 +731,7 @@ async fn serve(
     _slot: Slot,
 ) {
     let started = Instant::now();
-    let alpn_shown = String::from_utf8_lossy(&alpn).into_owned();
+    let alpn_shown = escaped(String::from_utf8_lossy(&alpn)).to_string();
     let Some(handler) = shared.registry.get(&alpn, carrier).cloned() else {
         // Cannot happen: only registered ALPNs are advertised.
         warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, "no handler for negotiated ALPN");
@@ -773,7 +774,7 @@ async fn serve(
         r = AssertUnwindSafe(handler.handle(conn.clone(), auth)).catch_unwind() => match r {
             Ok(Ok(())) => "ok".to_string(),
             Ok(Err(e)) => {
-                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, error = %e, "handler failed");
+                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, error = %escaped(&e), "handler failed");
                 conn.close(CLOSE_HANDLER_ERROR, "handler error");
                 "handler error".to_string()
             }
