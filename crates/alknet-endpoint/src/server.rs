@@ -738,13 +738,21 @@ async fn serve(
         transport.close(CLOSE_HANDLER_ERROR, "no handler");
         return;
     };
-    let fingerprint = presented
+    let candidates = presented
         .as_deref()
-        .and_then(crate::verifier::identity_fingerprint)
-        .map(|f| f.to_string());
-    let identity = fingerprint
-        .as_deref()
-        .and_then(|fp| shared.identity.resolve_from_fingerprint(fp));
+        .map(crate::verifier::candidate_fingerprints)
+        .unwrap_or_default();
+    let resolved = candidates.iter().find_map(|fp| {
+        let fp = fp.to_string();
+        shared
+            .identity
+            .resolve_from_fingerprint(&fp)
+            .map(|id| (fp, id))
+    });
+    let (fingerprint, identity) = match resolved {
+        Some((fp, id)) => (Some(fp), Some(id)),
+        None => (candidates.first().map(|fp| fp.to_string()), None),
+    };
     match (&fingerprint, &identity) {
         (Some(fp), Some(id)) => {
             info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = %fp, peer = %id.id, "authentication accepted")
