@@ -277,11 +277,12 @@ async fn ca_verification_requires_an_explicit_server_name() {
         server_name: None,
     };
     for kind in BOTH {
-        let err = client()
+        let Err(err) = client()
             .dial(node.endpoint.local_addr(), &options.clone().over(kind))
             .await
-            .err()
-            .expect("a CA-verified dial without a server name");
+        else {
+            panic!("a CA-verified dial without a server name must fail");
+        };
         assert!(matches!(err, DialError::ServerNameRequired), "{err}");
         assert!(err.to_string().contains("server_name"), "{err}");
     }
