@@ -335,6 +335,22 @@ async fn x509_node(pki: &TestPki, peers: Vec<PeerEntry>) -> Node {
     .await
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn an_x509_key_file_other_users_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::new();
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = match ServerTls::new(&SecretKey::generate(), &pki.identity()) {
+        Ok(_) => panic!("a world-readable X.509 key was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("readable by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn x509_node_reports_its_certificate_and_its_key_fingerprints() {
     let pki = TestPki::new();
