@@ -120,8 +120,16 @@ export type TlsMode =
 
 /** Limits that protect a node from one greedy or hostile peer. */
 export interface Limits {
-  /** Open connections allowed from one IP address (default 64). */
+  /** Open connections allowed from one IP address, an IPv6 /64 counting as one (default 64). */
   connectionsPerIp?: number
+  /** Open connections allowed in total, every carrier together (default 4096); past it a QUIC client is told why, a TCP one is closed before TLS. */
+  connections?: number
+  /** Handshakes in flight from one IP address, IPv6 by its /64 (default 32). */
+  handshakesPerIp?: number
+  /** Handshakes in flight in total (default 256); with half of them taken, new QUIC clients must first prove their address (a Retry, one round trip). */
+  handshakes?: number
+  /** Open connections arriving through the iroh relay, together (default 256): they share the relay's address. */
+  relayConnections?: number
   /** Concurrent QUIC streams a peer may open on one connection (default 1024). */
   streamsPerConnection?: number
   /** Concurrent requests per connection, subscriptions included (default 1024); beyond it `OVERLOADED`. */
@@ -205,7 +213,7 @@ export interface ServeOptions extends DynamicConfig {
   limits?: Limits
   /** How long `close()` waits for in-flight connections (default 10 000 ms). */
   drainTimeoutMs?: number
-  /** How long a TCP+TLS handshake may take (default 10 000 ms). */
+  /** How long a handshake may take, QUIC or TCP+TLS (default 10 000 ms); a client trickling its handshake is cut off at it. */
   handshakeTimeoutMs?: number
   /** HTTP on the same port (default: the decoy web site only); `false` turns HTTP off. */
   http?: HttpOptions | false
@@ -305,7 +313,7 @@ function checkNumbers(options: ServeOptions): void {
   const { min_frame_limit_bytes, max_frame_limit_bytes } = protocolConstants()
   whole('drainTimeoutMs', options.drainTimeoutMs, 0)
   whole('handshakeTimeoutMs', options.handshakeTimeoutMs, 1)
-  for (const name of ['connectionsPerIp', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs', 'frameDeadlineMs'] as const) {
+  for (const name of ['connectionsPerIp', 'connections', 'handshakesPerIp', 'handshakes', 'relayConnections', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs', 'frameDeadlineMs'] as const) {
     whole(`limits.${name}`, limits[name], 1)
   }
   whole('limits.maxFrameBytes', limits.maxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)

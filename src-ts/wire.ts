@@ -76,6 +76,10 @@ export const FORWARDING = {
 /** @internal */
 export const LIMITS = {
   connectionsPerIp: 'connections_per_ip',
+  connections: 'connections',
+  handshakesPerIp: 'handshakes_per_ip',
+  handshakes: 'handshakes',
+  relayConnections: 'relay_connections',
   streamsPerConnection: 'streams_per_connection',
   maxConcurrentRequests: 'max_concurrent_requests',
   subscriptionQueue: 'subscription_queue',

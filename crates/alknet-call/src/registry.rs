@@ -208,7 +208,7 @@ impl Operation {
             // The handler chose INTERNAL itself (and reported why); only its details are withheld.
             CallError::internal()
         } else {
-            tracing::warn!(target: "alknet::call", operation = %self.spec.name, code = %error.code, "handler failed with an undeclared error; answering INTERNAL");
+            tracing::warn!(target: "alknet::call", operation = %self.spec.name, code = %alknet_core::log_text::escaped(&error.code), "handler failed with an undeclared error; answering INTERNAL");
             CallError::internal()
         }
     }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use alknet_core::address::counting_key as key;
 use tracing::{info, warn};
 
 /// Invalid tokens one address may present per window.
@@ -17,20 +18,6 @@ pub const FAILURES: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered before expired windows are swept.
 const SWEEP_ABOVE: usize = 4096;
-
-/// The counting key of an address: IPv4 as is, IPv6 by its /64 (one host usually has a /64).
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(bits.into())
-            }
-        },
-        v4 => v4,
-    }
-}
 
 /// Invalid-token failures per address.
 #[derive(Default)]
@@ -70,17 +57,6 @@ impl TokenThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(key(a), key(b));
-        assert_ne!(key(a), key(c));
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
-    }
 
     #[test]
     fn an_address_is_throttled_after_its_failures_and_others_are_not() {

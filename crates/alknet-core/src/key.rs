@@ -125,32 +125,15 @@ impl SecretKey {
             .unwrap_or_default()
     }
 
-    /// Loads a key file written by [`SecretKey::save`]. Refuses a file other users can read.
+    /// Loads a key file written by [`SecretKey::save`]. Refuses a file other users can read
+    /// (see [`read_private_file`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
+        let bytes = read_private_file(path)?;
         let shown = path.display().to_string();
-        let meta = fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => KeyError::Missing {
-                path: shown.clone(),
-            },
-            _ => KeyError::Io {
-                path: shown.clone(),
-                source: e,
-            },
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(KeyError::WorldReadable { path: shown, mode });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = meta;
-        let text = fs::read_to_string(path).map_err(|e| KeyError::Io {
+        let text = String::from_utf8(bytes).map_err(|_| KeyError::Malformed {
             path: shown.clone(),
-            source: e,
+            reason: "not UTF-8 text".into(),
         })?;
         Self::from_pem(&text).map_err(|reason| KeyError::Malformed {
             path: shown,
@@ -188,6 +171,40 @@ impl SecretKey {
             other => other,
         }
     }
+}
+
+/// Reads a private key file (the node's key, an X.509 certificate's key). The file is opened
+/// once and everything is checked on that open file: it must be a regular file that no other
+/// user can read. A symlink is followed (mounted secrets are symlinks), but the file checked is
+/// the file read, so swapping the path between the check and the read cannot slip in another.
+pub fn read_private_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let io = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing {
+            path: shown.clone(),
+        },
+        _ => KeyError::Io {
+            path: shown.clone(),
+            source,
+        },
+    };
+    let mut file = fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::WorldReadable { path: shown, mode });
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 impl PublicKey {
@@ -287,6 +304,79 @@ mod tests {
         let err = SecretKey::load(&path).unwrap_err();
         assert!(matches!(err, KeyError::WorldReadable { mode: 0o644, .. }));
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    /// Two saved keys in `dir`: `private.key` (mode 0600) and `open.key` (mode 0644).
+    #[cfg(unix)]
+    fn private_and_open_keys(
+        dir: &Path,
+    ) -> (std::path::PathBuf, SecretKey, std::path::PathBuf, SecretKey) {
+        use std::os::unix::fs::PermissionsExt;
+        let (private, open) = (dir.join("private.key"), dir.join("open.key"));
+        let (private_key, open_key) = (SecretKey::generate(), SecretKey::generate());
+        private_key.save(&private).unwrap();
+        open_key.save(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+        (private, private_key, open, open_key)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_key_is_checked_by_the_file_it_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, key, open, _) = private_and_open_keys(dir.path());
+        let link = dir.path().join("node.key");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        assert_eq!(SecretKey::load(&link).unwrap().to_bytes(), key.to_bytes());
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        assert!(matches!(
+            SecretKey::load(&link).unwrap_err(),
+            KeyError::WorldReadable { .. }
+        ));
+    }
+
+    /// A symlink swapped between a private and a world-readable key while the key is loaded:
+    /// whatever the timing, the world-readable key is never returned (its mode is checked on the
+    /// file that is read, not on whatever the path named a moment before).
+    #[cfg(unix)]
+    #[test]
+    fn a_key_swapped_between_check_and_read_is_never_accepted() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (private, _, open, exposed) = private_and_open_keys(dir.path());
+        let link = dir.path().join("node.key");
+        std::os::unix::fs::symlink(&private, &link).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir, link) = (stop.clone(), dir.path().to_owned(), link.clone());
+            let targets = [open.clone(), private.clone()];
+            std::thread::spawn(move || {
+                let staged = dir.join("staged");
+                for i in 0usize.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = fs::remove_file(&staged);
+                    std::os::unix::fs::symlink(&targets[i % 2], &staged).unwrap();
+                    fs::rename(&staged, &link).unwrap();
+                }
+            })
+        };
+        // Until both files have been seen many times, however long the swapper takes to run.
+        let (mut accepted, mut refused) = (0, 0);
+        while accepted < 3000 || refused < 3000 {
+            match SecretKey::load(&link) {
+                Ok(key) => {
+                    assert_ne!(key.to_bytes(), exposed.to_bytes());
+                    accepted += 1;
+                }
+                Err(KeyError::WorldReadable { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
     }
 
     #[test]

@@ -17,12 +17,14 @@
 //! assert_eq!(identity.id, "alice");
 //! ```
 
+pub mod address;
 pub mod config;
 pub mod connection;
 pub mod fingerprint;
 pub mod handler;
 pub mod identity;
 pub mod key;
+pub mod log_text;
 
 pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
 pub use connection::{

@@ -53,6 +53,10 @@ pub enum DialError {
     /// The server name is not a valid DNS name or IP address.
     #[error("invalid server name {0:?}")]
     ServerName(String),
+    /// CA verification was asked for without a server name: any certificate the CA issued for
+    /// the placeholder name would pass.
+    #[error("verifying the server against CA roots needs its DNS name: set server_name (or pin its fingerprint)")]
+    ServerNameRequired,
     /// An iroh dial did not complete within the dial timeout (`IrohConfig::dial_timeout`).
     #[error("iroh: no connection to node {node} within {timeout:?}: it is offline, not registered with the given relay, or not at the given addresses (through a relay, a wrong node id looks the same)")]
     IrohTimeout {
@@ -80,7 +84,8 @@ pub struct DialOptions {
     pub check: ServerCheck,
     /// QUIC or TCP+TLS.
     pub transport: TransportKind,
-    /// The TLS server name (SNI); needed for CA verification, `alknet` otherwise.
+    /// The TLS server name (SNI): required for CA verification (the certificate must be for this
+    /// name); `alknet` when pinning, where it is not checked.
     pub server_name: Option<String>,
 }
 
@@ -240,12 +245,17 @@ impl Client {
         addr: SocketAddr,
         options: &DialOptions,
     ) -> Result<Connection, DialError> {
+        let pinned = matches!(options.check, ServerCheck::Pin(_));
+        let name = match (&options.server_name, pinned) {
+            (Some(name), _) => name.as_str(),
+            (None, true) => "alknet",
+            (None, false) => return Err(DialError::ServerNameRequired),
+        };
         let config = client_config(
             &self.key,
             &options.check,
             std::slice::from_ref(&options.alpn),
         )?;
-        let name = options.server_name.as_deref().unwrap_or("alknet");
         self.dial_with_config(addr, options.transport, config, name)
             .await
     }

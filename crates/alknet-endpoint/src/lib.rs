@@ -55,8 +55,8 @@ pub use iroh_target::{IrohTarget, IrohTargetError, TICKET_SCHEME};
 pub use limits::Limits;
 pub use registry::{HandlerRegistry, RegistryError};
 pub use server::{
-    Endpoint, EndpointConfig, EndpointError, ShutdownReport, CLOSE_HANDLER_ERROR, CLOSE_LIMIT,
-    CLOSE_SHUTDOWN,
+    Endpoint, EndpointConfig, EndpointError, EndpointLoad, ShutdownReport, CLOSE_HANDLER_ERROR,
+    CLOSE_LIMIT, CLOSE_SHUTDOWN,
 };
 pub use tls::{ServerCheck, ServerIdentity};
 #[cfg(feature = "iroh")]

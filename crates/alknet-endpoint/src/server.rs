@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alknet_core::log_text::escaped;
 use alknet_core::{
     AuthContext, BoxedStream, Carrier, Connection, ConnectionError, IdentityProvider, SecretKey,
     Transport,
@@ -26,7 +27,7 @@ use tracing::{info, warn};
 use crate::iroh_config::{bind_iroh, IrohConfig, IrohError, Role, IROH_CLOSE_WAIT};
 #[cfg(feature = "iroh")]
 use crate::iroh_target::IrohTarget;
-use crate::limits::{IpLimiter, IpSlot, Limits};
+use crate::limits::{Admission, Limits, Slot, Source};
 use crate::quic_tls::PerHelloQuicConfig;
 use crate::registry::HandlerRegistry;
 use crate::tls::{ServerConfigs, ServerIdentity, ServerTls, TlsError};
@@ -35,7 +36,8 @@ use alknet_core::connection::SingleStreamTransport;
 
 /// QUIC application close code: the node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 0x01;
-/// QUIC application close code: the per-IP connection limit was reached.
+/// QUIC application close code: a connection limit was reached (per IP, through the relay, or
+/// node-wide; the reason says which).
 pub const CLOSE_LIMIT: u32 = 0x02;
 /// QUIC application close code: the handler failed.
 pub const CLOSE_HANDLER_ERROR: u32 = 0x03;
@@ -55,7 +57,8 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// How long shutdown waits for in-flight handlers before cutting them off (default 10 s).
     pub drain_timeout: Duration,
-    /// How long a TCP+TLS handshake may take (default 10 s).
+    /// How long a handshake may take, QUIC or TCP+TLS, from the first packet or the accepted TCP
+    /// connection (default 10 s). A client that trickles its handshake is cut off here.
     pub handshake_timeout: Duration,
     /// Also accept over iroh, on its own UDP socket (feature `iroh`; default off).
     #[cfg(feature = "iroh")]
@@ -118,10 +121,20 @@ pub struct ShutdownReport {
     pub cut_off: usize,
 }
 
+/// What an endpoint holds right now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointLoad {
+    /// Handshakes in flight.
+    pub handshakes: usize,
+    /// Open connections (TCP ones from their accepted socket on).
+    pub connections: usize,
+}
+
 struct Shared {
     registry: HandlerRegistry,
     identity: Arc<dyn IdentityProvider>,
-    limiter: IpLimiter,
+    admission: Admission,
+    handshake_timeout: Duration,
     draining: CancellationToken,
     hard_stop: CancellationToken,
     tracker: TaskTracker,
@@ -228,7 +241,8 @@ impl Endpoint {
         let shared = Arc::new(Shared {
             registry,
             identity,
-            limiter: IpLimiter::new(config.limits.connections_per_ip),
+            admission: Admission::new(&config.limits),
+            handshake_timeout: config.handshake_timeout,
             draining: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -248,7 +262,6 @@ impl Endpoint {
                 shared.clone(),
                 listener,
                 tcp_tls,
-                config.handshake_timeout,
             )));
         }
         #[cfg(feature = "iroh")]
@@ -345,6 +358,14 @@ impl Endpoint {
             .ok_or(EndpointError::IrohOffline(timeout))
     }
 
+    /// Handshakes in flight and open connections, as the limits count them.
+    pub fn load(&self) -> EndpointLoad {
+        EndpointLoad {
+            handshakes: self.shared.admission.handshakes.held(),
+            connections: self.shared.admission.connections.held(),
+        }
+    }
+
     /// Stops accepting new connections and new streams at once; [`shutdown`](Self::shutdown) does
     /// this first, then drains.
     pub fn stop_accepting(&self) {
@@ -421,31 +442,55 @@ impl Drop for Endpoint {
 
 async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
     // Runs until the endpoint closes; once draining, every new connection is refused at once
-    // (CONNECTION_REFUSED) instead of being left to time out.
+    // (CONNECTION_REFUSED) instead of being left to time out. Admission is decided here, in
+    // arrival order, before anything is spawned.
     while let Some(incoming) = quic.accept().await {
         if shared.draining.is_cancelled() {
             incoming.refuse();
             continue;
         }
+        let remote = incoming.remote_address();
+        let source = Source::ip(remote.ip());
+        let validated = incoming.remote_address_validated();
+        // An unvalidated Initial may come from a spoofed address: a Retry (stateless) makes the
+        // client prove it receives packets there before it costs a handshake slot.
+        if !validated && shared.admission.wants_retry(source) {
+            let _ = incoming.retry();
+            continue;
+        }
+        let handshake = match shared.admission.handshakes.try_acquire(source) {
+            Ok(slot) => slot,
+            Err(full) => {
+                refused(remote, "quic", "handshake", full);
+                match validated {
+                    false => drop(incoming.retry()),
+                    true => incoming.refuse(),
+                }
+                continue;
+            }
+        };
         let task_shared = shared.clone();
         shared.tracker.spawn(async move {
-            let remote = incoming.remote_address();
-            let slot = task_shared.limiter.try_acquire(remote.ip());
-            let conn = match incoming.accept() {
-                Ok(connecting) => match connecting.await {
-                    Ok(conn) => conn,
-                    Err(e) => return handshake_failed(remote, "quic", &e),
-                },
+            let connecting = match incoming.accept() {
+                Ok(connecting) => connecting,
                 Err(e) => return handshake_failed(remote, "quic", &e),
             };
-            let Some(slot) = slot else {
-                let reason = format!(
-                    "too many connections from your address (limit {}); close some and retry",
-                    task_shared.limiter.max()
-                );
-                warn!(target: "alknet::conn", remote = %remote, transport = "quic", "connection refused: per-IP limit");
-                conn.close(CLOSE_LIMIT.into(), reason.as_bytes());
-                return;
+            let conn = match tokio::time::timeout(task_shared.handshake_timeout, connecting).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return handshake_failed(remote, "quic", &e),
+                Err(_) => return handshake_failed(remote, "quic", &"handshake timed out"),
+            };
+            drop(handshake);
+            let slot = match task_shared.admission.connections.try_acquire(source) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    refused(remote, "quic", "connection", full);
+                    conn.close(
+                        CLOSE_LIMIT.into(),
+                        Admission::refusal(source, full).as_bytes(),
+                    );
+                    return;
+                }
             };
             let alpn = conn
                 .handshake_data()
@@ -454,12 +499,34 @@ async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
                 .unwrap_or_default();
             let presented = conn
                 .peer_identity()
-                .and_then(|p| p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                .and_then(|p| {
+                    p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = QuicTransport(conn);
-            serve(&task_shared, transport, Carrier::Quic, "quic", alpn, remote, presented, Some(slot)).await;
+            serve(
+                &task_shared,
+                transport,
+                Carrier::Quic,
+                "quic",
+                alpn,
+                remote,
+                presented,
+                slot,
+            )
+            .await;
         });
     }
+}
+
+/// Logs a connection or handshake refused by a limit.
+fn refused(remote: SocketAddr, transport: &str, what: &str, full: crate::limits::Full) {
+    let limit = match full {
+        crate::limits::Full::Source(_) => "per-source",
+        crate::limits::Full::Total(_) => "node-wide",
+    };
+    warn!(target: "alknet::conn", remote = %remote, transport, limit, "{what} refused: limit reached");
 }
 
 #[cfg(feature = "iroh")]
@@ -471,34 +538,51 @@ async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
             incoming.refuse();
             continue;
         }
+        // A relayed connection has no remote IP (it is shown as 0.0.0.0:0); all of them share
+        // the relay's limit (the relay sees the IP, we only see the node id).
+        let (remote, kind, source) = match incoming.remote_addr() {
+            IncomingAddr::Ip(addr) => (addr, "iroh", Source::ip(addr.ip())),
+            _ => (
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                "iroh-relay",
+                Source::Relay,
+            ),
+        };
+        let validated = incoming.remote_addr_validated();
+        if kind == "iroh" && !validated && shared.admission.wants_retry(source) {
+            let _ = incoming.retry();
+            continue;
+        }
+        let handshake = match shared.admission.handshakes.try_acquire(source) {
+            Ok(slot) => slot,
+            Err(full) => {
+                refused(remote, kind, "handshake", full);
+                incoming.refuse();
+                continue;
+            }
+        };
         let task_shared = shared.clone();
         shared.tracker.spawn(async move {
-            // A relayed connection has no remote IP; it is shown as 0.0.0.0:0 and is not subject
-            // to the per-IP limit (the relay sees the IP, we only see the node id).
-            let (remote, kind) = match incoming.remote_addr() {
-                IncomingAddr::Ip(addr) => (addr, "iroh"),
-                _ => (SocketAddr::from(([0, 0, 0, 0], 0)), "iroh-relay"),
-            };
-            let slot = (kind == "iroh").then(|| task_shared.limiter.try_acquire(remote.ip()));
-            let conn = match incoming.accept() {
-                Ok(accepting) => match accepting.await {
-                    Ok(conn) => conn,
-                    Err(e) => return handshake_failed(remote, kind, &e),
-                },
+            let accepting = match incoming.accept() {
+                Ok(accepting) => accepting,
                 Err(e) => return handshake_failed(remote, kind, &e),
             };
-            let slot = match slot {
-                Some(None) => {
-                    let reason = format!(
-                        "too many connections from your address (limit {}); close some and retry",
-                        task_shared.limiter.max()
+            let conn = match tokio::time::timeout(task_shared.handshake_timeout, accepting).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return handshake_failed(remote, kind, &e),
+                Err(_) => return handshake_failed(remote, kind, &"handshake timed out"),
+            };
+            drop(handshake);
+            let slot = match task_shared.admission.connections.try_acquire(source) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    refused(remote, kind, "connection", full);
+                    conn.close(
+                        CLOSE_LIMIT.into(),
+                        Admission::refusal(source, full).as_bytes(),
                     );
-                    warn!(target: "alknet::conn", remote = %remote, transport = kind, "connection refused: per-IP limit");
-                    conn.close(CLOSE_LIMIT.into(), reason.as_bytes());
                     return;
                 }
-                Some(slot) => slot,
-                None => None,
             };
             let alpn = conn.alpn().to_vec();
             // iroh's handshake proved the remote holds the secret of this key (raw-key TLS 1.3,
@@ -507,17 +591,22 @@ async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
                 .ok()
                 .map(|key| key.to_spki_der());
             let transport = crate::transport::IrohTransport(conn);
-            serve(&task_shared, transport, Carrier::Iroh, kind, alpn, remote, presented, slot).await;
+            serve(
+                &task_shared,
+                transport,
+                Carrier::Iroh,
+                kind,
+                alpn,
+                remote,
+                presented,
+                slot,
+            )
+            .await;
         });
     }
 }
 
-async fn tcp_accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    tls: ServerConfigs,
-    handshake_timeout: Duration,
-) {
+async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: ServerConfigs) {
     loop {
         let (stream, remote) = tokio::select! {
             biased;
@@ -532,39 +621,68 @@ async fn tcp_accept_loop(
                 }
             },
         };
+        // TCP's own handshake proved the address, so the connection counts from here on; a
+        // refused one is closed before TLS starts.
+        let source = Source::ip(remote.ip());
+        let admitted = shared
+            .admission
+            .connections
+            .try_acquire(source)
+            .and_then(|slot| {
+                let handshake = shared.admission.handshakes.try_acquire(source)?;
+                Ok((slot, handshake))
+            });
+        let (slot, handshake) = match admitted {
+            Ok(slots) => slots,
+            Err(full) => {
+                refused(remote, "tcp", "connection", full);
+                continue;
+            }
+        };
         let task_shared = shared.clone();
         let tls = tls.clone();
         shared.tracker.spawn(async move {
-            let Some(slot) = task_shared.limiter.try_acquire(remote.ip()) else {
-                warn!(target: "alknet::conn", remote = %remote, transport = "tcp", "connection refused: per-IP limit");
-                return;
-            };
             let _ = stream.set_nodelay(true);
-            // One deadline for reading the ClientHello and for the rest of the handshake.
-            let handshake = async {
+            // One deadline for reading the ClientHello and for the rest of the handshake, so a
+            // client trickling bytes (slowloris) is cut off at it too.
+            let handshaking = async {
                 let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await?;
                 let config = tls.for_client_hello(&start.client_hello());
                 start.into_stream(config).await
             };
-            let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+            let tls = match tokio::time::timeout(task_shared.handshake_timeout, handshaking).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return handshake_failed(remote, "tcp", &e),
                 Err(_) => return handshake_failed(remote, "tcp", &"handshake timed out"),
             };
+            drop(handshake);
             let (_, session) = tls.get_ref();
-            let alpn = session.alpn_protocol().map(<[u8]>::to_vec).unwrap_or_default();
+            let alpn = session
+                .alpn_protocol()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
             let presented = session
                 .peer_certificates()
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
             let transport = SingleStreamTransport::new(tls);
-            serve(&task_shared, transport, Carrier::Tcp, "tcp", alpn, remote, presented, Some(slot)).await;
+            serve(
+                &task_shared,
+                transport,
+                Carrier::Tcp,
+                "tcp",
+                alpn,
+                remote,
+                presented,
+                slot,
+            )
+            .await;
         });
     }
 }
 
 fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::Display) {
     // A failed signature check lands here; fail2ban can match this line.
-    info!(target: "alknet::auth", remote = %remote, transport, reason = %error, "authentication rejected: handshake failed");
+    info!(target: "alknet::auth", remote = %remote, transport, reason = %escaped(error), "authentication rejected: handshake failed");
 }
 
 /// Refuses new streams on multi-stream carriers once the node drains, so a handler that loops on
@@ -610,23 +728,31 @@ async fn serve(
     alpn: Vec<u8>,
     remote: SocketAddr,
     presented: Option<Vec<u8>>,
-    _slot: Option<IpSlot>,
+    _slot: Slot,
 ) {
     let started = Instant::now();
-    let alpn_shown = String::from_utf8_lossy(&alpn).into_owned();
+    let alpn_shown = escaped(String::from_utf8_lossy(&alpn)).to_string();
     let Some(handler) = shared.registry.get(&alpn, carrier).cloned() else {
         // Cannot happen: only registered ALPNs are advertised.
         warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, "no handler for negotiated ALPN");
         transport.close(CLOSE_HANDLER_ERROR, "no handler");
         return;
     };
-    let fingerprint = presented
+    let candidates = presented
         .as_deref()
-        .and_then(crate::verifier::identity_fingerprint)
-        .map(|f| f.to_string());
-    let identity = fingerprint
-        .as_deref()
-        .and_then(|fp| shared.identity.resolve_from_fingerprint(fp));
+        .map(crate::verifier::candidate_fingerprints)
+        .unwrap_or_default();
+    let resolved = candidates.iter().find_map(|fp| {
+        let fp = fp.to_string();
+        shared
+            .identity
+            .resolve_from_fingerprint(&fp)
+            .map(|id| (fp, id))
+    });
+    let (fingerprint, identity) = match resolved {
+        Some((fp, id)) => (Some(fp), Some(id)),
+        None => (candidates.first().map(|fp| fp.to_string()), None),
+    };
     match (&fingerprint, &identity) {
         (Some(fp), Some(id)) => {
             info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = %fp, peer = %id.id, "authentication accepted")
@@ -657,7 +783,7 @@ async fn serve(
         r = AssertUnwindSafe(handler.handle(conn.clone(), auth)).catch_unwind() => match r {
             Ok(Ok(())) => "ok".to_string(),
             Ok(Err(e)) => {
-                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, error = %e, "handler failed");
+                warn!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, error = %escaped(&e), "handler failed");
                 conn.close(CLOSE_HANDLER_ERROR, "handler error");
                 "handler error".to_string()
             }

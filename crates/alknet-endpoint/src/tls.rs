@@ -145,7 +145,8 @@ pub(crate) fn load_x509(
     if chain.is_empty() {
         return Err(bad(cert, "no PEM CERTIFICATE block found"));
     }
-    let pem = read_pem_file(key)?;
+    // The same check as the node's own key file: opened once, refused if others can read it.
+    let pem = alknet_core::key::read_private_file(key).map_err(|e| bad(key, &e.to_string()))?;
     let private = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| bad(key, &e.to_string()))?
         .ok_or_else(|| bad(key, "no PEM private key block found"))?;

@@ -26,6 +26,22 @@ pub fn identity_fingerprint(presented: &[u8]) -> Option<Fingerprint> {
     }
 }
 
+/// Every fingerprint a peer entry may name `presented` by, in the order they are looked up: the
+/// [`identity_fingerprint`], and for an X.509 certificate that wraps an Ed25519 key also the
+/// certificate's own `SHA256:` fingerprint (what a node in a certificate mode reports as its
+/// fingerprint, and presents when it dials as a client).
+pub fn candidate_fingerprints(presented: &[u8]) -> Vec<Fingerprint> {
+    let mut candidates: Vec<Fingerprint> = identity_fingerprint(presented).into_iter().collect();
+    if ed25519_from_spki(presented).is_none() {
+        if let Ok(sha) = fingerprint_of(PresentedKey::X509(presented)) {
+            if !candidates.contains(&sha) {
+                candidates.push(sha);
+            }
+        }
+    }
+    candidates
+}
+
 fn verify_any(
     provider: &CryptoProvider,
     raw: bool,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use alknet_core::config::PeerEntry;
 use alknet_core::{Carrier, SecretKey};
-use alknet_endpoint::tls::{provider, raw_certified_key};
+use alknet_endpoint::tls::{provider, raw_certified_key, ServerTls};
 use alknet_endpoint::verifier::{AnyClientKeyVerifier, PinnedServerVerifier};
 use alknet_endpoint::{
     Client, DialError, DialOptions, ServerCheck, ServerIdentity, ShutdownReport, TransportKind,
@@ -237,6 +237,58 @@ async fn self_signed_server_identifies_client_by_its_ed25519_key() {
 }
 
 #[tokio::test]
+async fn a_node_is_recognised_by_its_sha256_fingerprint() {
+    // A node in self-signed mode reports `SHA256:…`, and presents that certificate when it dials
+    // pinning a certificate; a peer entry naming it by that fingerprint must match.
+    let dialer = SecretKey::generate();
+    let reported = ServerTls::new(&dialer, &ServerIdentity::SelfSigned { names: vec![] })
+        .unwrap()
+        .fingerprint()
+        .to_string();
+    assert!(reported.starts_with("SHA256:"));
+    let node = node_with(
+        vec![Arc::new(WhoAmI)],
+        peers_config(vec![PeerEntry::new("dialer", [reported])]),
+        |c| c.tls = ServerIdentity::SelfSigned { names: vec![] },
+    )
+    .await;
+    for kind in BOTH {
+        let conn = Client::new(dialer.clone())
+            .unwrap()
+            .dial(
+                node.endpoint.local_addr(),
+                &DialOptions::pinned(b"whoami", node.endpoint.fingerprint()).over(kind),
+            )
+            .await
+            .unwrap();
+        assert_eq!(whoami(&conn).await.unwrap(), "dialer");
+    }
+}
+
+#[tokio::test]
+async fn ca_verification_requires_an_explicit_server_name() {
+    // A certificate the CA issued for the name "alknet" would pass a dial that defaulted to it.
+    let pki = TestPki::with_names(&["alknet"]);
+    let node = x509_node(&pki, vec![]).await;
+    let options = DialOptions {
+        alpn: b"echo".to_vec(),
+        check: ServerCheck::Ca(Some(pki.roots.clone())),
+        transport: TransportKind::Quic,
+        server_name: None,
+    };
+    for kind in BOTH {
+        let Err(err) = client()
+            .dial(node.endpoint.local_addr(), &options.clone().over(kind))
+            .await
+        else {
+            panic!("a CA-verified dial without a server name must fail");
+        };
+        assert!(matches!(err, DialError::ServerNameRequired), "{err}");
+        assert!(err.to_string().contains("server_name"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn raw_key_server_dialed_without_fingerprint_fails_closed() {
     let node = echo_node().await;
     for kind in BOTH {
@@ -281,6 +333,22 @@ async fn x509_node(pki: &TestPki, peers: Vec<PeerEntry>) -> Node {
         |c| c.tls = pki.identity(),
     )
     .await
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_x509_key_file_other_users_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = TestPki::new();
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = match ServerTls::new(&SecretKey::generate(), &pki.identity()) {
+        Ok(_) => panic!("a world-readable X.509 key was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("readable by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -77,6 +77,39 @@ async fn relay_only_connection_carries_bidirectional_streams() {
 }
 
 #[tokio::test]
+async fn relayed_connections_have_a_limit_of_their_own() {
+    // Everyone behind the relay shares its address; they are counted together, under
+    // `relay_connections`, not under one address's limit.
+    let relay = TestRelay::start().await.unwrap();
+    let node = node_with(vec![Arc::new(Echo(b"echo"))], Default::default(), |c| {
+        c.iroh = Some(IrohConfig {
+            direct: false,
+            ..relay.config()
+        });
+        c.limits.relay_connections = 1;
+    })
+    .await;
+    node.endpoint.iroh_online(ONLINE).await.unwrap();
+    let target = IrohTarget::new(node.key.public()).with_relay(relay.url.clone());
+    // Each dialer is kept: dropping it would end its connection.
+    let dial = || async {
+        let client = Client::with_iroh(SecretKey::generate(), relay.trusting()).unwrap();
+        let conn = client.dial_iroh(&target, b"echo").await.unwrap();
+        (client, conn)
+    };
+    let (_first_client, first) = dial().await;
+    assert_eq!(round_trip(&first, b"1").await.unwrap(), b"echo:1");
+    let (_second_client, second) = dial().await;
+    second.closed().await;
+    let err = second.open_bi().await.err().unwrap().to_string();
+    assert!(
+        err.contains("too many connections through the relay (limit 1)"),
+        "{err}"
+    );
+    assert_eq!(round_trip(&first, b"2").await.unwrap(), b"echo:2");
+}
+
+#[tokio::test]
 async fn direct_connection_works_without_a_relay() {
     let node = iroh_echo_node(direct()).await;
     let target = node.endpoint.iroh_target().unwrap();

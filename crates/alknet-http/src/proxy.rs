@@ -89,7 +89,7 @@ impl Proxy {
                 response
             }
             Err(e) => {
-                tracing::debug!(target: "alknet::http", error = %e, "decoy upstream failed");
+                tracing::debug!(target: "alknet::http", error = %alknet_core::log_text::escaped(&e), "decoy upstream failed");
                 (StatusCode::BAD_GATEWAY, "Bad Gateway").into_response()
             }
         }

@@ -222,7 +222,7 @@ impl ProtocolHandler for HttpHandler {
         };
         // A client that just goes away is no handler error.
         if let Err(e) = result {
-            tracing::debug!(target: "alknet::http", remote = %info.remote, error = %e, "HTTP connection ended");
+            tracing::debug!(target: "alknet::http", remote = %info.remote, error = %alknet_core::log_text::escaped(&e), "HTTP connection ended");
         }
         info.tasks.close();
         tokio::select! {

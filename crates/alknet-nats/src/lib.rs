@@ -297,7 +297,7 @@ impl NatsBackplane {
                     }
                     Err(e) => {
                         counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        debug!(target: "alknet::nats", error = %e, "message refused");
+                        debug!(target: "alknet::nats", error = %alknet_core::log_text::escaped(&e), "message refused");
                     }
                 }
             }

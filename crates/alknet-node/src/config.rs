@@ -65,7 +65,8 @@ pub struct NodeConfig {
     /// How long shutdown lets in-flight connections finish (default 10 000 ms).
     #[serde(default)]
     pub drain_timeout_ms: Option<u64>,
-    /// How long a TCP+TLS handshake may take (default 10 000 ms).
+    /// How long a handshake may take, QUIC or TCP+TLS (default 10 000 ms); a client trickling
+    /// its handshake (slowloris) is cut off at it.
     #[serde(default)]
     pub handshake_timeout_ms: Option<u64>,
     /// Which services (ALPNs) are on.
@@ -246,9 +247,21 @@ impl From<&TlsConfig> for ServerIdentity {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Open connections allowed from one IP address (default 64).
+    /// Open connections allowed from one IP address, an IPv6 /64 counting as one (default 64).
     #[serde(default)]
     pub connections_per_ip: Option<u32>,
+    /// Open connections allowed in total, every carrier together (default 4096).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Handshakes in flight from one IP address (IPv6: /64) (default 32).
+    #[serde(default)]
+    pub handshakes_per_ip: Option<u32>,
+    /// Handshakes in flight in total (default 256).
+    #[serde(default)]
+    pub handshakes: Option<u32>,
+    /// Open connections arriving through the iroh relay, together (default 256).
+    #[serde(default)]
+    pub relay_connections: Option<u32>,
     /// Concurrent QUIC streams a peer may open on one connection (default 1024).
     #[serde(default)]
     pub streams_per_connection: Option<u32>,
@@ -404,6 +417,12 @@ impl NodeConfig {
         if let Some(n) = self.limits.streams_per_connection {
             limits.streams_per_connection = n;
         }
+        let set =
+            |field: &mut usize, value: Option<u32>| *field = value.map_or(*field, |n| n as usize);
+        set(&mut limits.connections, self.limits.connections);
+        set(&mut limits.handshakes_per_ip, self.limits.handshakes_per_ip);
+        set(&mut limits.handshakes, self.limits.handshakes);
+        set(&mut limits.relay_connections, self.limits.relay_connections);
         limits
     }
 
@@ -462,6 +481,10 @@ impl NodeConfig {
                 limits.max_concurrent_requests,
             ),
             ("limits.subscription_queue", limits.subscription_queue),
+            ("limits.connections", limits.connections),
+            ("limits.handshakes_per_ip", limits.handshakes_per_ip),
+            ("limits.handshakes", limits.handshakes),
+            ("limits.relay_connections", limits.relay_connections),
         ];
         for (name, value) in positive {
             if value == Some(0) {
@@ -532,7 +555,7 @@ impl NodeConfig {
         millis(self.drain_timeout_ms)
     }
 
-    /// The endpoint's TCP+TLS handshake timeout (default 10 s).
+    /// The endpoint's handshake timeout, QUIC and TCP+TLS (default 10 s).
     pub fn handshake_timeout(&self) -> Option<Duration> {
         millis(self.handshake_timeout_ms)
     }
@@ -654,8 +677,18 @@ mod tests {
 
     #[test]
     fn limits_reach_the_endpoint_and_the_call_service() {
-        let config = parse("listen = \"127.0.0.1:0\"\n[limits]\nconnections_per_ip = 3\nmax_frame_bytes = 2048\ndefault_timeout_ms = 1500").unwrap();
-        assert_eq!(config.endpoint_limits().connections_per_ip, 3);
+        let config = parse("listen = \"127.0.0.1:0\"\n[limits]\nconnections_per_ip = 3\nmax_frame_bytes = 2048\ndefault_timeout_ms = 1500\nconnections = 9\nhandshakes_per_ip = 4\nhandshakes = 5\nrelay_connections = 6").unwrap();
+        let endpoint = config.endpoint_limits();
+        assert_eq!(endpoint.connections_per_ip, 3);
+        assert_eq!(
+            (
+                endpoint.connections,
+                endpoint.handshakes_per_ip,
+                endpoint.handshakes,
+                endpoint.relay_connections
+            ),
+            (9, 4, 5, 6)
+        );
         let call = config.call_options();
         assert_eq!(call.max_frame, 2048);
         assert_eq!(call.default_timeout, Duration::from_millis(1500));

@@ -145,6 +145,10 @@ impl ConnectError {
                 option: "server name".into(),
                 reason: format!("{name:?} is not a DNS name or IP address"),
             },
+            e @ DialError::ServerNameRequired => ConnectError::InvalidOption {
+                option: "server name".into(),
+                reason: e.to_string(),
+            },
             DialError::Io { addr, reason } => ConnectError::Unreachable {
                 address: addr.to_string(),
                 reason,

@@ -88,6 +88,10 @@ pub fn samples() -> Value {
     };
     let limits = LimitsConfig {
         connections_per_ip: Some(1),
+        connections: Some(1),
+        handshakes_per_ip: Some(1),
+        handshakes: Some(1),
+        relay_connections: Some(1),
         streams_per_connection: Some(1),
         max_concurrent_requests: Some(1),
         subscription_queue: Some(1),
@@ -260,6 +264,6 @@ mod tests {
         let samples = samples();
         assert_eq!(samples["Access"].as_object().unwrap().len(), 5);
         assert_eq!(samples["ErrorDecl"].as_object().unwrap().len(), 3);
-        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 13);
+        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 17);
     }
 }

@@ -214,7 +214,7 @@ impl SshServer {
                         .run_until(socket, peer, token.cancelled_owned())
                         .await
                     {
-                        tracing::debug!(target: "alknet::ssh", remote = %remote_addr, error = %e, "ssh session ended");
+                        tracing::debug!(target: "alknet::ssh", remote = %remote_addr, error = %alknet_core::log_text::escaped(&e), "ssh session ended");
                     }
                 });
             }

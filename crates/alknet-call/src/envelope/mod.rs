@@ -22,6 +22,8 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use alknet_core::log_text::escaped;
+
 use crate::error::{CallError, ErrorCode};
 use crate::framing::{FrameError, MAX_FRAME_LIMIT};
 
@@ -145,7 +147,7 @@ impl Envelope {
             serde_json::to_writer(&mut out, &wire(&self.kind, &self.id, &self.payload))
         {
             // Unreachable for a `Value` payload; answer the id rather than send half an envelope.
-            tracing::error!(target: "alknet::call", id = %self.id, %err, "envelope could not be serialized");
+            tracing::error!(target: "alknet::call", id = %escaped(&self.id), %err, "envelope could not be serialized");
             out.clear();
             let internal = error_payload(&CallError::internal());
             let fallback = wire(&EventType::Error, &self.id, &internal);
@@ -275,7 +277,7 @@ pub fn try_encode_frame_of(
 /// sending a request).
 pub fn encode_frame_of(kind: &EventType, id: &str, payload: &impl Serialize, out: &mut BytesMut) {
     if let Err(err) = try_encode_frame_of(kind, id, payload, out) {
-        tracing::error!(target: "alknet::call", %id, kind = kind.as_str(), %err, "envelope could not be encoded; sending INTERNAL instead");
+        tracing::error!(target: "alknet::call", id = %escaped(id), kind = %escaped(kind.as_str()), err = %escaped(&err), "envelope could not be encoded; sending INTERNAL instead");
         let internal = match err {
             EncodeError::Frame(_) => CallError::new(
                 ErrorCode::Internal,

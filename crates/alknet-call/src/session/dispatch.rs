@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use alknet_core::log_text::escaped;
 use alknet_core::{BoxedStream, StoppedFuture};
 use bytes::Bytes;
 use serde_json::Value;
@@ -150,7 +151,7 @@ impl Dispatcher {
             self.link.set_shared_writer(None);
         }
         if let Some(reason) = violation {
-            warn!(target: "alknet::call", remote = %self.link.conn.remote_addr(), %reason, "protocol violation; resetting the stream");
+            warn!(target: "alknet::call", remote = %self.link.conn.remote_addr(), reason = %escaped(&reason), "protocol violation; resetting the stream");
             token.cancel();
             if shared {
                 self.link
@@ -216,7 +217,7 @@ impl Dispatcher {
                 }
             }
             EventType::Unknown(kind) => {
-                debug!(target: "alknet::call", %kind, "ignoring envelope of unknown type");
+                debug!(target: "alknet::call", kind = %escaped(&kind), "ignoring envelope of unknown type");
             }
             kind => {
                 if let Some(reply) = Reply::from_envelope(&kind, payload) {

@@ -4,6 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alknet_core::log_text::escaped;
 use bytes::BytesMut;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -57,7 +58,7 @@ pub(super) async fn serve(dispatcher: Arc<Dispatcher>, served: Served) {
         .catch_unwind()
         .await;
     if outcome.is_err() {
-        warn!(target: "alknet::call", %id, "handler panicked; answering INTERNAL");
+        warn!(target: "alknet::call", id = %escaped(&id), "handler panicked; answering INTERNAL");
         writer
             .send(
                 frame_of(&EventType::Error, &id, &CallError::internal()),

@@ -178,6 +178,11 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new() -> Self {
+        Self::with_names(&["localhost"])
+    }
+
+    /// The same, with a leaf certificate for `names`.
+    pub fn with_names(names: &[&str]) -> Self {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -187,7 +192,8 @@ impl TestPki {
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
@@ -196,6 +202,12 @@ impl TestPki {
         let key = dir.path().join("node.key");
         std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
         std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        // A private key file must be readable by its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.der().clone()).unwrap();
         Self {

@@ -1,0 +1,77 @@
+//! Peer-chosen text in log lines.
+//!
+//! Close reasons, request ids, envelope types and error messages that carry them come from the
+//! network. Logged as they are, a newline would let a peer start a forged line (one fail2ban
+//! trusts, say), and terminal escapes or bidirectional overrides would let it rewrite what an
+//! operator sees. Every such value goes into a log field through [`escaped`]:
+//!
+//! ```
+//! use alknet_core::log_text::escaped;
+//! let reason = "bye\nINFO authentication accepted peer=admin\x1b[2K";
+//! assert_eq!(
+//!     escaped(reason).to_string(),
+//!     r#"bye\nINFO authentication accepted peer=admin\u{1b}[2K"#
+//! );
+//! ```
+
+use std::fmt::{self, Display, Write};
+
+/// Formats `value` (its `Display` text) on one line, with control characters, quotes,
+/// backslashes and bidirectional/zero-width format characters escaped (`\n`, `\"`, `\u{202e}`).
+pub fn escaped<T: Display>(value: T) -> Escaped<T> {
+    Escaped(value)
+}
+
+/// See [`escaped`].
+pub struct Escaped<T>(T);
+
+impl<T: Display> Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(Escaping(f), "{}", self.0)
+    }
+}
+
+impl<T: Display> fmt::Debug for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Display::fmt(self, f)
+    }
+}
+
+struct Escaping<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+/// Characters that change how text is laid out without being control characters.
+fn is_layout_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+impl Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c.is_control() || c == '"' || c == '\\' {
+                write!(self.0, "{}", c.escape_debug())?;
+            } else if is_layout_format(c) {
+                write!(self.0, "{}", c.escape_unicode())?;
+            } else {
+                self.0.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_quote_and_bidi_characters_are_escaped() {
+        let shown = escaped("a\r\nb\"c\\d\u{7}\u{9b}e\u{202e}f").to_string();
+        assert_eq!(shown, r#"a\r\nb\"c\\d\u{7}\u{9b}e\u{202e}f"#);
+        assert!(!shown.chars().any(|c| c.is_control()));
+    }
+
+    #[test]
+    fn plain_text_is_left_alone() {
+        assert_eq!(escaped("todo/add: ü ok").to_string(), "todo/add: ü ok");
+    }
+}
