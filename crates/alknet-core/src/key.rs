@@ -173,11 +173,23 @@ impl SecretKey {
     }
 }
 
-/// Reads a private key file (the node's key, an X.509 certificate's key). The file is opened
-/// once and everything is checked on that open file: it must be a regular file that no other
-/// user can read. A symlink is followed (mounted secrets are symlinks), but the file checked is
-/// the file read, so swapping the path between the check and the read cannot slip in another.
+/// Reads a private key file (the node's key). The file is opened once and everything is checked
+/// on that open file: it must be a regular file that no other user can read. A symlink is
+/// followed (mounted secrets are symlinks), but the file checked is the file read, so swapping
+/// the path between the check and the read cannot slip in another.
 pub fn read_private_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    read_key_file(path, false)
+}
+
+/// Reads an X.509 certificate's private key, as [`read_private_file`] does, except that a key
+/// owned by root may also be readable by its group (mode 0640 or 0440): the layout of Debian's
+/// `ssl-cert` group, where services read `/etc/ssl/private` through group membership. Write
+/// access for the group and any access for other users are still refused.
+pub fn read_tls_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
+    read_key_file(path, true)
+}
+
+fn read_key_file(path: &Path, root_group_read: bool) -> Result<Vec<u8>, KeyError> {
     use std::io::Read;
     let shown = path.display().to_string();
     let io = |source: std::io::Error| match source.kind() {
@@ -196,9 +208,14 @@ pub fn read_private_file(path: &Path) -> Result<Vec<u8>, KeyError> {
     }
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        let allowed = if root_group_read && meta.uid() == 0 {
+            0o040
+        } else {
+            0
+        };
+        if mode & 0o077 & !allowed != 0 {
             return Err(KeyError::WorldReadable { path: shown, mode });
         }
     }

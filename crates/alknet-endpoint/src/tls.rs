@@ -146,7 +146,7 @@ pub(crate) fn load_x509(
         return Err(bad(cert, "no PEM CERTIFICATE block found"));
     }
     // The same check as the node's own key file: opened once, refused if others can read it.
-    let pem = alknet_core::key::read_private_file(key).map_err(|e| bad(key, &e.to_string()))?;
+    let pem = alknet_core::key::read_tls_key_file(key).map_err(|e| bad(key, &e.to_string()))?;
     let private = rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| bad(key, &e.to_string()))?
         .ok_or_else(|| bad(key, "no PEM private key block found"))?;

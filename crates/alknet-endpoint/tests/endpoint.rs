@@ -349,6 +349,21 @@ async fn an_x509_key_file_other_users_can_read_is_refused() {
         err.contains("readable by other users") && err.contains("chmod 600"),
         "{err}"
     );
+    // Debian's ssl-cert layout: root-owned, readable by its group, nobody else.
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let root_owned =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&pki.key).unwrap()) == 0;
+    let group_read = ServerTls::new(&SecretKey::generate(), &pki.identity());
+    assert_eq!(
+        group_read.is_ok(),
+        root_owned,
+        "a 0640 key: accepted only when root owns it"
+    );
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o660)).unwrap();
+    assert!(
+        ServerTls::new(&SecretKey::generate(), &pki.identity()).is_err(),
+        "a group-writable key was accepted"
+    );
 }
 
 #[tokio::test]

@@ -281,9 +281,7 @@ impl Bridge {
                         taken += 1;
                         if taken == CREDIT_STEP {
                             let step = CREDIT_STEP.to_string();
-                            pending
-                                .bridge
-                                .send("credit", pending.id, "", &step, "null");
+                            pending.bridge.send("credit", pending.id, "", &step, "null");
                             taken = 0;
                         }
                         Some((Ok(v), Some((pending, rx, taken))))
@@ -321,8 +319,12 @@ impl Bridge {
     /// are no longer open (cancelled meanwhile) are dropped, as the single-answer calls would
     /// refuse them.
     pub fn answer_many(&self, answers_json: &str) -> napi::Result<()> {
-        let answers: Vec<(Answer, i64, Value)> = serde_json::from_str(answers_json)
-            .map_err(|e| napi::Error::from_reason(format!("answers are not [kind, id, payload] entries: {e}")))?;
+        let answers: Vec<(Answer, i64, Value)> =
+            serde_json::from_str(answers_json).map_err(|e| {
+                napi::Error::from_reason(format!(
+                    "answers are not [kind, id, payload] entries: {e}"
+                ))
+            })?;
         for (kind, id, payload) in answers {
             let _ = self.answer(id, kind, Ok(payload));
         }
