@@ -82,3 +82,22 @@ fn hardware_aes() -> bool {
     #[allow(unreachable_code)]
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_gcm_leads_only_with_hardware_aes_and_no_default_cipher_is_dropped() {
+        let ours = preferred().cipher;
+        let expected_first = if hardware_aes() {
+            russh::cipher::AES_256_GCM
+        } else {
+            russh::cipher::CHACHA20_POLY1305
+        };
+        assert_eq!(ours[0], expected_first);
+        for cipher in russh::Preferred::default().cipher.iter() {
+            assert!(ours.contains(cipher), "{cipher:?} is no longer offered");
+        }
+    }
+}
