@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::iroh_config::{bind_iroh, error_chain, IrohConfig, Role, SharedIroh};
 #[cfg(feature = "iroh")]
 use crate::iroh_target::IrohTarget;
+use crate::quic_transport;
 use crate::tls::{client_config, ServerCheck, TlsError};
 use crate::transport::QuicTransport;
 
@@ -143,10 +144,19 @@ impl Client {
     /// A client with `key` as its identity. Must be called inside a tokio runtime.
     pub fn new(key: SecretKey) -> Result<Self, DialError> {
         let addr: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let quic = quinn::Endpoint::client(addr).map_err(|e| DialError::Io {
+        let io = |e: std::io::Error| DialError::Io {
             addr,
             reason: e.to_string(),
-        })?;
+        };
+        let socket = std::net::UdpSocket::bind(addr).map_err(io)?;
+        quic_transport::size_socket_buffers(&socket);
+        let quic = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(io)?;
         Ok(Self {
             key,
             quic,
@@ -282,9 +292,7 @@ impl Client {
                     .map_err(|e| handshake(e.to_string()))?;
                 let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
                 // Idle connections would otherwise time out after 30 s.
-                let mut transport = quinn::TransportConfig::default();
-                transport.keep_alive_interval(Some(KEEP_ALIVE));
-                quic_config.transport_config(Arc::new(transport));
+                quic_config.transport_config(Arc::new(quic_transport::transport(Some(KEEP_ALIVE))));
                 let connecting = self
                     .quic
                     .connect_with(quic_config, addr, server_name)

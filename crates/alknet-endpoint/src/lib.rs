@@ -36,6 +36,7 @@ mod iroh_config;
 mod iroh_target;
 mod limits;
 mod quic_tls;
+pub mod quic_transport;
 mod registry;
 #[cfg(feature = "relay")]
 pub mod relay_server;

@@ -29,6 +29,7 @@ use crate::iroh_config::{bind_iroh, IrohConfig, IrohError, Role, IROH_CLOSE_WAIT
 use crate::iroh_target::IrohTarget;
 use crate::limits::{Admission, Limits, Slot, Source};
 use crate::quic_tls::PerHelloQuicConfig;
+use crate::quic_transport;
 use crate::registry::HandlerRegistry;
 use crate::tls::{ServerConfigs, ServerIdentity, ServerTls, TlsError};
 use crate::transport::QuicTransport;
@@ -164,6 +165,7 @@ fn bind_same_port(
     let mut last = None;
     for _ in 0..attempts {
         let udp = UdpSocket::bind(config.listen).map_err(|e| bind_err(config.listen, e))?;
+        quic_transport::size_socket_buffers(&udp);
         let addr = udp.local_addr().map_err(|e| bind_err(config.listen, e))?;
         if !config.tcp {
             return Ok((udp, None));
@@ -216,7 +218,7 @@ impl Endpoint {
         let quic_tls = tls.configs(&registry.alpns(Carrier::Quic))?;
         let tcp_tls = tls.configs(&registry.alpns(Carrier::Tcp))?;
         let mut quic_config = quinn::ServerConfig::with_crypto(quic_server_crypto(&quic_tls)?);
-        let mut transport = quinn::TransportConfig::default();
+        let mut transport = quic_transport::transport(None);
         transport
             .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
             .max_concurrent_uni_streams(0u8.into());

@@ -5,6 +5,8 @@
 //! port, alknet SOCKS5 over SSH on QUIC and on TCP+TLS, alknet SOCKS5 over the native tunnel.
 //! Bulk: `curl` downloads the body from a local HTTP server. Rate: sequential SOCKS5 CONNECT +
 //! a small GET, from this process. Needs `curl`, `ssh`, `ssh-keygen` and `/usr/sbin/sshd`.
+//! `ALKNET_BENCH_ONLY=native,QUIC` runs only the rows whose name contains one of the words (for
+//! profiling one path); `ALKNET_BENCH_SKIP_RATE=1` skips the connection-rate column.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -281,9 +283,18 @@ async fn main() {
     println!("{mib} MiB through each, {RATE_CONNECTIONS} sequential connections for the rate\n");
     println!("| path | bulk MiB/s | connections/s |");
     println!("|---|---:|---:|");
+    let only = std::env::var("ALKNET_BENCH_ONLY").unwrap_or_default();
+    let skip_rate = std::env::var("ALKNET_BENCH_SKIP_RATE").is_ok_and(|v| v == "1");
     for (name, proxy) in rows {
+        if !only.is_empty() && !only.split(',').any(|word| name.contains(word)) {
+            continue;
+        }
         let mbps = bulk(http, proxy, size).await;
-        let cps = rate(http, proxy).await;
+        let cps = if skip_rate {
+            f64::NAN
+        } else {
+            rate(http, proxy).await
+        };
         println!("| {name} | {mbps:.0} | {cps:.0} |");
     }
     node.shutdown().await;

@@ -146,7 +146,7 @@ impl russh::client::Handler for ClientHandler {
                     let _ = socket.set_nodelay(true);
                     reply.accept().await;
                     let mut stream = channel.into_stream();
-                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut socket).await;
+                    let _ = crate::pipe(&mut stream, &mut socket).await;
                 }
                 Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
             }
@@ -173,6 +173,7 @@ impl SshClient {
         let config = russh::client::Config {
             nodelay: true,
             keepalive_interval: Some(Duration::from_secs(30)),
+            preferred: crate::preferred(),
             ..Default::default()
         };
         let remote = RemoteTargets::default();
@@ -499,7 +500,7 @@ async fn socks_connect(
         Ok(mut stream) => {
             let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
             let mut socket = proto.reply_success(unspecified).await?;
-            let _ = tokio::io::copy_bidirectional(&mut socket, &mut stream).await;
+            let _ = crate::pipe(&mut socket, &mut stream).await;
             Ok(())
         }
         Err(e) => proto.reply_error(&e.socks_reply()).await,
@@ -522,7 +523,7 @@ impl LocalForward {
             let host = host.clone();
             async move {
                 if let Ok(mut stream) = opener.open(host, port).await {
-                    let _ = tokio::io::copy_bidirectional(&mut socket, &mut stream).await;
+                    let _ = crate::pipe(&mut socket, &mut stream).await;
                 }
             }
         })

@@ -37,3 +37,67 @@ pub use tunnel::{TunnelClient, TunnelServer, TUNNEL_ALPN};
 
 /// The ALPN of SSH on a node's port.
 pub const ALPN: &[u8] = b"alknet/ssh";
+
+/// The buffer of each direction of a forwarded connection's copy loop (tokio's default is 8 KiB,
+/// which costs a QUIC stream write, and an SSH packet, per 8 KiB). Two per open channel.
+pub const COPY_BUFFER: usize = 64 * 1024;
+
+/// Copies both ways between `a` and `b` until both directions ended (or one failed), with
+/// [`COPY_BUFFER`]-sized buffers: the copy loop of every forwarded connection.
+pub async fn pipe<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
+}
+
+/// The cipher preference of the node's server and the client: russh's algorithm lists, with
+/// AES-GCM ahead of ChaCha20-Poly1305 where the CPU has AES instructions (ring's AES-GCM then
+/// outruns its ChaCha20-Poly1305; without them ChaCha20 stays first, as russh and OpenSSH
+/// order it).
+pub(crate) fn preferred() -> russh::Preferred {
+    const AES_FIRST: &[russh::cipher::Name] = &[
+        russh::cipher::AES_256_GCM,
+        russh::cipher::AES_128_GCM,
+        russh::cipher::CHACHA20_POLY1305,
+        russh::cipher::AES_256_CTR,
+        russh::cipher::AES_192_CTR,
+        russh::cipher::AES_128_CTR,
+    ];
+    let mut preferred = russh::Preferred::default();
+    if hardware_aes() {
+        preferred.cipher = std::borrow::Cow::Borrowed(AES_FIRST);
+    }
+    preferred
+}
+
+fn hardware_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    return std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull");
+    #[allow(unreachable_code)]
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aes_gcm_leads_only_with_hardware_aes_and_no_default_cipher_is_dropped() {
+        let ours = preferred().cipher;
+        let expected_first = if hardware_aes() {
+            russh::cipher::AES_256_GCM
+        } else {
+            russh::cipher::CHACHA20_POLY1305
+        };
+        assert_eq!(ours[0], expected_first);
+        for cipher in russh::Preferred::default().cipher.iter() {
+            assert!(ours.contains(cipher), "{cipher:?} is no longer offered");
+        }
+    }
+}

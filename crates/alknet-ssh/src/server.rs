@@ -120,6 +120,7 @@ impl SshServer {
             inactivity_timeout: Some(Duration::from_secs(3600)),
             keepalive_interval: Some(Duration::from_secs(30)),
             nodelay: true,
+            preferred: crate::preferred(),
             ..Default::default()
         };
         Self {
@@ -581,7 +582,7 @@ impl russh::server::Handler for SessionHandler {
                     reply.accept().await;
                     let mut stream = channel.into_stream();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut stream, &mut target) => {}
+                        _ = crate::pipe(&mut stream, &mut target) => {}
                         () = ended.cancelled() => {}
                     }
                 }
@@ -755,7 +756,7 @@ impl ForwardContext {
                     log_channel(&peer, &identity, kind, "opened");
                     let mut stream = channel.into_stream();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut stream, &mut socket) => {}
+                        _ = crate::pipe(&mut stream, &mut socket) => {}
                         () = stop.cancelled() => {}
                     }
                 }

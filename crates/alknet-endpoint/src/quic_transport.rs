@@ -1,0 +1,56 @@
+//! The QUIC transport settings of every alknet endpoint and client: a small set, sized for a fast
+//! real path (one stream at 1 Gbit/s up to ≈ 65 ms round trip) and a 1 500-byte path MTU.
+//! Everything else is quinn's default (GSO/GRO on, CUBIC with pacing, ack frequency off).
+//!
+//! Memory: the windows are credit, not allocations. quinn buffers only what arrives (receive) or
+//! what the application wrote and the peer has not acknowledged (send), so an idle connection
+//! costs the same whatever the windows; a connection whose application stops reading holds at
+//! most [`CONNECTION_RECEIVE_WINDOW`] of received data.
+
+use std::time::Duration;
+
+/// How much one stream may receive ahead of the application reading it (8 MiB: 1 Gbit/s × 64 ms;
+/// quinn's default, 1.25 MB, caps one stream at 100 Mbit/s on a 100 ms path).
+pub const STREAM_RECEIVE_WINDOW: u32 = 8 << 20;
+/// How much all streams of one connection together may receive ahead of the application (16 MiB;
+/// quinn's default is unlimited, leaving only the per-stream windows × the stream limit).
+pub const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
+/// How much a connection may have written and not yet acknowledged (16 MiB).
+pub const SEND_WINDOW: u64 = 16 << 20;
+/// The largest UDP payload MTU discovery probes for: 1 452 bytes, what fits a 1 500-byte path
+/// over IPv6 (quinn's default). Discovery starts at QUIC's minimum of 1 200. Not configurable:
+/// a jumbo ceiling (8 952) stalled loopback transfers for seconds and sometimes lost the
+/// connection (BENCHMARKS.md), and real paths rarely carry jumbo frames.
+pub const MAX_UDP_PAYLOAD: u16 = 1452;
+
+/// The kernel receive and send buffer asked for on every QUIC UDP socket (4 MiB; Linux caps it
+/// at `net.core.rmem_max`/`wmem_max`). The default, about 208 KiB, overflows during a fast
+/// transfer and the drops read as congestion. One per socket, not per connection.
+pub const UDP_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Asks for [`UDP_SOCKET_BUFFER`] on `socket`; the kernel may grant less, which only costs speed.
+pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(UDP_SOCKET_BUFFER)),
+        ("send", socket.set_send_buffer_size(UDP_SOCKET_BUFFER)),
+    ] {
+        if let Err(e) = result {
+            tracing::debug!(%e, "could not size the UDP {what} buffer");
+        }
+    }
+}
+
+/// The quinn transport config of every QUIC connection, plus `keep_alive` when given.
+pub(crate) fn transport(keep_alive: Option<Duration>) -> quinn::TransportConfig {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(CONNECTION_RECEIVE_WINDOW.into())
+        .send_window(SEND_WINDOW)
+        .mtu_discovery_config(Some(mtu))
+        .keep_alive_interval(keep_alive);
+    transport
+}
