@@ -17,7 +17,7 @@
 //! [`Pending`] guard sends `cancel`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alknet_call::{CallContext, CallError, ErrorCode, Handler};
@@ -49,7 +49,8 @@ enum Pulled {
 
 enum Waiter {
     Unary(oneshot::Sender<Result<Value, CallError>>),
-    Stream(mpsc::UnboundedSender<Pulled>),
+    /// A subscription and the items JavaScript may still push (kept here, not trusted to it).
+    Stream(mpsc::UnboundedSender<Pulled>, Arc<AtomicUsize>),
 }
 
 /// A request JavaScript is working on: where its answer goes, and its context (for calls the
@@ -142,7 +143,8 @@ impl Bridge {
             .ok_or_else(|| unknown(id))
     }
 
-    fn send(&self, event: &str, id: i64, operation: &str, input: String, identity: String) {
+    /// Announces an event to JavaScript; `false` if it could not be queued.
+    fn send(&self, event: &str, id: i64, operation: &str, input: String, identity: String) -> bool {
         let status = self.dispatch.call(
             (
                 event.to_string(),
@@ -157,9 +159,16 @@ impl Bridge {
         if status != Status::Ok {
             tracing::debug!(target: "alknet::napi", %event, id, ?status, "dispatcher unavailable");
         }
+        status == Status::Ok
     }
 
-    /// Registers a waiter and announces the request; the guard withdraws it when dropped.
+    /// How many requests JavaScript is working on (answers still awaited).
+    pub fn open_requests(&self) -> usize {
+        self.waiters.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Registers a waiter and announces the request; the guard withdraws it when dropped. When
+    /// the announcement fails the waiter is withdrawn at once and fails with `UNAVAILABLE`.
     fn open(
         self: &Arc<Self>,
         waiter: Waiter,
@@ -173,7 +182,21 @@ impl Bridge {
             waiters.insert(id, Open { waiter, ctx });
         }
         let identity = serde_json::to_string(&ctx.identity).unwrap_or_else(|_| "null".into());
-        self.send(event, id, &ctx.operation, input.to_string(), identity);
+        if !self.send(event, id, &ctx.operation, input.to_string(), identity) {
+            let unavailable = CallError::new(
+                ErrorCode::Unavailable,
+                "the JavaScript side is not taking requests (closing); retry on another node",
+            );
+            match self.take(id) {
+                Some(Waiter::Unary(tx)) => {
+                    let _ = tx.send(Err(unavailable));
+                }
+                Some(Waiter::Stream(tx, _)) => {
+                    let _ = tx.send(Pulled::Failed(unavailable));
+                }
+                None => {}
+            }
+        }
         Pending {
             bridge: self.clone(),
             id,
@@ -203,20 +226,25 @@ impl Bridge {
         let bridge = self.clone();
         Handler::stream(move |ctx: CallContext, input: Value| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let pending = bridge.open(Waiter::Stream(tx), "subscribe", &ctx, &input);
-            futures::stream::unfold(Some((pending, rx, 0usize)), |state| async move {
-                let (pending, mut rx, mut taken) = state?;
+            let credit = Arc::new(AtomicUsize::new(INITIAL_CREDIT));
+            let waiter = Waiter::Stream(tx, credit.clone());
+            let pending = bridge.open(waiter, "subscribe", &ctx, &input);
+            futures::stream::unfold(Some((pending, rx, 0usize, credit)), |state| async move {
+                let (pending, mut rx, mut taken, credit) = state?;
                 match rx.recv().await {
                     Some(Pulled::Item(v)) => {
                         taken += 1;
                         if taken == CREDIT_STEP {
+                            // Granted here before JavaScript hears of it, so a push it makes
+                            // with the new credit always finds it.
+                            credit.fetch_add(CREDIT_STEP, Ordering::SeqCst);
                             let step = CREDIT_STEP.to_string();
                             pending
                                 .bridge
                                 .send("credit", pending.id, "", step, String::new());
                             taken = 0;
                         }
-                        Some((Ok(v), Some((pending, rx, taken))))
+                        Some((Ok(v), Some((pending, rx, taken, credit))))
                     }
                     Some(Pulled::Failed(e)) => Some((Err(e), None)),
                     Some(Pulled::End) | None => None,
@@ -232,7 +260,7 @@ impl Bridge {
                 let _ = tx.send(parse_answer(output_json));
                 Ok(())
             }
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, _)) => {
                 let _ = tx.send(Pulled::Failed(CallError::internal()));
                 Err(napi::Error::from_reason(format!(
                     "request {id} is a subscription; use push/end"
@@ -250,7 +278,7 @@ impl Bridge {
                 let _ = tx.send(Err(error));
                 Ok(())
             }
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, _)) => {
                 let _ = tx.send(Pulled::Failed(error));
                 Ok(())
             }
@@ -258,13 +286,24 @@ impl Bridge {
         }
     }
 
-    /// Items of a subscription (a JSON array), within the credit granted.
+    /// Items of a subscription (a JSON array), within the credit granted: more items than
+    /// the credit left are refused whole (an error, nothing is delivered).
     pub fn push(&self, id: i64, items_json: &str) -> napi::Result<()> {
         let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
         match waiters.get(&id).map(|open| &open.waiter) {
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, credit)) => {
                 match serde_json::from_str::<Vec<Value>>(items_json) {
                     Ok(items) => {
+                        let n = items.len();
+                        if let Err(left) =
+                            credit.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                c.checked_sub(n)
+                            })
+                        {
+                            return Err(napi::Error::from_reason(format!(
+                                "request {id}: {n} items pushed with a credit of {left}; wait for a `credit` event"
+                            )));
+                        }
                         for item in items {
                             let _ = tx.send(Pulled::Item(item));
                         }
@@ -286,7 +325,7 @@ impl Bridge {
     /// The end of a subscription.
     pub fn end(&self, id: i64) -> napi::Result<()> {
         match self.take(id) {
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, _)) => {
                 let _ = tx.send(Pulled::End);
                 Ok(())
             }

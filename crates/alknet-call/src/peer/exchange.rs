@@ -217,7 +217,7 @@ impl Exchange {
                 }
             }
             Route::Shared { writer, .. } => {
-                writer.try_send(frame_of(&EventType::Aborted, &self.id, &Map::new()));
+                writer.send_detached(frame_of(&EventType::Aborted, &self.id, &Map::new()));
                 self.link.forget(&self.id);
             }
         }
