@@ -146,7 +146,15 @@ impl Peer {
     #[napi]
     pub async fn publish(&self, topic: String, data_json: String) -> napi::Result<u32> {
         let data: Value = parse_json(&data_json, "data")?;
-        let delivered = self.peer.publish(&topic, data).await.map_err(call_error)?;
+        let options = alknet_call::RequestOptions {
+            auth_token: self.token.clone(),
+            ..Default::default()
+        };
+        let delivered = self
+            .peer
+            .publish_with(&topic, data, options)
+            .await
+            .map_err(call_error)?;
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
     }
 

@@ -85,6 +85,11 @@ impl Link {
         }
     }
 
+    /// How many of our requests are registered for answers.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
     /// Stops routing answers to `id`.
     pub(crate) fn forget(&self, id: &str) {
         if let Ok(mut pending) = self.pending.lock() {
