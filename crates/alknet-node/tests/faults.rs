@@ -2,14 +2,16 @@
 //! and the node drops one datagram in twenty and holds others back behind later ones) still
 //! completes every call.
 
+mod suite;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use alknet_call::{CallService, OperationRegistry, Peer};
 use alknet_core::SecretKey;
 use alknet_endpoint::{Client, DialOptions};
-use alknet_node::{Node, NodeConfig};
 use serde_json::json;
+use suite::echo_node;
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
 
@@ -35,11 +37,11 @@ impl Mangler {
     /// The datagrams to send now, in order, for one that arrived.
     fn pass(&mut self, datagram: Vec<u8>) -> Vec<Vec<u8>> {
         self.seen += 1;
-        if self.seen % 20 == 0 {
+        if self.seen.is_multiple_of(20) {
             self.dropped += 1;
             return Vec::new();
         }
-        if self.seen % 7 == 0 && self.held.is_none() {
+        if self.seen.is_multiple_of(7) && self.held.is_none() {
             self.held = Some(datagram);
             return Vec::new();
         }
@@ -97,17 +99,7 @@ async fn lossy_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<(Mangler, Man
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_complete_over_a_lossy_reordering_udp_path() {
-    let mut ops = OperationRegistry::new();
-    ops.query("fault/echo", json!({}), json!({}), |_, input| async move {
-        Ok(input)
-    })
-    .unwrap();
-    let node = Node::builder(NodeConfig::new("127.0.0.1:0".parse().unwrap()))
-        .key(SecretKey::generate())
-        .operations(ops)
-        .start()
-        .await
-        .unwrap();
+    let node = echo_node("fault/echo").await;
     let (proxy, manglers) = lossy_proxy(node.local_addr()).await;
     let client = Client::new(SecretKey::generate()).unwrap();
     let options = DialOptions::pinned(alknet_call::ALPN, node.fingerprint().to_string());

@@ -4,7 +4,7 @@
 //! upper bound for the node's share). `ALKNET_LOAD_CONNECTIONS` / `ALKNET_LOAD_CALLS` change the
 //! numbers.
 
-mod measure;
+mod suite;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use alknet_call::{CallService, OperationRegistry, Peer};
 use alknet_core::SecretKey;
 use alknet_endpoint::{Client, DialOptions};
 use alknet_node::{Node, NodeConfig};
-use measure::rss_kib;
 use serde_json::json;
+use suite::rss_kib;
 use tokio::sync::{watch, Semaphore};
 
 fn env_or(name: &str, default: usize) -> usize {

@@ -6,15 +6,15 @@
 //! (1 000 000 of each): `ALKNET_SOAK=long cargo test --release -p alknet-node --test soak -- --nocapture`.
 //! The margin: 16 MiB plus 10 % of the warm RSS, printed with the measurements.
 
-mod measure;
+mod suite;
 
 use alknet_call::{CallService, OperationRegistry, Peer};
 use alknet_core::SecretKey;
 use alknet_endpoint::{Client, DialOptions, TransportKind};
-use alknet_node::{Node, NodeConfig};
+use alknet_node::Node;
 use futures::StreamExt;
-use measure::rss_kib;
 use serde_json::json;
+use suite::{echo_node, rss_kib};
 
 /// Calls and messages, over `peers` in turn.
 async fn round(node: &Node, peers: &[Peer], subscriber: &mut alknet_call::Subscription, n: usize) {
@@ -53,17 +53,7 @@ async fn round(node: &Node, peers: &[Peer], subscriber: &mut alknet_call::Subscr
 async fn rss_after_many_calls_and_messages_stays_within_the_margin() {
     let long = std::env::var("ALKNET_SOAK").is_ok_and(|v| v == "long");
     let n = if long { 1_000_000 } else { 20_000 };
-    let mut ops = OperationRegistry::new();
-    ops.query("soak/echo", json!({}), json!({}), |_, input| async move {
-        Ok(input)
-    })
-    .unwrap();
-    let node = Node::builder(NodeConfig::new("127.0.0.1:0".parse().unwrap()))
-        .key(SecretKey::generate())
-        .operations(ops)
-        .start()
-        .await
-        .unwrap();
+    let node = echo_node("soak/echo").await;
     // A known peer may subscribe without topic rules.
     let key = SecretKey::generate();
     let mut dynamic = node.dynamic();
