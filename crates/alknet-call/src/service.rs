@@ -14,11 +14,12 @@ use crate::carrier::byte_stream::InputGuard;
 use crate::context::{CallContext, LocalOperations};
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
+use crate::peer::link::Link;
 use crate::pubsub::{Broker, PubSubPolicy, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
 use crate::throttle::TokenThrottle;
 use crate::topic::validate_topic;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 pub use crate::options::CallOptions;
 
@@ -35,6 +36,8 @@ pub struct CallService {
     tokens: TokenThrottle,
     /// Bytes of partly received frames all connections without an identity may buffer.
     anonymous_input: Arc<Semaphore>,
+    /// Counts the changes of the identities' source: open requests re-resolve theirs on each.
+    identities: watch::Sender<u64>,
 }
 
 /// Resolves nobody: for clients that serve callbacks without a peer list.
@@ -92,6 +95,7 @@ impl CallService {
             anonymous_input: Arc::new(Semaphore::new(options.anonymous_input_bytes)),
             options,
             tokens: TokenThrottle::default(),
+            identities: watch::Sender::new(0),
         }))
     }
 
@@ -172,16 +176,47 @@ impl CallService {
         builtins::schema_for(&self.registry, identity, name)
     }
 
+    /// Tells open requests and connections that the identities may have changed (peers, API
+    /// keys): each re-resolves its own, and a request whose identity no longer resolves, or no
+    /// longer may call its operation, ends (`UNAUTHENTICATED` / `FORBIDDEN`). Call it after
+    /// reloading the configuration the identity provider reads.
+    pub fn identities_changed(&self) {
+        self.identities.send_modify(|n| *n += 1);
+    }
+
+    /// Changes announced by [`identities_changed`](Self::identities_changed).
+    pub(crate) fn identity_changes(&self) -> watch::Receiver<u64> {
+        self.identities.subscribe()
+    }
+
+    /// The identity a connection has now: what it resolved at the handshake, re-resolved from
+    /// its key after the identities changed. An identity that did not come from a key (e.g. a
+    /// WebSocket's bearer token, which the connection does not keep) stays as it was.
+    pub(crate) fn connection_identity(&self, link: &Link) -> Option<Identity> {
+        let auth = &link.auth;
+        let (Some(_), Some(fingerprint)) = (&auth.identity, &auth.tls_fingerprint) else {
+            return auth.identity.clone();
+        };
+        let epoch = *self.identities.borrow();
+        let Ok(mut current) = link.identity.lock() else {
+            return None;
+        };
+        if current.0 != epoch {
+            *current = (epoch, self.identity.resolve_from_fingerprint(fingerprint));
+        }
+        current.1.clone()
+    }
+
     /// Steps 1–4 of the contract: identity, lookup, access, input. Returns the operation and the
     /// identity the request runs as.
     pub(crate) fn admit(
         &self,
         request: &CallRequest,
-        connection: &AuthContext,
+        link: &Link,
     ) -> Result<(Arc<Operation>, Option<Identity>), CallError> {
         let identity = match &request.auth_token {
-            Some(token) => Some(self.resolve_token(token, connection)?),
-            None => connection.identity.clone(),
+            Some(token) => Some(self.resolve_token(token, &link.auth)?),
+            None => self.connection_identity(link),
         };
         let op = self
             .registry

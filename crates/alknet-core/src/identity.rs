@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AuthConfig, ConfigStore, PeerEntry};
+use crate::config::{ApiKeyEntry, AuthConfig, ConfigStore, PeerEntry};
 use crate::fingerprint::{constant_time_eq, token_hash, Fingerprint};
 
 /// Who a caller is and what it may do.
@@ -52,6 +52,12 @@ pub trait IdentityProvider: Send + Sync + 'static {
     fn resolve_from_id(&self, _id: &str) -> Option<Identity> {
         None
     }
+    /// When the identity of `token` stops resolving by itself (an API key's `expires_at`, Unix
+    /// seconds); `None` when it does not expire or does not resolve. Requests running as the
+    /// token end then.
+    fn token_expires_at(&self, _token: &[u8]) -> Option<u64> {
+        None
+    }
 }
 
 /// The default provider: reads the [`AuthConfig`] section on every call, so a reload applies to the next
@@ -81,6 +87,16 @@ fn identity_of(peer: &PeerEntry) -> Identity {
     }
 }
 
+/// An `alk_<prefix>_…` token whose prefix an API key claims is that key's or nobody's; any other
+/// token (one that merely begins with `alk_` included) may be a peer's.
+fn claimed_key<'a>(config: &'a AuthConfig, token: &[u8]) -> Option<&'a ApiKeyEntry> {
+    let prefix = token.strip_prefix(b"alk_")?.split(|b| *b == b'_').next()?;
+    config
+        .api_keys
+        .iter()
+        .find(|k| k.prefix.as_bytes() == prefix)
+}
+
 impl IdentityProvider for ConfigIdentityProvider {
     fn resolve_from_id(&self, id: &str) -> Option<Identity> {
         let config = self.store.load();
@@ -106,19 +122,17 @@ impl IdentityProvider for ConfigIdentityProvider {
             .map(identity_of)
     }
 
+    fn token_expires_at(&self, token: &[u8]) -> Option<u64> {
+        let config = self.store.load();
+        claimed_key(&config, token)
+            .filter(|k| constant_time_eq(k.hash.as_bytes(), token_hash(token).as_bytes()))
+            .and_then(|k| k.expires_at)
+    }
+
     fn resolve_from_token(&self, token: &[u8]) -> Option<Identity> {
         let hash = token_hash(token);
         let config = self.store.load();
-        // An `alk_<prefix>_…` token whose prefix an API key claims is that key's or nobody's; any
-        // other token (one that merely begins with `alk_` included) may be a peer's.
-        let claimed = token.strip_prefix(b"alk_").and_then(|rest| {
-            let prefix = rest.split(|b| *b == b'_').next()?;
-            config
-                .api_keys
-                .iter()
-                .find(|k| k.prefix.as_bytes() == prefix)
-        });
-        if let Some(k) = claimed {
+        if let Some(k) = claimed_key(&config, token) {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())

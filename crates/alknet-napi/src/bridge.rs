@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alknet_call::{CallContext, CallError, ErrorCode, Handler};
@@ -80,7 +80,8 @@ enum Pulled {
 
 enum Waiter {
     Unary(oneshot::Sender<Result<Value, CallError>>),
-    Stream(mpsc::UnboundedSender<Pulled>),
+    /// A subscription and the items JavaScript may still push (kept here, not trusted to it).
+    Stream(mpsc::UnboundedSender<Pulled>, Arc<AtomicUsize>),
 }
 
 /// A request JavaScript is working on: where its answer goes, and its context (for calls the
@@ -95,6 +96,8 @@ pub struct Bridge {
     dispatch: Dispatch,
     /// Events not yet taken by JavaScript: array elements, comma-separated, without brackets.
     events: Mutex<String>,
+    /// Set once JavaScript could not be woken: nothing more is queued.
+    closed: AtomicBool,
     waiters: Mutex<HashMap<i64, Open>>,
     next_id: AtomicI64,
 }
@@ -149,9 +152,27 @@ fn push_json_string(out: &mut String, value: &str) {
 }
 
 fn unknown(id: i64) -> napi::Error {
-    napi::Error::from_reason(format!(
-        "request {id} is not open (already answered, or cancelled by the caller)"
-    ))
+    Refused::NotOpen(id).into()
+}
+
+/// Why an answer was not taken.
+enum Refused {
+    /// The request is no longer open: answered already, or cancelled meanwhile (a race, not a
+    /// fault of the handler).
+    NotOpen(i64),
+    /// The answer does not fit the request: the wrong kind, or items beyond the credit.
+    Misuse(String),
+}
+
+impl From<Refused> for napi::Error {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::NotOpen(id) => napi::Error::from_reason(format!(
+                "request {id} is not open (already answered, or cancelled by the caller)"
+            )),
+            Refused::Misuse(why) => napi::Error::from_reason(why),
+        }
+    }
 }
 
 impl Bridge {
@@ -160,6 +181,7 @@ impl Bridge {
         Arc::new(Self {
             dispatch,
             events: Mutex::default(),
+            closed: AtomicBool::new(false),
             waiters: Mutex::default(),
             next_id: AtomicI64::new(1),
         })
@@ -182,11 +204,14 @@ impl Bridge {
             .ok_or_else(|| unknown(id))
     }
 
-    /// Queues an event (`input` and `identity` are JSON texts); wakes JavaScript when it is the
-    /// first one waiting.
-    fn send(&self, event: &str, id: i64, operation: &str, input: &str, identity: &str) {
+    /// Queues an event (`input` and `identity` are JSON texts) and wakes JavaScript when it is
+    /// the first one waiting; `false` if JavaScript can no longer be woken (the node is closing).
+    fn send(&self, event: &str, id: i64, operation: &str, input: &str, identity: &str) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
         let Ok(mut events) = self.events.lock() else {
-            return;
+            return false;
         };
         let first = events.is_empty();
         if !first {
@@ -202,15 +227,20 @@ impl Bridge {
         events.push(',');
         push_json_string(&mut events, identity);
         events.push(']');
-        drop(events);
-        if first {
-            let status = self
-                .dispatch
-                .call((), ThreadsafeFunctionCallMode::NonBlocking);
-            if status != Status::Ok {
-                tracing::debug!(target: "alknet::napi", ?status, "dispatcher unavailable");
-            }
+        if !first {
+            return true;
         }
+        let status = self
+            .dispatch
+            .call((), ThreadsafeFunctionCallMode::NonBlocking);
+        if status == Status::Ok {
+            return true;
+        }
+        // Nobody will take what waits: drop it and refuse what follows.
+        events.clear();
+        self.closed.store(true, Ordering::Release);
+        tracing::debug!(target: "alknet::napi", ?status, "dispatcher unavailable");
+        false
     }
 
     /// The events waiting, as one JSON array (`[]` when none), and the buffer emptied.
@@ -229,7 +259,13 @@ impl Bridge {
         out
     }
 
-    /// Registers a waiter and announces the request; the guard withdraws it when dropped.
+    /// How many requests JavaScript is working on (answers still awaited).
+    pub fn open_requests(&self) -> usize {
+        self.waiters.lock().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Registers a waiter and announces the request; the guard withdraws it when dropped. When
+    /// the announcement fails the waiter is withdrawn at once and fails with `UNAVAILABLE`.
     fn open(
         self: &Arc<Self>,
         waiter: Waiter,
@@ -243,7 +279,21 @@ impl Bridge {
             waiters.insert(id, Open { waiter, ctx });
         }
         let identity = serde_json::to_string(&ctx.identity).unwrap_or_else(|_| "null".into());
-        self.send(event, id, &ctx.operation, &input.to_string(), &identity);
+        if !self.send(event, id, &ctx.operation, &input.to_string(), &identity) {
+            let unavailable = CallError::new(
+                ErrorCode::Unavailable,
+                "the JavaScript side is not taking requests (closing); retry on another node",
+            );
+            match self.take(id) {
+                Some(Waiter::Unary(tx)) => {
+                    let _ = tx.send(Err(unavailable));
+                }
+                Some(Waiter::Stream(tx, _)) => {
+                    let _ = tx.send(Pulled::Failed(unavailable));
+                }
+                None => {}
+            }
+        }
         Pending {
             bridge: self.clone(),
             id,
@@ -273,18 +323,23 @@ impl Bridge {
         let bridge = self.clone();
         Handler::stream(move |ctx: CallContext, input: Value| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let pending = bridge.open(Waiter::Stream(tx), "subscribe", &ctx, &input);
-            futures::stream::unfold(Some((pending, rx, 0usize)), |state| async move {
-                let (pending, mut rx, mut taken) = state?;
+            let credit = Arc::new(AtomicUsize::new(INITIAL_CREDIT));
+            let waiter = Waiter::Stream(tx, credit.clone());
+            let pending = bridge.open(waiter, "subscribe", &ctx, &input);
+            futures::stream::unfold(Some((pending, rx, 0usize, credit)), |state| async move {
+                let (pending, mut rx, mut taken, credit) = state?;
                 match rx.recv().await {
                     Some(Pulled::Item(v)) => {
                         taken += 1;
                         if taken == CREDIT_STEP {
+                            // Granted here before JavaScript hears of it, so a push it makes
+                            // with the new credit always finds it.
+                            credit.fetch_add(CREDIT_STEP, Ordering::SeqCst);
                             let step = CREDIT_STEP.to_string();
                             pending.bridge.send("credit", pending.id, "", &step, "null");
                             taken = 0;
                         }
-                        Some((Ok(v), Some((pending, rx, taken))))
+                        Some((Ok(v), Some((pending, rx, taken, credit))))
                     }
                     Some(Pulled::Failed(e)) => Some((Err(e), None)),
                     Some(Pulled::End) | None => None,
@@ -295,29 +350,31 @@ impl Bridge {
 
     /// JavaScript's answer to `call`.
     pub fn resolve(&self, id: i64, output_json: &str) -> napi::Result<()> {
-        self.answer(id, Answer::Resolve, parse_answer(output_json))
+        Ok(self.answer(id, Answer::Resolve, parse_answer(output_json))?)
     }
 
     /// JavaScript's failure of a call or subscription.
     pub fn reject(&self, id: i64, error_json: &str) -> napi::Result<()> {
         let error = serde_json::from_str(error_json).unwrap_or(Value::Null);
-        self.answer(id, Answer::Reject, Ok(error))
+        Ok(self.answer(id, Answer::Reject, Ok(error))?)
     }
 
-    /// Items of a subscription (a JSON array), within the credit granted.
+    /// Items of a subscription (a JSON array), within the credit granted: more items than
+    /// the credit left are refused whole (an error, nothing is delivered).
     pub fn push(&self, id: i64, items_json: &str) -> napi::Result<()> {
         let items = serde_json::from_str(items_json).map_err(|_| CallError::internal());
-        self.answer(id, Answer::Push, items)
+        Ok(self.answer(id, Answer::Push, items)?)
     }
 
     /// The end of a subscription.
     pub fn end(&self, id: i64) -> napi::Result<()> {
-        self.answer(id, Answer::End, Ok(Value::Null))
+        Ok(self.answer(id, Answer::End, Ok(Value::Null))?)
     }
 
-    /// A batch of answers, `[[kind, id, payload], …]` (see [`Answer`]). Answers to requests that
-    /// are no longer open (cancelled meanwhile) are dropped, as the single-answer calls would
-    /// refuse them.
+    /// A batch of answers, `[[kind, id, payload], …]` (see [`Answer`]), each delivered as the
+    /// single-answer calls would. Answers to requests no longer open (cancelled meanwhile) are
+    /// dropped; any other refusal (e.g. items beyond the credit) is the error returned, after
+    /// the rest of the batch was delivered.
     pub fn answer_many(&self, answers_json: &str) -> napi::Result<()> {
         let answers: Vec<(Answer, i64, Value)> =
             serde_json::from_str(answers_json).map_err(|e| {
@@ -325,26 +382,37 @@ impl Bridge {
                     "answers are not [kind, id, payload] entries: {e}"
                 ))
             })?;
+        let mut misuse = None;
         for (kind, id, payload) in answers {
-            let _ = self.answer(id, kind, Ok(payload));
+            if let Err(Refused::Misuse(why)) = self.answer(id, kind, Ok(payload)) {
+                misuse.get_or_insert(why);
+            }
         }
-        Ok(())
+        match misuse {
+            Some(why) => Err(napi::Error::from_reason(why)),
+            None => Ok(()),
+        }
     }
 
     /// Delivers one answer to request `id`'s waiter; `payload` is `Err` when JavaScript's JSON was
     /// unreadable (the caller sees INTERNAL).
-    fn answer(&self, id: i64, kind: Answer, payload: Result<Value, CallError>) -> napi::Result<()> {
+    fn answer(
+        &self,
+        id: i64,
+        kind: Answer,
+        payload: Result<Value, CallError>,
+    ) -> Result<(), Refused> {
         if kind == Answer::Push {
             return self.push_items(id, payload);
         }
-        let waiter = self.take(id).ok_or_else(|| unknown(id))?;
+        let waiter = self.take(id).ok_or(Refused::NotOpen(id))?;
         match (kind, waiter) {
             (Answer::Resolve, Waiter::Unary(tx)) => {
                 let _ = tx.send(payload);
             }
-            (Answer::Resolve, Waiter::Stream(tx)) => {
+            (Answer::Resolve, Waiter::Stream(tx, _)) => {
                 let _ = tx.send(Pulled::Failed(CallError::internal()));
-                return Err(napi::Error::from_reason(format!(
+                return Err(Refused::Misuse(format!(
                     "request {id} is a subscription; use push/end"
                 )));
             }
@@ -354,12 +422,12 @@ impl Bridge {
                     Waiter::Unary(tx) => {
                         let _ = tx.send(Err(error));
                     }
-                    Waiter::Stream(tx) => {
+                    Waiter::Stream(tx, _) => {
                         let _ = tx.send(Pulled::Failed(error));
                     }
                 }
             }
-            (_, Waiter::Stream(tx)) => {
+            (_, Waiter::Stream(tx, _)) => {
                 let _ = tx.send(Pulled::End);
             }
             (_, Waiter::Unary(tx)) => {
@@ -369,12 +437,22 @@ impl Bridge {
         Ok(())
     }
 
-    fn push_items(&self, id: i64, items: Result<Value, CallError>) -> napi::Result<()> {
-        let waiters = self.waiters.lock().map_err(|_| unknown(id))?;
+    fn push_items(&self, id: i64, items: Result<Value, CallError>) -> Result<(), Refused> {
+        let waiters = self.waiters.lock().map_err(|_| Refused::NotOpen(id))?;
         match waiters.get(&id).map(|open| &open.waiter) {
-            Some(Waiter::Stream(tx)) => {
+            Some(Waiter::Stream(tx, credit)) => {
                 match items {
                     Ok(Value::Array(items)) => {
+                        let n = items.len();
+                        if let Err(left) =
+                            credit.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                c.checked_sub(n)
+                            })
+                        {
+                            return Err(Refused::Misuse(format!(
+                                "request {id}: {n} items pushed with a credit of {left}; wait for a `credit` event"
+                            )));
+                        }
                         for item in items {
                             let _ = tx.send(Pulled::Item(item));
                         }
@@ -386,10 +464,10 @@ impl Bridge {
                 }
                 Ok(())
             }
-            Some(Waiter::Unary(_)) => Err(napi::Error::from_reason(format!(
+            Some(Waiter::Unary(_)) => Err(Refused::Misuse(format!(
                 "request {id} is a query or mutation; use resolve/reject"
             ))),
-            None => Err(unknown(id)),
+            None => Err(Refused::NotOpen(id)),
         }
     }
 

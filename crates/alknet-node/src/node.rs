@@ -208,11 +208,16 @@ impl Node {
     }
 
     /// Validates every section of `config`, then swaps them all in: a reload applies entirely or
-    /// not at all, and on error the old configuration stays in force. Connections keep the
-    /// identity they resolved; new resolutions and requests see the new configuration at once.
+    /// not at all, and on error the old configuration stays in force. New resolutions and
+    /// requests see the new configuration at once; open connections and requests re-resolve
+    /// their identity, and a request whose identity was revoked (or lost the scopes it needs)
+    /// ends with `UNAUTHENTICATED` (or `FORBIDDEN`).
     pub fn reload(&self, config: DynamicConfig) -> Result<(), ConfigError> {
         config.validate()?;
         self.live.store(config);
+        if let Some(service) = &self.service {
+            service.identities_changed();
+        }
         tracing::info!(target: "alknet::config", "configuration reloaded");
         Ok(())
     }

@@ -196,9 +196,72 @@ impl Writer {
         }
     }
 
-    /// Queues frames unless the queue is full (for answers that must not wait, such as
-    /// `OVERLOADED` or an abort).
-    pub(crate) fn try_send(&self, frames: Bytes) {
-        let _ = self.0.try_send(Item::Frames(frames, None, Vec::new()));
+    /// Queues frames without waiting, for where waiting is not possible (an abort sent from a
+    /// `Drop`): when the queue is full they are queued from a task, so they are not lost.
+    pub(crate) fn send_detached(&self, frames: Bytes) {
+        let item = Item::Frames(frames, None, Vec::new());
+        if let Err(mpsc::error::TrySendError::Full(item)) = self.0.try_send(item) {
+            let tx = self.0.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { tx.send(item).await });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Semaphore;
+
+    /// A sink that writes only when given a permit, and records what it wrote.
+    struct Gated {
+        gate: Arc<Semaphore>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl FrameSink for Gated {
+        async fn send(&mut self, frames: &[u8]) -> io::Result<()> {
+            self.gate.acquire().await.unwrap().forget();
+            self.written.lock().unwrap().extend_from_slice(frames);
+            Ok(())
+        }
+        async fn finish(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn a_detached_frame_is_not_lost_when_the_queue_is_full() {
+        let gate = Arc::new(Semaphore::new(0));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let tasks = TaskTracker::new();
+        let sink = Gated {
+            gate: gate.clone(),
+            written: written.clone(),
+        };
+        let writer = Writer::spawn(
+            sink,
+            Box::pin(std::future::pending()),
+            CancellationToken::new(),
+            &tasks,
+            false,
+        );
+        // The writer holds one batch at the gate; fill its queue behind it.
+        writer.send(Bytes::from_static(b"a"), None).await;
+        while writer.0.capacity() > 0 {
+            writer.send(Bytes::from_static(b"b"), None).await;
+        }
+        writer.send_detached(Bytes::from_static(b"!"));
+        drop(writer);
+        gate.add_permits(Semaphore::MAX_PERMITS);
+        tasks.close();
+        tasks.wait().await;
+        let written = written.lock().unwrap();
+        assert_eq!(
+            written.last(),
+            Some(&b'!'),
+            "the detached frame was dropped"
+        );
     }
 }

@@ -132,10 +132,13 @@ impl Exchange {
             .ok_or_else(|| unavailable("closed"))?;
         let (tx, replies) = mpsc::channel(link.options.subscription_queue);
         link.expect(id, tx);
+        // Withdraws the registration unless the request went out, also when this future is
+        // dropped while it waits for room in the writer's queue.
+        let registered = Registered { link, id: Some(id) };
         if !writer.send(frame, None).await {
-            link.forget(id);
             return Err(unavailable("stream closed"));
         }
+        registered.keep();
         Ok(Route::Shared { replies, writer })
     }
 
@@ -217,9 +220,29 @@ impl Exchange {
                 }
             }
             Route::Shared { writer, .. } => {
-                writer.try_send(frame_of(&EventType::Aborted, &self.id, &Map::new()));
+                writer.send_detached(frame_of(&EventType::Aborted, &self.id, &Map::new()));
                 self.link.forget(&self.id);
             }
+        }
+    }
+}
+
+/// A request registered for answers on the shared stream, withdrawn when dropped unless kept.
+struct Registered<'a> {
+    link: &'a Link,
+    id: Option<&'a str>,
+}
+
+impl Registered<'_> {
+    fn keep(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.link.forget(id);
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alknet_core::{AuthContext, Connection};
+use alknet_core::{AuthContext, Connection, Identity};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,9 @@ pub(crate) struct Link {
     pub(crate) subscription_bytes: Arc<ByteBudget>,
     /// Bytes of partly received frames this connection may buffer (when it has an identity).
     pub(crate) input: Arc<Semaphore>,
+    /// The connection's identity as last re-resolved, and the change count it was resolved at
+    /// (see `CallService::connection_identity`).
+    pub(crate) identity: Mutex<(u64, Option<Identity>)>,
     next_id: AtomicU64,
 }
 
@@ -40,6 +43,7 @@ impl Link {
         Self {
             subscription_bytes: ByteBudget::new(options.connection_subscription_bytes),
             input: Arc::new(Semaphore::new(options.connection_input_bytes)),
+            identity: Mutex::new((0, auth.identity.clone())),
             conn,
             auth,
             options,
@@ -79,6 +83,11 @@ impl Link {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(id.to_owned(), tx);
         }
+    }
+
+    /// How many of our requests are registered for answers.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     /// Stops routing answers to `id`.

@@ -89,13 +89,32 @@ impl Peer {
 
     /// Publishes to a topic on the remote node; returns how many subscriptions it reached.
     pub async fn publish(&self, topic: &str, data: Value) -> Result<u64, CallError> {
+        self.publish_with(topic, data, RequestOptions::default())
+            .await
+    }
+
+    /// Publishes with per-request options (an `auth_token` to publish as, a deadline).
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        data: Value,
+        options: RequestOptions,
+    ) -> Result<u64, CallError> {
         let out = self
-            .call(
+            .call_with(
                 "pubsub/publish",
                 serde_json::json!({ "topic": topic, "data": data }),
+                options,
             )
             .await?;
         Ok(out["delivered"].as_u64().unwrap_or(0))
+    }
+
+    /// How many of our requests on a single-stream connection still wait for answers: each
+    /// finished, failed or abandoned request withdraws its entry (a diagnostic; 0 on a
+    /// multi-stream connection, whose requests have streams of their own).
+    pub fn pending_requests(&self) -> usize {
+        self.link.pending_len()
     }
 
     /// Subscribes to a topic pattern on the remote node; items are `{ topic, data }`.

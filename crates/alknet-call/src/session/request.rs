@@ -2,14 +2,14 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alknet_core::log_text::escaped;
 use bytes::BytesMut;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -86,10 +86,19 @@ async fn run(
         Ok(r) => r,
         Err(e) => return send_error(e).await,
     };
-    let (op, identity) = match service.admit(&request, &dispatcher.link.auth) {
+    // Watched from before admission, so a change that lands meanwhile is not missed.
+    let changes = service.identity_changes();
+    let (op, identity) = match service.admit(&request, &dispatcher.link) {
         Ok(admitted) => admitted,
         Err(e) => return send_error(e).await,
     };
+    let revoked = revoked(
+        dispatcher,
+        changes,
+        request.auth_token.as_deref(),
+        &op,
+        identity.is_some(),
+    );
     let options = service.options();
     let validate = options.validate_output;
     let timeout = match (op.spec.kind, request.timeout_ms) {
@@ -97,19 +106,22 @@ async fn run(
         (OperationType::Subscription, None) => None,
         (_, None) => Some(options.default_timeout),
     };
+    // The request ends early at its deadline (`TIMEOUT`) or when its identity is revoked.
     let deadline = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
-            None => std::future::pending().await,
+        tokio::select! {
+            _ = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            } => CallError::new(
+                ErrorCode::Timeout,
+                "the deadline passed before the operation finished",
+            ),
+            e = revoked => e,
         }
     };
     tokio::pin!(deadline);
-    let timed_out = || {
-        CallError::new(
-            ErrorCode::Timeout,
-            "the deadline passed before the operation finished",
-        )
-    };
     // `token` is cancelled by the caller's abort (and then no frame is written for this id); the
     // handler's own token also ends when the request does, so whatever it started ends with it.
     let handler_token = token.child_token();
@@ -128,7 +140,7 @@ async fn run(
             let result = tokio::select! {
                 biased;
                 _ = token.cancelled() => return,
-                _ = &mut deadline => Err(timed_out()),
+                e = &mut deadline => Err(e),
                 r = f(ctx, request.input) => r.map_err(|e| op.vet_error(e)),
             };
             let frame = match result.and_then(|out| op.vet_output(&out, validate).map(|()| out)) {
@@ -143,11 +155,11 @@ async fn run(
         }
         Handler::Stream(f) => {
             let items = f(ctx, request.input).map(|r| r.map(Item::Value)).boxed();
-            stream(&op, id, items, validate, writer, token, deadline, timed_out).await;
+            stream(&op, id, items, validate, writer, token, deadline).await;
         }
         Handler::Feed(f) => {
             let items = f(ctx, request.input).map(|r| r.map(Item::Shared)).boxed();
-            stream(&op, id, items, validate, writer, token, deadline, timed_out).await
+            stream(&op, id, items, validate, writer, token, deadline).await;
         }
     }
 }
@@ -158,9 +170,9 @@ enum Item {
     Shared(Queued),
 }
 
-/// Sends a subscription's items until it ends, fails, is cancelled or passes its deadline.
-#[allow(clippy::too_many_arguments)]
-async fn stream<D: std::future::Future<Output = ()>>(
+/// Sends a subscription's items until it ends, fails, is cancelled or `deadline` ends it (with
+/// the error it yields).
+async fn stream<D: std::future::Future<Output = CallError>>(
     op: &Operation,
     id: &str,
     mut items: BoxStream<'static, Result<Item, CallError>>,
@@ -168,7 +180,6 @@ async fn stream<D: std::future::Future<Output = ()>>(
     writer: &Writer,
     token: &CancellationToken,
     mut deadline: std::pin::Pin<&mut D>,
-    timed_out: impl Fn() -> CallError,
 ) {
     let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
     let mut held = Vec::new();
@@ -176,8 +187,8 @@ async fn stream<D: std::future::Future<Output = ()>>(
         let first = tokio::select! {
             biased;
             _ = token.cancelled() => return,
-            _ = &mut deadline => {
-                writer.send(frame_of(&EventType::Error, id, &timed_out()), Some(token)).await;
+            e = &mut deadline => {
+                writer.send(frame_of(&EventType::Error, id, &e), Some(token)).await;
                 return;
             }
             item = items.next() => item,
@@ -270,5 +281,55 @@ async fn send(
         biased;
         _ = token.cancelled() => false,
         sent = writer.send_holding(frames, Some(token), held) => sent,
+    }
+}
+
+/// Resolves with the error that ends a request once its identity is revoked: after each change
+/// of the identities (and at the token's expiry) it is resolved again as it was the first time,
+/// from the request's `auth_token` or the connection's key; `UNAUTHENTICATED` when it no longer
+/// resolves, the access error when it no longer may call `op`. Never resolves for a request
+/// without an identity.
+async fn revoked(
+    dispatcher: &Dispatcher,
+    mut changes: watch::Receiver<u64>,
+    auth_token: Option<&str>,
+    op: &Operation,
+    identified: bool,
+) -> CallError {
+    if !identified {
+        return std::future::pending().await;
+    }
+    let service = &dispatcher.service;
+    let provider = service.identity();
+    let expiry = || auth_token.and_then(|t| provider.token_expires_at(t.as_bytes()));
+    let mut expires_at = expiry();
+    loop {
+        let until_expiry = expires_at.map(|t| {
+            (UNIX_EPOCH + Duration::from_secs(t))
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+        });
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            _ = tokio::time::sleep(until_expiry.unwrap_or_default()), if until_expiry.is_some() => {}
+        }
+        let now = match auth_token {
+            Some(t) => provider.resolve_from_token(t.as_bytes()),
+            None => service.connection_identity(&dispatcher.link),
+        };
+        let Some(now) = now else {
+            return CallError::new(
+                ErrorCode::Unauthenticated,
+                "the identity of this request was revoked (peer disabled or removed, API key revoked or expired)",
+            );
+        };
+        if let Err(e) = op.spec.access.check(Some(&now)) {
+            return e;
+        }
+        expires_at = expiry();
     }
 }
