@@ -626,7 +626,13 @@ impl Drop for Running {
 
 /// Starts `ssh -N` with `args` and waits until `port` accepts (or ssh exits, which fails).
 async fn ssh_listening(ssh: &OpenSsh, args: &[&str], port: u16) -> Running {
-    let mut child = tokio::process::Command::from(ssh.command(&[&["-N"], args].concat()))
+    listening(ssh.command(&[&["-N"], args].concat()), port, "ssh").await
+}
+
+/// Starts `command` and waits until 127.0.0.1:`port` accepts; `what` exiting first fails the test
+/// with its stderr.
+async fn listening(command: Command, port: u16, what: &str) -> Running {
+    let mut child = tokio::process::Command::from(command)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -638,7 +644,7 @@ async fn ssh_listening(ssh: &OpenSsh, args: &[&str], port: u16) -> Running {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
-            panic!("ssh exited ({status}) before listening: {err}");
+            panic!("{what} exited ({status}) before listening: {err}");
         }
         tokio::task::yield_now().await;
     }
@@ -819,22 +825,9 @@ async fn openssh_reaches_a_real_sshd_through_the_node_with_alknet_proxy() {
     );
     std::fs::write(path("sshd_config"), config).unwrap();
     std::fs::create_dir_all("/run/sshd").unwrap();
-    let mut sshd = tokio::process::Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(path("sshd_config"))
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    while TcpStream::connect(("127.0.0.1", sshd_port)).await.is_err() {
-        if let Some(status) = sshd.try_wait().unwrap() {
-            let mut err = String::new();
-            let _ = sshd.stderr.take().unwrap().read_to_string(&mut err).await;
-            panic!("sshd exited ({status}): {err}");
-        }
-        tokio::task::yield_now().await;
-    }
-    let _sshd = Running(sshd);
+    let mut sshd = Command::new("/usr/sbin/sshd");
+    sshd.args(["-D", "-e", "-f"]).arg(path("sshd_config"));
+    let _sshd = listening(sshd, sshd_port, "sshd").await;
 
     // The node may reach its own sshd for alice, and nothing else on loopback.
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
@@ -1017,21 +1010,12 @@ async fn openssh_user_certificates_signed_by_the_configured_ca() {
     for cert in ["good", "loopback-only"] {
         let local = free_port();
         let forward = format!("127.0.0.1:{local}:127.0.0.1:{}", http.port());
-        let mut child =
-            tokio::process::Command::from(ssh(cert, "carol", &["-N", "-L", &forward], &[]))
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-        while TcpStream::connect(("127.0.0.1", local)).await.is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
-                panic!("{cert}: ssh exited ({status}) before listening: {err}");
-            }
-            tokio::task::yield_now().await;
-        }
-        let _running = Running(child);
+        let _running = listening(
+            ssh(cert, "carol", &["-N", "-L", &forward], &[]),
+            local,
+            &format!("{cert}: ssh"),
+        )
+        .await;
         assert_eq!(
             curl(&[&format!("http://127.0.0.1:{local}/")]).await,
             (true, "hello cert".into()),
