@@ -91,7 +91,7 @@ describe('options cross into Rust', () => {
       ...dynamic,
       tcp: true,
       tls: 'raw',
-      limits: { connectionsPerIp: 8, connections: 64, handshakesPerIp: 8, handshakes: 16, relayConnections: 8, streamsPerConnection: 8, maxConcurrentRequests: 8, subscriptionQueue: 8, subscriptionQueueBytes: 8, connectionQueueBytes: 8, anonymousMaxFrameBytes: 4096, connectionInputBytes: 4096, anonymousInputBytes: 4096, frameDeadlineMs: 1000, defaultTimeoutMs: 1000, maxTimeoutMs: 2000, maxFrameBytes: 4096 },
+      limits: { connectionsPerIp: 8, connections: 64, handshakesPerIp: 8, handshakes: 16, relayConnections: 8, streamsPerConnection: 8, maxConcurrentRequests: 8, subscriptionQueue: 8, subscriptionQueueBytes: 8, connectionQueueBytes: 8, anonymousMaxFrameBytes: 4096, connectionInputBytes: 4096, anonymousInputBytes: 4096, frameDeadlineMs: 1000, quicIdleTimeoutMs: 30000, defaultTimeoutMs: 1000, maxTimeoutMs: 2000, maxFrameBytes: 4096 },
       handshakeTimeoutMs: 5000,
       drainTimeoutMs: 1000,
       http: { decoy: 'builtin', websocket: true, gateway: { requireIdentity: true }, openapi: false },

@@ -154,6 +154,8 @@ export interface Limits {
   anonymousInputBytes?: number
   /** How long a frame may take to arrive once begun (default 60 000 ms). */
   frameDeadlineMs?: number
+  /** How long a QUIC connection may stay silent before the node counts it lost and cancels its requests (default 30 000 ms); clients send a keep-alive every 10 s. */
+  quicIdleTimeoutMs?: number
 }
 
 /** iroh for a node: reachable by its key alone, through a relay when no direct path exists. */
@@ -313,7 +315,7 @@ function checkNumbers(options: ServeOptions): void {
   const { min_frame_limit_bytes, max_frame_limit_bytes } = protocolConstants()
   whole('drainTimeoutMs', options.drainTimeoutMs, 0)
   whole('handshakeTimeoutMs', options.handshakeTimeoutMs, 1)
-  for (const name of ['connectionsPerIp', 'connections', 'handshakesPerIp', 'handshakes', 'relayConnections', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs', 'frameDeadlineMs'] as const) {
+  for (const name of ['connectionsPerIp', 'connections', 'handshakesPerIp', 'handshakes', 'relayConnections', 'streamsPerConnection', 'maxConcurrentRequests', 'subscriptionQueue', 'subscriptionQueueBytes', 'connectionQueueBytes', 'defaultTimeoutMs', 'maxTimeoutMs', 'frameDeadlineMs', 'quicIdleTimeoutMs'] as const) {
     whole(`limits.${name}`, limits[name], 1)
   }
   whole('limits.maxFrameBytes', limits.maxFrameBytes, min_frame_limit_bytes, max_frame_limit_bytes)

@@ -92,6 +92,7 @@ export const LIMITS = {
   connectionInputBytes: 'connection_input_bytes',
   anonymousInputBytes: 'anonymous_input_bytes',
   frameDeadlineMs: 'frame_deadline_ms',
+  quicIdleTimeoutMs: 'quic_idle_timeout_ms',
 } as const satisfies KeyTable<Limits>
 
 /** @internal */

@@ -85,6 +85,20 @@ async fn stop_sending_cancels_every_request_answered_on_that_stream() {
 }
 
 #[tokio::test]
+async fn a_lost_connection_cancels_a_half_closed_request() {
+    // The FIN said nothing about the request; losing the connection (a killed caller, seen as a
+    // QUIC idle timeout) does cancel it.
+    let (probe, mut dropped) = probe();
+    let p = pair(&probe);
+    let mut stream = p.client_conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &held_request("h")).await;
+    stream.shutdown().await.unwrap();
+    assert_eq!(probe.wait_started().await, "hold");
+    p.client_conn.close(0, "gone");
+    assert_eq!(dropped.recv().await, Some("hold"));
+}
+
+#[tokio::test]
 async fn an_old_style_call_aborted_on_an_open_stream_still_cancels() {
     let (probe, mut dropped) = probe();
     let p = pair(&probe);

@@ -291,8 +291,11 @@ impl Client {
                 let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
                     .map_err(|e| handshake(e.to_string()))?;
                 let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
-                // Idle connections would otherwise time out after 30 s.
-                quic_config.transport_config(Arc::new(quic_transport::transport(Some(KEEP_ALIVE))));
+                // Keep-alives stop a live but idle connection reaching the idle timeout.
+                quic_config.transport_config(Arc::new(quic_transport::transport(
+                    Some(KEEP_ALIVE),
+                    quic_transport::IDLE_TIMEOUT,
+                )));
                 let connecting = self
                     .quic
                     .connect_with(quic_config, addr, server_name)

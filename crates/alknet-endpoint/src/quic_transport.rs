@@ -23,6 +23,13 @@ pub const SEND_WINDOW: u64 = 16 << 20;
 /// connection (BENCHMARKS.md), and real paths rarely carry jumbo frames.
 pub const MAX_UDP_PAYLOAD: u16 = 1452;
 
+/// How long a QUIC connection may stay silent before the node counts it lost (30 s). A peer that
+/// vanishes without closing (killed, unplugged) is noticed at this timeout: the connection's
+/// requests are then cancelled. Clients send a keep-alive every
+/// [`KEEP_ALIVE`](crate::client::KEEP_ALIVE) (10 s), so an idle but live connection never reaches
+/// it. QUIC applies the smaller of the two ends' timeouts.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The kernel receive and send buffer asked for on every QUIC UDP socket (4 MiB; Linux caps it
 /// at `net.core.rmem_max`/`wmem_max`). The default, about 208 KiB, overflows during a fast
 /// transfer and the drops read as congestion. One per socket, not per connection.
@@ -41,8 +48,9 @@ pub(crate) fn size_socket_buffers(socket: &std::net::UdpSocket) {
     }
 }
 
-/// The quinn transport config of every QUIC connection, plus `keep_alive` when given.
-pub(crate) fn transport(keep_alive: Option<Duration>) -> quinn::TransportConfig {
+/// The quinn transport config of every QUIC connection, plus `keep_alive` when given, counting a
+/// connection lost after `idle` of silence.
+pub(crate) fn transport(keep_alive: Option<Duration>, idle: Duration) -> quinn::TransportConfig {
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_UDP_PAYLOAD);
     let mut transport = quinn::TransportConfig::default();
@@ -51,6 +59,8 @@ pub(crate) fn transport(keep_alive: Option<Duration>) -> quinn::TransportConfig 
         .receive_window(CONNECTION_RECEIVE_WINDOW.into())
         .send_window(SEND_WINDOW)
         .mtu_discovery_config(Some(mtu))
-        .keep_alive_interval(keep_alive);
+        .keep_alive_interval(keep_alive)
+        // At most 2^62 ms: any real timeout fits.
+        .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
     transport
 }

@@ -61,6 +61,11 @@ pub struct EndpointConfig {
     /// How long a handshake may take, QUIC or TCP+TLS, from the first packet or the accepted TCP
     /// connection (default 10 s). A client that trickles its handshake is cut off here.
     pub handshake_timeout: Duration,
+    /// How long a QUIC connection may stay silent before it counts as lost (default
+    /// [`IDLE_TIMEOUT`](crate::quic_transport::IDLE_TIMEOUT), 30 s): a peer that vanished
+    /// without closing (killed, unplugged) is noticed then, and its requests are cancelled.
+    /// Clients keep live connections busy with a keep-alive every 10 s.
+    pub quic_idle_timeout: Duration,
     /// Also accept over iroh, on its own UDP socket (feature `iroh`; default off).
     #[cfg(feature = "iroh")]
     pub iroh: Option<IrohConfig>,
@@ -77,6 +82,7 @@ impl EndpointConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            quic_idle_timeout: crate::quic_transport::IDLE_TIMEOUT,
             #[cfg(feature = "iroh")]
             iroh: None,
         }
@@ -218,7 +224,7 @@ impl Endpoint {
         let quic_tls = tls.configs(&registry.alpns(Carrier::Quic))?;
         let tcp_tls = tls.configs(&registry.alpns(Carrier::Tcp))?;
         let mut quic_config = quinn::ServerConfig::with_crypto(quic_server_crypto(&quic_tls)?);
-        let mut transport = quic_transport::transport(None);
+        let mut transport = quic_transport::transport(None, config.quic_idle_timeout);
         transport
             .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
             .max_concurrent_uni_streams(0u8.into());

@@ -300,6 +300,12 @@ pub struct LimitsConfig {
     /// How long a frame may take to arrive once begun (default 60 000 ms).
     #[serde(default)]
     pub frame_deadline_ms: Option<u64>,
+    /// How long a QUIC connection may stay silent before the node counts it lost and cancels its
+    /// requests (default 30 000 ms). A caller that vanished without closing (killed, unplugged)
+    /// is noticed then; live clients send a keep-alive every 10 s. QUIC applies the smaller of
+    /// both ends' timeouts.
+    #[serde(default)]
+    pub quic_idle_timeout_ms: Option<u64>,
 }
 
 /// iroh (`[iroh]`): reachable by key alone, through a relay when no direct path exists.
@@ -503,6 +509,7 @@ impl NodeConfig {
                 limits.connection_queue_bytes,
             ),
             ("limits.frame_deadline_ms", limits.frame_deadline_ms),
+            ("limits.quic_idle_timeout_ms", limits.quic_idle_timeout_ms),
         ] {
             if value == Some(0) {
                 return Err(NodeError::Config(format!("{name} must be at least 1")));
@@ -553,6 +560,11 @@ impl NodeConfig {
     /// The endpoint's drain timeout (default 10 s).
     pub fn drain_timeout(&self) -> Option<Duration> {
         millis(self.drain_timeout_ms)
+    }
+
+    /// The endpoint's QUIC idle timeout (default 30 s).
+    pub fn quic_idle_timeout(&self) -> Option<Duration> {
+        millis(self.limits.quic_idle_timeout_ms)
     }
 
     /// The endpoint's handshake timeout, QUIC and TCP+TLS (default 10 s).

@@ -357,6 +357,9 @@ impl NodeBuilder {
         if let Some(t) = config.handshake_timeout() {
             endpoint_config.handshake_timeout = t;
         }
+        if let Some(t) = config.quic_idle_timeout() {
+            endpoint_config.quic_idle_timeout = t;
+        }
         let with_relay = match &config.iroh {
             Some(settings) => {
                 let iroh = settings.to_endpoint()?;

@@ -101,6 +101,7 @@ pub fn samples() -> Value {
         connection_input_bytes: Some(1024),
         anonymous_input_bytes: Some(1024),
         frame_deadline_ms: Some(1),
+        quic_idle_timeout_ms: Some(1),
         default_timeout_ms: Some(1),
         max_timeout_ms: Some(1),
         max_frame_bytes: Some(1024),
@@ -264,6 +265,6 @@ mod tests {
         let samples = samples();
         assert_eq!(samples["Access"].as_object().unwrap().len(), 5);
         assert_eq!(samples["ErrorDecl"].as_object().unwrap().len(), 3);
-        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 17);
+        assert_eq!(samples["LimitsConfig"].as_object().unwrap().len(), 18);
     }
 }
