@@ -243,8 +243,8 @@ describe('reconnect and resubscribe', () => {
     await until(status, 'reconnecting')
   })
 
-  // QUIC learns that the old node is gone only at its idle timeout (30 s): the restarted node's
-  // stateless reset does not end the old connection yet (BENCHMARKS/issue note). TCP sees a RST.
+  // TCP sees a RST; QUIC learns it at its next packet (a keep-alive within 10 s), which the
+  // restarted node, holding the same key, answers with a stateless reset the peer accepts.
   it('under load, a restart fails what was in flight with a typed error and nothing else; calls then go on', { timeout: 120_000 }, async () => {
     const keyPath = join(mkdtempSync(join(tmpdir(), 'alknet-restart-')), 'node.key')
     const first = await childNode(keyPath, '127.0.0.1:0')
