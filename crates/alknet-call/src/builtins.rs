@@ -139,7 +139,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
                         bytes: queue.bytes,
                         connection: ctx.subscription_bytes(),
                     };
-                    let sub = broker.subscribe(&pattern, ctx.identity.clone(), limits);
+                    let sub = broker.subscribe_live(&pattern, ctx.live_identity(), limits);
                     futures::stream::unfold(Some(sub), |state| async move {
                         let mut sub = state?;
                         tokio::select! {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use alknet_core::Identity;
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,11 @@ pub(crate) trait LocalOperations: Send + Sync {
     ) -> BoxFuture<'static, Result<Value, CallError>>;
 }
 
+/// A caller's identity as the node knows it now: set when the request starts, replaced when a
+/// reload changes it (new scopes) while the request is open. A request whose identity stops
+/// resolving is ended instead.
+pub type LiveIdentity = Arc<ArcSwap<Option<Identity>>>;
+
 /// The context of one request. Cloning is cheap.
 #[derive(Clone)]
 pub struct CallContext {
@@ -32,6 +38,7 @@ pub struct CallContext {
     pub identity: Option<Identity>,
     /// The operation being served.
     pub operation: Arc<str>,
+    live: LiveIdentity,
     cancel: CancellationToken,
     local: Arc<dyn LocalOperations>,
     peer: Option<Peer>,
@@ -39,19 +46,27 @@ pub struct CallContext {
 
 impl CallContext {
     pub(crate) fn new(
-        identity: Option<Identity>,
+        live: LiveIdentity,
         operation: Arc<str>,
         cancel: CancellationToken,
         local: Arc<dyn LocalOperations>,
         peer: Option<Peer>,
     ) -> Self {
         Self {
-            identity,
+            identity: Option::clone(&live.load()),
             operation,
+            live,
             cancel,
             local,
             peer,
         }
+    }
+
+    /// The caller's identity as the node knows it now (see [`LiveIdentity`]); `identity` is the
+    /// one the request started with. What a long-running handler checks again (a subscription's
+    /// topic rules) should read this.
+    pub fn live_identity(&self) -> LiveIdentity {
+        self.live.clone()
     }
 
     /// Resolves when the request is cancelled (caller abort, deadline, connection closed).
@@ -87,7 +102,7 @@ impl CallContext {
     pub async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {
         let child = self.cancel.child_token();
         let ctx = CallContext::new(
-            self.identity.clone(),
+            self.live.clone(),
             operation.into(),
             child.clone(),
             self.local.clone(),

@@ -65,7 +65,7 @@ pub mod throttle;
 pub mod topic;
 
 pub use access::Access;
-pub use context::CallContext;
+pub use context::{CallContext, LiveIdentity};
 pub use error::{CallError, ErrorCode};
 pub use handler::CallHandler;
 pub use options::CallOptions;

@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::context::LiveIdentity;
 use crate::topic::{matches, validate_pattern, validate_topic};
 
 /// Who may publish and subscribe (the `pubsub` section of the dynamic configuration). By default
@@ -216,7 +217,8 @@ pub trait Backplane: Send + Sync + 'static {
 struct Subscriber {
     id: u64,
     pattern: Arc<str>,
-    identity: Option<Identity>,
+    /// Who subscribed, as the node knows them now (scopes follow a reload).
+    identity: LiveIdentity,
     queue: mpsc::Sender<Queued>,
     budget: Arc<ByteBudget>,
     connection: Option<Arc<ByteBudget>>,
@@ -359,11 +361,23 @@ impl Broker {
         Ok(())
     }
 
-    /// Subscribes to `pattern` (a valid pattern) within `limits`.
+    /// Subscribes to `pattern` (a valid pattern) within `limits`, as `identity`.
     pub fn subscribe(
         &self,
         pattern: &str,
         identity: Option<Identity>,
+        limits: QueueLimits,
+    ) -> BrokerSubscription {
+        self.subscribe_live(pattern, Arc::new(ArcSwap::from_pointee(identity)), limits)
+    }
+
+    /// Subscribes to `pattern` within `limits`; each message's topic rule is checked against
+    /// `identity` as it is when the message arrives, so a reload that takes scopes away stops the
+    /// topics they opened.
+    pub fn subscribe_live(
+        &self,
+        pattern: &str,
+        identity: LiveIdentity,
         limits: QueueLimits,
     ) -> BrokerSubscription {
         let (queue, items) = mpsc::channel(limits.items.max(1));
@@ -446,7 +460,7 @@ impl Broker {
                 Some(pattern) => *sub.pattern == *pattern,
                 None => matches(&sub.pattern, topic),
             })
-            .filter(|sub| may_receive(policy, topic, sub.identity.as_ref()))
+            .filter(|sub| may_receive(policy, topic, Option::as_ref(&sub.identity.load())))
             .filter(|sub| sub.offer(item))
             .count()
     }

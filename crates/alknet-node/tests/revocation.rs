@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use alknet_call::access::Access;
 use alknet_call::{
     CallContext, CallService, Handler, OperationRegistry, OperationSpec, OperationType, Peer,
-    RequestOptions,
+    RequestOptions, TopicRule,
 };
 use alknet_core::config::{ApiKeyEntry, PeerEntry};
 use alknet_core::fingerprint::token_hash;
@@ -78,6 +78,13 @@ fn config(alice: &SecretKey, bob: &SecretKey, key_expires_at: Option<u64>) -> No
         PeerEntry::new("alice", [alice.public().fingerprint()]).with_scopes(["admin"]),
         PeerEntry::new("bob", [bob.public().fingerprint()]),
     ];
+    // secret/… only for the admin scope (alice); everything else for any identity.
+    config.pubsub.rules = vec![TopicRule {
+        pattern: "secret/>".into(),
+        publish: None,
+        subscribe: Some(vec!["admin".into()]),
+        anonymous: false,
+    }];
     config.auth.api_keys = vec![ApiKeyEntry {
         prefix: "soon".into(),
         hash: token_hash(KEY_TOKEN.as_bytes()),
@@ -215,6 +222,45 @@ async fn a_call_whose_scopes_shrank_is_forbidden() {
     assert_eq!(events.recv().await, Some("aborted"));
     // Alice is still known: what needs no scope she may still call.
     assert_eq!(alice.call("test/echo", json!(2)).await.unwrap(), json!(2));
+}
+
+#[tokio::test]
+async fn a_subscriber_whose_scopes_shrank_stops_receiving_the_topics_they_opened() {
+    let (fleet, _) = fleet(None).await;
+    let alice = fleet.dial(&fleet.alice, TransportKind::Quic).await;
+    let mut secret = alice.topic("secret/>").await.unwrap();
+    while fleet.node.publish("secret/a", &json!("hello")).unwrap() < 1 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        secret.next().await.unwrap().unwrap()["data"],
+        json!("hello")
+    );
+    // The subscription stays open (alice is still known, subscribing needs no scope), but once
+    // the reload reached it the topic rule refuses her what it no longer allows.
+    fleet.reload_alice(|p| p.scopes.clear());
+    let reached = async {
+        while fleet.node.publish("secret/a", &json!("pending")).unwrap() > 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    // A hang guard only: the reload reaches the subscription at once in practice.
+    tokio::time::timeout(std::time::Duration::from_secs(60), reached)
+        .await
+        .expect("the subscription kept receiving a topic its scopes no longer open");
+    assert_eq!(fleet.node.publish("secret/a", &json!("hidden")).unwrap(), 0);
+    fleet.reload_alice(|p| p.scopes = vec!["admin".into()]);
+    while fleet.node.publish("secret/a", &json!("again")).unwrap() < 1 {
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let data = secret.next().await.unwrap().unwrap()["data"].clone();
+        assert_ne!(data, json!("hidden"), "delivered while the scope was gone");
+        if data == json!("again") {
+            break;
+        }
+        assert_eq!(data, json!("pending"));
+    }
 }
 
 #[tokio::test]

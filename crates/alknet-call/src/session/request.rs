@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alknet_core::log_text::escaped;
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -16,7 +17,7 @@ use tracing::warn;
 use super::dispatch::Dispatcher;
 use crate::carrier::writer::SharedFrame;
 use crate::carrier::writer::Writer;
-use crate::context::CallContext;
+use crate::context::{CallContext, LiveIdentity};
 use crate::envelope::{
     encode_frame_of, encode_responded_frame, frame_of, responded_head, CallRequest, EventType,
     FRAME_CAPACITY, RESPONDED_TAIL,
@@ -92,12 +93,13 @@ async fn run(
         Ok(admitted) => admitted,
         Err(e) => return send_error(e).await,
     };
+    let live: LiveIdentity = Arc::new(ArcSwap::from_pointee(identity));
     let revoked = revoked(
         dispatcher,
         changes,
         request.auth_token.as_deref(),
         &op,
-        identity.is_some(),
+        &live,
     );
     let options = service.options();
     let validate = options.validate_output;
@@ -127,7 +129,7 @@ async fn run(
     let handler_token = token.child_token();
     let _ends_with_request = handler_token.clone().drop_guard();
     let ctx = CallContext::new(
-        identity,
+        live.clone(),
         op.spec.name.as_str().into(),
         handler_token,
         service.clone(),
@@ -287,16 +289,16 @@ async fn send(
 /// Resolves with the error that ends a request once its identity is revoked: after each change
 /// of the identities (and at the token's expiry) it is resolved again as it was the first time,
 /// from the request's `auth_token` or the connection's key; `UNAUTHENTICATED` when it no longer
-/// resolves, the access error when it no longer may call `op`. Never resolves for a request
-/// without an identity.
+/// resolves, the access error when it no longer may call `op`; otherwise `live` takes the identity
+/// as it now is. Never resolves for a request without an identity.
 async fn revoked(
     dispatcher: &Dispatcher,
     mut changes: watch::Receiver<u64>,
     auth_token: Option<&str>,
     op: &Operation,
-    identified: bool,
+    live: &LiveIdentity,
 ) -> CallError {
-    if !identified {
+    if live.load().is_none() {
         return std::future::pending().await;
     }
     let service = &dispatcher.service;
@@ -330,6 +332,7 @@ async fn revoked(
         if let Err(e) = op.spec.access.check(Some(&now)) {
             return e;
         }
+        live.store(Arc::new(Some(now)));
         expires_at = expiry();
     }
 }
