@@ -205,12 +205,7 @@ async fn waiting_node(
     // An hour's deadline: within the test's guard only the lost connection can cancel.
     config.limits.default_timeout_ms = Some(3_600_000);
     config.limits.max_timeout_ms = Some(3_600_000);
-    let node = Node::builder(config)
-        .key(SecretKey::generate())
-        .operations(ops)
-        .start()
-        .await
-        .unwrap();
+    let node = suite::node(config, ops).await;
     (node, started, cancelled)
 }
 

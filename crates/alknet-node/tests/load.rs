@@ -12,7 +12,7 @@ use std::sync::Arc;
 use alknet_call::{CallService, OperationRegistry, Peer};
 use alknet_core::SecretKey;
 use alknet_endpoint::{Client, DialOptions};
-use alknet_node::{Node, NodeConfig};
+use alknet_node::NodeConfig;
 use serde_json::json;
 use suite::rss_kib;
 use tokio::sync::{watch, Semaphore};
@@ -53,12 +53,7 @@ async fn a_thousand_connections_and_ten_thousand_calls_in_flight_are_all_answere
     let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
     config.limits.connections_per_ip = Some(u32::try_from(connections).unwrap() + 16);
     config.limits.default_timeout_ms = Some(600_000);
-    let node = Node::builder(config)
-        .key(SecretKey::generate())
-        .operations(ops)
-        .start()
-        .await
-        .unwrap();
+    let node = suite::node(config, ops).await;
 
     let before = rss_kib();
     // One client endpoint (one UDP socket) carries every connection.

@@ -23,7 +23,12 @@ pub async fn echo_node(operation: &str) -> Node {
         Ok(input)
     })
     .unwrap();
-    Node::builder(NodeConfig::new("127.0.0.1:0".parse().unwrap()))
+    node(NodeConfig::new("127.0.0.1:0".parse().unwrap()), ops).await
+}
+
+/// A node with a fresh key, `config` and `ops`, started.
+pub async fn node(config: NodeConfig, ops: OperationRegistry) -> Node {
+    Node::builder(config)
         .key(SecretKey::generate())
         .operations(ops)
         .start()
