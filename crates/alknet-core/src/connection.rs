@@ -18,6 +18,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::chunks::Chunks;
 use crate::handler::Carrier;
 
 /// Why a connection operation failed.
@@ -57,6 +58,30 @@ pub trait BiStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// byte stream has no STOP_SENDING.
     fn stopped(&self) -> StoppedFuture {
         Box::pin(std::future::pending())
+    }
+
+    /// Reads what has arrived, about `max` bytes at most, as chunks appended to `into` (see
+    /// [`chunks`](crate::chunks)); `Ready(Ok(0))` once the peer finished the stream. A stream
+    /// with receive buffers of its own (QUIC) hands them over; the default reads into a new
+    /// chunk through `AsyncRead`.
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut Chunks,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        into.poll_read_from(Pin::new(self), cx, max)
+    }
+
+    /// Writes from the front of `from` and takes what it wrote out of it, returning the byte
+    /// count. A stream that keeps sent data until it is acknowledged (QUIC) keeps the chunks
+    /// themselves; the default writes their bytes through `AsyncWrite` (vectored).
+    fn poll_write_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut Chunks,
+    ) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_write_buf(Pin::new(self), cx, from)
     }
 }
 

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod address;
+pub mod chunks;
 pub mod config;
 pub mod connection;
 pub mod fingerprint;
@@ -26,6 +27,7 @@ pub mod identity;
 pub mod key;
 pub mod log_text;
 
+pub use chunks::{pipe, Chunks};
 pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
 pub use connection::{
     BiStream, BoxedStream, Connection, ConnectionError, StoppedFuture, Transport,

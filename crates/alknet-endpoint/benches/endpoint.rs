@@ -6,6 +6,7 @@
 //! cargo bench -p alknet-endpoint --bench endpoint                          # full run
 //! cargo bench -p alknet-endpoint --features iroh --bench endpoint          # with the iroh rows
 //! ALKNET_BENCH_QUICK=1 cargo bench -p alknet-endpoint --bench endpoint     # smoke run
+//! ALKNET_BENCH_BULK_ONLY=1 cargo bench -p alknet-endpoint --bench endpoint  # bulk column only
 //! ```
 //!
 //! Client and server run in one process on one multi-threaded tokio runtime and talk over
@@ -21,14 +22,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_core::{
-    Alpn, AuthConfig, AuthContext, BoxedStream, ConfigIdentityProvider, ConfigStore, Connection,
-    HandlerError, ProtocolHandler, SecretKey,
+    Alpn, AuthConfig, AuthContext, BoxedStream, Chunks, ConfigIdentityProvider, ConfigStore,
+    Connection, HandlerError, ProtocolHandler, SecretKey,
 };
 use alknet_endpoint::{
     Client, DialOptions, Endpoint, EndpointConfig, HandlerRegistry, TransportKind,
 };
 use anyhow::{ensure, Context, Result};
 use async_trait::async_trait;
+use bytes::{Buf, Bytes};
+use std::future::poll_fn;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -53,6 +56,8 @@ const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct Settings {
     quick: bool,
+    /// Only the bulk column (`ALKNET_BENCH_BULK_ONLY=1`, for profiling and tuning runs).
+    bulk_only: bool,
     sequential_dials: usize,
     concurrent_total: usize,
     bulk_bytes: u64,
@@ -61,9 +66,11 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let quick = std::env::var("ALKNET_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let bulk_only = std::env::var("ALKNET_BENCH_BULK_ONLY").is_ok_and(|v| v == "1");
         if quick {
             Self {
                 quick,
+                bulk_only,
                 sequential_dials: 50,
                 concurrent_total: 200,
                 bulk_bytes: 32 << 20,
@@ -71,6 +78,7 @@ impl Settings {
         } else {
             Self {
                 quick,
+                bulk_only,
                 sequential_dials: 200,
                 concurrent_total: 2000,
                 bulk_bytes: 512 << 20,
@@ -132,6 +140,43 @@ async fn client_push<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(u64::from_be_bytes(count))
 }
 
+/// [`serve_sink`] for an endpoint stream, taking what arrives as chunks (no copy out of QUIC's
+/// receive buffers; TCP+TLS reads into a chunk as before).
+async fn serve_sink_chunks(s: &mut BoxedStream) -> std::io::Result<u64> {
+    let mut chunks = Chunks::new();
+    let mut total = 0u64;
+    loop {
+        match poll_fn(|cx| s.poll_read_chunks(cx, &mut chunks, BUF)).await? {
+            0 => break,
+            n => total += n as u64,
+        }
+        chunks.advance(chunks.remaining());
+    }
+    s.write_all(&total.to_be_bytes()).await?;
+    s.shutdown().await?;
+    Ok(total)
+}
+
+/// [`client_push`] for an endpoint stream: hands it chunks of one shared buffer (QUIC keeps the
+/// chunk, not a copy; TCP+TLS encrypts from it as before).
+async fn client_push_chunks(s: &mut BoxedStream, bytes: u64) -> std::io::Result<u64> {
+    let buf = Bytes::from(vec![0xa5u8; BUF]);
+    let mut chunks = Chunks::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(BUF as u64) as usize;
+        chunks.push(buf.slice(..n));
+        while !chunks.is_empty() {
+            poll_fn(|cx| s.poll_write_chunks(cx, &mut chunks)).await?;
+        }
+        left -= n as u64;
+    }
+    s.shutdown().await?;
+    let mut count = [0u8; 8];
+    s.read_exact(&mut count).await?;
+    Ok(u64::from_be_bytes(count))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Servers.
 
@@ -150,7 +195,7 @@ impl ProtocolHandler for BenchHandler {
     async fn handle(&self, conn: Connection, _auth: AuthContext) -> Result<(), HandlerError> {
         while let Ok(mut stream) = conn.accept_bi().await {
             if self.alpn == SINK_ALPN {
-                let _ = serve_sink(&mut stream).await;
+                let _ = serve_sink_chunks(&mut stream).await;
             } else {
                 let _ = serve_ping(&mut stream).await;
             }
@@ -455,7 +500,7 @@ async fn bulk(client: &Client, targets: &Targets, kind: Kind, bytes: u64) -> Res
             Dialed::Plain(mut stream) => (client_push(&mut stream, bytes).await?, None),
             Dialed::Endpoint(conn) => {
                 let mut stream = stream_of(&conn).await?;
-                (client_push(&mut stream, bytes).await?, Some(conn))
+                (client_push_chunks(&mut stream, bytes).await?, Some(conn))
             }
         };
         let elapsed = started.elapsed();
@@ -476,11 +521,22 @@ async fn measure(
     kind: Kind,
     settings: &Settings,
 ) -> Result<Row> {
-    eprintln!("{}: sequential dials", kind.label());
-    let (setups, wall) = sequential(client, targets, kind, settings.sequential_dials).await?;
-    eprintln!("{}: {CONCURRENCY} concurrent dialers", kind.label());
-    let (done, failed, concurrent_wall) =
-        concurrent(targets.clone(), kind, settings.concurrent_total).await?;
+    let (setups, wall, done, failed, concurrent_wall) = if settings.bulk_only {
+        (
+            vec![Duration::ZERO],
+            Duration::from_secs(1),
+            0,
+            0,
+            Duration::from_secs(1),
+        )
+    } else {
+        eprintln!("{}: sequential dials", kind.label());
+        let (setups, wall) = sequential(client, targets, kind, settings.sequential_dials).await?;
+        eprintln!("{}: {CONCURRENCY} concurrent dialers", kind.label());
+        let (done, failed, concurrent_wall) =
+            concurrent(targets.clone(), kind, settings.concurrent_total).await?;
+        (setups, wall, done, failed, concurrent_wall)
+    };
     eprintln!("{}: bulk transfer", kind.label());
     // A short warm-up transfer, then the measured one.
     bulk(client, targets, kind, (4 << 20).min(settings.bulk_bytes)).await?;
@@ -562,7 +618,10 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
     );
     let short: Vec<String> = rows
         .iter()
-        .filter(|r| r.concurrent_done + r.concurrent_failed < settings.concurrent_total)
+        .filter(|r| {
+            !settings.bulk_only
+                && r.concurrent_done + r.concurrent_failed < settings.concurrent_total
+        })
         .map(|r| format!("{} ({} done)", r.kind.label(), r.concurrent_done))
         .collect();
     if !short.is_empty() {

@@ -45,8 +45,16 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::{fingerprint_of_ssh_key, private_key};
 
 /// A byte stream in both directions.
-pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Duplex for T {}
+pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream as `Any`, so that a copy loop can find a native-tunnel stream
+    /// ([`BoxedStream`](alknet_core::BoxedStream)) behind it and copy chunk-wise.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Duplex for T {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
 
 /// A boxed [`Duplex`].
 pub type BoxedDuplex = Box<dyn Duplex>;
@@ -464,6 +472,18 @@ impl Opener for Tunnel {
     }
 }
 
+/// The copy loop between a local `socket` and a stream an [`Opener`] opened: chunk-wise
+/// ([`alknet_core::pipe`]) when it is a native-tunnel stream, else [`crate::pipe`].
+async fn pipe_opened(socket: &mut TcpStream, stream: &mut BoxedDuplex) -> io::Result<()> {
+    match (**stream)
+        .as_any_mut()
+        .downcast_mut::<alknet_core::BoxedStream>()
+    {
+        Some(stream) => alknet_core::pipe(&mut **stream, socket).await.map(drop),
+        None => crate::pipe(socket, stream).await.map(drop),
+    }
+}
+
 /// A local SOCKS5 server (no authentication: bind it to loopback) whose CONNECTs become streams
 /// from the node. Other commands (BIND, UDP ASSOCIATE) are refused with "command not supported".
 pub struct Socks5;
@@ -500,7 +520,7 @@ async fn socks_connect(
         Ok(mut stream) => {
             let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
             let mut socket = proto.reply_success(unspecified).await?;
-            let _ = crate::pipe(&mut socket, &mut stream).await;
+            let _ = pipe_opened(&mut socket, &mut stream).await;
             Ok(())
         }
         Err(e) => proto.reply_error(&e.socks_reply()).await,
@@ -523,7 +543,7 @@ impl LocalForward {
             let host = host.clone();
             async move {
                 if let Ok(mut stream) = opener.open(host, port).await {
-                    let _ = crate::pipe(&mut socket, &mut stream).await;
+                    let _ = pipe_opened(&mut socket, &mut stream).await;
                 }
             }
         })

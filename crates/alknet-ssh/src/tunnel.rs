@@ -152,7 +152,7 @@ impl ProtocolHandler for TunnelServer {
                     Ok(mut target) => {
                         log_stream(&auth, transport, &id, Status::Connected.word());
                         if stream.write_all(&[Status::Connected as u8]).await.is_ok() {
-                            let _ = crate::pipe(&mut stream, &mut target).await;
+                            let _ = alknet_core::pipe(&mut *stream, &mut target).await;
                         }
                     }
                     Err(e) => {
