@@ -18,9 +18,13 @@ pub const CONNECTION_RECEIVE_WINDOW: u32 = 16 << 20;
 /// How much a connection may have written and not yet acknowledged (16 MiB).
 pub const SEND_WINDOW: u64 = 16 << 20;
 /// The largest UDP payload MTU discovery probes for: 1 452 bytes, what fits a 1 500-byte path
-/// over IPv6 (quinn's default). Discovery starts at QUIC's minimum of 1 200. Not configurable:
-/// a jumbo ceiling (8 952) stalled loopback transfers for seconds and sometimes lost the
-/// connection (BENCHMARKS.md), and real paths rarely carry jumbo frames.
+/// over IPv6 (quinn's default). Discovery starts at QUIC's minimum of 1 200. Not configurable.
+/// A higher ceiling would cost a 1 500-byte path only a few lost probes (quinn tracks probes
+/// apart from data, and falls back to 1 200 for a minute only after four loss bursts of
+/// full-size data packets), but it buys nothing measurable either: on loopback (both ends also
+/// accepting larger datagrams) 4 096 ran one stream at ≈ 1.8× the 1 452 figure, while 8 952,
+/// 16 384 and 65 527 ran at or below it (BENCHMARKS.md), and real paths rarely carry more than
+/// 1 500 bytes.
 pub const MAX_UDP_PAYLOAD: u16 = 1452;
 
 /// How long a QUIC connection may stay silent before the node counts it lost (30 s). A peer that
