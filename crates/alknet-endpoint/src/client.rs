@@ -238,7 +238,7 @@ impl Client {
             .copied()
             .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         Ok(Connection::new(
-            crate::transport::IrohTransport(conn),
+            crate::transport::IrohTransport::new(conn),
             alpn,
             remote,
         ))
@@ -301,7 +301,7 @@ impl Client {
                     .connect_with(quic_config, addr, server_name)
                     .map_err(|e| handshake(e.to_string()))?;
                 let conn = connecting.await.map_err(|e| handshake(e.to_string()))?;
-                Ok(Connection::new(QuicTransport(conn), &alpn, addr))
+                Ok(Connection::new(QuicTransport::new(conn), &alpn, addr))
             }
             TransportKind::Tcp => {
                 let tcp =
