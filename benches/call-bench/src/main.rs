@@ -1057,6 +1057,17 @@ async fn main() -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let node = alknet_node(CallOptions::default(), true).await?;
+    // For a profiler: only alknet/call's stream, this many times, and nothing printed.
+    if let Some(n) = std::env::var("ALKNET_BENCH_STREAM_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let system = node.call_system(1, TransportKind::Quic).await?;
+        for _ in 0..n {
+            streaming(&system, s.stream_items).await;
+        }
+        return Ok(());
+    }
     let (tonic, tonic_server) = tonic_system().await?;
     let entries = [
         Entry {

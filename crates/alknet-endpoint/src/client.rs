@@ -311,7 +311,7 @@ impl Client {
                             addr,
                             reason: e.to_string(),
                         })?;
-                let _ = tcp.set_nodelay(true);
+                crate::tcp::configure(&tcp);
                 let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
                 let tls = connector
                     .connect(name, tcp)

@@ -41,6 +41,7 @@ mod registry;
 #[cfg(feature = "relay")]
 pub mod relay_server;
 mod server;
+pub mod tcp;
 pub mod tls;
 mod transport;
 pub mod verifier;

@@ -681,7 +681,7 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Server
         let task_shared = shared.clone();
         let tls = tls.clone();
         shared.tracker.spawn(async move {
-            let _ = stream.set_nodelay(true);
+            crate::tcp::configure(&stream);
             // One deadline for reading the ClientHello and for the rest of the handshake, so a
             // client trickling bytes (slowloris) is cut off at it too.
             let handshaking = async {

@@ -868,3 +868,46 @@ async fn stream_credit_never_exceeds_the_limit() {
     held.extend(hold_streams(&conn, 25).await);
     assert_eq!(held.len(), 175);
 }
+
+/// The kernel's timer states of the established loopback TCP sockets whose local port is
+/// `local_port` (or, with `remote`, whose peer's port is), from `/proc/net/tcp`: `2` is the
+/// keep-alive timer, `0` none.
+#[cfg(target_os = "linux")]
+fn tcp_timers(port: u16, remote: bool) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address = fields[if remote { 2 } else { 1 }];
+            let this_port = u16::from_str_radix(address.rsplit(':').next()?, 16).ok()?;
+            (this_port == port && fields[3] == "01")
+                .then(|| u8::from_str_radix(fields[5].split(':').next()?, 16).ok())?
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn tcp_connections_are_watched_by_keepalive_on_both_ends() {
+    use tokio::io::AsyncReadExt;
+    // No traffic of its own keeps a TCP+TLS connection alive (idle subscribers are legitimate),
+    // so the kernel's keep-alive must be on to notice a peer that vanished.
+    let node = echo_node().await;
+    let port = node.endpoint.local_addr().port();
+    let options =
+        DialOptions::pinned(b"echo", node.endpoint.fingerprint()).over(TransportKind::Tcp);
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    // The one stream of a TCP+TLS connection, held open while the sockets are looked at.
+    let mut stream = conn.accept_bi().await.unwrap();
+    let mut answer = [0u8; 5];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"echo:");
+    let (node_side, client_side) = (tcp_timers(port, false), tcp_timers(port, true));
+    assert_eq!(node_side, [2], "the node's socket: {node_side:?}");
+    assert_eq!(client_side, [2], "the client's socket: {client_side:?}");
+}
