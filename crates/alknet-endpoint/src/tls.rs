@@ -79,9 +79,16 @@ pub enum TlsError {
     Certificate(String),
 }
 
-/// The crypto provider every config uses (ring).
+/// The crypto provider every config uses (ring), preferring `TLS13_AES_128_GCM_SHA256`: its key
+/// schedule hashes with SHA-256, which current CPUs do in hardware (SHA-384, of ring's first
+/// choice `TLS13_AES_256_GCM_SHA384`, runs in software), and AES-128 seals faster. It is TLS
+/// 1.3's mandatory suite and QUIC's Initial packets use it anyway; the others stay offered.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 fn signing_key(
