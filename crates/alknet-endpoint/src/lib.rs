@@ -30,6 +30,7 @@
 //! [`ProtocolHandler`]: alknet_core::ProtocolHandler
 
 mod client;
+mod client_configs;
 #[cfg(feature = "iroh")]
 mod iroh_config;
 #[cfg(feature = "iroh")]

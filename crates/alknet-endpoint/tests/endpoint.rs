@@ -100,15 +100,7 @@ fn impostor_key(claimed: &SecretKey, actual: &SecretKey) -> Arc<CertifiedKey> {
 #[tokio::test]
 async fn raw_key_client_without_secret_is_rejected() {
     let victim = SecretKey::generate();
-    let node = node_with(
-        vec![Arc::new(WhoAmI)],
-        peers_config(vec![PeerEntry::new(
-            "victim",
-            [victim.public().fingerprint()],
-        )]),
-        |_| {},
-    )
-    .await;
+    let node = whoami_node("victim", &victim).await;
     // Sanity: the real victim is recognised.
     let honest = Client::new(victim.clone()).unwrap();
     for kind in BOTH {
