@@ -111,14 +111,8 @@ pub async fn node_with(http: HttpConfig, options: CallOptions) -> TestNode {
         ..AuthConfig::default()
     };
     let store = ConfigStore::new(auth).unwrap();
-    let identity = Arc::new(ConfigIdentityProvider::new(store));
-    let service = CallService::new(
-        operations(tx),
-        identity.clone(),
-        ConfigStore::default(),
-        options,
-    )
-    .unwrap();
+    let identity = Arc::new(ConfigIdentityProvider::new(store.clone()));
+    let service = CallService::new(operations(tx), store.live().clone(), options).unwrap();
     let handlers: Vec<Arc<dyn ProtocolHandler>> = vec![
         Arc::new(CallHandler::new(service.clone())),
         Arc::new(HttpHandler::new(http, Some(service)).unwrap()),
