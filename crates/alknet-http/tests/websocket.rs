@@ -273,7 +273,9 @@ async fn a_reload_that_revokes_a_sockets_bearer_token_ends_its_subscription_and_
         auth.api_keys.clear();
     });
     for ws in [&mut alice, &mut keyed] {
-        let ended = next_error(ws).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), next_error(ws))
+            .await
+            .expect("the revoked socket's subscription ends");
         assert_eq!(ended["id"], "s", "{ended}");
         assert_eq!(ended["payload"]["code"], "UNAUTHENTICATED", "{ended}");
     }

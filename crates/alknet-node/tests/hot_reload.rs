@@ -17,7 +17,7 @@
 mod suite;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use alknet_call::{CallService, OperationRegistry, Peer, RequestOptions, TopicRule};
