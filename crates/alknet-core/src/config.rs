@@ -478,6 +478,50 @@ mod tests {
     }
 
     #[test]
+    fn a_replace_swaps_every_section_at_once_or_none() {
+        #[derive(Clone, Copy, Default, Debug, PartialEq)]
+        struct Other(u32);
+        impl ConfigSection for Other {
+            fn validate(&self) -> Result<(), ConfigError> {
+                match self.0 {
+                    13 => Err(ConfigError::Invalid {
+                        entry: "other".into(),
+                        reason: "unlucky".into(),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+        }
+        let live = LiveConfig::new(Snapshot::default().with(Other(1))).unwrap();
+        let (auth, other) = (live.section::<AuthConfig>(), live.section::<Other>());
+        let before = live.load();
+        live.replace(
+            Snapshot::default()
+                .with(peers(vec![peer("a")]))
+                .with(Other(2)),
+        )
+        .unwrap();
+        let now = auth.snapshot();
+        assert_eq!(
+            (now.get::<AuthConfig>().peers.len(), *now.get::<Other>()),
+            (1, Other(2))
+        );
+        assert!(now.version() > before.version());
+        // A snapshot taken before stays whole.
+        assert_eq!(*before.get::<Other>(), Other(1));
+        assert!(before.get::<AuthConfig>().peers.is_empty());
+        // An invalid section refuses the whole replacement.
+        let bad = Snapshot::default()
+            .with(AuthConfig::default())
+            .with(Other(13));
+        assert!(live.replace(bad).is_err());
+        assert_eq!((auth.load().peers.len(), *other.load()), (1, Other(2)));
+        // A section reloaded through its store keeps the others.
+        other.reload(Other(3)).unwrap();
+        assert_eq!((auth.load().peers.len(), *other.load()), (1, Other(3)));
+    }
+
+    #[test]
     fn config_parses_from_json_with_defaults() {
         let config: AuthConfig =
             serde_json::from_str(r#"{"peers":[{"id":"a","fingerprints":[],"scopes":["x"]}]}"#)

@@ -342,4 +342,43 @@ mod tests {
             .resolve_from_token(b"alk_svc_secret")
             .is_none());
     }
+
+    #[test]
+    fn a_token_credential_keeps_only_the_hash_and_resolves_like_the_token() {
+        let mut peer = PeerEntry::new("svc", []);
+        peer.token_hash = Some(token_hash(b"s3cret"));
+        let config = AuthConfig {
+            peers: vec![peer],
+            ..Default::default()
+        };
+        let credential = Credential::token(b"s3cret");
+        assert_eq!(config.resolve(&credential).unwrap().id, "svc");
+        assert!(!format!("{credential:?}").contains("s3cret"));
+        assert!(AuthConfig::default().resolve(&credential).is_none());
+    }
+
+    #[test]
+    fn a_connection_is_resolved_again_from_its_bearer_token_before_its_key() {
+        let key = SecretKey::generate().public().fingerprint();
+        let mut svc = PeerEntry::new("svc", []);
+        svc.token_hash = Some(token_hash(b"s3cret"));
+        let config = AuthConfig {
+            peers: vec![PeerEntry::new("keyed", [key.clone()]), svc],
+            ..Default::default()
+        };
+        let at = Snapshot::default().with(config);
+        let mut auth = AuthContext {
+            identity: Some(Identity::default()),
+            alpn: Vec::new(),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            tls_fingerprint: Some(key),
+            bearer: Some(Credential::token(b"s3cret")),
+        };
+        assert_eq!(auth.identity_at(&at).unwrap().id, "svc");
+        auth.bearer = None;
+        assert_eq!(auth.identity_at(&at).unwrap().id, "keyed");
+        // Without an identity it stays without one.
+        auth.identity = None;
+        assert!(auth.identity_at(&at).is_none());
+    }
 }
