@@ -278,9 +278,7 @@ impl NodeBuilder {
                 ))
             }
         };
-        let dynamic = config.dynamic();
-        dynamic.validate()?;
-        let live = LiveConfig::new(dynamic.into_snapshot())?;
+        let live = LiveConfig::new(config.dynamic().into_snapshot())?;
         let identity = Arc::new(ConfigIdentityProvider::new(live.section::<AuthConfig>()));
 
         let mut handlers = Vec::new();

@@ -314,7 +314,13 @@ async fn revoked(
             _ = tokio::time::sleep(until_expiry.unwrap_or_default()), if until_expiry.is_some() => {}
         }
         let config = service.config().load();
-        let Some(now) = live.at(&config) else {
+        // An identity is cached per configuration, but an API key also expires by the clock.
+        expires_at = live.expires_at(&config);
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(u64::MAX, |d| d.as_secs());
+        let expired = expires_at.is_some_and(|t| unix_now >= t);
+        let Some(now) = live.at(&config).filter(|_| !expired) else {
             return CallError::new(
                 ErrorCode::Unauthenticated,
                 "the identity of this request was revoked (peer disabled or removed, API key revoked or expired)",
@@ -323,6 +329,5 @@ async fn revoked(
         if let Err(e) = op.spec.access.check(Some(&now)) {
             return e;
         }
-        expires_at = live.expires_at(&config);
     }
 }
