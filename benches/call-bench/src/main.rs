@@ -25,10 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use alknet_call::service::NoIdentities;
 use alknet_call::{CallOptions, CallService, OperationRegistry, Peer};
 use alknet_core::{
-    Alpn, AuthContext, BoxedStream, ConfigStore, Connection, HandlerError, ProtocolHandler,
+    Alpn, AuthContext, BoxedStream, Connection, HandlerError, LiveConfig, ProtocolHandler,
     SecretKey,
 };
 use alknet_endpoint::{Client, DialOptions, TransportKind};
@@ -1134,8 +1133,7 @@ async fn variants(s: &Settings) -> Result<usize> {
     let (a, b) = alknet_core::connection::memory::pair(alknet_call::ALPN);
     let server = CallService::new(
         call_registry(true)?,
-        Arc::new(NoIdentities),
-        ConfigStore::default(),
+        LiveConfig::default(),
         CallOptions::default(),
     )?;
     let _serving = Peer::connect(a, server, None);

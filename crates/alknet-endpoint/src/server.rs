@@ -816,6 +816,7 @@ async fn serve(
         alpn: alpn.clone(),
         remote_addr: remote,
         tls_fingerprint: fingerprint,
+        bearer: None,
     };
     shared.active.fetch_add(1, Ordering::SeqCst);
     let outcome = tokio::select! {

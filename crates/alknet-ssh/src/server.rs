@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use alknet_core::config::ConfigStore;
 use alknet_core::{
-    Alpn, AuthContext, Connection, HandlerError, Identity, IdentityProvider, ProtocolHandler,
-    SecretKey,
+    Alpn, AuthContext, Connection, Credential, HandlerError, Identity, IdentityProvider,
+    ProtocolHandler, SecretKey,
 };
 use async_trait::async_trait;
 use russh::keys::ssh_key::certificate::CertType;
@@ -300,6 +300,8 @@ struct SessionHandler {
     shared: Arc<Shared>,
     peer: PeerInfo,
     identity: Option<Identity>,
+    /// What `identity` was resolved from: each channel resolves it again.
+    credential: Option<Credential>,
     slots: Slots,
     /// `-R` listeners by (address, port) as the client named them.
     forwards: HashMap<(String, u32), CancellationToken>,
@@ -354,6 +356,7 @@ impl SessionHandler {
             shared,
             peer,
             identity: None,
+            credential: None,
             slots: Slots::default(),
             forwards: HashMap::new(),
             ended: CancellationToken::new(),
@@ -446,6 +449,18 @@ impl SessionHandler {
         Some(identity)
     }
 
+    /// The session's identity and the forwarding policy, from one configuration snapshot: the
+    /// identity is resolved again there (a peer disabled or renamed by a reload opens no more
+    /// channels under its old name), and the policy is that of the same reload.
+    fn current(&self) -> Option<(Identity, Arc<ForwardingPolicy>)> {
+        let config = self.shared.policy.snapshot();
+        let identity = self
+            .shared
+            .identity
+            .resolve_at(&config, self.credential.as_ref()?)?;
+        Some((identity, config.get::<ForwardingPolicy>()))
+    }
+
     fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
         log_channel(&self.peer, self.identity_id(), kind, "refused");
         tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
@@ -477,6 +492,7 @@ impl russh::server::Handler for SessionHandler {
         Ok(match self.authenticate_certificate(user, certificate) {
             Some(identity) => {
                 self.identity = Some(identity);
+                self.credential = Some(Credential::Peer(user.to_owned()));
                 Auth::Accept
             }
             None => Auth::reject(),
@@ -491,6 +507,7 @@ impl russh::server::Handler for SessionHandler {
         Ok(match self.authenticate(key.public_key, true) {
             Some(identity) => {
                 self.identity = Some(identity);
+                self.credential = fingerprint_of_ssh_key(key.public_key).map(Credential::Key);
                 Auth::Accept
             }
             None => Auth::reject(),
@@ -555,11 +572,10 @@ impl russh::server::Handler for SessionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let kind = "direct-tcpip";
-        let Some(identity) = self.identity.clone() else {
+        let Some((identity, policy)) = self.current() else {
             self.refuse(kind, reply);
             return Ok(());
         };
-        let policy = self.shared.policy.load();
         let Some(slot) = self.slots.take(policy.max_channels()) else {
             log_channel(&self.peer, &identity.id, kind, "limit");
             tokio::spawn(reply.reject(ChannelOpenFailure::ResourceShortage));
@@ -608,10 +624,10 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let kind = "tcpip-forward";
-        let Some(identity) = self.identity.clone() else {
+        let Some((identity, policy)) = self.current() else {
+            log_channel(&self.peer, self.identity_id(), kind, "refused");
             return Ok(false);
         };
-        let policy = self.shared.policy.load();
         let (Some(ip), Ok(wanted)) = (bind_address(address), u16::try_from(*port)) else {
             log_channel(&self.peer, &identity.id, kind, "refused");
             return Ok(false);

@@ -131,10 +131,20 @@ impl ProtocolHandler for TunnelServer {
                     Err(_) => return Ok(()),
                 },
             };
-            let policy = self.policy.load();
+            // The peer and the policy of one reload: the peer resolved again (one disabled or
+            // renamed by a reload opens no more streams under its old name).
+            let config = self.policy.snapshot();
+            let policy = config.get::<ForwardingPolicy>();
             let slot = slots.take(policy.max_channels());
+            let now = auth.identity_at(&config);
             let (auth, id) = (auth.clone(), identity.id.clone());
             tokio::spawn(async move {
+                let Some(id) = now.map(|now| now.id) else {
+                    log_stream(&auth, transport, &id, Status::Refused.word());
+                    let _ = stream.write_all(&[Status::Refused as u8]).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                };
                 let Some(_slot) = slot else {
                     log_stream(&auth, transport, &id, Status::Limit.word());
                     let _ = stream.write_all(&[Status::Limit as u8]).await;
