@@ -308,6 +308,8 @@ struct LiveInner {
     current: ArcSwap<Snapshot>,
     /// Serializes writers, so versions only grow.
     write: std::sync::Mutex<()>,
+    /// The version in force, for those who act on a reload (see [`LiveConfig::changes`]).
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 impl LiveConfig {
@@ -339,6 +341,13 @@ impl LiveConfig {
         self.0
             .current
             .store(Arc::new(Snapshot { version, sections }));
+        self.0.version.send_replace(version);
+    }
+
+    /// Wakes on every reload (its value is the new snapshot's version): for what holds something
+    /// open under an identity and must check it again when the configuration changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
     }
 
     /// A handle on the section of type `T` of this configuration.

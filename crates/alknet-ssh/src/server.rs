@@ -514,6 +514,40 @@ impl russh::server::Handler for SessionHandler {
         })
     }
 
+    /// Watches the configuration for the rest of the session: a reload after which its
+    /// credential no longer resolves to an enabled peer (disabled, removed, key or principal
+    /// gone) ends the session, with its channels and `-R` listeners.
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(credential) = self.credential.clone() else {
+            return Ok(());
+        };
+        let (shared, peer, ended) = (self.shared.clone(), self.peer.clone(), self.ended.clone());
+        let id = self.identity_id().to_owned();
+        let handle = session.handle();
+        let mut changes = shared.policy.live().changes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let config = shared.policy.snapshot();
+                if shared.identity.resolve_at(&config, &credential).is_none() {
+                    info!(target: "alknet::auth", remote = %peer.remote_addr, peer = %id, "ssh session ended: identity revoked");
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "identity revoked".into(),
+                            String::new(),
+                        )
+                        .await;
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
     async fn channel_open_session(
         &mut self,
         _channel: Channel<Msg>,

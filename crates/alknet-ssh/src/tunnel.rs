@@ -123,9 +123,22 @@ impl ProtocolHandler for TunnelServer {
         };
         let slots = Slots::default();
         let transport = conn.carrier().map(Transport::from);
+        // A reload after which the client's key no longer resolves to an enabled peer ends the
+        // connection, and with it every open stream.
+        let mut changes = self.policy.live().changes();
+        let mut watching = true;
         loop {
             let mut stream = tokio::select! {
                 () = conn.draining() => return Ok(()),
+                changed = changes.changed(), if watching => {
+                    watching = changed.is_ok();
+                    if watching && auth.identity_at(&self.policy.snapshot()).is_none() {
+                        info!(target: "alknet::auth", remote = %auth.remote_addr, peer = %identity.id, "tunnel connection ended: identity revoked");
+                        conn.close(1, "identity revoked");
+                        return Ok(());
+                    }
+                    continue;
+                }
                 accepted = conn.accept_bi() => match accepted {
                     Ok(s) => s,
                     Err(_) => return Ok(()),
