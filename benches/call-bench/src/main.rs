@@ -25,10 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use alknet_call::service::NoIdentities;
 use alknet_call::{CallOptions, CallService, OperationRegistry, Peer};
 use alknet_core::{
-    Alpn, AuthContext, BoxedStream, ConfigStore, Connection, HandlerError, ProtocolHandler,
+    Alpn, AuthContext, BoxedStream, Connection, HandlerError, LiveConfig, ProtocolHandler,
     SecretKey,
 };
 use alknet_endpoint::{Client, DialOptions, TransportKind};
@@ -1057,6 +1056,17 @@ async fn main() -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let node = alknet_node(CallOptions::default(), true).await?;
+    // For a profiler: only alknet/call's stream, this many times, and nothing printed.
+    if let Some(n) = std::env::var("ALKNET_BENCH_STREAM_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let system = node.call_system(1, TransportKind::Quic).await?;
+        for _ in 0..n {
+            streaming(&system, s.stream_items).await;
+        }
+        return Ok(());
+    }
     let (tonic, tonic_server) = tonic_system().await?;
     let entries = [
         Entry {
@@ -1123,8 +1133,7 @@ async fn variants(s: &Settings) -> Result<usize> {
     let (a, b) = alknet_core::connection::memory::pair(alknet_call::ALPN);
     let server = CallService::new(
         call_registry(true)?,
-        Arc::new(NoIdentities),
-        ConfigStore::default(),
+        LiveConfig::default(),
         CallOptions::default(),
     )?;
     let _serving = Peer::connect(a, server, None);

@@ -2,12 +2,13 @@
 //! `pubsub/publish` and `pubsub/subscribe`.
 //!
 //! Each captures what it needs when it is registered (the catalog of operations, the broker, the
-//! live pub/sub rules, the queue depth) instead of reaching back into the service through the
-//! request context.
+//! queue depth) instead of reaching back into the service; topic rules are read from the
+//! request's configuration snapshot ([`CallContext::config`]), the one its caller's identity was
+//! resolved in.
 
 use std::sync::{Arc, Weak};
 
-use alknet_core::{ConfigStore, Identity};
+use alknet_core::Identity;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -24,8 +25,6 @@ pub(crate) struct Captured {
     pub(crate) catalog: Weak<OperationRegistry>,
     /// The service's broker.
     pub(crate) broker: Broker,
-    /// The live pub/sub rules.
-    pub(crate) pubsub: ConfigStore<PubSubPolicy>,
     /// What each pub/sub subscription may queue (the connection's budget is added per request).
     pub(crate) queue: QueueLimits,
 }
@@ -39,7 +38,6 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
     let Captured {
         catalog,
         broker,
-        pubsub,
         queue,
     } = with;
     let list_catalog = catalog.clone();
@@ -83,7 +81,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
             }
         }),
     )?;
-    let (publish_broker, publish_rules) = (broker.clone(), pubsub.clone());
+    let publish_broker = broker.clone();
     r.register(
         OperationSpec::new(
             "pubsub/publish",
@@ -99,15 +97,17 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
         )
         .describe("Publishes data to a topic."),
         Handler::unary(move |ctx: CallContext, input: Value| {
-            let (broker, rules) = (publish_broker.clone(), publish_rules.clone());
+            let broker = publish_broker.clone();
             async move {
                 let topic = input["topic"].as_str().unwrap_or_default();
                 validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
-                let policy = rules.load();
-                if !may_publish(&policy, topic, ctx.identity.as_ref()) {
+                let config = ctx.config();
+                if !may_publish(&config.get::<PubSubPolicy>(), topic, ctx.identity.as_ref()) {
                     return Err(denied(ctx.identity.as_ref(), "publish to this topic"));
                 }
-                let delivered = broker.publish(&policy, topic, &input["data"]);
+                // Delivered under the same snapshot: each subscriber's identity is resolved in
+                // it too.
+                let delivered = broker.publish(config, topic, &input["data"]);
                 Ok(json!({ "delivered": delivered }))
             }
         }),
@@ -125,7 +125,7 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
             let checked = validate_pattern(&pattern)
                 .map_err(|e| CallError::new(ErrorCode::InvalidInput, e))
                 .and_then(|()| {
-                    if may_subscribe(&pubsub.load(), ctx.identity.as_ref()) {
+                    if may_subscribe(&ctx.config().get::<PubSubPolicy>(), ctx.identity.as_ref()) {
                         Ok(())
                     } else {
                         Err(denied(ctx.identity.as_ref(), "subscribe"))

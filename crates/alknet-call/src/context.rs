@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use alknet_core::Identity;
+use alknet_core::config::Snapshot;
+use alknet_core::{AuthConfig, Credential, Identity};
 use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{CallError, ErrorCode};
+use crate::peer::link::Link;
 use crate::peer::{Peer, RequestOptions, Subscription};
 
 /// The operations of the node a handler runs in, for composition. The call service implements
@@ -26,10 +28,113 @@ pub(crate) trait LocalOperations: Send + Sync {
     ) -> BoxFuture<'static, Result<Value, CallError>>;
 }
 
-/// A caller's identity as the node knows it now: set when the request starts, replaced when a
-/// reload changes it (new scopes) while the request is open. A request whose identity stops
-/// resolving is ended instead.
-pub type LiveIdentity = Arc<ArcSwap<Option<Identity>>>;
+/// A caller's identity as the node knows it now, resolved against a given configuration
+/// [`Snapshot`]: from what it was first resolved from (the request's `auth_token`, the
+/// connection's key or bearer token), again whenever a newer snapshot asks, so the identity
+/// and whatever else is read from that snapshot (topic rules) always come from the same reload.
+/// A request whose identity stops resolving is ended.
+pub struct LiveIdentity {
+    resolved: ArcSwap<Resolved>,
+    source: Source,
+}
+
+/// An identity and the snapshot version it was resolved at.
+struct Resolved {
+    version: Option<u64>,
+    identity: Option<Identity>,
+}
+
+enum Source {
+    /// Stays as it is (an identity handed over as such, or none).
+    Fixed,
+    /// The request's `auth_token`.
+    Token(Credential),
+    /// Whatever the connection was authenticated with.
+    Connection(Arc<Link>),
+}
+
+impl LiveIdentity {
+    /// An identity that stays as it is, whatever the configuration.
+    pub fn fixed(identity: Option<Identity>) -> Arc<Self> {
+        Arc::new(Self {
+            resolved: ArcSwap::from_pointee(Resolved {
+                version: None,
+                identity,
+            }),
+            source: Source::Fixed,
+        })
+    }
+
+    /// The identity of a request's `auth_token`, resolved at `at`.
+    pub(crate) fn of_token(token: Credential, at: &Snapshot, identity: Identity) -> Arc<Self> {
+        Self::resolved(Source::Token(token), at, Some(identity))
+    }
+
+    /// The identity of a connection, resolved at `at`.
+    pub(crate) fn of_connection(
+        link: Arc<Link>,
+        at: &Snapshot,
+        identity: Option<Identity>,
+    ) -> Arc<Self> {
+        Self::resolved(Source::Connection(link), at, identity)
+    }
+
+    fn resolved(source: Source, at: &Snapshot, identity: Option<Identity>) -> Arc<Self> {
+        Arc::new(Self {
+            resolved: ArcSwap::from_pointee(Resolved {
+                version: Some(at.version()),
+                identity,
+            }),
+            source,
+        })
+    }
+
+    /// The identity as last resolved.
+    pub fn current(&self) -> Option<Identity> {
+        self.resolved.load().identity.clone()
+    }
+
+    /// The identity in the configuration `at`: resolved again when `at` is not the snapshot it
+    /// was last resolved at.
+    pub fn at(&self, at: &Snapshot) -> Option<Identity> {
+        self.with_at(at, |identity| identity.cloned())
+    }
+
+    /// Calls `f` with the identity in the configuration `at` (see [`at`](Self::at)).
+    pub fn with_at<R>(&self, at: &Snapshot, f: impl FnOnce(Option<&Identity>) -> R) -> R {
+        let cached = self.resolved.load();
+        if matches!(self.source, Source::Fixed) || cached.version == Some(at.version()) {
+            return f(cached.identity.as_ref());
+        }
+        let identity = match &self.source {
+            Source::Fixed => None,
+            Source::Token(credential) => at.get::<AuthConfig>().resolve(credential),
+            Source::Connection(link) => link.identity_at(at),
+        };
+        let answer = f(identity.as_ref());
+        // Only ever move forward: a request still reading an older snapshot does not undo
+        // what a newer one resolved.
+        if cached.version.is_none_or(|v| v < at.version()) {
+            self.resolved.store(Arc::new(Resolved {
+                version: Some(at.version()),
+                identity,
+            }));
+        }
+        answer
+    }
+
+    /// When the identity stops resolving by itself in `at` (an API key's `expires_at`).
+    pub(crate) fn expires_at(&self, at: &Snapshot) -> Option<u64> {
+        match &self.source {
+            Source::Token(credential) => at.get::<AuthConfig>().expires_at(credential),
+            Source::Connection(link) => link
+                .auth
+                .credential()
+                .and_then(|c| at.get::<AuthConfig>().expires_at(&c)),
+            Source::Fixed => None,
+        }
+    }
+}
 
 /// The context of one request. Cloning is cheap.
 #[derive(Clone)]
@@ -38,7 +143,8 @@ pub struct CallContext {
     pub identity: Option<Identity>,
     /// The operation being served.
     pub operation: Arc<str>,
-    live: LiveIdentity,
+    config: Arc<Snapshot>,
+    live: Arc<LiveIdentity>,
     cancel: CancellationToken,
     local: Arc<dyn LocalOperations>,
     peer: Option<Peer>,
@@ -46,15 +152,17 @@ pub struct CallContext {
 
 impl CallContext {
     pub(crate) fn new(
-        live: LiveIdentity,
+        config: Arc<Snapshot>,
+        live: Arc<LiveIdentity>,
         operation: Arc<str>,
         cancel: CancellationToken,
         local: Arc<dyn LocalOperations>,
         peer: Option<Peer>,
     ) -> Self {
         Self {
-            identity: Option::clone(&live.load()),
+            identity: live.current(),
             operation,
+            config,
             live,
             cancel,
             local,
@@ -65,8 +173,15 @@ impl CallContext {
     /// The caller's identity as the node knows it now (see [`LiveIdentity`]); `identity` is the
     /// one the request started with. What a long-running handler checks again (a subscription's
     /// topic rules) should read this.
-    pub fn live_identity(&self) -> LiveIdentity {
+    pub fn live_identity(&self) -> Arc<LiveIdentity> {
         self.live.clone()
+    }
+
+    /// The node's dynamic configuration as it was when the request started: every check the
+    /// request makes (its identity, its access, topic rules) reads this one snapshot, so a reload
+    /// running meanwhile is seen whole or not at all.
+    pub fn config(&self) -> &Arc<Snapshot> {
+        &self.config
     }
 
     /// Resolves when the request is cancelled (caller abort, deadline, connection closed).
@@ -102,6 +217,7 @@ impl CallContext {
     pub async fn call(&self, operation: &str, input: Value) -> Result<Value, CallError> {
         let child = self.cancel.child_token();
         let ctx = CallContext::new(
+            self.config.clone(),
             self.live.clone(),
             operation.into(),
             child.clone(),

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use alknet_core::config::{ConfigError, ConfigSection};
+use alknet_core::config::{ConfigError, ConfigSection, Snapshot};
 use alknet_core::Identity;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -217,8 +217,9 @@ pub trait Backplane: Send + Sync + 'static {
 struct Subscriber {
     id: u64,
     pattern: Arc<str>,
-    /// Who subscribed, as the node knows them now (scopes follow a reload).
-    identity: LiveIdentity,
+    /// Who subscribed, resolved in the configuration each delivery reads (scopes follow a
+    /// reload).
+    identity: Arc<LiveIdentity>,
     queue: mpsc::Sender<Queued>,
     budget: Arc<ByteBudget>,
     connection: Option<Arc<ByteBudget>>,
@@ -368,16 +369,16 @@ impl Broker {
         identity: Option<Identity>,
         limits: QueueLimits,
     ) -> BrokerSubscription {
-        self.subscribe_live(pattern, Arc::new(ArcSwap::from_pointee(identity)), limits)
+        self.subscribe_live(pattern, LiveIdentity::fixed(identity), limits)
     }
 
     /// Subscribes to `pattern` within `limits`; each message's topic rule is checked against
-    /// `identity` as it is when the message arrives, so a reload that takes scopes away stops the
-    /// topics they opened.
+    /// `identity` as it is in the configuration snapshot the delivery reads (rules and identity
+    /// from the same reload), so a reload that takes scopes away stops the topics they opened.
     pub fn subscribe_live(
         &self,
         pattern: &str,
-        identity: LiveIdentity,
+        identity: Arc<LiveIdentity>,
         limits: QueueLimits,
     ) -> BrokerSubscription {
         let (queue, items) = mpsc::channel(limits.items.max(1));
@@ -433,11 +434,13 @@ impl Broker {
         }
     }
 
-    /// Queues `data` for every matching subscription whose identity may receive `topic`, and
-    /// hands it to the backplane; returns how many local subscriptions it was queued for.
-    pub fn publish(&self, policy: &PubSubPolicy, topic: &str, data: &Value) -> usize {
+    /// Queues `data` for every matching subscription whose identity may receive `topic`, both
+    /// as they are in `config` (its `pubsub` rules, each subscriber's identity resolved in its
+    /// `auth`), and hands it to the backplane; returns how many local subscriptions it was
+    /// queued for.
+    pub fn publish(&self, config: &Snapshot, topic: &str, data: &Value) -> usize {
         let item = Published::new(topic, data);
-        let delivered = self.deliver(policy, &item, None);
+        let delivered = self.deliver(config, &item, None);
         if let Some(backplane) = self.inner.backplane.get() {
             backplane.publish(&item);
         }
@@ -445,13 +448,14 @@ impl Broker {
     }
 
     /// Queues an item that arrived through the backplane for the local subscriptions to
-    /// `pattern` (the backplane's subscription it came through) that may receive it.
-    pub fn deliver_remote(&self, policy: &PubSubPolicy, item: &Published, pattern: &str) -> usize {
-        self.deliver(policy, item, Some(pattern))
+    /// `pattern` (the backplane's subscription it came through) that may receive it in `config`.
+    pub fn deliver_remote(&self, config: &Snapshot, item: &Published, pattern: &str) -> usize {
+        self.deliver(config, item, Some(pattern))
     }
 
-    fn deliver(&self, policy: &PubSubPolicy, item: &Published, only: Option<&str>) -> usize {
+    fn deliver(&self, config: &Snapshot, item: &Published, only: Option<&str>) -> usize {
         let topic = item.topic();
+        let policy = config.get::<PubSubPolicy>();
         self.inner
             .subscribers
             .load()
@@ -460,7 +464,10 @@ impl Broker {
                 Some(pattern) => *sub.pattern == *pattern,
                 None => matches(&sub.pattern, topic),
             })
-            .filter(|sub| may_receive(policy, topic, Option::as_ref(&sub.identity.load())))
+            .filter(|sub| {
+                sub.identity
+                    .with_at(config, |identity| may_receive(&policy, topic, identity))
+            })
             .filter(|sub| sub.offer(item))
             .count()
     }
@@ -503,7 +510,7 @@ mod tests {
     #[test]
     fn publish_reaches_matching_subscriptions_only() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let mut news = broker.subscribe("news/>", someone(), limits(8));
         let mut other = broker.subscribe("sport/*", someone(), limits(8));
         assert_eq!(broker.publish(&policy, "news/tech/ai", &json!(1)), 1);
@@ -514,7 +521,7 @@ mod tests {
     #[test]
     fn one_encoding_is_shared_by_every_subscription() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let mut subs: Vec<_> = (0..3)
             .map(|_| broker.subscribe("t", someone(), limits(8)))
             .collect();
@@ -531,7 +538,7 @@ mod tests {
     #[test]
     fn full_queue_ends_the_subscription_and_spares_the_others() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let slow = broker.subscribe("t", someone(), limits(1));
         let mut fast = broker.subscribe("t", someone(), limits(8));
         assert_eq!(broker.publish(&policy, "t", &json!(1)), 2);
@@ -546,7 +553,7 @@ mod tests {
     #[test]
     fn byte_budget_bounds_what_a_subscription_holds_until_written() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let big = json!("x".repeat(600));
         let budget = QueueLimits {
             items: 100,
@@ -566,7 +573,7 @@ mod tests {
     #[test]
     fn connection_budget_is_shared_by_its_subscriptions_and_given_back() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let connection = ByteBudget::new(1000);
         let limits = || QueueLimits {
             items: 100,
@@ -589,7 +596,7 @@ mod tests {
     #[test]
     fn remote_items_are_checked_and_reach_only_their_pattern() {
         let broker = Broker::new();
-        let policy = PubSubPolicy::default();
+        let policy = Snapshot::default();
         let mut wide = broker.subscribe("a/>", someone(), limits(8));
         let mut exact = broker.subscribe("a/b", someone(), limits(8));
         let item = Published::decode(Bytes::from_static(br#"{"topic":"a/b","data":[1]}"#)).unwrap();
@@ -628,7 +635,7 @@ mod tests {
         drop(a);
         drop(b);
         drop(early);
-        broker.publish(&PubSubPolicy::default(), "a/z", &json!(1));
+        broker.publish(&Snapshot::default(), "a/z", &json!(1));
         let log = log.0.lock().unwrap().clone();
         let want: Vec<(String, bool)> = [
             ("x", true),

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use alknet_core::{AuthContext, ConfigStore, Identity, IdentityProvider};
+use alknet_core::config::{LiveConfig, Snapshot};
+use alknet_core::{AuthConfig, AuthContext, Credential, Identity};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
@@ -11,11 +12,11 @@ use serde_json::Value;
 use crate::access::Access;
 use crate::builtins::{self, not_found, Captured};
 use crate::carrier::byte_stream::InputGuard;
-use crate::context::{CallContext, LocalOperations};
+use crate::context::{CallContext, LiveIdentity, LocalOperations};
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
 use crate::peer::link::Link;
-use crate::pubsub::{Broker, PubSubPolicy, QueueLimits};
+use crate::pubsub::{Broker, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
 use crate::throttle::TokenThrottle;
 use crate::topic::validate_topic;
@@ -29,8 +30,7 @@ pub const ALPN: &[u8] = b"alknet/call";
 /// Operations, identity, pub/sub and limits for every connection of a node.
 pub struct CallService {
     registry: Arc<OperationRegistry>,
-    identity: Arc<dyn IdentityProvider>,
-    pubsub: ConfigStore<PubSubPolicy>,
+    config: LiveConfig,
     broker: Broker,
     options: CallOptions,
     tokens: TokenThrottle,
@@ -40,25 +40,14 @@ pub struct CallService {
     identities: watch::Sender<u64>,
 }
 
-/// Resolves nobody: for clients that serve callbacks without a peer list.
-pub struct NoIdentities;
-
-impl IdentityProvider for NoIdentities {
-    fn resolve_from_fingerprint(&self, _: &str) -> Option<Identity> {
-        None
-    }
-    fn resolve_from_token(&self, _: &[u8]) -> Option<Identity> {
-        None
-    }
-}
-
 impl CallService {
-    /// A service serving `registry` plus the built-ins (`services/*`, `pubsub/*`). `pubsub`
-    /// supplies the live pub/sub rules (`ConfigStore::default()` for the defaults).
+    /// A service serving `registry` plus the built-ins (`services/*`, `pubsub/*`). `config` is
+    /// the node's live dynamic configuration: callers are resolved from its `auth` section
+    /// ([`AuthConfig`]), topic rules come from its `pubsub` section, and each request reads both
+    /// from one snapshot.
     pub fn new(
         registry: OperationRegistry,
-        identity: Arc<dyn IdentityProvider>,
-        pubsub: ConfigStore<PubSubPolicy>,
+        config: LiveConfig,
         options: CallOptions,
     ) -> Result<Arc<Self>, RegistryError> {
         let broker = Broker::new();
@@ -70,7 +59,6 @@ impl CallService {
             let captured = Captured {
                 catalog: catalog.clone(),
                 broker: broker.clone(),
-                pubsub: pubsub.clone(),
                 queue: QueueLimits {
                     items: options.subscription_queue,
                     bytes: options.subscription_bytes,
@@ -89,8 +77,7 @@ impl CallService {
         }
         Ok(Arc::new(Self {
             registry: all,
-            identity,
-            pubsub,
+            config,
             broker,
             anonymous_input: Arc::new(Semaphore::new(options.anonymous_input_bytes)),
             options,
@@ -101,12 +88,7 @@ impl CallService {
 
     /// A service that serves `registry` with no identities (for clients offering callbacks).
     pub fn anonymous(registry: OperationRegistry) -> Result<Arc<Self>, RegistryError> {
-        Self::new(
-            registry,
-            Arc::new(NoIdentities),
-            ConfigStore::default(),
-            CallOptions::default(),
-        )
+        Self::new(registry, LiveConfig::default(), CallOptions::default())
     }
 
     /// The registry, built-ins included.
@@ -114,9 +96,9 @@ impl CallService {
         &self.registry
     }
 
-    /// The identity provider.
-    pub fn identity(&self) -> &Arc<dyn IdentityProvider> {
-        &self.identity
+    /// The live dynamic configuration the service reads.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
     }
 
     /// The limits.
@@ -155,15 +137,11 @@ impl CallService {
         &self.broker
     }
 
-    /// The pub/sub rules in force now.
-    pub fn pubsub_policy(&self) -> Arc<PubSubPolicy> {
-        self.pubsub.load()
-    }
-
-    /// Publishes as the node itself (no topic rules apply to the node); returns the deliveries.
+    /// Publishes as the node itself (no topic rules apply to the node, but each subscriber's
+    /// do); returns the deliveries.
     pub fn publish(&self, topic: &str, data: &Value) -> Result<usize, CallError> {
         validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
-        Ok(self.broker.publish(&self.pubsub_policy(), topic, data))
+        Ok(self.broker.publish(&self.config.load(), topic, data))
     }
 
     /// `services/list` for `identity`.
@@ -189,35 +167,23 @@ impl CallService {
         self.identities.subscribe()
     }
 
-    /// The identity a connection has now: what it resolved at the handshake, re-resolved from
-    /// its key after the identities changed. An identity that did not come from a key (e.g. a
-    /// WebSocket's bearer token, which the connection does not keep) stays as it was.
-    pub(crate) fn connection_identity(&self, link: &Link) -> Option<Identity> {
-        let auth = &link.auth;
-        let (Some(_), Some(fingerprint)) = (&auth.identity, &auth.tls_fingerprint) else {
-            return auth.identity.clone();
-        };
-        let epoch = *self.identities.borrow();
-        let Ok(mut current) = link.identity.lock() else {
-            return None;
-        };
-        if current.0 != epoch {
-            *current = (epoch, self.identity.resolve_from_fingerprint(fingerprint));
-        }
-        current.1.clone()
-    }
-
-    /// Steps 1–4 of the contract: identity, lookup, access, input. Returns the operation and the
-    /// identity the request runs as.
+    /// Steps 1–4 of the contract: identity, lookup, access, input, all in the configuration
+    /// `at`. Returns the operation and the identity the request runs as.
     pub(crate) fn admit(
         &self,
         request: &CallRequest,
-        link: &Link,
-    ) -> Result<(Arc<Operation>, Option<Identity>), CallError> {
-        let identity = match &request.auth_token {
-            Some(token) => Some(self.resolve_token(token, &link.auth)?),
-            None => self.connection_identity(link),
+        link: &Arc<Link>,
+        at: &Snapshot,
+    ) -> Result<(Arc<Operation>, Arc<LiveIdentity>), CallError> {
+        let live = match &request.auth_token {
+            Some(token) => {
+                let credential = Credential::token(token.as_bytes());
+                let identity = self.resolve_token(&credential, &link.auth, at)?;
+                LiveIdentity::of_token(credential, at, identity)
+            }
+            None => LiveIdentity::of_connection(link.clone(), at, link.identity_at(at)),
         };
+        let identity = live.current();
         let op = self
             .registry
             .get(&request.operation)
@@ -225,14 +191,19 @@ impl CallService {
             .ok_or_else(|| not_found(&request.operation))?;
         op.spec.access.check(identity.as_ref())?;
         op.validate_input(&request.input)?;
-        Ok((op.clone(), identity))
+        Ok((op.clone(), live))
     }
 }
 
 impl CallService {
     /// The identity of a request's `auth_token`; an invalid one is logged (never its text) and
     /// counted against the source address, which is throttled after too many.
-    fn resolve_token(&self, token: &str, connection: &AuthContext) -> Result<Identity, CallError> {
+    fn resolve_token(
+        &self,
+        token: &Credential,
+        connection: &AuthContext,
+        at: &Snapshot,
+    ) -> Result<Identity, CallError> {
         let remote = connection.remote_addr;
         if self.tokens.throttled(remote) {
             return Err(CallError::new(
@@ -240,16 +211,14 @@ impl CallService {
                 "too many invalid auth_tokens from this address; wait a minute before retrying",
             ));
         }
-        self.identity
-            .resolve_from_token(token.as_bytes())
-            .ok_or_else(|| {
-                let alpn = String::from_utf8_lossy(&connection.alpn);
-                self.tokens.failed(remote, &alpn);
-                CallError::new(
-                    ErrorCode::Unauthenticated,
-                    "auth_token is not valid (unknown, disabled or expired)",
-                )
-            })
+        at.get::<AuthConfig>().resolve(token).ok_or_else(|| {
+            let alpn = String::from_utf8_lossy(&connection.alpn);
+            self.tokens.failed(remote, &alpn);
+            CallError::new(
+                ErrorCode::Unauthenticated,
+                "auth_token is not valid (unknown, disabled or expired)",
+            )
+        })
     }
 }
 

@@ -2,11 +2,14 @@
 //! (peers and API keys); each handler crate brings its own section type (pub/sub rules live in
 //! `alknet-call`, forwarding policy in the SSH crate) implementing [`ConfigSection`].
 //!
-//! Each section lives in a [`ConfigStore`] behind an [`ArcSwap`]: readers never block, and a reload
-//! is validated first, so an invalid one is refused with a reason and the old configuration stays
-//! in force.
+//! All sections live together in one [`Snapshot`] behind one [`ArcSwap`] ([`LiveConfig`]); each
+//! crate reads its own through a typed [`ConfigStore`] handle. Readers never block; a reload is
+//! validated first, so an invalid one is refused with a reason and the old configuration stays in
+//! force, and a valid one is swapped in whole, so no reader sees half of it.
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -210,47 +213,210 @@ impl ConfigSection for AuthConfig {
     }
 }
 
-/// One live section: cheap to read from any thread, replaced atomically by [`reload`](Self::reload).
-/// Clones share the section.
+/// Every section of the dynamic configuration as it was at one moment: what a reload swaps in as
+/// a whole, and what one request (or one delivery, one forward) reads all its sections from, so
+/// nothing ever sees one reload's `auth` with another's `pubsub` rules.
+///
+/// Sections are found by type (each crate asks for its own, e.g. `snapshot.get::<AuthConfig>()`),
+/// so this crate needs to know none of the other crates' section types. A section the snapshot
+/// does not hold reads as its default.
+///
+/// ```
+/// use alknet_core::config::{AuthConfig, LiveConfig, PeerEntry, Snapshot};
+///
+/// let live = LiveConfig::default();
+/// let before = live.load();
+/// let auth = AuthConfig { peers: vec![PeerEntry::new("alice", [])], ..Default::default() };
+/// live.replace(Snapshot::default().with(auth)).unwrap();
+/// let now = live.load();
+/// assert_eq!(now.get::<AuthConfig>().peers[0].id, "alice");
+/// assert!(before.get::<AuthConfig>().peers.is_empty()); // what was taken before stays as it was
+/// assert!(now.version() > before.version());
+/// ```
+#[derive(Clone, Default)]
+pub struct Snapshot {
+    version: u64,
+    sections: HashMap<TypeId, Section>,
+}
+
+#[derive(Clone)]
+struct Section {
+    value: Arc<dyn Any + Send + Sync>,
+    validate: fn(&(dyn Any + Send + Sync)) -> Result<(), ConfigError>,
+}
+
+fn validate_as<T: ConfigSection>(value: &(dyn Any + Send + Sync)) -> Result<(), ConfigError> {
+    value.downcast_ref::<T>().map_or(Ok(()), T::validate)
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("sections", &self.sections.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// The same snapshot holding `section` (replacing a section of its type).
+    pub fn with<T: ConfigSection>(mut self, section: T) -> Self {
+        self.sections.insert(
+            TypeId::of::<T>(),
+            Section {
+                value: Arc::new(section),
+                validate: validate_as::<T>,
+            },
+        );
+        self
+    }
+
+    /// The section of type `T` (its default when the snapshot holds none).
+    pub fn get<T: ConfigSection>(&self) -> Arc<T> {
+        self.try_get().unwrap_or_default()
+    }
+
+    /// The section of type `T`, if the snapshot holds one.
+    pub fn try_get<T: ConfigSection>(&self) -> Option<Arc<T>> {
+        self.sections
+            .get(&TypeId::of::<T>())
+            .and_then(|s| s.value.clone().downcast::<T>().ok())
+    }
+
+    /// Counts the reloads: a later snapshot of the same [`LiveConfig`] has a higher version, so
+    /// what was resolved from one snapshot can be cached and checked against the next.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Checks every section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sections
+            .values()
+            .try_for_each(|s| (s.validate)(s.value.as_ref()))
+    }
+}
+
+/// The live dynamic configuration: one [`Snapshot`] behind one [`ArcSwap`], replaced whole by a
+/// reload. Readers never block and always get every section from the same reload. Clones share
+/// it; [`section`](Self::section) hands a crate a typed handle on its own section.
+#[derive(Clone, Debug, Default)]
+pub struct LiveConfig(Arc<LiveInner>);
+
+#[derive(Debug, Default)]
+struct LiveInner {
+    current: ArcSwap<Snapshot>,
+    /// Serializes writers, so versions only grow.
+    write: std::sync::Mutex<()>,
+    /// The version in force, for those who act on a reload (see [`LiveConfig::changes`]).
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl LiveConfig {
+    /// A live configuration holding the validated `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Result<Self, ConfigError> {
+        let live = Self::default();
+        live.replace(snapshot)?;
+        Ok(live)
+    }
+
+    /// The snapshot in force now.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.current.load_full()
+    }
+
+    /// Validates every section of `snapshot`, then swaps it in whole (as the next version); on
+    /// error the old one stays.
+    pub fn replace(&self, snapshot: Snapshot) -> Result<(), ConfigError> {
+        snapshot.validate()?;
+        self.update(|_| snapshot.sections);
+        Ok(())
+    }
+
+    fn update(&self, sections: impl FnOnce(&Snapshot) -> HashMap<TypeId, Section>) {
+        let _writing = self.0.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.0.current.load();
+        let version = old.version + 1;
+        let sections = sections(&old);
+        self.0
+            .current
+            .store(Arc::new(Snapshot { version, sections }));
+        self.0.version.send_replace(version);
+    }
+
+    /// Wakes on every reload (its value is the new snapshot's version): for what holds something
+    /// open under an identity and must check it again when the configuration changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
+    }
+
+    /// A handle on the section of type `T` of this configuration.
+    pub fn section<T: ConfigSection>(&self) -> ConfigStore<T> {
+        ConfigStore {
+            live: self.clone(),
+            section: PhantomData,
+        }
+    }
+}
+
+/// One section of a [`LiveConfig`], typed: cheap to read from any thread. Clones share the
+/// configuration; a store made by [`new`](Self::new) or [`default`](Default::default) is a
+/// configuration of its own holding just this section.
 #[derive(Debug)]
-pub struct ConfigStore<T>(Arc<ArcSwap<T>>);
+pub struct ConfigStore<T> {
+    live: LiveConfig,
+    section: PhantomData<fn() -> T>,
+}
 
 impl<T> Clone for ConfigStore<T> {
     fn clone(&self) -> Self {
-        Self(self.0.clone())
+        Self {
+            live: self.live.clone(),
+            section: PhantomData,
+        }
     }
 }
 
 impl<T: ConfigSection> Default for ConfigStore<T> {
     /// A store holding the section's default (which is valid by definition).
     fn default() -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(T::default())))
+        LiveConfig::default().section()
     }
 }
 
 impl<T: ConfigSection> ConfigStore<T> {
     /// A store holding a validated `config`.
     pub fn new(config: T) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Self(Arc::new(ArcSwap::from_pointee(config))))
+        Ok(LiveConfig::new(Snapshot::default().with(config))?.section())
     }
 
     /// The current section.
     pub fn load(&self) -> Arc<T> {
-        self.0.load_full()
+        self.live.load().get()
     }
 
-    /// Validates `config` and swaps it in; on error the old section stays.
+    /// The whole configuration in force now: what reads more than this section should read
+    /// them all from, so that they come from the same reload.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load()
+    }
+
+    /// The configuration this section belongs to.
+    pub fn live(&self) -> &LiveConfig {
+        &self.live
+    }
+
+    /// Validates `config` and swaps it in (the other sections stay); on error the old section
+    /// stays.
     pub fn reload(&self, config: T) -> Result<(), ConfigError> {
         config.validate()?;
         self.store_validated(config);
         Ok(())
     }
 
-    /// Swaps in a section the caller has already validated (a node validates every section of a
-    /// reload first, then swaps them all, so a reload applies entirely or not at all).
+    /// Swaps in a section the caller has already validated (the other sections stay).
     pub fn store_validated(&self, config: T) {
-        self.0.store(Arc::new(config));
+        self.live.update(|old| old.clone().with(config).sections);
     }
 }
 
@@ -318,6 +484,50 @@ mod tests {
         let bad = peers(vec![peer("x"), peer("x")]);
         assert!(store.reload(bad).is_err());
         assert!(store.load().peers.is_empty());
+    }
+
+    #[test]
+    fn a_replace_swaps_every_section_at_once_or_none() {
+        #[derive(Clone, Copy, Default, Debug, PartialEq)]
+        struct Other(u32);
+        impl ConfigSection for Other {
+            fn validate(&self) -> Result<(), ConfigError> {
+                match self.0 {
+                    13 => Err(ConfigError::Invalid {
+                        entry: "other".into(),
+                        reason: "unlucky".into(),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+        }
+        let live = LiveConfig::new(Snapshot::default().with(Other(1))).unwrap();
+        let (auth, other) = (live.section::<AuthConfig>(), live.section::<Other>());
+        let before = live.load();
+        live.replace(
+            Snapshot::default()
+                .with(peers(vec![peer("a")]))
+                .with(Other(2)),
+        )
+        .unwrap();
+        let now = auth.snapshot();
+        assert_eq!(
+            (now.get::<AuthConfig>().peers.len(), *now.get::<Other>()),
+            (1, Other(2))
+        );
+        assert!(now.version() > before.version());
+        // A snapshot taken before stays whole.
+        assert_eq!(*before.get::<Other>(), Other(1));
+        assert!(before.get::<AuthConfig>().peers.is_empty());
+        // An invalid section refuses the whole replacement.
+        let bad = Snapshot::default()
+            .with(AuthConfig::default())
+            .with(Other(13));
+        assert!(live.replace(bad).is_err());
+        assert_eq!((auth.load().peers.len(), *other.load()), (1, Other(2)));
+        // A section reloaded through its store keeps the others.
+        other.reload(Other(3)).unwrap();
+        assert_eq!((auth.load().peers.len(), *other.load()), (1, Other(3)));
     }
 
     #[test]

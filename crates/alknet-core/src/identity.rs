@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ApiKeyEntry, AuthConfig, ConfigStore, PeerEntry};
+use crate::config::{ApiKeyEntry, AuthConfig, ConfigStore, PeerEntry, Snapshot};
 use crate::fingerprint::{constant_time_eq, token_hash, Fingerprint};
 
 /// Who a caller is and what it may do.
@@ -39,6 +39,29 @@ pub struct AuthContext {
     pub remote_addr: SocketAddr,
     /// The fingerprint of the key or certificate the client presented.
     pub tls_fingerprint: Option<String>,
+    /// The bearer token the connection as a whole was authenticated with, if any (a
+    /// WebSocket's), kept as its hash: `identity` came from it rather than from the TLS key.
+    pub bearer: Option<Credential>,
+}
+
+impl AuthContext {
+    /// The identity the connection has in the configuration `at`: resolved again from its
+    /// credential when `at` holds an `auth` section, otherwise as the endpoint resolved it.
+    pub fn identity_at(&self, at: &Snapshot) -> Option<Identity> {
+        match (self.credential(), at.try_get::<AuthConfig>()) {
+            (Some(credential), Some(auth)) => auth.resolve(&credential),
+            _ => self.identity.clone(),
+        }
+    }
+
+    /// What `identity` was resolved from, to resolve it again after a reload: the bearer token,
+    /// else the TLS key; `None` when there is no identity (it stays so).
+    pub fn credential(&self) -> Option<Credential> {
+        self.identity.as_ref()?;
+        self.bearer
+            .clone()
+            .or_else(|| self.tls_fingerprint.clone().map(Credential::Key))
+    }
 }
 
 /// Resolves identities from key fingerprints and bearer tokens.
@@ -58,10 +81,141 @@ pub trait IdentityProvider: Send + Sync + 'static {
     fn token_expires_at(&self, _token: &[u8]) -> Option<u64> {
         None
     }
+    /// The identity `credential` resolves to in the configuration `at`, when `at` holds an
+    /// `auth` section (so it comes from the same reload as the rest of `at`); otherwise as this
+    /// provider resolves it now (a token's credential, which keeps only its hash, then resolves
+    /// to nobody).
+    fn resolve_at(&self, at: &Snapshot, credential: &Credential) -> Option<Identity> {
+        match (at.try_get::<AuthConfig>(), credential) {
+            (Some(auth), _) => auth.resolve(credential),
+            (None, Credential::Key(fingerprint)) => self.resolve_from_fingerprint(fingerprint),
+            (None, Credential::Peer(id)) => self.resolve_from_id(id),
+            (None, Credential::Token(_)) => None,
+        }
+    }
 }
 
-/// The default provider: reads the [`AuthConfig`] section on every call, so a reload applies to the next
-/// resolution at once.
+/// What an identity was resolved from, kept so it can be resolved again against a later
+/// configuration (after a reload): a key's fingerprint, a bearer token's hash (never the token
+/// itself), or a peer id (an SSH certificate's principal).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A TLS or SSH key, by fingerprint (`ed25519:…` / `SHA256:…`).
+    Key(String),
+    /// A bearer token: a peer token or an `alk_…` API key.
+    Token(TokenKey),
+    /// An enabled peer named by id.
+    Peer(String),
+}
+
+/// A bearer token as kept after it was presented: its hash, and the API key prefix it claims
+/// (public; `alk_<prefix>_…`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenKey {
+    hash: String,
+    prefix: Option<Vec<u8>>,
+}
+
+impl Credential {
+    /// The credential of a bearer token (its hash is kept, not the token).
+    pub fn token(token: &[u8]) -> Self {
+        let prefix = token
+            .strip_prefix(b"alk_")
+            .and_then(|rest| rest.split(|b| *b == b'_').next())
+            .map(<[u8]>::to_vec);
+        Credential::Token(TokenKey {
+            hash: token_hash(token),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    /// Names the kind only: a credential is never worth a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Key(_) => "Credential::Key",
+            Credential::Token(_) => "Credential::Token",
+            Credential::Peer(_) => "Credential::Peer",
+        })
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(u64::MAX)
+}
+
+impl AuthConfig {
+    /// The identity `credential` resolves to in this configuration, if any: an enabled peer
+    /// holding the key, token or id, or an unexpired API key.
+    pub fn resolve(&self, credential: &Credential) -> Option<Identity> {
+        match credential {
+            Credential::Key(fingerprint) => {
+                let wanted: Fingerprint = fingerprint.parse().ok()?;
+                self.peers
+                    .iter()
+                    .filter(|p| p.enabled)
+                    .find(|p| {
+                        p.fingerprints
+                            .iter()
+                            .any(|f| f.parse::<Fingerprint>().is_ok_and(|f| f == wanted))
+                    })
+                    .map(identity_of)
+            }
+            Credential::Peer(id) => self
+                .peers
+                .iter()
+                .find(|p| p.enabled && p.id == *id)
+                .map(identity_of),
+            Credential::Token(token) => {
+                if let Some(k) = self.claimed_key(token) {
+                    let now = now_unix();
+                    return Some(k)
+                        .filter(|k| constant_time_eq(k.hash.as_bytes(), token.hash.as_bytes()))
+                        .filter(|k| k.expires_at.is_none_or(|t| now < t))
+                        .map(|k| Identity {
+                            id: format!("apikey:{}", k.prefix),
+                            scopes: k.scopes.clone(),
+                            resources: k.resources.clone(),
+                        });
+                }
+                self.peers
+                    .iter()
+                    .filter(|p| p.enabled)
+                    .find(|p| {
+                        p.token_hash
+                            .as_deref()
+                            .is_some_and(|h| constant_time_eq(h.as_bytes(), token.hash.as_bytes()))
+                    })
+                    .map(identity_of)
+            }
+        }
+    }
+
+    /// When what `credential` resolves to stops resolving by itself (an API key's
+    /// `expires_at`, Unix seconds); `None` when it does not expire or does not resolve.
+    pub fn expires_at(&self, credential: &Credential) -> Option<u64> {
+        let Credential::Token(token) = credential else {
+            return None;
+        };
+        self.claimed_key(token)
+            .filter(|k| constant_time_eq(k.hash.as_bytes(), token.hash.as_bytes()))
+            .and_then(|k| k.expires_at)
+    }
+
+    /// An `alk_<prefix>_…` token whose prefix an API key claims is that key's or nobody's; any
+    /// other token (one that merely begins with `alk_` included) may be a peer's.
+    fn claimed_key(&self, token: &TokenKey) -> Option<&ApiKeyEntry> {
+        let prefix = token.prefix.as_deref()?;
+        self.api_keys.iter().find(|k| k.prefix.as_bytes() == prefix)
+    }
+}
+
+/// The default provider: reads the [`AuthConfig`] section on every call, so a reload applies to
+/// the next resolution at once.
 #[derive(Clone, Debug)]
 pub struct ConfigIdentityProvider {
     store: ConfigStore<AuthConfig>,
@@ -87,75 +241,23 @@ fn identity_of(peer: &PeerEntry) -> Identity {
     }
 }
 
-/// An `alk_<prefix>_…` token whose prefix an API key claims is that key's or nobody's; any other
-/// token (one that merely begins with `alk_` included) may be a peer's.
-fn claimed_key<'a>(config: &'a AuthConfig, token: &[u8]) -> Option<&'a ApiKeyEntry> {
-    let prefix = token.strip_prefix(b"alk_")?.split(|b| *b == b'_').next()?;
-    config
-        .api_keys
-        .iter()
-        .find(|k| k.prefix.as_bytes() == prefix)
-}
-
 impl IdentityProvider for ConfigIdentityProvider {
     fn resolve_from_id(&self, id: &str) -> Option<Identity> {
-        let config = self.store.load();
-        config
-            .peers
-            .iter()
-            .find(|p| p.enabled && p.id == id)
-            .map(identity_of)
+        self.store.load().resolve(&Credential::Peer(id.to_owned()))
     }
 
     fn resolve_from_fingerprint(&self, fingerprint: &str) -> Option<Identity> {
-        let wanted: Fingerprint = fingerprint.parse().ok()?;
-        let config = self.store.load();
-        config
-            .peers
-            .iter()
-            .filter(|p| p.enabled)
-            .find(|p| {
-                p.fingerprints
-                    .iter()
-                    .any(|f| f.parse::<Fingerprint>().is_ok_and(|f| f == wanted))
-            })
-            .map(identity_of)
+        self.store
+            .load()
+            .resolve(&Credential::Key(fingerprint.to_owned()))
     }
 
     fn token_expires_at(&self, token: &[u8]) -> Option<u64> {
-        let config = self.store.load();
-        claimed_key(&config, token)
-            .filter(|k| constant_time_eq(k.hash.as_bytes(), token_hash(token).as_bytes()))
-            .and_then(|k| k.expires_at)
+        self.store.load().expires_at(&Credential::token(token))
     }
 
     fn resolve_from_token(&self, token: &[u8]) -> Option<Identity> {
-        let hash = token_hash(token);
-        let config = self.store.load();
-        if let Some(k) = claimed_key(&config, token) {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(u64::MAX);
-            return Some(k)
-                .filter(|k| constant_time_eq(k.hash.as_bytes(), hash.as_bytes()))
-                .filter(|k| k.expires_at.is_none_or(|t| now < t))
-                .map(|k| Identity {
-                    id: format!("apikey:{}", k.prefix),
-                    scopes: k.scopes.clone(),
-                    resources: k.resources.clone(),
-                });
-        }
-        config
-            .peers
-            .iter()
-            .filter(|p| p.enabled)
-            .find(|p| {
-                p.token_hash
-                    .as_deref()
-                    .is_some_and(|h| constant_time_eq(h.as_bytes(), hash.as_bytes()))
-            })
-            .map(identity_of)
+        self.store.load().resolve(&Credential::token(token))
     }
 }
 
@@ -239,5 +341,44 @@ mod tests {
         assert!(provider(config)
             .resolve_from_token(b"alk_svc_secret")
             .is_none());
+    }
+
+    #[test]
+    fn a_token_credential_keeps_only_the_hash_and_resolves_like_the_token() {
+        let mut peer = PeerEntry::new("svc", []);
+        peer.token_hash = Some(token_hash(b"s3cret"));
+        let config = AuthConfig {
+            peers: vec![peer],
+            ..Default::default()
+        };
+        let credential = Credential::token(b"s3cret");
+        assert_eq!(config.resolve(&credential).unwrap().id, "svc");
+        assert!(!format!("{credential:?}").contains("s3cret"));
+        assert!(AuthConfig::default().resolve(&credential).is_none());
+    }
+
+    #[test]
+    fn a_connection_is_resolved_again_from_its_bearer_token_before_its_key() {
+        let key = SecretKey::generate().public().fingerprint();
+        let mut svc = PeerEntry::new("svc", []);
+        svc.token_hash = Some(token_hash(b"s3cret"));
+        let config = AuthConfig {
+            peers: vec![PeerEntry::new("keyed", [key.clone()]), svc],
+            ..Default::default()
+        };
+        let at = Snapshot::default().with(config);
+        let mut auth = AuthContext {
+            identity: Some(Identity::default()),
+            alpn: Vec::new(),
+            remote_addr: "127.0.0.1:1".parse().unwrap(),
+            tls_fingerprint: Some(key),
+            bearer: Some(Credential::token(b"s3cret")),
+        };
+        assert_eq!(auth.identity_at(&at).unwrap().id, "svc");
+        auth.bearer = None;
+        assert_eq!(auth.identity_at(&at).unwrap().id, "keyed");
+        // Without an identity it stays without one.
+        auth.identity = None;
+        assert!(auth.identity_at(&at).is_none());
     }
 }

@@ -28,11 +28,11 @@ pub mod key;
 pub mod log_text;
 
 pub use chunks::{pipe, Chunks};
-pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore};
+pub use config::{AuthConfig, ConfigError, ConfigSection, ConfigStore, LiveConfig, Snapshot};
 pub use connection::{
     BiStream, BoxedStream, Connection, ConnectionError, StoppedFuture, Transport,
 };
 pub use fingerprint::{fingerprint_of, Fingerprint, FingerprintError, PresentedKey};
 pub use handler::{Alpn, Carrier, HandlerError, ProtocolHandler};
-pub use identity::{AuthContext, ConfigIdentityProvider, Identity, IdentityProvider};
+pub use identity::{AuthContext, ConfigIdentityProvider, Credential, Identity, IdentityProvider};
 pub use key::{KeyError, PublicKey, SecretKey};

@@ -6,6 +6,7 @@
 //! cargo bench -p alknet-endpoint --bench endpoint                          # full run
 //! cargo bench -p alknet-endpoint --features iroh --bench endpoint          # with the iroh rows
 //! ALKNET_BENCH_QUICK=1 cargo bench -p alknet-endpoint --bench endpoint     # smoke run
+//! ALKNET_BENCH_BULK=0 cargo bench -p alknet-endpoint --bench endpoint      # connections only
 //! ALKNET_BENCH_BULK_ONLY=1 cargo bench -p alknet-endpoint --bench endpoint  # bulk column only
 //! ```
 //!
@@ -61,16 +62,21 @@ struct Settings {
     sequential_dials: usize,
     concurrent_total: usize,
     bulk_bytes: u64,
+    /// Whether the bulk transfers run (`ALKNET_BENCH_BULK=0` skips them, e.g. to profile
+    /// handshakes alone).
+    bulk: bool,
 }
 
 impl Settings {
     fn from_env() -> Self {
         let quick = std::env::var("ALKNET_BENCH_QUICK").is_ok_and(|v| v == "1");
+        let bulk = std::env::var("ALKNET_BENCH_BULK").map_or(true, |v| v != "0");
         let bulk_only = std::env::var("ALKNET_BENCH_BULK_ONLY").is_ok_and(|v| v == "1");
         if quick {
             Self {
                 quick,
                 bulk_only,
+                bulk,
                 sequential_dials: 50,
                 concurrent_total: 200,
                 bulk_bytes: 32 << 20,
@@ -79,6 +85,7 @@ impl Settings {
             Self {
                 quick,
                 bulk_only,
+                bulk,
                 sequential_dials: 200,
                 concurrent_total: 2000,
                 bulk_bytes: 512 << 20,
@@ -266,7 +273,9 @@ async fn endpoint(edit: impl FnOnce(&mut EndpointConfig)) -> Result<Endpoint> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Quic,
+    QuicResumed,
     Tls,
+    TlsResumed,
     Plain,
     #[cfg(feature = "relay")]
     IrohDirect,
@@ -277,24 +286,34 @@ enum Kind {
 impl Kind {
     const ALL: &[Kind] = &[
         Kind::Quic,
+        Kind::QuicResumed,
         #[cfg(feature = "relay")]
         Kind::IrohDirect,
         #[cfg(feature = "relay")]
         Kind::IrohRelay,
         Kind::Tls,
+        Kind::TlsResumed,
         Kind::Plain,
     ];
 
     fn label(self) -> &'static str {
         match self {
             Kind::Quic => "QUIC, raw key",
+            Kind::QuicResumed => "QUIC, raw key, resumed",
             Kind::Tls => "TCP+TLS, raw key",
+            Kind::TlsResumed => "TCP+TLS, raw key, resumed",
             Kind::Plain => "plain TCP (reference)",
             #[cfg(feature = "relay")]
             Kind::IrohDirect => "iroh, direct",
             #[cfg(feature = "relay")]
             Kind::IrohRelay => "iroh, via relay",
         }
+    }
+
+    /// Whether the client resumes TLS sessions: only the `resumed` rows do, so the others measure
+    /// full handshakes (both signatures checked), as before resumption existed.
+    fn resumes(self) -> bool {
+        matches!(self, Kind::QuicResumed | Kind::TlsResumed)
     }
 }
 
@@ -316,15 +335,14 @@ struct Targets {
 }
 
 impl Targets {
-    /// A client with its own key (and, with iroh, its own iroh endpoint).
-    fn client(&self) -> Result<Client> {
+    /// A client for `kind` with its own key (and, with iroh, its own iroh endpoint).
+    fn client(&self, kind: Kind) -> Result<Client> {
         #[cfg(feature = "relay")]
-        return Ok(Client::with_iroh(
-            SecretKey::generate(),
-            self.iroh_config.clone(),
-        )?);
+        let mut client = Client::with_iroh(SecretKey::generate(), self.iroh_config.clone())?;
         #[cfg(not(feature = "relay"))]
-        Ok(Client::new(SecretKey::generate())?)
+        let mut client = Client::new(SecretKey::generate())?;
+        client.set_resumption(kind.resumes());
+        Ok(client)
     }
 }
 
@@ -335,8 +353,8 @@ enum Dialed {
 
 async fn dial(client: &Client, targets: &Targets, kind: Kind, alpn: &[u8]) -> Result<Dialed> {
     let transport = match kind {
-        Kind::Quic => TransportKind::Quic,
-        Kind::Tls => TransportKind::Tcp,
+        Kind::Quic | Kind::QuicResumed => TransportKind::Quic,
+        Kind::Tls | Kind::TlsResumed => TransportKind::Tcp,
         #[cfg(feature = "relay")]
         Kind::IrohDirect => {
             return Ok(Dialed::Endpoint(
@@ -400,6 +418,9 @@ struct Row {
     concurrent_rate: f64,
     concurrent_done: usize,
     concurrent_failed: usize,
+    /// Process CPU time (client and server together) per completed concurrent cycle: unlike the
+    /// rates, it barely moves when other processes share the cores.
+    concurrent_cpu: Option<Duration>,
     bulk_mb_s: f64,
 }
 
@@ -439,6 +460,18 @@ async fn sequential(
     Ok((setups, wall))
 }
 
+/// CPU time this process used so far (user + system, both ends of every connection), from
+/// `/proc/self/stat` in clock ticks of 10 ms; `None` where that file does not exist.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// `CONCURRENCY` dialers, each with its own client key and socket, sharing `total` dial + ping +
 /// close cycles; returns (completed, failed, wall time).
 async fn concurrent(
@@ -451,7 +484,7 @@ async fn concurrent(
     let deadline = started + CONCURRENT_DEADLINE;
     let mut dialers = Vec::with_capacity(CONCURRENCY);
     for _ in 0..CONCURRENCY {
-        let client = targets.client()?;
+        let client = targets.client(kind)?;
         let targets = targets.clone();
         let next = next.clone();
         dialers.push(tokio::spawn(async move {
@@ -515,32 +548,35 @@ async fn bulk(client: &Client, targets: &Targets, kind: Kind, bytes: u64) -> Res
         .with_context(|| format!("{kind:?} bulk transfer timed out"))?
 }
 
-async fn measure(
-    client: &Client,
-    targets: &Arc<Targets>,
-    kind: Kind,
-    settings: &Settings,
-) -> Result<Row> {
-    let (setups, wall, done, failed, concurrent_wall) = if settings.bulk_only {
-        (
-            vec![Duration::ZERO],
-            Duration::from_secs(1),
-            0,
-            0,
-            Duration::from_secs(1),
-        )
+async fn measure(targets: &Arc<Targets>, kind: Kind, settings: &Settings) -> Result<Row> {
+    let client = &targets.client(kind)?;
+    let (setups, wall, done, failed, concurrent_wall, concurrent_cpu) = if settings.bulk_only {
+        let none = Duration::from_secs(1);
+        (vec![Duration::ZERO], none, 0, 0, none, None)
     } else {
         eprintln!("{}: sequential dials", kind.label());
         let (setups, wall) = sequential(client, targets, kind, settings.sequential_dials).await?;
         eprintln!("{}: {CONCURRENCY} concurrent dialers", kind.label());
+        let cpu_before = process_cpu();
         let (done, failed, concurrent_wall) =
             concurrent(targets.clone(), kind, settings.concurrent_total).await?;
-        (setups, wall, done, failed, concurrent_wall)
+        let concurrent_cpu = match (cpu_before, process_cpu()) {
+            (Some(before), Some(after)) if done > 0 => Some((after - before) / done as u32),
+            _ => None,
+        };
+        (setups, wall, done, failed, concurrent_wall, concurrent_cpu)
     };
-    eprintln!("{}: bulk transfer", kind.label());
-    // A short warm-up transfer, then the measured one.
-    bulk(client, targets, kind, (4 << 20).min(settings.bulk_bytes)).await?;
-    let elapsed = bulk(client, targets, kind, settings.bulk_bytes).await?;
+    // Resumption changes the handshake only: its rows skip the bulk transfer.
+    let bulk_mb_s = if settings.bulk && !kind.resumes() {
+        eprintln!("{}: bulk transfer", kind.label());
+        // A short warm-up transfer, then the measured one.
+        bulk(client, targets, kind, (4 << 20).min(settings.bulk_bytes)).await?;
+        let elapsed = bulk(client, targets, kind, settings.bulk_bytes).await?;
+        settings.bulk_bytes as f64 / elapsed.as_secs_f64() / 1e6
+    } else {
+        f64::NAN
+    };
+    client.close();
     Ok(Row {
         kind,
         setup_p50: percentile(&setups, 0.50),
@@ -549,7 +585,8 @@ async fn measure(
         concurrent_rate: done as f64 / concurrent_wall.as_secs_f64(),
         concurrent_done: done,
         concurrent_failed: failed,
-        bulk_mb_s: settings.bulk_bytes as f64 / elapsed.as_secs_f64() / 1e6,
+        concurrent_cpu,
+        bulk_mb_s,
     })
 }
 
@@ -578,12 +615,18 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
     );
     println!();
     println!(
-        "| {:<22} | {:>12} | {:>12} | {:>10} | {:>14} | {:>10} |",
-        "transport", "setup p50", "setup p99", "conn/s seq", "conn/s 16 conc", "bulk MB/s"
+        "| {:<26} | {:>12} | {:>12} | {:>10} | {:>14} | {:>12} | {:>10} |",
+        "transport",
+        "setup p50",
+        "setup p99",
+        "conn/s seq",
+        "conn/s 16 conc",
+        "CPU per conn",
+        "bulk MB/s"
     );
     println!(
-        "|{:-<24}|{:->13}:|{:->13}:|{:->11}:|{:->15}:|{:->11}:|",
-        "", "", "", "", "", ""
+        "|{:-<28}|{:->13}:|{:->13}:|{:->11}:|{:->15}:|{:->13}:|{:->11}:|",
+        "", "", "", "", "", "", ""
     );
     for row in rows {
         let concurrent = if row.concurrent_failed > 0 {
@@ -594,14 +637,23 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
         } else {
             format!("{:.0}", row.concurrent_rate)
         };
+        let bulk = if row.bulk_mb_s.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.0}", row.bulk_mb_s)
+        };
         println!(
-            "| {:<22} | {:>12} | {:>12} | {:>10.0} | {:>14} | {:>10.0} |",
+            "| {:<26} | {:>12} | {:>12} | {:>10.0} | {:>14} | {:>12} | {:>10} |",
             row.kind.label(),
             ms(row.setup_p50),
             ms(row.setup_p99),
             row.sequential_rate,
             concurrent,
-            row.bulk_mb_s,
+            row.concurrent_cpu.map_or("-".to_string(), |cpu| format!(
+                "{:.0} µs",
+                cpu.as_secs_f64() * 1e6
+            )),
+            bulk,
         );
     }
     println!();
@@ -612,6 +664,12 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
     );
     println!(
         "conn/s = full cycles per second: dial, 1-byte round trip through the server handler, close."
+    );
+    println!(
+        "CPU per conn = this process's CPU time (client and server, user + system) per concurrent cycle; it moves little when other work shares the cores, unlike the rates."
+    );
+    println!(
+        "raw key rows: full TLS 1.3 handshakes (resumption off); resumed: the same with TLS session resumption on, so every dial after a client's first resumes (bulk not repeated)."
     );
     println!(
         "bulk = bytes / time from opening the stream until the sink reported the byte count; MB = 10^6 bytes."
@@ -672,12 +730,10 @@ async fn run(settings: Settings, workers: usize) -> Result<()> {
         #[cfg(feature = "relay")]
         iroh_config: relay.trusting(),
     });
-    let client = targets.client()?;
     let mut rows = Vec::new();
     for &kind in Kind::ALL {
-        rows.push(measure(&client, &targets, kind, &settings).await?);
+        rows.push(measure(&targets, kind, &settings).await?);
     }
-    client.close();
     print_table(&settings, workers, &rows);
     drop(plain);
     let _ = timeout(Duration::from_secs(15), node.shutdown()).await;

@@ -8,19 +8,20 @@ use alknet_core::{Connection, SecretKey};
 use rustls::pki_types::ServerName;
 use thiserror::Error;
 
+use crate::client_configs::{CarrierConfig, ClientConfigs, ConfigError};
 #[cfg(feature = "iroh")]
 use crate::iroh_config::{bind_iroh, error_chain, IrohConfig, Role, SharedIroh};
 #[cfg(feature = "iroh")]
 use crate::iroh_target::IrohTarget;
 use crate::quic_transport;
-use crate::tls::{client_config, ServerCheck, TlsError};
+use crate::tls::{ServerCheck, TlsError};
 use crate::transport::QuicTransport;
 
 /// How often an idle QUIC connection sends a keep-alive (the idle timeout is 30 s).
 pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which carrier to dial.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     /// QUIC over UDP (default).
     #[default]
@@ -110,9 +111,16 @@ impl DialOptions {
 
 /// A dialer holding the client's key and one UDP socket for all its QUIC connections (and, with
 /// feature `iroh`, one iroh endpoint, bound on the first iroh dial).
+///
+/// Its TLS configs are built once per (pinned fingerprint or CA check, ALPN, carrier) and reused
+/// by later dials, each with the verifier of its own pin and its own store of session tickets, so
+/// a later dial to a node this client already verified under the same pin resumes the TLS session
+/// (no signatures; the node proves it holds the session's secret instead) unless resumption is
+/// turned off ([`set_resumption`](Self::set_resumption)). Clones share the configs.
 #[derive(Clone)]
 pub struct Client {
     key: SecretKey,
+    tls: Arc<ClientConfigs>,
     quic: quinn::Endpoint,
     #[cfg(feature = "iroh")]
     iroh: Arc<IrohDialer>,
@@ -158,6 +166,7 @@ impl Client {
         )
         .map_err(io)?;
         Ok(Self {
+            tls: Arc::new(ClientConfigs::new(&key)?),
             key,
             quic,
             #[cfg(feature = "iroh")]
@@ -238,7 +247,7 @@ impl Client {
             .copied()
             .unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         Ok(Connection::new(
-            crate::transport::IrohTransport(conn),
+            crate::transport::IrohTransport::new(conn),
             alpn,
             remote,
         ))
@@ -247,6 +256,14 @@ impl Client {
     /// The client's key.
     pub fn key(&self) -> &SecretKey {
         &self.key
+    }
+
+    /// Whether later dials may resume a TLS session with a node this client verified before under
+    /// the same pin (default on; 0-RTT data is never sent). Off, every dial is a full handshake
+    /// that checks the node's signature afresh. Affects this handle only (its clones made from
+    /// now on follow it); configs and tickets gathered so far are dropped.
+    pub fn set_resumption(&mut self, on: bool) {
+        self.tls = Arc::new(self.tls.with_resumption(on));
     }
 
     /// Dials `addr`.
@@ -261,13 +278,17 @@ impl Client {
             (None, true) => "alknet",
             (None, false) => return Err(DialError::ServerNameRequired),
         };
-        let config = client_config(
-            &self.key,
-            &options.check,
-            std::slice::from_ref(&options.alpn),
-        )?;
-        self.dial_with_config(addr, options.transport, config, name)
-            .await
+        let config = self
+            .tls
+            .get(&options.check, &options.alpn, options.transport)
+            .map_err(|e| match e {
+                ConfigError::Tls(e) => DialError::Tls(e),
+                ConfigError::Carrier(reason) => DialError::Handshake {
+                    addr,
+                    reason: hint(reason, &options.alpn),
+                },
+            })?;
+        self.connect(addr, config, name, &options.alpn).await
     }
 
     /// Dials with a ready-made rustls config (tests and special cases; the config decides how the
@@ -280,30 +301,37 @@ impl Client {
         server_name: &str,
     ) -> Result<Connection, DialError> {
         let alpn = config.alpn_protocols.first().cloned().unwrap_or_default();
+        let config =
+            CarrierConfig::new(transport, Arc::new(config)).map_err(|e| DialError::Handshake {
+                addr,
+                reason: hint(e, &alpn),
+            })?;
+        self.connect(addr, config, server_name, &alpn).await
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        config: CarrierConfig,
+        server_name: &str,
+        alpn: &[u8],
+    ) -> Result<Connection, DialError> {
         let name = ServerName::try_from(server_name.to_string())
             .map_err(|_| DialError::ServerName(server_name.to_string()))?;
         let handshake = |reason: String| DialError::Handshake {
             addr,
-            reason: hint(reason, &alpn),
+            reason: hint(reason, alpn),
         };
-        match transport {
-            TransportKind::Quic => {
-                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
-                    .map_err(|e| handshake(e.to_string()))?;
-                let mut quic_config = quinn::ClientConfig::new(Arc::new(crypto));
-                // Keep-alives stop a live but idle connection reaching the idle timeout.
-                quic_config.transport_config(Arc::new(quic_transport::transport(
-                    Some(KEEP_ALIVE),
-                    quic_transport::IDLE_TIMEOUT,
-                )));
+        match config {
+            CarrierConfig::Quic(config) => {
                 let connecting = self
                     .quic
-                    .connect_with(quic_config, addr, server_name)
+                    .connect_with(config, addr, server_name)
                     .map_err(|e| handshake(e.to_string()))?;
                 let conn = connecting.await.map_err(|e| handshake(e.to_string()))?;
-                Ok(Connection::new(QuicTransport(conn), &alpn, addr))
+                Ok(Connection::new(QuicTransport::new(conn), alpn, addr))
             }
-            TransportKind::Tcp => {
+            CarrierConfig::Tcp(connector) => {
                 let tcp =
                     tokio::net::TcpStream::connect(addr)
                         .await
@@ -311,17 +339,12 @@ impl Client {
                             addr,
                             reason: e.to_string(),
                         })?;
-                let _ = tcp.set_nodelay(true);
-                let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+                crate::tcp::configure(&tcp);
                 let tls = connector
                     .connect(name, tcp)
                     .await
                     .map_err(|e| handshake(e.to_string()))?;
-                Ok(Connection::new(
-                    SingleStreamTransport::new(tls),
-                    &alpn,
-                    addr,
-                ))
+                Ok(Connection::new(SingleStreamTransport::new(tls), alpn, addr))
             }
         }
     }

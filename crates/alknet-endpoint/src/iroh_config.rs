@@ -180,7 +180,10 @@ pub(crate) async fn bind_iroh(
     }
     let transport = QuicTransportConfig::builder()
         .max_concurrent_bidi_streams(match role {
-            Role::Listen => streams_per_connection.into(),
+            // The credit starts small and grows with use (see `StreamCredit`).
+            Role::Listen => crate::transport::INITIAL_STREAM_CREDIT
+                .min(streams_per_connection)
+                .into(),
             Role::Dial => VarInt::from_u32(0),
         })
         .max_concurrent_uni_streams(VarInt::from_u32(0))

@@ -30,6 +30,7 @@
 //! [`ProtocolHandler`]: alknet_core::ProtocolHandler
 
 mod client;
+mod client_configs;
 #[cfg(feature = "iroh")]
 mod iroh_config;
 #[cfg(feature = "iroh")]
@@ -41,6 +42,7 @@ mod registry;
 #[cfg(feature = "relay")]
 pub mod relay_server;
 mod server;
+pub mod tcp;
 pub mod tls;
 mod transport;
 pub mod verifier;

@@ -20,6 +20,8 @@ pub struct Limits {
     /// Open connections allowed from one IP address, an IPv6 /64 counting as one (default 64).
     pub connections_per_ip: usize,
     /// Concurrent bidirectional QUIC streams the peer may open on one connection (default 1024).
+    /// A connection is credited 128 at first and more while it uses them, up to this limit, since
+    /// QUIC keeps state for every credited stream.
     pub streams_per_connection: u32,
     /// Open connections allowed in total, every carrier together (default 4096).
     pub connections: usize,

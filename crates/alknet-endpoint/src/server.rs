@@ -32,7 +32,7 @@ use crate::quic_tls::PerHelloQuicConfig;
 use crate::quic_transport;
 use crate::registry::HandlerRegistry;
 use crate::tls::{ServerConfigs, ServerIdentity, ServerTls, TlsError};
-use crate::transport::QuicTransport;
+use crate::transport::{QuicTransport, StreamCredit, INITIAL_STREAM_CREDIT};
 use alknet_core::connection::SingleStreamTransport;
 
 /// QUIC application close code: the node is shutting down.
@@ -146,6 +146,8 @@ struct Shared {
     hard_stop: CancellationToken,
     tracker: TaskTracker,
     active: AtomicUsize,
+    /// `Limits::streams_per_connection`: what each connection's stream credit may grow to.
+    stream_limit: u32,
 }
 
 /// A running node endpoint.
@@ -248,7 +250,11 @@ impl Endpoint {
         let mut quic_config = quinn::ServerConfig::with_crypto(quic_server_crypto(&quic_tls)?);
         let mut transport = quic_transport::transport(None, config.quic_idle_timeout);
         transport
-            .max_concurrent_bidi_streams(config.limits.streams_per_connection.into())
+            .max_concurrent_bidi_streams(
+                INITIAL_STREAM_CREDIT
+                    .min(config.limits.streams_per_connection)
+                    .into(),
+            )
             .max_concurrent_uni_streams(0u8.into());
         quic_config.transport_config(Arc::new(transport));
 
@@ -277,6 +283,7 @@ impl Endpoint {
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             active: AtomicUsize::new(0),
+            stream_limit: config.limits.streams_per_connection,
         });
         let mut accept_loops = vec![tokio::spawn(quic_accept_loop(shared.clone(), quic.clone()))];
         if let Some(tcp) = tcp {
@@ -534,7 +541,8 @@ async fn quic_accept_loop(shared: Arc<Shared>, quic: quinn::Endpoint) {
                         .ok()
                 })
                 .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
-            let transport = QuicTransport(conn);
+            let credit = StreamCredit::new(INITIAL_STREAM_CREDIT, task_shared.stream_limit);
+            let transport = QuicTransport::with_credit(conn, credit);
             serve(
                 &task_shared,
                 transport,
@@ -620,7 +628,8 @@ async fn iroh_accept_loop(shared: Arc<Shared>, endpoint: ::iroh::Endpoint) {
             let presented = alknet_core::PublicKey::from_bytes(conn.remote_id().as_bytes())
                 .ok()
                 .map(|key| key.to_spki_der());
-            let transport = crate::transport::IrohTransport(conn);
+            let credit = StreamCredit::new(INITIAL_STREAM_CREDIT, task_shared.stream_limit);
+            let transport = crate::transport::IrohTransport::with_credit(conn, credit);
             serve(
                 &task_shared,
                 transport,
@@ -672,7 +681,7 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Server
         let task_shared = shared.clone();
         let tls = tls.clone();
         shared.tracker.spawn(async move {
-            let _ = stream.set_nodelay(true);
+            crate::tcp::configure(&stream);
             // One deadline for reading the ClientHello and for the rest of the handshake, so a
             // client trickling bytes (slowloris) is cut off at it too.
             let handshaking = async {
@@ -807,6 +816,7 @@ async fn serve(
         alpn: alpn.clone(),
         remote_addr: remote,
         tls_fingerprint: fingerprint,
+        bearer: None,
     };
     shared.active.fetch_add(1, Ordering::SeqCst);
     let outcome = tokio::select! {

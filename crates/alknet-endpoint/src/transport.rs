@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use alknet_core::{BiStream, BoxedStream, Chunks, ConnectionError, StoppedFuture, Transport};
@@ -11,13 +13,87 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// The stream credit a connection starts with, before [`StreamCredit`] grows it.
+///
+/// quinn (and iroh) keep a little state for every stream the peer *may* open, allocated when the
+/// credit is given (about 80 bytes a stream): a connection offered the full default of 1 024
+/// streams would cost some 84 KiB while idle. So a connection starts with 128 and grows.
+pub const INITIAL_STREAM_CREDIT: u32 = 128;
+
+/// A connection's credit for peer-opened streams, grown with use: whenever half of what was
+/// granted is open, the credit doubles, up to the configured limit. The credit never shrinks
+/// (the state a busy connection allocated stays until it closes), and a peer can still hold no
+/// more than the limit at once.
+pub(crate) struct StreamCredit {
+    open: AtomicU32,
+    granted: AtomicU32,
+    limit: u32,
+}
+
+impl StreamCredit {
+    /// Credit that starts at `initial` (as the transport config announced it) and may grow to
+    /// `limit`.
+    pub(crate) fn new(initial: u32, limit: u32) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicU32::new(0),
+            granted: AtomicU32::new(initial.min(limit)),
+            limit,
+        })
+    }
+
+    /// Counts a stream the peer opened; `grant` announces a larger credit when it is time.
+    fn accepted(self: &Arc<Self>, grant: impl FnOnce(u32)) -> CreditHold {
+        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let granted = self.granted.load(Ordering::Relaxed);
+        if granted < self.limit && open.saturating_mul(2) >= granted {
+            let next = granted.saturating_mul(2).min(self.limit);
+            if self
+                .granted
+                .compare_exchange(granted, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                grant(next);
+            }
+        }
+        CreditHold(self.clone())
+    }
+}
+
+/// One open peer-opened stream, as [`StreamCredit`] counts it; dropped with the stream.
+struct CreditHold(Arc<StreamCredit>);
+
+impl Drop for CreditHold {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A QUIC connection.
-pub struct QuicTransport(pub quinn::Connection);
+pub struct QuicTransport {
+    conn: quinn::Connection,
+    credit: Option<Arc<StreamCredit>>,
+}
+
+impl QuicTransport {
+    /// A connection whose stream credit stays as its transport config set it.
+    pub fn new(conn: quinn::Connection) -> Self {
+        Self { conn, credit: None }
+    }
+
+    /// A connection whose stream credit grows with use (see [`StreamCredit`]).
+    pub(crate) fn with_credit(conn: quinn::Connection, credit: Arc<StreamCredit>) -> Self {
+        Self {
+            conn,
+            credit: Some(credit),
+        }
+    }
+}
 
 /// One QUIC bidirectional stream.
 pub struct QuicStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
+    _credit: Option<CreditHold>,
 }
 
 fn closed(e: impl std::fmt::Display) -> ConnectionError {
@@ -40,21 +116,33 @@ fn stopped_code<V: Into<u64>, E>(
 #[async_trait]
 impl Transport for QuicTransport {
     async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.0.accept_bi().await.map_err(closed)?;
-        Ok(Box::new(QuicStream { send, recv }))
+        let (send, recv) = self.conn.accept_bi().await.map_err(closed)?;
+        let credit = self
+            .credit
+            .as_ref()
+            .map(|credit| credit.accepted(|n| self.conn.set_max_concurrent_bi_streams(n.into())));
+        Ok(Box::new(QuicStream {
+            send,
+            recv,
+            _credit: credit,
+        }))
     }
 
     async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.0.open_bi().await.map_err(closed)?;
-        Ok(Box::new(QuicStream { send, recv }))
+        let (send, recv) = self.conn.open_bi().await.map_err(closed)?;
+        Ok(Box::new(QuicStream {
+            send,
+            recv,
+            _credit: None,
+        }))
     }
 
     fn close(&self, code: u32, reason: &str) {
-        self.0.close(code.into(), reason.as_bytes());
+        self.conn.close(code.into(), reason.as_bytes());
     }
 
     async fn closed(&self) {
-        self.0.closed().await;
+        self.conn.closed().await;
     }
 
     fn is_single_stream(&self) -> bool {
@@ -144,34 +232,69 @@ const READ_CHUNKS: usize = 64;
 
 /// An iroh connection (feature `iroh`): QUIC over iroh's paths (direct UDP or a relay).
 #[cfg(feature = "iroh")]
-pub struct IrohTransport(pub ::iroh::endpoint::Connection);
+pub struct IrohTransport {
+    conn: ::iroh::endpoint::Connection,
+    credit: Option<Arc<StreamCredit>>,
+}
+
+#[cfg(feature = "iroh")]
+impl IrohTransport {
+    /// A connection whose stream credit stays as its transport config set it.
+    pub fn new(conn: ::iroh::endpoint::Connection) -> Self {
+        Self { conn, credit: None }
+    }
+
+    /// A connection whose stream credit grows with use (see [`StreamCredit`]).
+    pub(crate) fn with_credit(
+        conn: ::iroh::endpoint::Connection,
+        credit: Arc<StreamCredit>,
+    ) -> Self {
+        Self {
+            conn,
+            credit: Some(credit),
+        }
+    }
+}
 
 /// One bidirectional stream of an iroh connection.
 #[cfg(feature = "iroh")]
 pub struct IrohStream {
     send: ::iroh::endpoint::SendStream,
     recv: ::iroh::endpoint::RecvStream,
+    _credit: Option<CreditHold>,
 }
 
 #[cfg(feature = "iroh")]
 #[async_trait]
 impl Transport for IrohTransport {
     async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.0.accept_bi().await.map_err(closed)?;
-        Ok(Box::new(IrohStream { send, recv }))
+        let (send, recv) = self.conn.accept_bi().await.map_err(closed)?;
+        let credit = self
+            .credit
+            .as_ref()
+            .map(|credit| credit.accepted(|n| self.conn.set_max_concurrent_bi_streams(n.into())));
+        Ok(Box::new(IrohStream {
+            send,
+            recv,
+            _credit: credit,
+        }))
     }
 
     async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.0.open_bi().await.map_err(closed)?;
-        Ok(Box::new(IrohStream { send, recv }))
+        let (send, recv) = self.conn.open_bi().await.map_err(closed)?;
+        Ok(Box::new(IrohStream {
+            send,
+            recv,
+            _credit: None,
+        }))
     }
 
     fn close(&self, code: u32, reason: &str) {
-        self.0.close(code.into(), reason.as_bytes());
+        self.conn.close(code.into(), reason.as_bytes());
     }
 
     async fn closed(&self) {
-        self.0.closed().await;
+        self.conn.closed().await;
     }
 
     fn is_single_stream(&self) -> bool {

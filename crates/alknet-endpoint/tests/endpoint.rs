@@ -100,15 +100,7 @@ fn impostor_key(claimed: &SecretKey, actual: &SecretKey) -> Arc<CertifiedKey> {
 #[tokio::test]
 async fn raw_key_client_without_secret_is_rejected() {
     let victim = SecretKey::generate();
-    let node = node_with(
-        vec![Arc::new(WhoAmI)],
-        peers_config(vec![PeerEntry::new(
-            "victim",
-            [victim.public().fingerprint()],
-        )]),
-        |_| {},
-    )
-    .await;
+    let node = whoami_node("victim", &victim).await;
     // Sanity: the real victim is recognised.
     let honest = Client::new(victim.clone()).unwrap();
     for kind in BOTH {
@@ -791,4 +783,123 @@ async fn per_ip_connection_limit_refuses_the_excess_with_a_reason() {
         }
     }
     assert!(freed, "a closed connection must free its slot");
+}
+
+/// Opens a stream on `conn` and waits until the echo handler answered on it (so the node has
+/// accepted it); the stream stays open.
+async fn held_stream(conn: &alknet_core::Connection) -> alknet_core::BoxedStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = conn.open_bi().await.unwrap();
+    stream.write_all(b"x").await.unwrap();
+    let mut answer = [0u8; 6];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"echo:x");
+    stream
+}
+
+/// Opens `n` streams at once over QUIC and holds them, failing (rather than hanging) if the node
+/// stops giving credit.
+async fn hold_streams(conn: &alknet_core::Connection, n: usize) -> Vec<alknet_core::BoxedStream> {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        // A hang guard, not a timing assertion: without credit `open_bi` waits forever.
+        let stream = tokio::time::timeout(Duration::from_secs(60), held_stream(conn))
+            .await
+            .unwrap_or_else(|_| panic!("no credit for stream {} of {n}", i + 1));
+        held.push(stream);
+    }
+    held
+}
+
+#[tokio::test]
+async fn stream_credit_grows_with_use_up_to_the_limit() {
+    // A connection starts with a small credit (quinn allocates state per credited stream) and
+    // grows it while streams are in use: 1 000 held at once work under the default limit (1 024).
+    let node = echo_node().await;
+    let options = DialOptions::pinned(b"echo", node.endpoint.fingerprint());
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    let held = hold_streams(&conn, 1000).await;
+    assert_eq!(held.len(), 1000);
+}
+
+#[tokio::test]
+async fn stream_credit_never_exceeds_the_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = node_with(vec![Arc::new(Echo(b"echo"))], Default::default(), |c| {
+        c.limits.streams_per_connection = 200
+    })
+    .await;
+    let options = DialOptions::pinned(b"echo", node.endpoint.fingerprint());
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    let mut held = hold_streams(&conn, 200).await;
+    // A round trip on a held stream: credit the node sent before its answer has arrived.
+    held[0].write_all(b"y").await.unwrap();
+    let mut answer = [0u8; 1];
+    held[0].read_exact(&mut answer).await.unwrap();
+    let opened = tokio::select! {
+        biased;
+        stream = conn.open_bi() => Some(stream),
+        _ = std::future::ready(()) => None,
+    };
+    assert!(
+        opened.is_none(),
+        "a 201st stream opened past the limit of 200"
+    );
+    // Finished streams give their credit back (quinn announces it in batches of more than an
+    // eighth of the limit: finish a quarter, open half of that again).
+    for mut stream in held.drain(..50) {
+        stream.shutdown().await.unwrap();
+        stream.read_to_end(&mut Vec::new()).await.unwrap();
+    }
+    held.extend(hold_streams(&conn, 25).await);
+    assert_eq!(held.len(), 175);
+}
+
+/// The kernel's timer states of the established loopback TCP sockets whose local port is
+/// `local_port` (or, with `remote`, whose peer's port is), from `/proc/net/tcp`: `2` is the
+/// keep-alive timer, `0` none.
+#[cfg(target_os = "linux")]
+fn tcp_timers(port: u16, remote: bool) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address = fields[if remote { 2 } else { 1 }];
+            let this_port = u16::from_str_radix(address.rsplit(':').next()?, 16).ok()?;
+            (this_port == port && fields[3] == "01")
+                .then(|| u8::from_str_radix(fields[5].split(':').next()?, 16).ok())?
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn tcp_connections_are_watched_by_keepalive_on_both_ends() {
+    use tokio::io::AsyncReadExt;
+    // No traffic of its own keeps a TCP+TLS connection alive (idle subscribers are legitimate),
+    // so the kernel's keep-alive must be on to notice a peer that vanished.
+    let node = echo_node().await;
+    let port = node.endpoint.local_addr().port();
+    let options =
+        DialOptions::pinned(b"echo", node.endpoint.fingerprint()).over(TransportKind::Tcp);
+    let conn = client()
+        .dial(node.endpoint.local_addr(), &options)
+        .await
+        .unwrap();
+    // The one stream of a TCP+TLS connection, held open while the sockets are looked at.
+    let mut stream = conn.accept_bi().await.unwrap();
+    let mut answer = [0u8; 5];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"echo:");
+    let (node_side, client_side) = (tcp_timers(port, false), tcp_timers(port, true));
+    assert_eq!(node_side, [2], "the node's socket: {node_side:?}");
+    assert_eq!(client_side, [2], "the client's socket: {client_side:?}");
 }

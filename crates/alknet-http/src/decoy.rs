@@ -67,14 +67,30 @@ impl Decoy {
     /// Answers `req`.
     pub(crate) async fn respond(&self, req: Request) -> Response {
         match self {
-            Decoy::Builtin => builtin(&req),
-            Decoy::Dir(dir) => match dir.clone().oneshot(req).await {
+            Decoy::Builtin => builtin(&drained(req).await),
+            Decoy::Dir(dir) => match dir.clone().oneshot(drained(req).await).await {
                 Ok(response) => response.map(Body::new),
                 Err(never) => match never {},
             },
             Decoy::Proxy(proxy) => proxy.forward(req).await,
         }
     }
+}
+
+/// A request body the decoy reads (and drops) before answering, at most.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long the decoy waits for that body, at most.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `req` with its body read to the end (up to [`DRAIN_LIMIT`], for at most [`DRAIN_TIME`]) and
+/// dropped. An HTTP/2 answer sent before the request's body has ended is followed by a stream
+/// reset (RFC 9113 §8.1 allows it), and some clients (curl 7.88) then report a failed request
+/// instead of the answer; any web server reading what it was sent shows none of that. A larger
+/// or slower body is cut off by the reset as before.
+async fn drained(req: Request) -> Request {
+    let (parts, body) = req.into_parts();
+    let _ = tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, DRAIN_LIMIT)).await;
+    Request::from_parts(parts, Body::empty())
 }
 
 fn builtin(req: &Request) -> Response {

@@ -78,6 +78,7 @@ fn open(app: &App, service: &Arc<alknet_call::CallService>, info: &ConnInfo) -> 
         alpn: ALPN.to_vec(),
         remote_addr: info.remote,
         tls_fingerprint: info.auth.tls_fingerprint.clone(),
+        bearer: info.auth.bearer.clone(),
     };
     Session::start(served, service.clone(), auth);
     Arc::new(Caller(Peer::connect(calling, app.caller.clone(), None)))

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use alknet_call::{CallService, OperationRegistry};
 use alknet_core::{
-    Alpn, AuthContext, Carrier, Connection, HandlerError, Identity, ProtocolHandler,
+    Alpn, AuthConfig, AuthContext, Carrier, Connection, Credential, HandlerError, Identity,
+    ProtocolHandler,
 };
 use async_trait::async_trait;
 use axum::extract::{FromRequestParts, Request, State};
@@ -72,10 +73,10 @@ impl App {
         let Some(token) = token else {
             return info.auth.identity.clone();
         };
-        let identity = self
-            .service
-            .as_ref()
-            .and_then(|s| s.identity().resolve_from_token(token.as_bytes()));
+        let identity = self.service.as_ref().and_then(|s| {
+            let auth = s.config().load().get::<AuthConfig>();
+            auth.resolve(&Credential::token(token.as_bytes()))
+        });
         match &identity {
             Some(id) => {
                 tracing::info!(target: "alknet::auth", remote = %info.remote, transport = "http", peer = %id.id, "authentication accepted: bearer token")
@@ -164,9 +165,15 @@ async fn websocket_route(State(app): State<Arc<App>>, req: Request) -> Response 
     let Some(upgrade) = upgrade else {
         return app.decoy.respond(Request::from_parts(parts, body)).await;
     };
-    let identity = app.identity(websocket::offered_token(&upgrade).as_deref(), &info);
+    let token = websocket::offered_token(&upgrade);
+    let identity = app.identity(token.as_deref(), &info);
+    // The socket keeps what its identity came from (the token's hash, not the token), so that
+    // its requests resolve it again after a reload.
+    let bearer = token
+        .filter(|_| identity.is_some())
+        .map(|t| Credential::token(t.as_bytes()));
     match app.admit(app.config.websocket, identity.as_ref()) {
-        Some(service) => websocket::accept(upgrade, service.clone(), identity, info),
+        Some(service) => websocket::accept(upgrade, service.clone(), identity, bearer, info),
         None => app.decoy.respond(Request::from_parts(parts, body)).await,
     }
 }

@@ -14,7 +14,9 @@ use alknet_call::carrier::{EnvelopeSource, FrameSink, ReceiveError};
 use alknet_call::framing::FrameDecoder;
 use alknet_call::session::RESET_PROTOCOL_VIOLATION;
 use alknet_call::{CallService, Session, ALPN};
-use alknet_core::{AuthContext, BoxedStream, Connection, ConnectionError, Identity, Transport};
+use alknet_core::{
+    AuthContext, BoxedStream, Connection, ConnectionError, Credential, Identity, Transport,
+};
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderValue;
@@ -61,11 +63,14 @@ pub(crate) fn offers_call(upgrade: &WebSocketUpgrade) -> bool {
 }
 
 /// Accepts the upgrade: selects [`SUBPROTOCOL`] and serves the socket with `service` as
-/// `identity` (what the offered token resolved to, or the TLS client key's).
+/// `identity` (what the offered token resolved to, or the TLS client key's). `bearer` is the
+/// offered token's credential when the identity came from it: the socket's requests resolve it
+/// again after each reload, so revoking the token ends them (`UNAUTHENTICATED`).
 pub(crate) fn accept(
     mut upgrade: WebSocketUpgrade,
     service: Arc<CallService>,
     identity: Option<Identity>,
+    bearer: Option<Credential>,
     info: ConnInfo,
 ) -> Response {
     let max = service.max_frame_for(identity.as_ref());
@@ -75,7 +80,7 @@ pub(crate) fn accept(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
-            serve_socket(socket, service, identity, info).await;
+            serve_socket(socket, service, identity, bearer, info).await;
             drop(hold);
         })
 }
@@ -223,6 +228,7 @@ async fn serve_socket(
     socket: WebSocket,
     service: Arc<CallService>,
     identity: Option<Identity>,
+    bearer: Option<Credential>,
     info: ConnInfo,
 ) {
     let (sink, stream) = socket.split();
@@ -239,6 +245,7 @@ async fn serve_socket(
         alpn: ALPN.to_vec(),
         remote_addr: info.remote,
         tls_fingerprint: info.auth.tls_fingerprint.clone(),
+        bearer,
     };
     let max = service.max_frame_for(auth.identity.as_ref());
     let source = Source {

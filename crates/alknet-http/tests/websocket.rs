@@ -9,7 +9,7 @@ use alknet_call::CallOptions;
 use alknet_http::{Feature, HttpConfig};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{node, node_with, tls, ALICE_TOKEN};
+use support::{node, node_with, tls, ALICE_TOKEN, BOB_TOKEN, KEY_TOKEN};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -237,4 +237,71 @@ async fn a_draining_node_answers_what_is_in_flight_then_closes_with_going_away()
     let shutdown = tokio::spawn(node.endpoint.shutdown());
     assert_eq!(close_code(&mut ws).await, CloseCode::Away);
     shutdown.await.unwrap();
+}
+
+/// The next `call.error` envelope, skipping what was answered before it.
+async fn next_error(ws: &mut Ws) -> Value {
+    loop {
+        let envelope = next(ws).await;
+        if envelope["type"] == "call.error" {
+            return envelope;
+        }
+        assert_eq!(envelope["type"], "call.responded", "{envelope}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_revokes_a_sockets_bearer_token_ends_its_subscription_and_spares_others() {
+    let mut node = node(websocket()).await;
+    let bearer = |token: &str| format!("alknet.call, alknet.bearer.{token}");
+    let (mut alice, _) = open(node.addr, &bearer(ALICE_TOKEN)).await;
+    let (mut keyed, _) = open(node.addr, &bearer(KEY_TOKEN)).await;
+    let (mut bob, _) = open(node.addr, &bearer(BOB_TOKEN)).await;
+    for ws in [&mut alice, &mut keyed, &mut bob] {
+        ws.send(requested("s", "/slow/ticks", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(next(ws).await["payload"]["output"], json!(0));
+    }
+
+    // Alice's peer is disabled and the API key revoked.
+    node.reload_auth(|auth| {
+        auth.peers
+            .iter_mut()
+            .filter(|p| p.id == "alice")
+            .for_each(|p| p.enabled = false);
+        auth.api_keys.clear();
+    });
+    for ws in [&mut alice, &mut keyed] {
+        let ended = tokio::time::timeout(Duration::from_secs(10), next_error(ws))
+            .await
+            .expect("the revoked socket's subscription ends");
+        assert_eq!(ended["id"], "s", "{ended}");
+        assert_eq!(ended["payload"]["code"], "UNAUTHENTICATED", "{ended}");
+    }
+    // Their handlers see their signal abort.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), node.cancelled.recv())
+            .await
+            .expect("the revoked subscription is cancelled on the node");
+    }
+    // Bob's subscription goes on.
+    let n = next(&mut bob).await["payload"]["output"].as_u64().unwrap();
+    assert_eq!(next(&mut bob).await["payload"]["output"], json!(n + 1));
+    // The revoked sockets stay open without an identity: what needs one is refused, open
+    // operations still work.
+    alice
+        .send(requested("1", "/todo/secret", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut alice).await["payload"]["code"], "UNAUTHENTICATED");
+    keyed
+        .send(requested("2", "/math/add", json!({"a": 1, "b": 2})))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut keyed).await["payload"]["output"], json!(3.0));
+    for mut ws in [alice, keyed, bob] {
+        ws.close(None).await.unwrap();
+    }
+    node.endpoint.shutdown().await;
 }

@@ -289,7 +289,8 @@ impl NatsBackplane {
                 match Published::decode(message.payload) {
                     Ok(item) if *message.subject == subject_for(&prefix, item.topic()) => {
                         counters.received.fetch_add(1, Ordering::Relaxed);
-                        broker.deliver_remote(&policy.load(), &item, &pattern);
+                        // One snapshot per message: the rules and the subscribers' identities of one reload.
+                        broker.deliver_remote(&policy.snapshot(), &item, &pattern);
                     }
                     Ok(_) => {
                         counters.rejected.fetch_add(1, Ordering::Relaxed);

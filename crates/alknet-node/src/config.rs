@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use alknet_call::pubsub::{PubSubPolicy, TopicRule};
 use alknet_call::CallOptions;
-use alknet_core::config::{AuthConfig, ConfigError, ConfigSection};
+use alknet_core::config::{AuthConfig, ConfigError, ConfigSection, Snapshot};
 use alknet_endpoint::{relay_roots_from_pem, IrohConfig, IrohRelays, Limits, ServerIdentity};
 use alknet_http::HttpConfig;
 use alknet_nats::NatsConfig;
@@ -189,6 +189,23 @@ impl DynamicConfig {
         section("auth", &self.auth)?;
         section("pubsub", &self.pubsub)?;
         section("forwarding", &self.forwarding)
+    }
+
+    /// Every section in one snapshot, as a reload swaps it in.
+    pub(crate) fn into_snapshot(self) -> Snapshot {
+        Snapshot::default()
+            .with(self.auth)
+            .with(self.pubsub)
+            .with(self.forwarding)
+    }
+
+    /// The sections a snapshot holds.
+    pub(crate) fn from_snapshot(snapshot: &Snapshot) -> Self {
+        Self {
+            auth: AuthConfig::clone(&snapshot.get()),
+            pubsub: PubSubPolicy::clone(&snapshot.get()),
+            forwarding: ForwardingPolicy::clone(&snapshot.get()),
+        }
     }
 }
 

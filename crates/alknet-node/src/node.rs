@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alknet_call::pubsub::PubSubPolicy;
 use alknet_call::{CallError, CallHandler, CallOptions, CallService, OperationRegistry, Peer};
-use alknet_core::config::{AuthConfig, ConfigError, ConfigStore};
+use alknet_core::config::{AuthConfig, ConfigError, LiveConfig};
 use alknet_core::{ConfigIdentityProvider, ProtocolHandler, SecretKey};
 use alknet_endpoint::{
     Endpoint, EndpointConfig, EndpointError, HandlerRegistry, IrohTarget, RegistryError,
@@ -62,37 +62,6 @@ impl NodeError {
 impl From<RegistryError> for NodeError {
     fn from(e: RegistryError) -> Self {
         NodeError::Registry(e.to_string())
-    }
-}
-
-/// The live dynamic configuration: one store per section, read by the crate that owns it.
-#[derive(Clone, Default)]
-struct LiveConfig {
-    auth: ConfigStore<AuthConfig>,
-    pubsub: ConfigStore<PubSubPolicy>,
-    forwarding: ConfigStore<ForwardingPolicy>,
-}
-
-impl LiveConfig {
-    fn new(config: DynamicConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let live = Self::default();
-        live.store(config);
-        Ok(live)
-    }
-
-    fn store(&self, config: DynamicConfig) {
-        self.auth.store_validated(config.auth);
-        self.pubsub.store_validated(config.pubsub);
-        self.forwarding.store_validated(config.forwarding);
-    }
-
-    fn load(&self) -> DynamicConfig {
-        DynamicConfig {
-            auth: (*self.auth.load()).clone(),
-            pubsub: (*self.pubsub.load()).clone(),
-            forwarding: (*self.forwarding.load()).clone(),
-        }
     }
 }
 
@@ -204,17 +173,19 @@ impl Node {
 
     /// The dynamic configuration in force.
     pub fn dynamic(&self) -> DynamicConfig {
-        self.live.load()
+        DynamicConfig::from_snapshot(&self.live.load())
     }
 
-    /// Validates every section of `config`, then swaps them all in: a reload applies entirely or
-    /// not at all, and on error the old configuration stays in force. New resolutions and
-    /// requests see the new configuration at once; open connections and requests re-resolve
-    /// their identity, and a request whose identity was revoked (or lost the scopes it needs)
-    /// ends with `UNAUTHENTICATED` (or `FORBIDDEN`).
+    /// Validates every section of `config`, then swaps them in as one snapshot: a reload
+    /// applies entirely or not at all, and on error the old configuration stays in force. Each
+    /// request (each delivery of a published message, each forward) reads every section it needs
+    /// from one snapshot, so none sees one reload's `auth` with another's `pubsub` or
+    /// `forwarding`. New resolutions and requests see the new configuration at once; open
+    /// connections and requests re-resolve their identity, and a request whose identity was
+    /// revoked (or lost the scopes it needs) ends with `UNAUTHENTICATED` (or `FORBIDDEN`).
     pub fn reload(&self, config: DynamicConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.live.store(config);
+        self.live.replace(config.into_snapshot())?;
         if let Some(service) = &self.service {
             service.identities_changed();
         }
@@ -307,15 +278,14 @@ impl NodeBuilder {
                 ))
             }
         };
-        let live = LiveConfig::new(config.dynamic())?;
-        let identity = Arc::new(ConfigIdentityProvider::new(live.auth.clone()));
+        let live = LiveConfig::new(config.dynamic().into_snapshot())?;
+        let identity = Arc::new(ConfigIdentityProvider::new(live.section::<AuthConfig>()));
 
         let mut handlers = Vec::new();
         let service = if config.services.call {
             let service = CallService::new(
                 self.operations,
-                identity.clone(),
-                live.pubsub.clone(),
+                live.clone(),
                 self.call_options.unwrap_or_else(|| config.call_options()),
             )
             .map_err(|e| NodeError::Registry(e.to_string()))?;
@@ -336,13 +306,16 @@ impl NodeBuilder {
         let user_ca =
             alknet_ssh::keys::parse_user_ca(&config.ssh.user_ca).map_err(NodeError::Config)?;
         let ssh = (config.services.ssh || config.ssh.listen.is_some()).then(|| {
-            SshServer::new(&key, identity.clone(), live.forwarding.clone()).with_user_ca(&user_ca)
+            SshServer::new(&key, identity.clone(), live.section::<ForwardingPolicy>())
+                .with_user_ca(&user_ca)
         });
         if let (Some(ssh), true) = (&ssh, config.services.ssh) {
             handlers.push(Arc::new(ssh.clone()) as Arc<dyn ProtocolHandler>);
         }
         if config.services.tunnel {
-            handlers.push(Arc::new(TunnelServer::new(live.forwarding.clone())));
+            handlers.push(Arc::new(TunnelServer::new(
+                live.section::<ForwardingPolicy>(),
+            )));
         }
         handlers.extend(self.handlers);
         let registry = HandlerRegistry::new(handlers)?;
@@ -393,7 +366,9 @@ impl NodeBuilder {
         let backplane = match (&service, &config.pubsub.backplane) {
             (Some(service), Some(backplane)) => {
                 let broker = service.broker().clone();
-                match NatsBackplane::start(&backplane.nats, broker, live.pubsub.clone()).await {
+                match NatsBackplane::start(&backplane.nats, broker, live.section::<PubSubPolicy>())
+                    .await
+                {
                     Ok(backplane) => Some(backplane),
                     Err(e) => {
                         drop(ssh_listener);

@@ -1111,3 +1111,63 @@ fn a_user_ca_that_is_not_a_key_is_a_config_error() {
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("ssh.user_ca[0]"), "{err}");
 }
+
+/// Writes a line on `stream` and reads it back: the forwarded connection is alive.
+async fn echoes(stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin)) {
+    stream.write_all(b"ping\n").await.unwrap();
+    let mut back = [0u8; 5];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping\n");
+}
+
+/// Waits until the forwarded connection `stream` ends (EOF or error); a guard turns a hang into
+/// a failure.
+async fn ends(stream: &mut (impl tokio::io::AsyncRead + Unpin), what: &str) {
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "{what}: still open after the peer was revoked"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_peer_ends_its_open_ssh_sessions_and_tunnel_connections() {
+    let echo = echo_server().await;
+    let mut policy = loopback_allowed();
+    policy.rules[0].peers.push("bob".into());
+    let t = node_with(policy, None).await;
+    let (alice_ssh, _a) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    let (bob_ssh, _b) = session(&t.node, Transport::Tcp, &t.bob, &t.bob)
+        .await
+        .unwrap();
+    let native = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let mut over_ssh = alice_ssh.open("127.0.0.1", echo.port()).await.unwrap();
+    let mut over_tunnel = native.open("127.0.0.1", echo.port()).await.unwrap();
+    let mut bobs = bob_ssh.open("127.0.0.1", echo.port()).await.unwrap();
+    for stream in [&mut over_ssh, &mut over_tunnel, &mut bobs] {
+        echoes(stream).await;
+    }
+
+    let mut dynamic = t.node.dynamic();
+    for peer in &mut dynamic.auth.peers {
+        if peer.id == "alice" {
+            peer.enabled = false;
+        }
+    }
+    t.node.reload(dynamic).unwrap();
+    ends(&mut over_ssh, "alice's SSH channel").await;
+    ends(&mut over_tunnel, "alice's tunnel stream").await;
+    assert!(alice_ssh.is_closed(), "alice's SSH session stays open");
+    // bob's session and channel go on, and he opens new ones.
+    echoes(&mut bobs).await;
+    let mut again = bob_ssh.open("127.0.0.1", echo.port()).await.unwrap();
+    echoes(&mut again).await;
+    t.node.shutdown().await;
+}

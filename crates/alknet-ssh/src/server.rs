@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use alknet_core::config::ConfigStore;
 use alknet_core::{
-    Alpn, AuthContext, Connection, HandlerError, Identity, IdentityProvider, ProtocolHandler,
-    SecretKey,
+    Alpn, AuthContext, Connection, Credential, HandlerError, Identity, IdentityProvider,
+    ProtocolHandler, SecretKey,
 };
 use async_trait::async_trait;
 use russh::keys::ssh_key::certificate::CertType;
@@ -300,6 +300,8 @@ struct SessionHandler {
     shared: Arc<Shared>,
     peer: PeerInfo,
     identity: Option<Identity>,
+    /// What `identity` was resolved from: each channel resolves it again.
+    credential: Option<Credential>,
     slots: Slots,
     /// `-R` listeners by (address, port) as the client named them.
     forwards: HashMap<(String, u32), CancellationToken>,
@@ -354,6 +356,7 @@ impl SessionHandler {
             shared,
             peer,
             identity: None,
+            credential: None,
             slots: Slots::default(),
             forwards: HashMap::new(),
             ended: CancellationToken::new(),
@@ -446,6 +449,18 @@ impl SessionHandler {
         Some(identity)
     }
 
+    /// The session's identity and the forwarding policy, from one configuration snapshot: the
+    /// identity is resolved again there (a peer disabled or renamed by a reload opens no more
+    /// channels under its old name), and the policy is that of the same reload.
+    fn current(&self) -> Option<(Identity, Arc<ForwardingPolicy>)> {
+        let config = self.shared.policy.snapshot();
+        let identity = self
+            .shared
+            .identity
+            .resolve_at(&config, self.credential.as_ref()?)?;
+        Some((identity, config.get::<ForwardingPolicy>()))
+    }
+
     fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
         log_channel(&self.peer, self.identity_id(), kind, "refused");
         tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
@@ -477,6 +492,7 @@ impl russh::server::Handler for SessionHandler {
         Ok(match self.authenticate_certificate(user, certificate) {
             Some(identity) => {
                 self.identity = Some(identity);
+                self.credential = Some(Credential::Peer(user.to_owned()));
                 Auth::Accept
             }
             None => Auth::reject(),
@@ -491,10 +507,45 @@ impl russh::server::Handler for SessionHandler {
         Ok(match self.authenticate(key.public_key, true) {
             Some(identity) => {
                 self.identity = Some(identity);
+                self.credential = fingerprint_of_ssh_key(key.public_key).map(Credential::Key);
                 Auth::Accept
             }
             None => Auth::reject(),
         })
+    }
+
+    /// Watches the configuration for the rest of the session: a reload after which its
+    /// credential no longer resolves to an enabled peer (disabled, removed, key or principal
+    /// gone) ends the session, with its channels and `-R` listeners.
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some(credential) = self.credential.clone() else {
+            return Ok(());
+        };
+        let (shared, peer, ended) = (self.shared.clone(), self.peer.clone(), self.ended.clone());
+        let id = self.identity_id().to_owned();
+        let handle = session.handle();
+        let mut changes = shared.policy.live().changes();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = ended.cancelled() => return,
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
+                let config = shared.policy.snapshot();
+                if shared.identity.resolve_at(&config, &credential).is_none() {
+                    info!(target: "alknet::auth", remote = %peer.remote_addr, peer = %id, "ssh session ended: identity revoked");
+                    let _ = handle
+                        .disconnect(
+                            russh::Disconnect::ByApplication,
+                            "identity revoked".into(),
+                            String::new(),
+                        )
+                        .await;
+                    return;
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn channel_open_session(
@@ -555,11 +606,10 @@ impl russh::server::Handler for SessionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let kind = "direct-tcpip";
-        let Some(identity) = self.identity.clone() else {
+        let Some((identity, policy)) = self.current() else {
             self.refuse(kind, reply);
             return Ok(());
         };
-        let policy = self.shared.policy.load();
         let Some(slot) = self.slots.take(policy.max_channels()) else {
             log_channel(&self.peer, &identity.id, kind, "limit");
             tokio::spawn(reply.reject(ChannelOpenFailure::ResourceShortage));
@@ -608,10 +658,10 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let kind = "tcpip-forward";
-        let Some(identity) = self.identity.clone() else {
+        let Some((identity, policy)) = self.current() else {
+            log_channel(&self.peer, self.identity_id(), kind, "refused");
             return Ok(false);
         };
-        let policy = self.shared.policy.load();
         let (Some(ip), Ok(wanted)) = (bind_address(address), u16::try_from(*port)) else {
             log_channel(&self.peer, &identity.id, kind, "refused");
             return Ok(false);

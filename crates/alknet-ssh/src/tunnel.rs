@@ -123,18 +123,41 @@ impl ProtocolHandler for TunnelServer {
         };
         let slots = Slots::default();
         let transport = conn.carrier().map(Transport::from);
+        // A reload after which the client's key no longer resolves to an enabled peer ends the
+        // connection, and with it every open stream.
+        let mut changes = self.policy.live().changes();
+        let mut watching = true;
         loop {
             let mut stream = tokio::select! {
                 () = conn.draining() => return Ok(()),
+                changed = changes.changed(), if watching => {
+                    watching = changed.is_ok();
+                    if watching && auth.identity_at(&self.policy.snapshot()).is_none() {
+                        info!(target: "alknet::auth", remote = %auth.remote_addr, peer = %identity.id, "tunnel connection ended: identity revoked");
+                        conn.close(1, "identity revoked");
+                        return Ok(());
+                    }
+                    continue;
+                }
                 accepted = conn.accept_bi() => match accepted {
                     Ok(s) => s,
                     Err(_) => return Ok(()),
                 },
             };
-            let policy = self.policy.load();
+            // The peer and the policy of one reload: the peer resolved again (one disabled or
+            // renamed by a reload opens no more streams under its old name).
+            let config = self.policy.snapshot();
+            let policy = config.get::<ForwardingPolicy>();
             let slot = slots.take(policy.max_channels());
+            let now = auth.identity_at(&config);
             let (auth, id) = (auth.clone(), identity.id.clone());
             tokio::spawn(async move {
+                let Some(id) = now.map(|now| now.id) else {
+                    log_stream(&auth, transport, &id, Status::Refused.word());
+                    let _ = stream.write_all(&[Status::Refused as u8]).await;
+                    let _ = stream.shutdown().await;
+                    return;
+                };
                 let Some(_slot) = slot else {
                     log_stream(&auth, transport, &id, Status::Limit.word());
                     let _ = stream.write_all(&[Status::Limit as u8]).await;

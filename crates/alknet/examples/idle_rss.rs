@@ -80,8 +80,25 @@ async fn main() {
     );
     let dir = std::env::temp_dir().join(format!("alknet-idle-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let (mut node, address, fingerprint) = serve(&alknet, &dir);
-    let idle = rss_kib(node.id());
+    // A node started elsewhere (e.g. under heaptrack): "PID ADDRESS FINGERPRINT".
+    let (mut node, pid, address, fingerprint) = match std::env::var("ALKNET_RSS_NODE") {
+        Ok(given) => {
+            let mut parts = given.split_whitespace().map(str::to_string);
+            let mut next = || {
+                parts
+                    .next()
+                    .expect("ALKNET_RSS_NODE=\"PID ADDRESS FINGERPRINT\"")
+            };
+            let pid = next().parse().expect("a pid");
+            (None, pid, next(), next())
+        }
+        Err(_) => {
+            let (child, address, fingerprint) = serve(&alknet, &dir);
+            let pid = child.id();
+            (Some(child), pid, address, fingerprint)
+        }
+    };
+    let idle = rss_kib(pid);
 
     let client = Client::new(SecretKey::generate()).expect("a client endpoint");
     let options = DialOptions::pinned(alknet_call::ALPN, fingerprint.clone());
@@ -98,7 +115,7 @@ async fn main() {
         assert_eq!(refused.code, "NOT_FOUND", "{refused}");
         peers.push(peer);
     }
-    let open = rss_kib(node.id());
+    let open = rss_kib(pid);
     let per = (open.saturating_sub(idle) * 1024) / connections as u64;
     println!("alknet serve (its own process, release, QUIC, anonymous client key):");
     println!(
@@ -113,8 +130,14 @@ async fn main() {
         "  per idle connection:              {:.1} KiB",
         per as f64 / 1024.0
     );
+    if std::env::var_os("ALKNET_RSS_HOLD").is_some() {
+        println!("holding the connections open; press Enter to end");
+        let _ = std::io::stdin().read_line(&mut String::new());
+    }
     drop(peers);
-    let _ = node.kill();
-    let _ = node.wait();
+    if let Some(node) = node.as_mut() {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

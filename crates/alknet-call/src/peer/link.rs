@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use alknet_core::config::Snapshot;
 use alknet_core::{AuthContext, Connection, Identity};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -32,9 +33,9 @@ pub(crate) struct Link {
     pub(crate) subscription_bytes: Arc<ByteBudget>,
     /// Bytes of partly received frames this connection may buffer (when it has an identity).
     pub(crate) input: Arc<Semaphore>,
-    /// The connection's identity as last re-resolved, and the change count it was resolved at
-    /// (see `CallService::connection_identity`).
-    pub(crate) identity: Mutex<(u64, Option<Identity>)>,
+    /// The connection's identity as last resolved, and the configuration version it was
+    /// resolved at (`None`: as the endpoint resolved it, see [`identity_at`](Self::identity_at)).
+    identity: Mutex<(Option<u64>, Option<Identity>)>,
     next_id: AtomicU64,
 }
 
@@ -43,7 +44,7 @@ impl Link {
         Self {
             subscription_bytes: ByteBudget::new(options.connection_subscription_bytes),
             input: Arc::new(Semaphore::new(options.connection_input_bytes)),
-            identity: Mutex::new((0, auth.identity.clone())),
+            identity: Mutex::new((None, auth.identity.clone())),
             conn,
             auth,
             options,
@@ -52,6 +53,27 @@ impl Link {
             closed: CancellationToken::new(),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The connection's identity in the configuration `at`: what its key (or, for a WebSocket,
+    /// its bearer token) resolves to there, cached per configuration version. A connection that
+    /// had no identity keeps none.
+    pub(crate) fn identity_at(&self, at: &Snapshot) -> Option<Identity> {
+        if self.auth.credential().is_none() {
+            return self.auth.identity.clone();
+        }
+        let version = Some(at.version());
+        let Ok(mut current) = self.identity.lock() else {
+            return None;
+        };
+        if current.0 == version {
+            return current.1.clone();
+        }
+        let identity = self.auth.identity_at(at);
+        if current.0 < version {
+            *current = (version, identity.clone());
+        }
+        identity
     }
 
     /// A fresh id for one of our requests.

@@ -73,6 +73,7 @@ impl Peer {
             alpn: conn.alpn().to_vec(),
             remote_addr: conn.remote_addr(),
             tls_fingerprint: server_fingerprint,
+            bearer: None,
         };
         Session::start(conn, service, auth)
     }

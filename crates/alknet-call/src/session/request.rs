@@ -4,8 +4,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use alknet_core::config::Snapshot;
 use alknet_core::log_text::escaped;
-use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
@@ -87,20 +87,15 @@ async fn run(
         Ok(r) => r,
         Err(e) => return send_error(e).await,
     };
-    // Watched from before admission, so a change that lands meanwhile is not missed.
+    // Watched from before the snapshot is taken, so a reload that lands meanwhile is not missed.
     let changes = service.identity_changes();
-    let (op, identity) = match service.admit(&request, &dispatcher.link) {
+    // The one snapshot of the configuration this request reads everything from.
+    let config = service.config().load();
+    let (op, live) = match service.admit(&request, &dispatcher.link, &config) {
         Ok(admitted) => admitted,
         Err(e) => return send_error(e).await,
     };
-    let live: LiveIdentity = Arc::new(ArcSwap::from_pointee(identity));
-    let revoked = revoked(
-        dispatcher,
-        changes,
-        request.auth_token.as_deref(),
-        &op,
-        &live,
-    );
+    let revoked = revoked(dispatcher, changes, &config, &op, &live);
     let options = service.options();
     let validate = options.validate_output;
     let timeout = match (op.spec.kind, request.timeout_ms) {
@@ -129,6 +124,7 @@ async fn run(
     let handler_token = token.child_token();
     let _ends_with_request = handler_token.clone().drop_guard();
     let ctx = CallContext::new(
+        config.clone(),
         live.clone(),
         op.spec.name.as_str().into(),
         handler_token,
@@ -288,23 +284,21 @@ async fn send(
 
 /// Resolves with the error that ends a request once its identity is revoked: after each change
 /// of the identities (and at the token's expiry) it is resolved again as it was the first time,
-/// from the request's `auth_token` or the connection's key; `UNAUTHENTICATED` when it no longer
-/// resolves, the access error when it no longer may call `op`; otherwise `live` takes the identity
-/// as it now is. Never resolves for a request without an identity.
+/// from the request's `auth_token` or the connection's key, in the configuration now in force;
+/// `UNAUTHENTICATED` when it no longer resolves, the access error when it no longer may call
+/// `op`. Never resolves for a request without an identity.
 async fn revoked(
     dispatcher: &Dispatcher,
     mut changes: watch::Receiver<u64>,
-    auth_token: Option<&str>,
+    started: &Snapshot,
     op: &Operation,
     live: &LiveIdentity,
 ) -> CallError {
-    if live.load().is_none() {
+    if live.current().is_none() {
         return std::future::pending().await;
     }
     let service = &dispatcher.service;
-    let provider = service.identity();
-    let expiry = || auth_token.and_then(|t| provider.token_expires_at(t.as_bytes()));
-    let mut expires_at = expiry();
+    let mut expires_at = live.expires_at(started);
     loop {
         let until_expiry = expires_at.map(|t| {
             (UNIX_EPOCH + Duration::from_secs(t))
@@ -319,11 +313,14 @@ async fn revoked(
             }
             _ = tokio::time::sleep(until_expiry.unwrap_or_default()), if until_expiry.is_some() => {}
         }
-        let now = match auth_token {
-            Some(t) => provider.resolve_from_token(t.as_bytes()),
-            None => service.connection_identity(&dispatcher.link),
-        };
-        let Some(now) = now else {
+        let config = service.config().load();
+        // An identity is cached per configuration, but an API key also expires by the clock.
+        expires_at = live.expires_at(&config);
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(u64::MAX, |d| d.as_secs());
+        let expired = expires_at.is_some_and(|t| unix_now >= t);
+        let Some(now) = live.at(&config).filter(|_| !expired) else {
             return CallError::new(
                 ErrorCode::Unauthenticated,
                 "the identity of this request was revoked (peer disabled or removed, API key revoked or expired)",
@@ -332,7 +329,5 @@ async fn revoked(
         if let Err(e) = op.spec.access.check(Some(&now)) {
             return e;
         }
-        live.store(Arc::new(Some(now)));
-        expires_at = expiry();
     }
 }

@@ -11,7 +11,7 @@ use alknet_call::{
 };
 use alknet_core::config::{AuthConfig, PeerEntry};
 use alknet_core::fingerprint::token_hash;
-use alknet_core::{ConfigIdentityProvider, ConfigStore, Connection};
+use alknet_core::{ConfigStore, Connection};
 use bytes::BytesMut;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -229,12 +229,12 @@ pub struct Stores {
 }
 
 pub fn service_with(probe: &Probe, options: CallOptions) -> (Arc<CallService>, Stores) {
+    let auth = ConfigStore::new(config()).unwrap();
     let stores = Stores {
-        auth: ConfigStore::new(config()).unwrap(),
-        pubsub: ConfigStore::default(),
+        pubsub: auth.live().section(),
+        auth,
     };
-    let provider = Arc::new(ConfigIdentityProvider::new(stores.auth.clone()));
-    let service = CallService::new(registry(probe), provider, stores.pubsub.clone(), options);
+    let service = CallService::new(registry(probe), stores.auth.live().clone(), options);
     (service.unwrap(), stores)
 }
 

@@ -264,6 +264,16 @@ pub async fn node_with(
     }
 }
 
+/// A WhoAmI node that knows one peer, `name`, by `key`.
+pub async fn whoami_node(name: &str, key: &SecretKey) -> Node {
+    node_with(
+        vec![Arc::new(WhoAmI)],
+        peers_config(vec![PeerEntry::new(name, [key.public().fingerprint()])]),
+        |_| {},
+    )
+    .await
+}
+
 pub async fn echo_node() -> Node {
     node_with(
         vec![Arc::new(Echo(b"echo")), Arc::new(WhoAmI)],

@@ -9,7 +9,7 @@ use alknet_call::{
     Access, CallHandler, CallOptions, CallService, Handler, OperationRegistry, OperationSpec,
     OperationType,
 };
-use alknet_core::config::{AuthConfig, PeerEntry};
+use alknet_core::config::{ApiKeyEntry, AuthConfig, PeerEntry};
 use alknet_core::{ConfigIdentityProvider, ConfigStore, ProtocolHandler, SecretKey};
 use alknet_endpoint::{Endpoint, EndpointConfig, HandlerRegistry, ServerIdentity};
 use alknet_http::{HttpConfig, HttpHandler};
@@ -24,12 +24,29 @@ use tokio_rustls::TlsConnector;
 
 /// The bearer token of the peer `alice` (scope `todo:write`).
 pub const ALICE_TOKEN: &str = "alice-secret-token";
+/// The bearer token of the peer `bob` (no scopes).
+pub const BOB_TOKEN: &str = "bob-secret-token";
+/// The API key `alk_ws_…` (scope `todo:write`).
+pub const KEY_TOKEN: &str = "alk_ws_0123456789abcdef";
 
 pub struct TestNode {
     pub endpoint: Endpoint,
     pub addr: SocketAddr,
     /// Receives one message each time `slow/ticks` is cancelled.
     pub cancelled: mpsc::UnboundedReceiver<()>,
+    /// The node's peers and API keys.
+    pub auth: ConfigStore<AuthConfig>,
+    pub service: Arc<CallService>,
+}
+
+impl TestNode {
+    /// Reloads the peers and API keys as `edit` changes them, as a node's reload does.
+    pub fn reload_auth(&self, edit: impl FnOnce(&mut AuthConfig)) {
+        let mut auth = AuthConfig::clone(&self.auth.load());
+        edit(&mut auth);
+        self.auth.reload(auth).unwrap();
+        self.service.identities_changed();
+    }
 }
 
 /// `math/add` (open), `todo/secret` (needs scope `todo:write`), `slow/ticks` (a subscription
@@ -99,29 +116,35 @@ pub async fn node(http: HttpConfig) -> TestNode {
 
 pub async fn node_with(http: HttpConfig, options: CallOptions) -> TestNode {
     let (tx, cancelled) = mpsc::unbounded_channel();
+    let token_hash = |t: &str| alknet_core::fingerprint::token_hash(t.as_bytes());
+    let mut bob = PeerEntry::new("bob", []);
+    bob.token_hash = Some(token_hash(BOB_TOKEN));
     let auth = AuthConfig {
-        peers: vec![PeerEntry {
-            id: "alice".into(),
-            fingerprints: vec![],
-            token_hash: Some(alknet_core::fingerprint::token_hash(ALICE_TOKEN.as_bytes())),
+        peers: vec![
+            PeerEntry {
+                id: "alice".into(),
+                fingerprints: vec![],
+                token_hash: Some(token_hash(ALICE_TOKEN)),
+                scopes: vec!["todo:write".into()],
+                resources: Default::default(),
+                enabled: true,
+            },
+            bob,
+        ],
+        api_keys: vec![ApiKeyEntry {
+            prefix: "ws".into(),
+            hash: token_hash(KEY_TOKEN),
             scopes: vec!["todo:write".into()],
             resources: Default::default(),
-            enabled: true,
+            expires_at: None,
         }],
-        ..AuthConfig::default()
     };
     let store = ConfigStore::new(auth).unwrap();
-    let identity = Arc::new(ConfigIdentityProvider::new(store));
-    let service = CallService::new(
-        operations(tx),
-        identity.clone(),
-        ConfigStore::default(),
-        options,
-    )
-    .unwrap();
+    let identity = Arc::new(ConfigIdentityProvider::new(store.clone()));
+    let service = CallService::new(operations(tx), store.live().clone(), options).unwrap();
     let handlers: Vec<Arc<dyn ProtocolHandler>> = vec![
         Arc::new(CallHandler::new(service.clone())),
-        Arc::new(HttpHandler::new(http, Some(service)).unwrap()),
+        Arc::new(HttpHandler::new(http, Some(service.clone())).unwrap()),
     ];
     let mut config = EndpointConfig::new("127.0.0.1:0".parse().unwrap(), SecretKey::generate());
     config.tls = ServerIdentity::SelfSigned { names: vec![] };
@@ -133,6 +156,8 @@ pub async fn node_with(http: HttpConfig, options: CallOptions) -> TestNode {
         endpoint,
         addr,
         cancelled,
+        auth: store,
+        service,
     }
 }
 
