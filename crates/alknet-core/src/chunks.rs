@@ -67,9 +67,9 @@ impl Chunks {
         }
     }
 
-    /// Reads up to `max` bytes from a copying stream into a new chunk (one allocation per
-    /// chunk, reused when nobody holds the previous chunk any more). `Ready(Ok(0))` is the end
-    /// of the stream.
+    /// Reads up to `max` bytes from a copying stream into a new chunk (a large read keeps the
+    /// buffer it was read into, a small one is copied into a chunk of its own size).
+    /// `Ready(Ok(0))` is the end of the stream.
     pub fn poll_read_from<R: AsyncRead + ?Sized>(
         &mut self,
         reader: Pin<&mut R>,
@@ -82,7 +82,17 @@ impl Chunks {
             cx,
             &mut (&mut self.scratch).limit(max)
         ))?;
-        let chunk = self.scratch.split().freeze();
+        // A chunk shares its allocation with what is split off, and a QUIC sender keeps chunks
+        // until the peer acknowledges them: a small read is copied out (so `max` bytes are not
+        // held for every few bytes read) and the buffer reused; a read of at least half of
+        // `max` keeps its buffer, at most doubling what it holds.
+        let chunk = if n < max / 2 {
+            let chunk = Bytes::copy_from_slice(&self.scratch);
+            self.scratch.clear();
+            chunk
+        } else {
+            self.scratch.split().freeze()
+        };
         self.push(chunk);
         Poll::Ready(Ok(n))
     }
@@ -127,6 +137,8 @@ impl Buf for Chunks {
 #[derive(Default)]
 struct Flow {
     chunks: Chunks,
+    /// Written since the output was last flushed (a buffered writer holds it until then).
+    unflushed: bool,
     read_done: bool,
     done: bool,
     total: u64,
@@ -136,6 +148,7 @@ struct Flow {
 enum Op {
     Read,
     Write,
+    Flush,
     Shutdown,
 }
 
@@ -160,11 +173,13 @@ where
         let down_done = poll_flow(&mut down, cx, |op, chunks, cx| match op {
             Op::Read => stream.poll_read_chunks(cx, chunks, READ_MAX),
             Op::Write => tokio_util::io::poll_write_buf(Pin::new(&mut *other), cx, chunks),
+            Op::Flush => Pin::new(&mut *other).poll_flush(cx).map_ok(|()| 0),
             Op::Shutdown => Pin::new(&mut *other).poll_shutdown(cx).map_ok(|()| 0),
         })?;
         let up_done = poll_flow(&mut up, cx, |op, chunks, cx| match op {
             Op::Read => chunks.poll_read_from(Pin::new(&mut *other), cx, READ_MAX),
             Op::Write => stream.poll_write_chunks(cx, chunks),
+            Op::Flush => Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| 0),
             Op::Shutdown => Pin::new(&mut *stream).poll_shutdown(cx).map_ok(|()| 0),
         })?;
         if down_done && up_done {
@@ -186,6 +201,13 @@ fn poll_flow(
     while !flow.done {
         if flow.chunks.is_empty() && !flow.read_done {
             match step(Op::Read, &mut flow.chunks, cx)? {
+                // Nothing more to read for now: what was written must not wait in a buffer.
+                Poll::Pending if flow.unflushed => {
+                    if step(Op::Flush, &mut flow.chunks, cx)?.is_ready() {
+                        flow.unflushed = false;
+                    }
+                    return Ok(false);
+                }
                 Poll::Pending => return Ok(false),
                 Poll::Ready(0) => flow.read_done = true,
                 Poll::Ready(_) => {}
@@ -195,7 +217,10 @@ fn poll_flow(
             match step(Op::Write, &mut flow.chunks, cx)? {
                 Poll::Pending => return Ok(false),
                 Poll::Ready(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(n) => flow.total += n as u64,
+                Poll::Ready(n) => {
+                    flow.total += n as u64;
+                    flow.unflushed = true;
+                }
             }
         }
         if flow.read_done {

@@ -4,9 +4,11 @@
 //! so the node does not cut quiet connections; it lets the kernel find the dead ones. A peer that
 //! vanished without a FIN or RST (power cut, NAT entry dropped) is noticed by keep-alive probes
 //! when nothing is being sent ([`KEEPALIVE_IDLE`], then [`KEEPALIVE_PROBES`] probes
-//! [`KEEPALIVE_INTERVAL`] apart: about 60 s), and by [`USER_TIMEOUT`] when data sent to it stays
-//! unacknowledged. Either way the connection then ends as lost (contract: a lost connection
-//! counts as closed), freeing its per-address slot and memory.
+//! [`KEEPALIVE_INTERVAL`] apart: about 60 s); with data in flight to it, by the kernel's
+//! retransmission limit (`tcp_retries2`, about 15 minutes by default). Either way the connection
+//! then ends as lost (contract: a lost connection counts as closed), freeing its per-address slot
+//! and memory. There is no `TCP_USER_TIMEOUT`: on Linux it also ends a live peer that keeps its
+//! receive window closed (a paused reader) once it expires.
 
 use std::time::Duration;
 
@@ -19,11 +21,9 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered probes after which the connection is dropped.
 pub const KEEPALIVE_PROBES: u32 = 3;
-/// How long sent data may stay unacknowledged before the connection is dropped.
-pub const USER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Sets no-delay, keep-alive and the user timeout on `stream`. Best effort: a platform without an
-/// option keeps its default.
+/// Sets no-delay and keep-alive on `stream`. Best effort: a platform without an option keeps its
+/// default.
 pub(crate) fn configure(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let socket = SockRef::from(stream);
@@ -33,6 +33,4 @@ pub(crate) fn configure(stream: &TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
     let keepalive = keepalive.with_retries(KEEPALIVE_PROBES);
     let _ = socket.set_tcp_keepalive(&keepalive);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let _ = socket.set_tcp_user_timeout(Some(USER_TIMEOUT));
 }

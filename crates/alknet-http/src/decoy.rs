@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
@@ -88,8 +89,18 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// instead of the answer; any web server reading what it was sent shows none of that. A larger
 /// or slower body is cut off by the reset as before.
 async fn drained(req: Request) -> Request {
-    let (parts, body) = req.into_parts();
-    let _ = tokio::time::timeout(DRAIN_TIME, axum::body::to_bytes(body, DRAIN_LIMIT)).await;
+    let (parts, mut body) = req.into_parts();
+    // Frames are counted and dropped as they come, so a drain holds one frame at a time.
+    let discard = async {
+        let mut seen = 0;
+        while seen <= DRAIN_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
     Request::from_parts(parts, Body::empty())
 }
 

@@ -525,6 +525,8 @@ impl russh::server::Handler for SessionHandler {
         let id = self.identity_id().to_owned();
         let handle = session.handle();
         let mut changes = shared.policy.live().changes();
+        // A reload between the authentication and this subscription is checked at once.
+        changes.mark_changed();
         tokio::spawn(async move {
             loop {
                 tokio::select! {

@@ -126,6 +126,8 @@ impl ProtocolHandler for TunnelServer {
         // A reload after which the client's key no longer resolves to an enabled peer ends the
         // connection, and with it every open stream.
         let mut changes = self.policy.live().changes();
+        // A reload between the handshake and this subscription is checked at once.
+        changes.mark_changed();
         let mut watching = true;
         loop {
             let mut stream = tokio::select! {
