@@ -329,8 +329,14 @@ impl LiveConfig {
     /// error the old one stays.
     pub fn replace(&self, snapshot: Snapshot) -> Result<(), ConfigError> {
         snapshot.validate()?;
-        self.update(|_| snapshot.sections);
+        self.store_validated(snapshot);
         Ok(())
+    }
+
+    /// Swaps in a snapshot whose sections the caller has already validated (a node checks them
+    /// with its own error messages first).
+    pub fn store_validated(&self, snapshot: Snapshot) {
+        self.update(|_| snapshot.sections);
     }
 
     fn update(&self, sections: impl FnOnce(&Snapshot) -> HashMap<TypeId, Section>) {

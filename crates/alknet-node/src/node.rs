@@ -185,7 +185,7 @@ impl Node {
     /// revoked (or lost the scopes it needs) ends with `UNAUTHENTICATED` (or `FORBIDDEN`).
     pub fn reload(&self, config: DynamicConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        self.live.replace(config.into_snapshot())?;
+        self.live.store_validated(config.into_snapshot());
         if let Some(service) = &self.service {
             service.identities_changed();
         }
@@ -278,7 +278,9 @@ impl NodeBuilder {
                 ))
             }
         };
-        let live = LiveConfig::new(config.dynamic().into_snapshot())?;
+        // `config.validate()` checked the dynamic sections too.
+        let live = LiveConfig::default();
+        live.store_validated(config.dynamic().into_snapshot());
         let identity = Arc::new(ConfigIdentityProvider::new(live.section::<AuthConfig>()));
 
         let mut handlers = Vec::new();
