@@ -103,7 +103,7 @@ export interface DynamicConfig {
 export interface Services {
   /** `alknet/ssh`: SSH port forwarding (`-D`, `-L`, `-R`) for known peers. */
   ssh?: boolean
-  /** `alknet/tunnel`: the native QUIC tunnel for known peers. */
+  /** `alknet/tunnel`: the native tunnel (QUIC, iroh or TCP+TLS) for known peers. */
   tunnel?: boolean
 }
 

@@ -2,7 +2,8 @@
 //! `cargo run --release -p alknet-node --example tunnel_bench [MiB]` (default 1024).
 //!
 //! Rows: direct (the limit), `ssh -D` to a local OpenSSH `sshd`, `ssh -D` to the node's plain SSH
-//! port, alknet SOCKS5 over SSH on QUIC and on TCP+TLS, alknet SOCKS5 over the native tunnel.
+//! port, alknet SOCKS5 over SSH on QUIC and on TCP+TLS, alknet SOCKS5 over the native tunnel on
+//! QUIC and on TCP+TLS.
 //! Bulk: `curl` downloads the body from a local HTTP server. Rate: sequential SOCKS5 CONNECT +
 //! a small GET, from this process. Needs `curl`, `ssh`, `ssh-keygen` and `/usr/sbin/sshd`.
 //! `ALKNET_BENCH_ONLY=native,QUIC` runs only the rows whose name contains one of the words (for
@@ -260,10 +261,14 @@ async fn main() {
         Socks5::start(any, native_tunnel(alice.clone(), target(Transport::Quic)))
             .await
             .unwrap();
+    let native_tcp: Listener =
+        Socks5::start(any, native_tunnel(alice.clone(), target(Transport::Tcp)))
+            .await
+            .unwrap();
     let (openssh, _ssh1) = ssh_dynamic(dir.path(), sshd_port, user).await;
     let (to_node, _ssh2) = ssh_dynamic(dir.path(), node.ssh_addr().unwrap().port(), "alice").await;
 
-    let rows: [(&str, Option<SocketAddr>); 6] = [
+    let rows: [(&str, Option<SocketAddr>); 7] = [
         ("direct (no proxy)", None),
         ("ssh -D → OpenSSH sshd", Some(openssh)),
         ("ssh -D → alknet plain SSH port", Some(to_node)),
@@ -278,6 +283,10 @@ async fn main() {
         (
             "alknet SOCKS5 → native tunnel (QUIC)",
             Some(native.local_addr()),
+        ),
+        (
+            "alknet SOCKS5 → native tunnel (TCP+TLS)",
+            Some(native_tcp.local_addr()),
         ),
     ];
     println!("{mib} MiB through each, {RATE_CONNECTIONS} sequential connections for the rate\n");

@@ -374,7 +374,7 @@ pub struct ServicesConfig {
     /// `alknet/ssh`: SSH port forwarding for known peers (default false).
     #[serde(default)]
     pub ssh: bool,
-    /// `alknet/tunnel`: the native QUIC tunnel for known peers (default false).
+    /// `alknet/tunnel`: the native tunnel (QUIC, iroh or TCP+TLS) for known peers (default false).
     #[serde(default)]
     pub tunnel: bool,
 }

@@ -390,7 +390,34 @@ pub async fn dial(
     target: DialTarget,
     alpn: &[u8],
 ) -> Result<(Client, alknet_core::Connection, String), ConnectError> {
-    let dial_failed = ConnectError::from_dial;
+    let client = dialer(key, &target)?;
+    match dial_with(&client, target, alpn).await {
+        Ok((conn, fingerprint)) => Ok((client, conn, fingerprint)),
+        Err(e) => {
+            client.close();
+            Err(e)
+        }
+    }
+}
+
+/// A dialer for `target` with `key` as its identity (with iroh when `target` is a node id);
+/// dials through one dialer reuse its TLS configs and resume its TLS sessions. Must be called
+/// inside a tokio runtime.
+pub fn dialer(key: SecretKey, target: &DialTarget) -> Result<Client, ConnectError> {
+    match target {
+        DialTarget::Direct { .. } => Client::new(key),
+        DialTarget::Iroh { config, .. } => Client::with_iroh(key, (**config).clone()),
+    }
+    .map_err(ConnectError::from_dial)
+}
+
+/// Dials `target` through `client` (made by [`dialer`] for a target of the same kind) for the
+/// service `alpn`: the connection and the pinned fingerprint.
+pub async fn dial_with(
+    client: &Client,
+    target: DialTarget,
+    alpn: &[u8],
+) -> Result<(alknet_core::Connection, String), ConnectError> {
     match target {
         DialTarget::Direct {
             address,
@@ -398,25 +425,13 @@ pub async fn dial(
             over,
             timeout,
         } => {
-            let client = Client::new(key).map_err(dial_failed)?;
-            match dial_direct(&client, address, &fingerprint, alpn, over, timeout).await {
-                Ok(conn) => Ok((client, conn, fingerprint)),
-                Err(e) => {
-                    client.close();
-                    Err(e)
-                }
-            }
+            let conn = dial_direct(client, address, &fingerprint, alpn, over, timeout).await?;
+            Ok((conn, fingerprint))
         }
-        DialTarget::Iroh { target, config } => {
-            let client = Client::with_iroh(key, *config).map_err(dial_failed)?;
-            match client.dial_iroh(&target, alpn).await {
-                Ok(conn) => Ok((client, conn, target.fingerprint())),
-                Err(e) => {
-                    client.close();
-                    Err(dial_failed(e))
-                }
-            }
-        }
+        DialTarget::Iroh { target, .. } => match client.dial_iroh(&target, alpn).await {
+            Ok(conn) => Ok((conn, target.fingerprint())),
+            Err(e) => Err(ConnectError::from_dial(e)),
+        },
     }
 }
 

@@ -1,4 +1,5 @@
-//! Tunnels through a node. [`native_tunnel`] opens `alknet/tunnel` streams over QUIC or iroh.
+//! Tunnels through a node. [`native_tunnel`] opens `alknet/tunnel` streams over QUIC or iroh
+//! (or a TLS connection per stream over TCP+TLS).
 //! SSH: [`ssh_tunnel`] dials the node's `alknet/ssh` (QUIC, TCP+TLS or
 //! iroh, as [`DialTarget`] says, the node pinned by TLS) and hands the stream to
 //! [`alknet_ssh::client::Tunnel`], which redials with backoff when it drops. Put a
@@ -16,7 +17,7 @@ use alknet_ssh::client::{BoxedDuplex, Tunnel, TunnelConfig};
 use alknet_ssh::tunnel::{Dialed as TunnelDialed, TunnelClient};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connect::{dial, DialTarget};
+use crate::connect::{dial, dial_with, dialer, DialTarget};
 
 /// A tunnel to the node at `target`, authenticating with `key` (which must be in the node's
 /// peers). Nothing is dialed until first use.
@@ -45,19 +46,34 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
     })
 }
 
-/// A native tunnel (`alknet/tunnel`) to the node at `target` over QUIC or iroh, authenticating
-/// with `key` in TLS (it must be in the node's peers); one QUIC stream per forwarded connection,
-/// redialed when the connection is gone. Nothing is dialed until first use.
+/// A native tunnel (`alknet/tunnel`) to the node at `target`, authenticating with `key` in TLS
+/// (it must be in the node's peers): one QUIC stream per forwarded connection over QUIC or iroh,
+/// redialed when the connection is gone, or one TLS connection per forwarded connection when
+/// the dial lands on TCP+TLS. One dialer serves every dial, so redials and TCP+TLS connections
+/// resume the TLS session. Nothing is dialed until first use.
 pub fn native_tunnel(key: SecretKey, target: DialTarget) -> Arc<TunnelClient> {
+    // Made on first use (a dialer needs the runtime), closed when the tunnel and every
+    // connection dialed through it are gone.
+    let shared: Arc<tokio::sync::OnceCell<Arc<ClosesOnDrop>>> = Arc::default();
     TunnelClient::new(move || {
-        let (key, target) = (key.clone(), target.clone());
+        let (key, target, shared) = (key.clone(), target.clone(), shared.clone());
         async move {
-            let (client, conn, _) = dial(key, target, alknet_ssh::TUNNEL_ALPN)
+            let refused = |e: crate::ConnectError| {
+                io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
+            };
+            let client = shared
+                .get_or_try_init(|| async {
+                    dialer(key, &target).map(|c| Arc::new(ClosesOnDrop(c)))
+                })
                 .await
-                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+                .map_err(refused)?
+                .clone();
+            let (conn, _) = dial_with(&client.0, target, alknet_ssh::TUNNEL_ALPN)
+                .await
+                .map_err(refused)?;
             Ok(TunnelDialed {
                 conn,
-                keep: Box::new(ClosesOnDrop(client)),
+                keep: Box::new(client),
             })
         }
     })

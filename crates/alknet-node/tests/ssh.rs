@@ -408,10 +408,13 @@ async fn a_rule_for_plain_ssh_only_refuses_the_destination_over_quic_and_tcp_tls
         );
     }
     let native = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
-    assert!(matches!(
-        native.open("127.0.0.1", http.port()).await,
-        Err(ClientError::Refused)
-    ));
+    let native_tcp = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Tcp));
+    for tunnel in [&native, &native_tcp] {
+        assert!(matches!(
+            tunnel.open("127.0.0.1", http.port()).await,
+            Err(ClientError::Refused)
+        ));
+    }
     let socket = TcpStream::connect(t.node.ssh_addr().unwrap())
         .await
         .unwrap();
@@ -436,6 +439,10 @@ async fn a_rule_for_plain_ssh_only_refuses_the_destination_over_quic_and_tcp_tls
         get(native.open("127.0.0.1", http.port()).await.unwrap()).await,
         "hello per-transport"
     );
+    assert!(matches!(
+        native_tcp.open("127.0.0.1", http.port()).await,
+        Err(ClientError::Refused)
+    ));
     let (quic, _client) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
         .await
         .unwrap();
@@ -452,19 +459,30 @@ async fn a_rule_for_plain_ssh_only_refuses_the_destination_over_quic_and_tcp_tls
 async fn socks5_over_the_native_tunnel_reaches_http_by_name() {
     let http = http_server("native").await;
     let t = node_with(loopback_allowed(), None).await;
-    let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
-    let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
-        .await
-        .unwrap();
-    let stream = tunnel.open("localhost", http.port()).await.unwrap();
-    assert_eq!(get(stream).await, "hello native");
-    if which("curl") {
-        let proxy = socks.local_addr().to_string();
-        let url = format!("http://localhost:{}/", http.port());
-        let got = curl(&["--socks5-hostname", &proxy, &url]).await;
-        assert_eq!(got, (true, "hello native".into()));
+    // Over QUIC a stream per connection; over TCP+TLS a TLS connection per connection.
+    for over in [Transport::Quic, Transport::Tcp] {
+        let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, over));
+        let socks = Socks5::start("127.0.0.1:0".parse().unwrap(), tunnel.clone())
+            .await
+            .unwrap();
+        let stream = tunnel.open("localhost", http.port()).await.unwrap();
+        assert_eq!(get(stream).await, "hello native", "{over:?}");
+        // Several at once, each answered in full.
+        let gets = (0..8).map(|_| {
+            let tunnel = tunnel.clone();
+            async move { get(tunnel.open("127.0.0.1", http.port()).await.unwrap()).await }
+        });
+        for got in futures::future::join_all(gets).await {
+            assert_eq!(got, "hello native", "{over:?}");
+        }
+        if which("curl") {
+            let proxy = socks.local_addr().to_string();
+            let url = format!("http://localhost:{}/", http.port());
+            let got = curl(&["--socks5-hostname", &proxy, &url]).await;
+            assert_eq!(got, (true, "hello native".into()), "{over:?}");
+        }
+        socks.close().await;
     }
-    socks.close().await;
     t.node.shutdown().await;
 }
 
@@ -511,6 +529,39 @@ async fn the_native_tunnel_refuses_bad_headers_refused_destinations_and_the_limi
     t.node.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_native_tunnel_over_tcp_tls_answers_each_connection_alone() {
+    let http = http_server("native-tcp").await;
+    let t = node_with(loopback_allowed(), None).await;
+    let raw = |header: Vec<u8>| {
+        let target = target(&t.node, Transport::Tcp);
+        let alice = t.alice.clone();
+        async move {
+            let (client, conn, _) = alknet_node::dial(alice, target, alknet_ssh::TUNNEL_ALPN)
+                .await
+                .unwrap();
+            // A TCP+TLS connection carries one stream: the tunnel's.
+            assert!(conn.open_bi().await.is_err());
+            let mut stream = alknet_node::open_stream(&conn).await.unwrap();
+            stream.write_all(&header).await.unwrap();
+            let status = stream.read_u8().await.unwrap();
+            (client, stream, status)
+        }
+    };
+    let (_c1, mut bad, status) = raw(vec![9, 1, b'x', 0, 80]).await;
+    assert_eq!(status, 5);
+    // The node finishes a refused stream, which on TCP+TLS ends its connection.
+    let mut rest = Vec::new();
+    assert_eq!(bad.read_to_end(&mut rest).await.unwrap_or(0), 0);
+    let refused = alknet_ssh::tunnel::encode_header("10.255.255.1", 80).unwrap();
+    assert_eq!(raw(refused).await.2, 1);
+    let good = alknet_ssh::tunnel::encode_header("127.0.0.1", http.port()).unwrap();
+    let (_c2, stream, status) = raw(good).await;
+    assert_eq!(status, 0);
+    assert_eq!(get(stream).await, "hello native-tcp");
+    t.node.shutdown().await;
+}
+
 /// A TCP server that sends back everything it reads, then closes its side once the client
 /// closed its own.
 async fn echo_server() -> SocketAddr {
@@ -535,7 +586,14 @@ async fn the_native_tunnel_carries_megabytes_both_ways_intact_and_passes_on_half
     // buffer): every byte must arrive once, in order, and the client's FIN must travel through.
     let echo = echo_server().await;
     let t = node_with(loopback_allowed(), None).await;
-    let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    for over in [Transport::Quic, Transport::Tcp] {
+        megabytes_through_the_native_tunnel(&t, over, echo).await;
+    }
+    t.node.shutdown().await;
+}
+
+async fn megabytes_through_the_native_tunnel(t: &TestNode, over: Transport, echo: SocketAddr) {
+    let tunnel = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, over));
     let local = LocalForward::start(
         "127.0.0.1:0".parse().unwrap(),
         tunnel.clone(),
@@ -562,18 +620,21 @@ async fn the_native_tunnel_carries_megabytes_both_ways_intact_and_passes_on_half
     let mut back = Vec::with_capacity(sent.len());
     read.read_to_end(&mut back).await.unwrap();
     writer.await.unwrap();
-    assert_eq!(back.len(), sent.len());
-    assert!(back == sent, "the echoed bytes differ from the sent ones");
+    assert_eq!(back.len(), sent.len(), "{over:?}");
+    assert!(
+        back == sent,
+        "{over:?}: the echoed bytes differ from the sent ones"
+    );
     local.close().await;
-    t.node.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_native_tunnel_needs_a_known_peer_key() {
     let t = node_with(loopback_allowed(), None).await;
-    let tunnel =
-        alknet_node::native_tunnel(SecretKey::generate(), target(&t.node, Transport::Quic));
-    assert!(tunnel.open("127.0.0.1", 80).await.is_err());
+    for over in [Transport::Quic, Transport::Tcp] {
+        let tunnel = alknet_node::native_tunnel(SecretKey::generate(), target(&t.node, over));
+        assert!(tunnel.open("127.0.0.1", 80).await.is_err(), "{over:?}");
+    }
     t.node.shutdown().await;
 }
 
@@ -1148,10 +1209,17 @@ async fn revoking_a_peer_ends_its_open_ssh_sessions_and_tunnel_connections() {
         .await
         .unwrap();
     let native = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    let native_tcp = alknet_node::native_tunnel(t.alice.clone(), target(&t.node, Transport::Tcp));
     let mut over_ssh = alice_ssh.open("127.0.0.1", echo.port()).await.unwrap();
     let mut over_tunnel = native.open("127.0.0.1", echo.port()).await.unwrap();
+    let mut over_tcp_tunnel = native_tcp.open("127.0.0.1", echo.port()).await.unwrap();
     let mut bobs = bob_ssh.open("127.0.0.1", echo.port()).await.unwrap();
-    for stream in [&mut over_ssh, &mut over_tunnel, &mut bobs] {
+    for stream in [
+        &mut over_ssh,
+        &mut over_tunnel,
+        &mut over_tcp_tunnel,
+        &mut bobs,
+    ] {
         echoes(stream).await;
     }
 
@@ -1164,6 +1232,11 @@ async fn revoking_a_peer_ends_its_open_ssh_sessions_and_tunnel_connections() {
     t.node.reload(dynamic).unwrap();
     ends(&mut over_ssh, "alice's SSH channel").await;
     ends(&mut over_tunnel, "alice's tunnel stream").await;
+    ends(
+        &mut over_tcp_tunnel,
+        "alice's tunnel connection over TCP+TLS",
+    )
+    .await;
     assert!(alice_ssh.is_closed(), "alice's SSH session stays open");
     // bob's session and channel go on, and he opens new ones.
     echoes(&mut bobs).await;

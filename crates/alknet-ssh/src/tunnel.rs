@@ -1,4 +1,5 @@
-//! `alknet/tunnel`: the native QUIC tunnel. Each forwarded TCP connection is its own QUIC stream
+//! `alknet/tunnel`: the native tunnel. Each forwarded TCP connection is its own QUIC stream
+//! (over QUIC or iroh) or its own TLS connection (over TCP+TLS, for networks that block UDP),
 //! that starts with a small header naming the destination; the node answers with one status
 //! byte and then carries raw bytes both ways. No SSH framing, no second layer of encryption:
 //! TLS authenticated the client's key, which must resolve to a known peer, and the same
@@ -13,6 +14,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,8 +113,11 @@ fn log_stream(auth: &AuthContext, transport: Option<Transport>, identity: &str, 
 #[async_trait]
 impl ProtocolHandler for TunnelServer {
     fn alpns(&self) -> Vec<Alpn> {
-        // A stream per forwarded connection needs a multi-stream carrier.
-        vec![Alpn::over(TUNNEL_ALPN, &[Carrier::Quic, Carrier::Iroh])]
+        // Over TCP+TLS a connection carries one forwarded connection: its only stream.
+        vec![Alpn::over(
+            TUNNEL_ALPN,
+            &[Carrier::Quic, Carrier::Iroh, Carrier::Tcp],
+        )]
     }
 
     async fn handle(&self, conn: Connection, auth: AuthContext) -> Result<(), HandlerError> {
@@ -208,11 +213,16 @@ pub struct Dialed {
 }
 
 /// The client side: an [`Opener`] that opens one QUIC stream per forwarded connection, redialing
-/// (through `dial`) when the connection is gone. Put a [`Socks5`](crate::client::Socks5) or
+/// (through `dial`) when the connection is gone, or, when `dial` lands on TCP+TLS, one
+/// connection per forwarded connection. Put a [`Socks5`](crate::client::Socks5) or
 /// [`LocalForward`](crate::client::LocalForward) in front of it.
 pub struct TunnelClient {
     dial: Box<dyn Fn() -> DialFuture + Send + Sync>,
+    /// The multi-stream connection streams are opened on.
     current: tokio::sync::Mutex<Option<Arc<Dialed>>>,
+    /// Whether the last dial landed on a single-stream carrier (TCP+TLS): then every forwarded
+    /// connection dials its own, without waiting for the others' dials.
+    single: AtomicBool,
 }
 
 impl TunnelClient {
@@ -225,10 +235,26 @@ impl TunnelClient {
         Arc::new(Self {
             dial: Box::new(move || Box::pin(dial())),
             current: tokio::sync::Mutex::new(None),
+            single: AtomicBool::new(false),
         })
     }
 
+    async fn dial(&self) -> Result<Dialed, ClientError> {
+        (self.dial)()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))
+    }
+
     async fn stream(&self) -> Result<BoxedStream, ClientError> {
+        if self.single.load(Ordering::Relaxed) {
+            let dialed = self.dial().await?;
+            if dialed.conn.is_single_stream() {
+                return self.only_stream(dialed).await;
+            }
+            // The carrier changed (UDP got through): streams share the new connection again.
+            let mut current = self.current.lock().await;
+            return self.share(&mut current, dialed).await;
+        }
         let mut current = self.current.lock().await;
         if let Some(dialed) = current.as_ref() {
             if let Ok(stream) = dialed.conn.open_bi().await {
@@ -236,9 +262,21 @@ impl TunnelClient {
             }
         }
         *current = None;
-        let dialed = (self.dial)()
-            .await
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        let dialed = self.dial().await?;
+        if dialed.conn.is_single_stream() {
+            drop(current);
+            return self.only_stream(dialed).await;
+        }
+        self.share(&mut current, dialed).await
+    }
+
+    /// A stream on `dialed`, a multi-stream connection kept for the streams after it.
+    async fn share(
+        &self,
+        current: &mut Option<Arc<Dialed>>,
+        dialed: Dialed,
+    ) -> Result<BoxedStream, ClientError> {
+        self.single.store(false, Ordering::Relaxed);
         let stream = dialed
             .conn
             .open_bi()
@@ -246,6 +284,17 @@ impl TunnelClient {
             .map_err(|e| ClientError::Disconnected(e.to_string()))?;
         *current = Some(Arc::new(dialed));
         Ok(stream)
+    }
+
+    /// The one stream of a single-stream connection (TCP+TLS): it owns the socket, so the
+    /// connection's handle is not kept.
+    async fn only_stream(&self, dialed: Dialed) -> Result<BoxedStream, ClientError> {
+        self.single.store(true, Ordering::Relaxed);
+        dialed
+            .conn
+            .accept_bi()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))
     }
 
     /// Opens a stream to `host:port` from the node.

@@ -157,7 +157,7 @@ pub struct ConnectArgs {
     #[arg(short = 'R', value_name = "SPEC")]
     pub remote_forward: Vec<String>,
     /// What carries the connections: SSH (`alknet/ssh`, any carrier) or the native tunnel
-    /// (`alknet/tunnel`, QUIC or iroh only; no -R).
+    /// (`alknet/tunnel`: a QUIC stream, or over TCP+TLS a connection, per forwarded connection; no -R).
     #[arg(long, value_enum, default_value_t = Via::Ssh)]
     pub via: Via,
 }
@@ -167,7 +167,7 @@ pub struct ConnectArgs {
 pub enum Via {
     /// SSH on the node's port.
     Ssh,
-    /// The native QUIC tunnel.
+    /// The native tunnel.
     Tunnel,
 }
 
