@@ -178,6 +178,34 @@ async fn local_and_remote_forwards_carry_http_both_ways() {
     assert_ne!(port, 0);
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     assert_eq!(get(s).await, "hello forward");
+    let echo = echo_server().await;
+    let echo_port = tunnel.remote_forward("127.0.0.1", 0, echo).await.unwrap();
+    let mut held = TcpStream::connect(("127.0.0.1", echo_port)).await.unwrap();
+    echoes(&mut held).await;
+
+    // A reload that takes away alice's -R (she may still connect out) closes the node's
+    // listeners; the connection one forwarded before goes on, as -L channels do.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = serde_json::from_str(
+        r#"{"rules":[{"hosts":["127.0.0.1"],"action":"allow"},{"direction":"listen","action":"deny"}]}"#,
+    )
+    .unwrap();
+    t.node.reload(dynamic).unwrap();
+    for port in [port, echo_port] {
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the -R listener still accepts after the reload"
+        );
+    }
+    echoes(&mut held).await;
+    let s = TcpStream::connect(local.local_addr()).await.unwrap();
+    assert_eq!(get(s).await, "hello forward");
     local.close().await;
     tunnel.close().await;
     t.node.shutdown().await;

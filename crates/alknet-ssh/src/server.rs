@@ -708,11 +708,26 @@ impl russh::server::Handler for SessionHandler {
             slots: self.slots.clone(),
             shared: self.shared.clone(),
         };
+        // A reload after which the policy no longer lets this peer listen there closes the
+        // listener; connections it already forwarded go on, as -L channels opened before a
+        // reload do.
+        let credential = self.credential.clone();
+        let mut changes = self.shared.policy.live().changes();
+        changes.mark_changed();
         tokio::spawn(async move {
             let _slot = slot;
+            let mut watching = true;
             loop {
                 let accepted = tokio::select! {
                     () = stop.cancelled() => return,
+                    changed = changes.changed(), if watching => {
+                        watching = changed.is_ok();
+                        if watching && !ctx.may_listen(credential.as_ref(), bind) {
+                            log_channel(&ctx.peer, &ctx.identity, kind, "closed");
+                            return;
+                        }
+                        continue;
+                    }
                     accepted = listener.accept() => accepted,
                 };
                 if let Ok((socket, from)) = accepted {
@@ -777,6 +792,23 @@ struct ForwardContext {
 }
 
 impl ForwardContext {
+    /// Whether the current configuration still lets the session's peer listen on `bind`.
+    fn may_listen(&self, credential: Option<&Credential>, bind: SocketAddr) -> bool {
+        let config = self.shared.policy.snapshot();
+        let Some(identity) = credential.and_then(|c| self.shared.identity.resolve_at(&config, c))
+        else {
+            return false;
+        };
+        let verdict = config.get::<ForwardingPolicy>().check_on(
+            self.peer.transport,
+            &identity.id,
+            Direction::Listen,
+            None,
+            bind,
+        );
+        verdict == Verdict::Allow
+    }
+
     fn forward(
         &self,
         mut socket: tokio::net::TcpStream,
