@@ -17,31 +17,25 @@ use alknet_ssh::client::{BoxedDuplex, Tunnel, TunnelConfig};
 use alknet_ssh::tunnel::{Dialed as TunnelDialed, TunnelClient};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::connect::{dial, dial_with, dialer, DialTarget};
+use crate::connect::{dial_with, dialer, DialTarget};
 
 /// A tunnel to the node at `target`, authenticating with `key` (which must be in the node's
-/// peers). Nothing is dialed until first use.
+/// peers). Nothing is dialed until first use; redials go through the same dialer, so they resume
+/// the TLS session.
 pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
     let config = TunnelConfig::new(key.clone(), None);
+    let dialer = SharedDialer::new(key, target);
     Tunnel::new(config, move || {
-        let (key, target) = (key.clone(), target.clone());
+        let dialer = dialer.clone();
         async move {
-            let (client, conn, _) = dial(key, target, alknet_ssh::ALPN)
+            let (client, conn) = dialer.dial(alknet_ssh::ALPN).await?;
+            let stream = open_stream(&conn)
                 .await
-                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
-            match open_stream(&conn).await {
-                Ok(stream) => Ok(Box::new(Dialed {
-                    stream,
-                    _client: ClosesOnDrop(client),
-                }) as BoxedDuplex),
-                Err(e) => {
-                    client.close();
-                    Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        e.to_string(),
-                    ))
-                }
-            }
+                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))?;
+            Ok(Box::new(Dialed {
+                stream,
+                _client: client,
+            }) as BoxedDuplex)
         }
     })
 }
@@ -52,31 +46,55 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
 /// the dial lands on TCP+TLS. One dialer serves every dial, so redials and TCP+TLS connections
 /// resume the TLS session. Nothing is dialed until first use.
 pub fn native_tunnel(key: SecretKey, target: DialTarget) -> Arc<TunnelClient> {
-    // Made on first use (a dialer needs the runtime), closed when the tunnel and every
-    // connection dialed through it are gone.
-    let shared: Arc<tokio::sync::OnceCell<Arc<ClosesOnDrop>>> = Arc::default();
+    let dialer = SharedDialer::new(key, target);
     TunnelClient::new(move || {
-        let (key, target, shared) = (key.clone(), target.clone(), shared.clone());
+        let dialer = dialer.clone();
         async move {
-            let refused = |e: crate::ConnectError| {
-                io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
-            };
-            let client = shared
-                .get_or_try_init(|| async {
-                    dialer(key, &target).map(|c| Arc::new(ClosesOnDrop(c)))
-                })
-                .await
-                .map_err(refused)?
-                .clone();
-            let (conn, _) = dial_with(&client.0, target, alknet_ssh::TUNNEL_ALPN)
-                .await
-                .map_err(refused)?;
+            let (client, conn) = dialer.dial(alknet_ssh::TUNNEL_ALPN).await?;
             Ok(TunnelDialed {
                 conn,
                 keep: Box::new(client),
             })
         }
     })
+}
+
+/// One dialer for every (re)dial of a tunnel: made on first use (a dialer needs the runtime),
+/// closed when the tunnel and every connection dialed through it are gone.
+#[derive(Clone)]
+struct SharedDialer {
+    key: SecretKey,
+    target: DialTarget,
+    client: Arc<tokio::sync::OnceCell<Arc<ClosesOnDrop>>>,
+}
+
+impl SharedDialer {
+    fn new(key: SecretKey, target: DialTarget) -> Self {
+        Self {
+            key,
+            target,
+            client: Arc::default(),
+        }
+    }
+
+    /// Dials the target for `alpn`: the dialer (keep it with the connection) and the connection.
+    async fn dial(&self, alpn: &[u8]) -> io::Result<(Arc<ClosesOnDrop>, Connection)> {
+        let refused = |e: crate::ConnectError| {
+            io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
+        };
+        let client = self
+            .client
+            .get_or_try_init(|| async {
+                dialer(self.key.clone(), &self.target).map(|c| Arc::new(ClosesOnDrop(c)))
+            })
+            .await
+            .map_err(refused)?
+            .clone();
+        let (conn, _) = dial_with(&client.0, self.target.clone(), alpn)
+            .await
+            .map_err(refused)?;
+        Ok((client, conn))
+    }
 }
 
 /// Closes a dialer when the connection it carries is dropped.
@@ -101,7 +119,7 @@ pub async fn open_stream(conn: &Connection) -> Result<BoxedStream, ConnectionErr
 /// The stream of a dialed connection, owning the dialer whose socket carries it.
 struct Dialed {
     stream: BoxedStream,
-    _client: ClosesOnDrop,
+    _client: Arc<ClosesOnDrop>,
 }
 
 impl AsyncRead for Dialed {
