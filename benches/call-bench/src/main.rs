@@ -9,6 +9,8 @@
 //! cargo run --release -p alknet-call-bench                          # full run
 //! ALKNET_BENCH_QUICK=1 cargo run --release -p alknet-call-bench     # smoke run
 //! ALKNET_BENCH_VARIANTS=1 cargo run --release -p alknet-call-bench  # plus diagnostic variants
+//! ALKNET_BENCH_UNARY_ONLY=1 cargo run --release -p alknet-call-bench # unary rows only
+//! ALKNET_BENCH_UNARY_PROFILE=256 cargo run --release -p alknet-call-bench # alknet/call alone, for perf
 //! ```
 //!
 //! Everything runs in one process on one multi-threaded tokio runtime and talks over 127.0.0.1
@@ -66,6 +68,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 struct Settings {
     quick: bool,
     variants: bool,
+    /// Only the unary rows (latency and calls/s), no stream phase.
+    unary_only: bool,
     rounds: usize,
     warmup: u64,
     latency_calls: u64,
@@ -78,10 +82,12 @@ impl Settings {
         let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
         let quick = flag("ALKNET_BENCH_QUICK");
         let variants = flag("ALKNET_BENCH_VARIANTS");
+        let unary_only = flag("ALKNET_BENCH_UNARY_ONLY");
         if quick {
             Self {
                 quick,
                 variants,
+                unary_only,
                 rounds: 1,
                 warmup: 200,
                 latency_calls: 1_000,
@@ -92,6 +98,7 @@ impl Settings {
             Self {
                 quick,
                 variants,
+                unary_only,
                 rounds: 3,
                 warmup: 2_000,
                 latency_calls: 10_000,
@@ -710,6 +717,9 @@ async fn warm_up(name: String, system: Arc<dyn System>, s: Settings) -> Result<(
         Ok(())
     })
     .await?;
+    if s.unary_only {
+        return Ok(());
+    }
     // A failing stream is reported by the measured round.
     let _ = tokio::time::timeout(PHASE_TIMEOUT, system.items(s.stream_items / 10)).await;
     Ok(())
@@ -729,7 +739,11 @@ async fn round(name: String, system: Arc<dyn System>, s: Settings) -> Result<Fig
         )
         .await?;
     }
-    let items = streaming(&system, s.stream_items).await;
+    let items = if s.unary_only {
+        None
+    } else {
+        streaming(&system, s.stream_items).await
+    };
     Ok(Figures {
         p50,
         p99,
@@ -1065,6 +1079,31 @@ async fn main() -> Result<()> {
         for _ in 0..n {
             streaming(&system, s.stream_items).await;
         }
+        return Ok(());
+    }
+    // For a profiler: only alknet/call's unary calls at this concurrency, 200k calls (the raw
+    // echo instead with ALKNET_BENCH_RAW=1), and nothing printed.
+    if let Some(c) = std::env::var("ALKNET_BENCH_UNARY_PROFILE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let system = if std::env::var("ALKNET_BENCH_RAW").is_ok_and(|v| v == "1") {
+            node.raw_system(b'E', None).await?
+        } else {
+            node.call_system(1, TransportKind::Quic).await?
+        };
+        let started = Instant::now();
+        let calls = 200_000;
+        let rate = on_worker(
+            "profile",
+            async move { throughput(&system, c, calls).await },
+        )
+        .await;
+        eprintln!(
+            "{calls} calls at concurrency {c}: {:.1} s, {:?} calls/s",
+            started.elapsed().as_secs_f64(),
+            rate.map(|r| r.round())
+        );
         return Ok(());
     }
     let (tonic, tonic_server) = tonic_system().await?;

@@ -167,3 +167,39 @@ async fn dropping_a_subscription_stops_its_stream() {
     drop(subscribing.await.unwrap().unwrap());
     assert_eq!(stopped.await, Some(STOP_CANCELLED));
 }
+
+// The first request of a stream runs in the task that reads the stream (no task of its own):
+// what ends it there must end it as a spawned request would be ended, and release its id.
+
+#[tokio::test]
+async fn a_violation_after_a_running_request_cancels_it_and_resets_the_stream() {
+    let (probe, mut dropped) = probe();
+    let p = pair(&probe);
+    let mut stream = p.client_conn.open_bi().await.unwrap();
+    send_raw(&mut stream, &held_request("h")).await;
+    assert_eq!(probe.wait_started().await, "hold");
+    stream.write_all(&[0, 0, 0, 0]).await.unwrap();
+    assert_eq!(dropped.recv().await, Some("hold"));
+    assert!(
+        recv_raw(&mut stream).await.is_none(),
+        "nothing is written for the cancelled request and the stream ends"
+    );
+    // The connection goes on serving.
+    let mut next = p.client_conn.open_bi().await.unwrap();
+    half_closed_request_gets_its_answer(&mut next).await;
+}
+
+#[tokio::test]
+async fn a_stopped_request_releases_its_id_for_a_later_stream() {
+    let (probe, mut dropped) = probe();
+    let p = pair(&probe);
+    let mut first = p.client_conn.open_bi().await.unwrap();
+    send_raw(&mut first, &held_request("1")).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(probe.wait_started().await, "hold");
+    first.stop(STOP_CANCELLED);
+    assert_eq!(dropped.recv().await, Some("hold"));
+    // The cancelled request forgot its id before the handler was dropped: `1` may be used again.
+    let mut second = p.client_conn.open_bi().await.unwrap();
+    half_closed_request_gets_its_answer(&mut second).await;
+}

@@ -56,15 +56,29 @@ impl Writer {
     /// that waits for its writers before closing the connection loses no answer (closing a QUIC
     /// connection discards what was not yet acknowledged).
     pub(crate) fn spawn(
-        mut sink: impl FrameSink,
-        mut stopped: StoppedFuture,
+        sink: impl FrameSink,
+        stopped: StoppedFuture,
         stream: CancellationToken,
         tasks: &TaskTracker,
         acknowledged: bool,
     ) -> Self {
+        let (writer, writing) = Self::new(sink, stopped, stream, acknowledged);
+        tasks.spawn(writing);
+        writer
+    }
+
+    /// A writer as [`spawn`](Self::spawn) makes it, with the work it does as a future for the
+    /// caller to run (in the task that reads the stream, so that a per-request stream costs one
+    /// task instead of two).
+    pub(crate) fn new(
+        mut sink: impl FrameSink,
+        mut stopped: StoppedFuture,
+        stream: CancellationToken,
+        acknowledged: bool,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send) {
         let (tx, mut rx) = mpsc::channel::<Item>(WRITER_QUEUE);
         let mut watching = acknowledged;
-        tasks.spawn(async move {
+        let writing = async move {
             let mut buf = BytesMut::new();
             loop {
                 let first = tokio::select! {
@@ -153,8 +167,8 @@ impl Writer {
                 // Resolves once the peer acknowledged everything (or stopped, or left).
                 stopped.await;
             }
-        });
-        Writer(tx)
+        };
+        (Writer(tx), writing)
     }
 
     /// Queues frames, dropped unwritten if `token` is cancelled before their turn; `false` once

@@ -21,7 +21,9 @@ use super::link::Link;
 use crate::carrier::byte_stream::FrameReader;
 use crate::carrier::writer::Writer;
 use crate::carrier::{ReceiveError, STOP_CANCELLED};
-use crate::envelope::{decode_reply, frame_of, try_encode_frame_of, CallRequest, EventType, Reply};
+use crate::envelope::{
+    decode_reply, frame_of, try_encode_frame_of, CallRequest, EventType, Reply, FRAME_CAPACITY,
+};
 use crate::error::{CallError, ErrorCode};
 
 /// Extra time a caller waits past the deadline it asked for, so the callee's `TIMEOUT` wins.
@@ -84,7 +86,7 @@ impl Exchange {
             auth_token: options.auth_token,
             timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
         };
-        let mut frame = BytesMut::new();
+        let mut frame = BytesMut::with_capacity(FRAME_CAPACITY);
         try_encode_frame_of(&EventType::Requested, &id, &request, &mut frame).map_err(|e| {
             CallError::new(
                 ErrorCode::InvalidInput,

@@ -2,12 +2,14 @@
 //! answers to our own requests, and produces whole envelopes through each stream's writer.
 
 use std::collections::HashMap;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use alknet_core::log_text::escaped;
 use alknet_core::{BoxedStream, StoppedFuture};
 use bytes::Bytes;
+use futures::future::{Fuse, FusedFuture, FutureExt};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -141,74 +143,115 @@ impl Dispatcher {
         // Every request answered on this stream is a child: a reset, a violation or the peer
         // stopping the stream cancels them all.
         let token = self.link.closed.child_token();
-        let writer = Writer::spawn(sink, stopped, token.clone(), &self.writers, !shared);
-        if shared {
-            self.link.set_shared_writer(Some(writer.clone()));
+        if !shared {
+            // A stream of its own (usually one request): its writer runs in this task.
+            let (writer, writing) = Writer::new(sink, stopped, token.clone(), true);
+            let reading = async {
+                let violation = self
+                    .read_envelopes(&mut source, &writer, &token, true)
+                    .await;
+                // The writer ends once the requests still running let go of it too.
+                drop(writer);
+                if let Some(reason) = violation {
+                    self.violated(&reason);
+                    token.cancel();
+                    source.abandon(RESET_PROTOCOL_VIOLATION);
+                }
+            };
+            tokio::join!(reading, writing);
+            return;
         }
-        let violation = self.read_envelopes(&mut source, &writer, &token).await;
-        if shared {
-            // Let the writer end with the requests still running, so the stream closes behind them.
-            self.link.set_shared_writer(None);
-        }
+        let writer = Writer::spawn(sink, stopped, token.clone(), &self.writers, false);
+        self.link.set_shared_writer(Some(writer.clone()));
+        let violation = self
+            .read_envelopes(&mut source, &writer, &token, false)
+            .await;
+        // Let the writer end with the requests still running, so the stream closes behind them.
+        self.link.set_shared_writer(None);
         if let Some(reason) = violation {
-            warn!(target: "alknet::call", remote = %self.link.conn.remote_addr(), reason = %escaped(&reason), "protocol violation; resetting the stream");
+            self.violated(&reason);
             token.cancel();
-            if shared {
-                self.link
-                    .conn
-                    .close(RESET_PROTOCOL_VIOLATION, "protocol violation");
-            } else {
-                source.abandon(RESET_PROTOCOL_VIOLATION);
-            }
+            self.link
+                .conn
+                .close(RESET_PROTOCOL_VIOLATION, "protocol violation");
         }
     }
 
+    fn violated(&self, reason: &str) {
+        warn!(target: "alknet::call", remote = %self.link.conn.remote_addr(), reason = %escaped(reason), "protocol violation; resetting the stream");
+    }
+
     /// Handles one stream's envelopes until it ends; `Some(reason)` on a protocol violation.
+    ///
+    /// With `inline` (a stream of its own) the stream's first request runs in this task, next to
+    /// the reading, and the call returns once it is done: a per-request stream then costs no task
+    /// of its own. Requests that arrive while one runs inline get tasks, so that the requests of
+    /// one stream are still served concurrently (and in parallel).
     async fn read_envelopes(
         self: &Arc<Self>,
         source: &mut impl EnvelopeSource,
         writer: &Writer,
         stream: &CancellationToken,
+        inline: bool,
     ) -> Option<String> {
-        loop {
+        let mut running = pin!(Fuse::terminated());
+        let violation = loop {
             let next = tokio::select! {
                 next = source.next_envelope() => next,
-                _ = self.link.closed.cancelled() => return None,
+                () = &mut running, if !running.is_terminated() => continue,
+                _ = self.link.closed.cancelled() => break None,
             };
             let envelope = match next {
                 Ok(Some(frame)) => match decode_envelope(&frame) {
                     Ok(envelope) => envelope,
-                    Err(v) => return Some(v.to_string()),
+                    Err(v) => break Some(v.to_string()),
                 },
                 // The peer finished sending (a FIN is not an abort): answers still go out.
-                Ok(None) => return None,
+                Ok(None) => break None,
                 // Reset by the peer: fail the requests that were on this stream.
                 Err(ReceiveError::Broken(_)) => {
                     stream.cancel();
-                    return None;
+                    break None;
                 }
-                Err(ReceiveError::Violation(reason)) => return Some(reason),
+                Err(ReceiveError::Violation(reason)) => break Some(reason),
             };
-            if let Err(reason) = self.on_envelope(envelope, writer, stream).await {
-                return Some(reason);
+            match self.on_envelope(envelope, writer, stream).await {
+                Ok(Some(served)) if inline && running.is_terminated() => {
+                    running.set(request::serve(self.clone(), served).fuse());
+                }
+                Ok(Some(served)) => {
+                    self.requests.spawn(request::serve(self.clone(), served));
+                }
+                Ok(None) => {}
+                Err(reason) => break Some(reason),
             }
+        };
+        if violation.is_some() {
+            stream.cancel();
         }
+        // Cancelled (a violation, a reset, the connection closing) it ends at once.
+        if !running.is_terminated() {
+            running.await;
+        }
+        violation
     }
 
-    /// Handles one decoded envelope; `Err` is a protocol violation.
+    /// Handles one decoded envelope; a request to serve is returned, to be started by the caller.
+    /// `Err` is a protocol violation.
     async fn on_envelope(
         self: &Arc<Self>,
         envelope: Envelope,
         writer: &Writer,
         stream: &CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<Option<request::Served>, String> {
         let Envelope { kind, id, payload } = envelope;
         match kind {
-            EventType::Requested => {
-                if let Some(answer) = self.on_requested(id, payload, writer, stream)? {
+            EventType::Requested => match self.on_requested(id, payload, writer, stream)? {
+                Ok(served) => return Ok(Some(served)),
+                Err(answer) => {
                     writer.send(answer, None).await;
                 }
-            }
+            },
             EventType::Aborted => {
                 let removed = self.incoming.lock().ok().and_then(|mut m| m.remove(&id));
                 match removed {
@@ -225,17 +268,17 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Starts serving a request, or returns the answer that refuses it at once.
+    /// Admits a request (to be served), or returns the answer that refuses it at once.
     fn on_requested(
         self: &Arc<Self>,
         id: String,
         payload: Value,
         writer: &Writer,
         stream: &CancellationToken,
-    ) -> Result<Option<Bytes>, String> {
+    ) -> Result<Result<request::Served, Bytes>, String> {
         let mut incoming = self.incoming.lock().map_err(|_| "poisoned")?;
         if incoming.contains_key(&id) {
             return Err(format!(
@@ -248,14 +291,14 @@ impl Dispatcher {
                 ErrorCode::Unavailable,
                 "node shutting down; reconnect elsewhere or retry",
             );
-            return Ok(Some(frame_of(&EventType::Error, &id, &err)));
+            return Ok(Err(frame_of(&EventType::Error, &id, &err)));
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             let err = CallError::new(
                 ErrorCode::Overloaded,
                 "too many concurrent requests on this connection; retry later",
             );
-            return Ok(Some(frame_of(&EventType::Error, &id, &err)));
+            return Ok(Err(frame_of(&EventType::Error, &id, &err)));
         };
         let token = stream.child_token();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
@@ -266,18 +309,14 @@ impl Dispatcher {
                 token: token.clone(),
             },
         );
-        self.requests.spawn(request::serve(
-            self.clone(),
-            request::Served {
-                id,
-                payload,
-                writer: writer.clone(),
-                token,
-                generation,
-                _permit: permit,
-            },
-        ));
-        Ok(None)
+        Ok(Ok(request::Served {
+            id,
+            payload,
+            writer: writer.clone(),
+            token,
+            generation,
+            _permit: permit,
+        }))
     }
 
     /// Forgets a request that finished, unless its id was reused meanwhile.
