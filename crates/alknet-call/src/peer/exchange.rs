@@ -21,7 +21,10 @@ use super::link::Link;
 use crate::carrier::byte_stream::FrameReader;
 use crate::carrier::writer::Writer;
 use crate::carrier::{ReceiveError, STOP_CANCELLED};
-use crate::envelope::{decode_reply, frame_of, try_encode_frame_of, CallRequest, EventType, Reply};
+use crate::envelope::{
+    decode_reply, decode_reply_raw, frame_of, try_encode_frame_of, CallRequest, EventType,
+    ProtocolViolation, RawOutput, Reply,
+};
 use crate::error::{CallError, ErrorCode};
 
 /// Extra time a caller waits past the deadline it asked for, so the callee's `TIMEOUT` wins.
@@ -142,16 +145,16 @@ impl Exchange {
         Ok(Route::Shared { replies, writer })
     }
 
-    async fn read_reply(&mut self) -> Reply {
+    async fn read_reply<O: Output>(&mut self) -> Reply<O> {
         match &mut self.route {
             Route::Shared { replies, .. } => match replies.recv().await {
-                Some(reply) => reply,
+                Some(reply) => reply.map_output(O::from_value),
                 None => Reply::Error(unavailable("closed")),
             },
             Route::Own(None) => Reply::Error(unavailable("stream closed")),
             Route::Own(Some(reader)) => loop {
                 match reader.next_frame().await {
-                    Ok(Some(frame)) => match decode_reply(&frame, &self.id) {
+                    Ok(Some(frame)) => match O::decode(&frame, &self.id) {
                         Ok(Some(reply)) => return reply,
                         Ok(None) => continue,
                         Err(v) => {
@@ -176,6 +179,11 @@ impl Exchange {
 
     /// The next reply; terminal replies finish the exchange.
     pub(crate) async fn next(&mut self) -> Reply {
+        self.next_as().await
+    }
+
+    /// The next reply, its output read as `O`; terminal replies finish the exchange.
+    pub(crate) async fn next_as<O: Output>(&mut self) -> Reply<O> {
         let deadline = self.deadline;
         let cancel = self.cancel.clone();
         let reply = tokio::select! {
@@ -224,6 +232,32 @@ impl Exchange {
                 self.link.forget(&self.id);
             }
         }
+    }
+}
+
+/// How an exchange reads outputs: built as a `Value`, or kept as the JSON text ([`RawOutput`]).
+pub(crate) trait Output: Sized {
+    /// Decodes a frame of our own stream (see [`decode_reply`]).
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation>;
+    /// An output the dispatcher of a shared stream already decoded.
+    fn from_value(value: Value) -> Self;
+}
+
+impl Output for Value {
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply>, ProtocolViolation> {
+        decode_reply(frame, id)
+    }
+    fn from_value(value: Value) -> Self {
+        value
+    }
+}
+
+impl Output for RawOutput {
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation> {
+        decode_reply_raw(frame, id)
+    }
+    fn from_value(value: Value) -> Self {
+        RawOutput::from(value)
     }
 }
 
