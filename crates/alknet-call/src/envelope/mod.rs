@@ -297,6 +297,10 @@ pub fn encode_responded_frame(id: &str, output: &Value, out: &mut BytesMut) {
     encode_frame_of(&EventType::Responded, id, &RespondedPayload { output }, out);
 }
 
+/// How a [`RespondedHead`] begins, up to the JSON string of the id.
+pub(crate) const RESPONDED_START: &[u8] = br#"{"type":"call.responded","id":"#;
+/// What a [`RespondedHead`] has between the id and the output.
+pub(crate) const RESPONDED_OUTPUT: &[u8] = br#","payload":{"output":"#;
 /// What follows the output of a frame begun by a [`RespondedHead`].
 pub(crate) const RESPONDED_TAIL: &[u8] = b"}}";
 
@@ -310,10 +314,10 @@ impl RespondedHead {
     /// The head for request `id`.
     pub(crate) fn new(id: &str) -> Self {
         let mut head = Vec::with_capacity(48 + id.len());
-        head.extend_from_slice(br#"{"type":"call.responded","id":"#);
+        head.extend_from_slice(RESPONDED_START);
         // Cannot fail: a string into a `Vec`.
         let _ = serde_json::to_writer(&mut head, id);
-        head.extend_from_slice(br#","payload":{"output":"#);
+        head.extend_from_slice(RESPONDED_OUTPUT);
         Self(head.into_boxed_slice())
     }
 

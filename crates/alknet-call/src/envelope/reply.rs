@@ -18,7 +18,10 @@ use serde::de::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{check_id_len, error_from_payload, EventType, ProtocolViolation};
+use super::{
+    check_id_len, error_from_payload, EventType, ProtocolViolation, RESPONDED_OUTPUT,
+    RESPONDED_START, RESPONDED_TAIL,
+};
 use crate::error::CallError;
 
 /// An answer to one of our requests; its output is a `Value`, or a [`RawOutput`] where the
@@ -129,6 +132,11 @@ pub fn decode_reply_raw(
     frame: &Bytes,
     id: &str,
 ) -> Result<Option<Reply<RawOutput>>, ProtocolViolation> {
+    if let Some(output) = output_as_encoded(frame, id) {
+        return Ok(Some(Reply::Output(RawOutput(RawRepr::Json(slice_of(
+            frame, output,
+        ))))));
+    }
     if let Ok(head) = serde_json::from_slice::<RawHead<'_>>(frame) {
         if let (Some(kind), Some(wire_id), Some(payload)) = (head.kind, head.id, head.payload) {
             if kind.0 == EventType::Responded.as_str() && wire_id.0 == id {
@@ -142,6 +150,27 @@ pub fn decode_reply_raw(
     }
     // Not an output for `id`, or not valid: decoded (and its violations named) as usual.
     Ok(decode_reply(frame, id)?.map(|reply| reply.map_output(RawOutput::from)))
+}
+
+/// The output of a `call.responded` frame for `id` laid out byte for byte as a [`RespondedHead`]
+/// writes it (what this crate's callee sends), found without parsing the envelope; `None` for
+/// any other layout, which the general decoder then reads. Such a frame is a valid envelope
+/// exactly when what lies between the head and the tail is one JSON value, which is checked.
+fn output_as_encoded<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
+    // An id that JSON escapes is not compared byte for byte.
+    if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let output = frame
+        .strip_prefix(RESPONDED_START)?
+        .strip_prefix(b"\"")?
+        .strip_prefix(id.as_bytes())?
+        .strip_prefix(b"\"")?
+        .strip_prefix(RESPONDED_OUTPUT)?
+        .strip_suffix(RESPONDED_TAIL)?;
+    // Checks the syntax and the UTF-8 of the output, and that nothing follows it.
+    serde_json::from_slice::<&RawValue>(output).ok()?;
+    Some(output)
 }
 
 /// `part` (borrowed from `frame`) as a slice of the same buffer.
@@ -435,6 +464,11 @@ mod tests {
             r#"{"type":"call.responded","id":"1","payload":{"extra":1}}"#,
             r#"{"type":"call.responded","id":"\u0031","payload":{"outp\u0075t":"é"}}"#,
             r#"{"type":"call.responded","id":"1","payload":{"output":1,"output":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":{"a":["é"]}}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1},"x":{"y":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1,"output":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1 2}}"#,
             r#"{"type":"call.responded","id":"2","payload":{"output":1}}"#,
             r#"{"type":"call.error","id":"1","payload":{"code":"TIMEOUT","message":"late"}}"#,
             r#"{"type":"call.completed","id":"1","payload":{}}"#,

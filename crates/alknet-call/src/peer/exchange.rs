@@ -204,6 +204,36 @@ impl Exchange {
         reply
     }
 
+    /// The next reply if a whole frame of it is already buffered on our own stream: no waiting,
+    /// no I/O (a subscription's items mostly arrive many to a read). `None` when the next reply
+    /// needs [`next_as`](Self::next_as): nothing buffered, a shared stream, or the request is
+    /// cancelled or past its deadline (which `next_as` then answers).
+    pub(crate) fn buffered<O: Output>(&mut self) -> Option<Reply<O>> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return None;
+        }
+        let Route::Own(Some(reader)) = &mut self.route else {
+            return None;
+        };
+        let reply = loop {
+            // A violation stays buffered: `next_as` reports it.
+            let frame = reader.buffered_frame().ok()??;
+            match O::decode(&frame, &self.id) {
+                Ok(Some(reply)) => break reply,
+                Ok(None) => continue,
+                Err(v) => {
+                    break Reply::Error(unavailable(&format!("peer sent an invalid frame: {v}")))
+                }
+            }
+        };
+        if reply.is_terminal() {
+            self.finish();
+        }
+        Some(reply)
+    }
+
     /// Ends the exchange after its last answer.
     pub(crate) fn finish(&mut self) {
         self.finished = true;

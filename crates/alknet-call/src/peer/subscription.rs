@@ -3,10 +3,10 @@
 //! on without building a `Value`.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -20,35 +20,47 @@ use crate::error::{CallError, ErrorCode};
 /// text instead and [`next_as`](Self::next_as) deserializes it into a type of the caller's.
 /// After an error nothing more follows.
 pub struct Subscription {
-    items: BoxStream<'static, Result<RawOutput, CallError>>,
+    /// The request, while no read waits on it; `None` once the subscription has ended.
+    exchange: Option<Exchange>,
+    /// A read that waits for the stream, holding the request until it answers.
+    waiting: Option<BoxFuture<'static, (Exchange, Reply<RawOutput>)>>,
 }
 
 impl Subscription {
     /// Yields each output of `exchange`; ends on completion, after an error, or after the callee
     /// gave up.
     pub(crate) fn new(exchange: Exchange) -> Self {
-        let items = futures::stream::unfold(Some(exchange), |state| async move {
-            let mut exchange = state?;
-            match exchange.next_as::<RawOutput>().await {
-                Reply::Output(v) => Some((Ok(v), Some(exchange))),
-                Reply::Completed => None,
-                Reply::Error(e) => Some((Err(e), None)),
-                Reply::Aborted => Some((
-                    Err(CallError::new(
-                        ErrorCode::Cancelled,
-                        "the callee ended the subscription",
-                    )),
-                    None,
-                )),
-            }
-        })
-        .boxed();
-        Self { items }
+        Self {
+            exchange: Some(exchange),
+            waiting: None,
+        }
     }
 
-    /// The next item as the JSON text it arrived as; `None` once the subscription has ended.
-    pub async fn next_raw(&mut self) -> Option<Result<RawOutput, CallError>> {
-        self.items.next().await
+    /// The next reply: taken from what the stream has buffered while there is some (most items,
+    /// without an await), else by waiting for the stream.
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Option<Reply<RawOutput>>> {
+        loop {
+            if let Some(waiting) = &mut self.waiting {
+                let (exchange, reply) = ready!(waiting.as_mut().poll(cx));
+                self.waiting = None;
+                self.exchange = Some(exchange);
+                return Poll::Ready(Some(reply));
+            }
+            let Some(mut exchange) = self.exchange.take() else {
+                return Poll::Ready(None);
+            };
+            if let Some(reply) = exchange.buffered() {
+                self.exchange = Some(exchange);
+                return Poll::Ready(Some(reply));
+            }
+            self.waiting = Some(
+                async move {
+                    let reply = exchange.next_as().await;
+                    (exchange, reply)
+                }
+                .boxed(),
+            );
+        }
     }
 
     /// Polls for the next item as the JSON text it arrived as (see [`next_raw`](Self::next_raw)).
@@ -56,7 +68,23 @@ impl Subscription {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<RawOutput, CallError>>> {
-        self.items.poll_next_unpin(cx)
+        let item = match ready!(self.poll_reply(cx)) {
+            Some(Reply::Output(output)) => return Poll::Ready(Some(Ok(output))),
+            None | Some(Reply::Completed) => None,
+            Some(Reply::Error(e)) => Some(Err(e)),
+            Some(Reply::Aborted) => Some(Err(CallError::new(
+                ErrorCode::Cancelled,
+                "the callee ended the subscription",
+            ))),
+        };
+        // A terminal reply finished the request: nothing follows.
+        self.end();
+        Poll::Ready(item)
+    }
+
+    /// The next item as the JSON text it arrived as; `None` once the subscription has ended.
+    pub async fn next_raw(&mut self) -> Option<Result<RawOutput, CallError>> {
+        std::future::poll_fn(|cx| self.poll_next_raw(cx)).await
     }
 
     /// The next item deserialized into `T`. An item that does not deserialize (it does not fit
@@ -78,7 +106,8 @@ impl Subscription {
 
     /// Ends the subscription here: the exchange is dropped, which cancels it on the other side.
     fn end(&mut self) {
-        self.items = futures::stream::empty().boxed();
+        self.waiting = None;
+        self.exchange = None;
     }
 }
 
@@ -86,7 +115,7 @@ impl Stream for Subscription {
     type Item = Result<Value, CallError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = std::task::ready!(self.items.poll_next_unpin(cx));
+        let item = ready!(self.poll_next_raw(cx));
         Poll::Ready(item.map(|item| {
             item.and_then(|raw| {
                 // JSON that passed the frame's syntax check but that `serde_json` refuses as a
