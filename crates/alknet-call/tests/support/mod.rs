@@ -134,12 +134,13 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
     .unwrap();
     let p = probe.clone();
     r.subscription("test/items", any(), any(), move |_, input| {
-        // Yields the input's `items`, then fails with `UNAVAILABLE` if `fail` is set, else waits
-        // (when `hold` is set) or completes.
+        // Yields the input's `items`, then fails with `UNAVAILABLE` if `fail` is set, waits
+        // forever if `hold` is set, or completes.
         let items: Vec<Value> = input["items"].as_array().cloned().unwrap_or_default();
         let fail = input["fail"].as_bool().unwrap_or(false);
         let hold = input["hold"].as_bool().unwrap_or(false);
-        let guard = OnDrop(p.dropped.clone(), "items");
+        // Reports "items" when a held subscription's handler is dropped (cancelled).
+        let guard = hold.then(|| OnDrop(p.dropped.clone(), "items"));
         let end = futures::stream::once(async move {
             let _guard = guard;
             if hold {
