@@ -66,6 +66,7 @@ pub mod topic;
 
 pub use access::Access;
 pub use context::{CallContext, LiveIdentity};
+pub use envelope::RawOutput;
 pub use error::{CallError, ErrorCode};
 pub use handler::CallHandler;
 pub use options::CallOptions;

@@ -297,6 +297,98 @@ async fn subscription_yields_items_then_completes() {
     );
 }
 
+/// Outputs whose JSON text needs care: unicode, escapes, control characters, nesting, numbers.
+fn tricky_items() -> Vec<Value> {
+    vec![
+        json!("plain"),
+        json!("é ü 日本 🦀"),
+        json!("quote \" backslash \\ slash / newline \n tab \t nul \u{0} bell \u{7}"),
+        json!({"k\"ey": ["\u{2028}\u{2029}", null, true, -1.5e-7, 18446744073709551615u64]}),
+        json!({"nested": {"deeper": [[[{"x": "\\u0041"}]]]}}),
+        json!([]),
+        json!(null),
+    ]
+}
+
+#[tokio::test]
+async fn raw_items_arrive_intact_as_json_text_and_as_values() {
+    let (probe, _) = probe();
+    for single_stream in [false, true] {
+        let p = pair_with(&probe, CallOptions::default(), single_stream);
+        let input = json!({ "items": tricky_items() });
+        let mut raw = p
+            .client
+            .subscribe("test/items", input.clone())
+            .await
+            .unwrap();
+        let mut values = p.client.subscribe("test/items", input).await.unwrap();
+        for want in tricky_items() {
+            let item = raw.next_raw().await.unwrap().unwrap();
+            let text: Value = serde_json::from_str(&item.json()).unwrap();
+            assert_eq!(text, want, "single stream: {single_stream}");
+            assert_eq!(item.deserialize::<Value>().unwrap(), want);
+            assert_eq!(item.into_value().unwrap(), want);
+            assert_eq!(values.next().await.unwrap().unwrap(), want);
+        }
+        assert!(raw.next_raw().await.is_none());
+        assert!(values.next().await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn next_as_deserializes_items_into_the_callers_type() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Point {
+        x: i64,
+        label: String,
+    }
+    let (probe, mut dropped) = probe();
+    let p = pair(&probe);
+    let input = json!({ "items": [{"x": 1, "label": "é\n"}, {"x": "one"}], "hold": true });
+    let mut points = p.client.subscribe("test/items", input).await.unwrap();
+    assert_eq!(
+        points.next_as::<Point>().await.unwrap().unwrap(),
+        Point {
+            x: 1,
+            label: "é\n".into()
+        }
+    );
+    // An item that does not fit the type ends the subscription and cancels the remote side.
+    let err = points.next_as::<Point>().await.unwrap().unwrap_err();
+    assert_eq!(err.code, "INTERNAL");
+    assert!(points.next_as::<Point>().await.is_none());
+    assert_eq!(dropped.recv().await, Some("items"));
+}
+
+#[tokio::test]
+async fn an_error_mid_stream_ends_the_raw_items() {
+    let (probe, _) = probe();
+    for single_stream in [false, true] {
+        let p = pair_with(&probe, CallOptions::default(), single_stream);
+        let input = json!({ "items": [1, "two"], "fail": true });
+        let mut sub = p.client.subscribe("test/items", input).await.unwrap();
+        assert_eq!(sub.next_raw().await.unwrap().unwrap().json(), "1");
+        assert_eq!(sub.next_raw().await.unwrap().unwrap().json(), "\"two\"");
+        let err = sub.next_raw().await.unwrap().unwrap_err();
+        assert_eq!(err.code, "UNAVAILABLE");
+        assert_eq!(err.message, "the source went away");
+        assert!(sub.next_raw().await.is_none());
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_read_raw_cancels_the_remote_stream() {
+    let (probe, mut dropped) = probe();
+    for single_stream in [false, true] {
+        let p = pair_with(&probe, CallOptions::default(), single_stream);
+        let input = json!({ "items": ["a"], "hold": true });
+        let mut sub = p.client.subscribe("test/items", input).await.unwrap();
+        assert_eq!(sub.next_raw().await.unwrap().unwrap().json(), "\"a\"");
+        drop(sub);
+        assert_eq!(dropped.recv().await, Some("items"));
+    }
+}
+
 #[tokio::test]
 async fn slow_request_does_not_hold_up_a_fast_one_on_the_same_stream() {
     let (probe, _) = probe();

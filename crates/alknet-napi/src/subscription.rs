@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use alknet_call::{Peer, RequestOptions};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
@@ -89,7 +89,7 @@ pub(crate) fn spawn(
             permit.forget();
             let next = tokio::select! {
                 _ = cancel.cancelled() => return,
-                next = items.next() => next,
+                next = items.next_raw() => next,
             };
             // Take whatever else is ready now and the credit allows: one crossing for all of it.
             let mut batch = String::from("[");
@@ -100,7 +100,8 @@ pub(crate) fn spawn(
                         if batch.len() > 1 {
                             batch.push(',');
                         }
-                        batch.push_str(&v.to_string());
+                        // The item's JSON text as it arrived: JavaScript parses the batch once.
+                        batch.push_str(&v.json());
                     }
                     end => {
                         if batch.len() > 1 {
@@ -117,7 +118,7 @@ pub(crate) fn spawn(
                 let Ok(permit) = credit.try_acquire() else {
                     break;
                 };
-                match items.next().now_or_never() {
+                match items.next_raw().now_or_never() {
                     Some(item) => {
                         permit.forget();
                         last = item;

@@ -102,6 +102,39 @@ async fn calls_subscriptions_and_callbacks_work_over_quic_and_tcp() {
 }
 
 #[tokio::test]
+async fn raw_subscription_items_arrive_intact_over_quic_and_tcp() {
+    let alice = SecretKey::generate();
+    let mut node = node(&alice).await;
+    let items =
+        json!(["é 🦀", "\" \\ \n \u{0}", {"k": [1.5, null, true]}, 18446744073709551615u64]);
+    for kind in [TransportKind::Quic, TransportKind::Tcp] {
+        let peer = connect(&node, alice.clone(), kind).await;
+        let mut sub = peer
+            .subscribe("test/items", json!({ "items": items }))
+            .await
+            .unwrap();
+        for want in items.as_array().unwrap() {
+            let got = sub.next_raw().await.unwrap().unwrap();
+            assert_eq!(
+                &got.deserialize::<serde_json::Value>().unwrap(),
+                want,
+                "{kind:?}"
+            );
+        }
+        assert!(sub.next_raw().await.is_none(), "{kind:?}");
+        // Cancelling mid-stream still reaches the handler.
+        let mut held = peer
+            .subscribe("test/items", json!({ "items": [1], "hold": true }))
+            .await
+            .unwrap();
+        assert_eq!(held.next_raw().await.unwrap().unwrap().json(), "1");
+        drop(held);
+        assert_eq!(node.dropped.recv().await, Some("items"), "{kind:?}");
+        peer.close();
+    }
+}
+
+#[tokio::test]
 async fn unknown_key_has_no_identity() {
     let node = node(&SecretKey::generate()).await;
     let peer = connect(&node, SecretKey::generate(), TransportKind::Quic).await;

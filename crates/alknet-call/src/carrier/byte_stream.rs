@@ -80,19 +80,27 @@ impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
         &mut self.io
     }
 
+    /// The next frame's body if it is already buffered, without reading; `Ok(None)` when more
+    /// bytes are needed.
+    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, ReceiveError> {
+        match self.decoder.next_frame() {
+            Ok(Some(frame)) => {
+                if let Some(guard) = &mut self.guard {
+                    guard.held = None;
+                    guard.began = None;
+                }
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(ReceiveError::Violation(e.to_string())),
+        }
+    }
+
     /// The next frame's body; `Ok(None)` at the end of the stream.
     pub async fn next_frame(&mut self) -> Result<Option<Bytes>, ReceiveError> {
         loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Some(guard) = &mut self.guard {
-                        guard.held = None;
-                        guard.began = None;
-                    }
-                    return Ok(Some(frame));
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ReceiveError::Violation(e.to_string())),
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
             }
             let deadline = match &mut self.guard {
                 Some(guard) => guard.admit(&self.decoder).await?,

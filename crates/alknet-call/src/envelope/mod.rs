@@ -29,7 +29,7 @@ use crate::framing::{FrameError, MAX_FRAME_LIMIT};
 
 mod reply;
 
-pub use reply::{decode_reply, Reply};
+pub use reply::{decode_reply, decode_reply_raw, RawOutput, Reply};
 
 /// The longest request id the protocol allows, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -297,22 +297,85 @@ pub fn encode_responded_frame(id: &str, output: &Value, out: &mut BytesMut) {
     encode_frame_of(&EventType::Responded, id, &RespondedPayload { output }, out);
 }
 
-/// What follows the shared output of a frame begun by [`responded_head`].
+/// How a [`RespondedHead`] begins, up to the JSON string of the id.
+pub(crate) const RESPONDED_START: &[u8] = br#"{"type":"call.responded","id":"#;
+/// What a [`RespondedHead`] has between the id and the output.
+pub(crate) const RESPONDED_OUTPUT: &[u8] = br#","payload":{"output":"#;
+/// What follows the output of a frame begun by a [`RespondedHead`].
 pub(crate) const RESPONDED_TAIL: &[u8] = b"}}";
 
-/// The length prefix and head of a `call.responded` frame for `id` whose output is `body_len`
-/// bytes of JSON encoded elsewhere (a pub/sub item shared by many subscribers): the frame is the
-/// head, the body, then [`RESPONDED_TAIL`]. `None` if the frame would exceed [`MAX_FRAME_LIMIT`].
-pub(crate) fn responded_head(id: &str, body_len: usize) -> Option<Bytes> {
-    let mut head = BytesMut::with_capacity(64 + id.len());
-    head.put_u32(0);
-    head.extend_from_slice(br#"{"type":"call.responded","id":"#);
-    serde_json::to_writer((&mut head).writer(), id).ok()?;
-    head.extend_from_slice(br#","payload":{"output":"#);
-    let len = head.len() - 4 + body_len + RESPONDED_TAIL.len();
-    let len32 = u32::try_from(len).ok().filter(|_| len <= MAX_FRAME_LIMIT)?;
-    head[..4].copy_from_slice(&len32.to_be_bytes());
-    Some(head.freeze())
+/// The start of every `call.responded` envelope for one request id (`{"type":"call.responded",
+/// "id":…,"payload":{"output":`), encoded once per subscription: each item's frame is then the
+/// length prefix, this head, the output and [`RESPONDED_TAIL`], so the id is escaped once, not
+/// once per item.
+pub(crate) struct RespondedHead(Box<[u8]>);
+
+impl RespondedHead {
+    /// The head for request `id`.
+    pub(crate) fn new(id: &str) -> Self {
+        let mut head = Vec::with_capacity(48 + id.len());
+        head.extend_from_slice(RESPONDED_START);
+        // Cannot fail: a string into a `Vec`.
+        let _ = serde_json::to_writer(&mut head, id);
+        head.extend_from_slice(RESPONDED_OUTPUT);
+        Self(head.into_boxed_slice())
+    }
+
+    /// The length prefix of a frame whose output is `body_len` bytes; `None` if the frame would
+    /// exceed [`MAX_FRAME_LIMIT`].
+    fn prefix(&self, body_len: usize) -> Option<[u8; 4]> {
+        let len = self.0.len() + body_len + RESPONDED_TAIL.len();
+        let len32 = u32::try_from(len).ok().filter(|_| len <= MAX_FRAME_LIMIT)?;
+        Some(len32.to_be_bytes())
+    }
+
+    /// Appends a `call.responded` frame carrying `output` to `out`, serializing it straight into
+    /// the buffer. As with [`encode_responded_frame`], an output that cannot be sent (too large
+    /// for a frame) becomes `call.error` `INTERNAL` for `id`, the id this head was made for.
+    pub(crate) fn encode(&self, id: &str, output: &Value, out: &mut BytesMut) {
+        let start = out.len();
+        out.reserve(4 + self.0.len() + FRAME_CAPACITY);
+        out.put_u32(0);
+        out.extend_from_slice(&self.0);
+        let written = serde_json::to_writer((&mut *out).writer(), output);
+        let body_len = out.len() - start - 4 - self.0.len();
+        match self.prefix(body_len).filter(|_| written.is_ok()) {
+            Some(prefix) => {
+                out.extend_from_slice(RESPONDED_TAIL);
+                out[start..start + 4].copy_from_slice(&prefix);
+            }
+            None => {
+                out.truncate(start);
+                encode_responded_frame(id, output, out);
+            }
+        }
+    }
+
+    /// Appends a `call.responded` frame around `body`, an output encoded elsewhere (a pub/sub
+    /// item shared by many subscribers); `false` (and nothing appended) if the frame would
+    /// exceed [`MAX_FRAME_LIMIT`].
+    pub(crate) fn encode_around(&self, body: &[u8], out: &mut BytesMut) -> bool {
+        let Some(prefix) = self.prefix(body.len()) else {
+            return false;
+        };
+        out.reserve(4 + self.0.len() + body.len() + RESPONDED_TAIL.len());
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&self.0);
+        out.extend_from_slice(body);
+        out.extend_from_slice(RESPONDED_TAIL);
+        true
+    }
+
+    /// The length prefix and head of a frame around `body_len` bytes of output that is written
+    /// from a buffer of its own; the frame is the head, the body, then [`RESPONDED_TAIL`].
+    /// `None` if the frame would exceed [`MAX_FRAME_LIMIT`].
+    pub(crate) fn framed(&self, body_len: usize) -> Option<Bytes> {
+        let prefix = self.prefix(body_len)?;
+        let mut head = BytesMut::with_capacity(4 + self.0.len());
+        head.extend_from_slice(&prefix);
+        head.extend_from_slice(&self.0);
+        Some(head.freeze())
+    }
 }
 
 /// Initial size of an encoded frame: most answers fit without regrowing.
@@ -663,18 +726,45 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_body_between_head_and_tail_is_the_same_frame() {
-        for id in ["1", "a\"b\\c", "é"] {
-            let output = json!({"topic": "t/x", "data": [1, "two", {"3": null}]});
-            let body = serde_json::to_vec(&output).unwrap();
-            let mut joined = responded_head(id, body.len()).unwrap().to_vec();
-            joined.extend_from_slice(&body);
-            joined.extend_from_slice(RESPONDED_TAIL);
+    fn frames_from_a_responded_head_are_the_frames_encode_responded_frame_writes() {
+        for id in ["1", "a\"b\\c", "é", "\u{1}"] {
+            let head = RespondedHead::new(id);
+            let output = json!({"topic": "t/x", "data": [1, "two", {"3": null, "é\n": "\"\u{7}"}]});
             let mut want = BytesMut::new();
             encode_responded_frame(id, &output, &mut want);
+
+            let mut encoded = BytesMut::from(&b"before"[..]);
+            head.encode(id, &output, &mut encoded);
+            assert_eq!(&encoded[..6], b"before");
+            assert_eq!(&encoded[6..], &want[..]);
+
+            let body = serde_json::to_vec(&output).unwrap();
+            let mut around = BytesMut::new();
+            assert!(head.encode_around(&body, &mut around));
+            assert_eq!(around, want);
+
+            let mut joined = head.framed(body.len()).unwrap().to_vec();
+            joined.extend_from_slice(&body);
+            joined.extend_from_slice(RESPONDED_TAIL);
             assert_eq!(joined, want.to_vec());
         }
-        assert!(responded_head("1", MAX_FRAME_LIMIT).is_none());
+    }
+
+    #[test]
+    fn a_responded_head_refuses_frames_above_the_limit() {
+        let head = RespondedHead::new("1");
+        assert!(head.framed(MAX_FRAME_LIMIT).is_none());
+        let mut out = BytesMut::new();
+        assert!(!head.encode_around(&vec![b'1'; MAX_FRAME_LIMIT], &mut out));
+        assert!(out.is_empty());
+        let output = Value::String("x".repeat(MAX_FRAME_LIMIT));
+        head.encode("1", &output, &mut out);
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        decoder.push(&out);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let envelope = decode_envelope(&frame).unwrap();
+        assert_eq!(envelope.kind, EventType::Error);
+        assert_eq!(envelope.payload["code"], "INTERNAL");
     }
 
     #[test]

@@ -11,18 +11,25 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use bytes::Bytes;
+use serde::de::{
+    self, Deserialize, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor,
+};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{check_id_len, error_from_payload, EventType, ProtocolViolation};
+use super::{
+    check_id_len, error_from_payload, EventType, ProtocolViolation, RESPONDED_OUTPUT,
+    RESPONDED_START, RESPONDED_TAIL,
+};
 use crate::error::CallError;
 
-/// An answer to one of our requests.
+/// An answer to one of our requests; its output is a `Value`, or a [`RawOutput`] where the
+/// caller reads the JSON text itself.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Reply {
+pub enum Reply<O = Value> {
     /// `call.responded`: one output (`null` when the payload has none).
-    Output(Value),
+    Output(O),
     /// `call.completed`: a subscription ended normally.
     Completed,
     /// `call.error`: the request failed.
@@ -47,10 +54,131 @@ impl Reply {
             EventType::Requested | EventType::Unknown(_) => return None,
         })
     }
+}
 
+impl<O> Reply<O> {
     /// Whether no more answers follow for the request.
     pub fn is_terminal(&self) -> bool {
         !matches!(self, Reply::Output(_))
+    }
+
+    /// The same reply with its output converted by `f`.
+    pub fn map_output<P>(self, f: impl FnOnce(O) -> P) -> Reply<P> {
+        match self {
+            Reply::Output(output) => Reply::Output(f(output)),
+            Reply::Completed => Reply::Completed,
+            Reply::Error(e) => Reply::Error(e),
+            Reply::Aborted => Reply::Aborted,
+        }
+    }
+}
+
+/// One output as the JSON text it arrived as (a slice of the received frame, not copied), so a
+/// consumer deserializes it into its own type, or hands the text on, without building a
+/// `serde_json::Value` first. An output that arrived already decoded (answers routed on a
+/// single-stream connection) is kept as that `Value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawOutput(RawRepr);
+
+#[derive(Clone, Debug, PartialEq)]
+enum RawRepr {
+    /// Syntactically valid JSON in UTF-8 (checked when the frame was decoded).
+    Json(Bytes),
+    Value(Value),
+}
+
+impl RawOutput {
+    /// The output's JSON text, as received (`null` for a payload without `output`).
+    pub fn json(&self) -> Cow<'_, str> {
+        match &self.0 {
+            // Valid UTF-8 (checked when the frame was decoded), so this borrows.
+            RawRepr::Json(bytes) => String::from_utf8_lossy(bytes),
+            RawRepr::Value(value) => Cow::Owned(value.to_string()),
+        }
+    }
+
+    /// Deserializes the output into `T`. Fails where the JSON does not fit `T`, and where it is
+    /// JSON that `serde_json` refuses (a number out of range, nesting beyond its limit).
+    pub fn deserialize<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        match &self.0 {
+            RawRepr::Json(bytes) => serde_json::from_slice(bytes),
+            RawRepr::Value(value) => T::deserialize(value),
+        }
+    }
+
+    /// The output as a `Value` (see [`deserialize`](Self::deserialize) for when that fails).
+    pub fn into_value(self) -> serde_json::Result<Value> {
+        match self.0 {
+            RawRepr::Json(bytes) => serde_json::from_slice(&bytes),
+            RawRepr::Value(value) => Ok(value),
+        }
+    }
+}
+
+impl From<Value> for RawOutput {
+    fn from(value: Value) -> Self {
+        RawOutput(RawRepr::Value(value))
+    }
+}
+
+/// Decodes one frame like [`decode_reply`], but keeps a `call.responded` output as the JSON text
+/// it arrived as: the fast path of a subscription's items, one pass over the frame that builds
+/// nothing. Every other frame is decoded by [`decode_reply`].
+///
+/// Accepts what `decode_reply` accepts; of a `call.responded` for `id` it checks only the JSON
+/// syntax (and UTF-8) of the payload's fields, so a number out of range or nesting beyond
+/// `serde_json`'s limit in the output fails when the output is deserialized, not here.
+pub fn decode_reply_raw(
+    frame: &Bytes,
+    id: &str,
+) -> Result<Option<Reply<RawOutput>>, ProtocolViolation> {
+    if let Some(output) = output_as_encoded(frame, id) {
+        return Ok(Some(Reply::Output(RawOutput(RawRepr::Json(slice_of(
+            frame, output,
+        ))))));
+    }
+    if let Ok(head) = serde_json::from_slice::<RawHead<'_>>(frame) {
+        if let (Some(kind), Some(wire_id), Some(payload)) = (head.kind, head.id, head.payload) {
+            if kind.0 == EventType::Responded.as_str() && wire_id.0 == id {
+                let output = match payload.output {
+                    Some(output) => RawRepr::Json(slice_of(frame, output.get().as_bytes())),
+                    None => RawRepr::Value(Value::Null),
+                };
+                return Ok(Some(Reply::Output(RawOutput(output))));
+            }
+        }
+    }
+    // Not an output for `id`, or not valid: decoded (and its violations named) as usual.
+    Ok(decode_reply(frame, id)?.map(|reply| reply.map_output(RawOutput::from)))
+}
+
+/// The output of a `call.responded` frame for `id` laid out byte for byte as a [`RespondedHead`]
+/// writes it (what this crate's callee sends), found without parsing the envelope; `None` for
+/// any other layout, which the general decoder then reads. Such a frame is a valid envelope
+/// exactly when what lies between the head and the tail is one JSON value, which is checked.
+fn output_as_encoded<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
+    // An id that JSON escapes is not compared byte for byte.
+    if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let output = frame
+        .strip_prefix(RESPONDED_START)?
+        .strip_prefix(b"\"")?
+        .strip_prefix(id.as_bytes())?
+        .strip_prefix(b"\"")?
+        .strip_prefix(RESPONDED_OUTPUT)?
+        .strip_suffix(RESPONDED_TAIL)?;
+    // Checks the syntax and the UTF-8 of the output, and that nothing follows it.
+    serde_json::from_slice::<&RawValue>(output).ok()?;
+    Some(output)
+}
+
+/// `part` (borrowed from `frame`) as a slice of the same buffer.
+fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
+    let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= frame.len() => frame.slice(start..end),
+        _ => Bytes::copy_from_slice(part),
     }
 }
 
@@ -157,6 +285,50 @@ struct Head<'a> {
     payload: Option<&'a RawValue>,
 }
 
+/// The envelope's fields with the payload read by [`OutputOf`]: one pass, nothing built.
+#[derive(serde::Deserialize)]
+struct RawHead<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<CowStr<'a>>,
+    #[serde(borrow, default)]
+    id: Option<CowStr<'a>>,
+    #[serde(borrow, default)]
+    payload: Option<OutputOf<'a>>,
+}
+
+/// A payload object's `output` field as raw JSON; the other fields are checked for syntax and
+/// skipped. Anything but an object, or a repeated `output`, is an error (as with [`Responded`]).
+struct OutputOf<'a> {
+    output: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OutputOf<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = OutputOf<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut output = None;
+                while let Some(key) = map.next_key::<CowStr<'de>>()? {
+                    if key.0 == "output" {
+                        if output.is_some() {
+                            return Err(de::Error::duplicate_field("output"));
+                        }
+                        output = Some(map.next_value::<&'de RawValue>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(OutputOf { output })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// A `call.responded` payload: its `output` (`null` when absent); other fields skipped.
 #[derive(serde::Deserialize)]
 struct Responded {
@@ -256,6 +428,83 @@ mod tests {
     #[test]
     fn a_malformed_payload_of_another_id_is_still_a_violation() {
         assert!(reply(r#"{"type":"call.responded","id":"2","payload":{"x":1e999}}"#).is_err());
+    }
+
+    fn raw(json: &str) -> Result<Option<Reply<RawOutput>>, ProtocolViolation> {
+        decode_reply_raw(&Bytes::copy_from_slice(json.as_bytes()), "1")
+    }
+
+    #[test]
+    fn a_raw_output_is_the_output_text_as_it_arrived() {
+        let frame = r#"{"type":"call.responded","id":"1","payload":{"before":[{}],"output": [1, "\u00e9\n", {"a":null}] ,"after":2}}"#;
+        let Ok(Some(Reply::Output(output))) = raw(frame) else {
+            panic!("not an output")
+        };
+        assert_eq!(output.json(), r#"[1, "\u00e9\n", {"a":null}]"#);
+        assert_eq!(
+            output.deserialize::<Value>().unwrap(),
+            json!([1, "é\n", {"a": null}])
+        );
+        assert_eq!(output.into_value().unwrap(), json!([1, "é\n", {"a": null}]));
+    }
+
+    #[test]
+    fn a_raw_output_that_is_absent_is_null() {
+        let frame = r#"{"payload":{"extra":1},"id":"1","type":"call.responded"}"#;
+        let Ok(Some(Reply::Output(output))) = raw(frame) else {
+            panic!("not an output")
+        };
+        assert_eq!(output.json(), "null");
+    }
+
+    #[test]
+    fn the_raw_decoder_accepts_and_rejects_what_decode_reply_does() {
+        let frames = [
+            r#"{"type":"call.responded","id":"1","payload":{"output":[1,"x"]}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"extra":1}}"#,
+            r#"{"type":"call.responded","id":"\u0031","payload":{"outp\u0075t":"é"}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1,"output":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":{"a":["é"]}}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1},"x":{"y":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1,"output":2}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1 2}}"#,
+            r#"{"type":"call.responded","id":"2","payload":{"output":1}}"#,
+            r#"{"type":"call.error","id":"1","payload":{"code":"TIMEOUT","message":"late"}}"#,
+            r#"{"type":"call.completed","id":"1","payload":{}}"#,
+            r#"{"type":"call.aborted","id":"1","payload":{}}"#,
+            r#"{"type":"call.requested","id":"1","payload":{}}"#,
+            r#"{"type":"call.progress","id":"1","payload":{}}"#,
+            r#"{"id":"1","payload":{}}"#,
+            r#"{"type":"call.responded","payload":{"output":1}}"#,
+            r#"{"type":"call.responded","id":"1"}"#,
+            r#"{"type":1,"id":"1","payload":{}}"#,
+            r#"{"type":"call.responded","id":1,"payload":{"output":1}}"#,
+            r#"{"type":"call.responded","id":"1","payload":null}"#,
+            r#"{"type":"call.responded","id":"1","payload":[1]}"#,
+            r#"{"type":"call.responded","id":"1","payload":"{}"}"#,
+            r#"{"type":"call.responded","id":"","payload":{}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":[1}}"#,
+            r#"{"type":"call.responded","id":"1","payload":{"output":1}} x"#,
+            r#"[1]"#,
+        ];
+        for frame in frames {
+            let by_value = reply(frame);
+            let by_raw = raw(frame).map(|r| r.map(|r| r.map_output(|o| o.into_value().unwrap())));
+            assert_eq!(by_raw.is_ok(), by_value.is_ok(), "{frame}");
+            if let Ok(by_value) = by_value {
+                assert_eq!(by_raw.unwrap(), by_value, "{frame}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_raw_output_is_a_violation() {
+        let mut frame = br#"{"type":"call.responded","id":"1","payload":{"output":"x"}}"#.to_vec();
+        let at = frame.iter().position(|&b| b == b'x').unwrap();
+        frame[at] = 0xff;
+        assert!(decode_reply_raw(&Bytes::from(frame), "1").is_err());
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::carrier::byte_stream::FrameReader;
 use crate::carrier::writer::Writer;
 use crate::carrier::{ReceiveError, STOP_CANCELLED};
 use crate::envelope::{
-    decode_reply, frame_of, try_encode_frame_of, CallRequest, EventType, Reply, FRAME_CAPACITY,
+    decode_reply, decode_reply_raw, frame_of, try_encode_frame_of, CallRequest, EventType,
+    ProtocolViolation, RawOutput, Reply, FRAME_CAPACITY,
 };
 use crate::error::{CallError, ErrorCode};
 
@@ -144,16 +145,16 @@ impl Exchange {
         Ok(Route::Shared { replies, writer })
     }
 
-    async fn read_reply(&mut self) -> Reply {
+    async fn read_reply<O: Output>(&mut self) -> Reply<O> {
         match &mut self.route {
             Route::Shared { replies, .. } => match replies.recv().await {
-                Some(reply) => reply,
+                Some(reply) => reply.map_output(O::from_value),
                 None => Reply::Error(unavailable("closed")),
             },
             Route::Own(None) => Reply::Error(unavailable("stream closed")),
             Route::Own(Some(reader)) => loop {
                 match reader.next_frame().await {
-                    Ok(Some(frame)) => match decode_reply(&frame, &self.id) {
+                    Ok(Some(frame)) => match O::decode(&frame, &self.id) {
                         Ok(Some(reply)) => return reply,
                         Ok(None) => continue,
                         Err(v) => {
@@ -178,6 +179,11 @@ impl Exchange {
 
     /// The next reply; terminal replies finish the exchange.
     pub(crate) async fn next(&mut self) -> Reply {
+        self.next_as().await
+    }
+
+    /// The next reply, its output read as `O`; terminal replies finish the exchange.
+    pub(crate) async fn next_as<O: Output>(&mut self) -> Reply<O> {
         let deadline = self.deadline;
         let cancel = self.cancel.clone();
         let reply = tokio::select! {
@@ -196,6 +202,36 @@ impl Exchange {
             self.finish();
         }
         reply
+    }
+
+    /// The next reply if a whole frame of it is already buffered on our own stream: no waiting,
+    /// no I/O (a subscription's items mostly arrive many to a read). `None` when the next reply
+    /// needs [`next_as`](Self::next_as): nothing buffered, a shared stream, or the request is
+    /// cancelled or past its deadline (which `next_as` then answers).
+    pub(crate) fn buffered<O: Output>(&mut self) -> Option<Reply<O>> {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+            || self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            return None;
+        }
+        let Route::Own(Some(reader)) = &mut self.route else {
+            return None;
+        };
+        let reply = loop {
+            // A violation stays buffered: `next_as` reports it.
+            let frame = reader.buffered_frame().ok()??;
+            match O::decode(&frame, &self.id) {
+                Ok(Some(reply)) => break reply,
+                Ok(None) => continue,
+                Err(v) => {
+                    break Reply::Error(unavailable(&format!("peer sent an invalid frame: {v}")))
+                }
+            }
+        };
+        if reply.is_terminal() {
+            self.finish();
+        }
+        Some(reply)
     }
 
     /// Ends the exchange after its last answer.
@@ -226,6 +262,32 @@ impl Exchange {
                 self.link.forget(&self.id);
             }
         }
+    }
+}
+
+/// How an exchange reads outputs: built as a `Value`, or kept as the JSON text ([`RawOutput`]).
+pub(crate) trait Output: Sized {
+    /// Decodes a frame of our own stream (see [`decode_reply`]).
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation>;
+    /// An output the dispatcher of a shared stream already decoded.
+    fn from_value(value: Value) -> Self;
+}
+
+impl Output for Value {
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply>, ProtocolViolation> {
+        decode_reply(frame, id)
+    }
+    fn from_value(value: Value) -> Self {
+        value
+    }
+}
+
+impl Output for RawOutput {
+    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation> {
+        decode_reply_raw(frame, id)
+    }
+    fn from_value(value: Value) -> Self {
+        RawOutput::from(value)
     }
 }
 

@@ -19,8 +19,8 @@ use crate::carrier::writer::SharedFrame;
 use crate::carrier::writer::Writer;
 use crate::context::{CallContext, LiveIdentity};
 use crate::envelope::{
-    encode_frame_of, encode_responded_frame, frame_of, responded_head, CallRequest, EventType,
-    FRAME_CAPACITY, RESPONDED_TAIL,
+    encode_frame_of, encode_responded_frame, frame_of, CallRequest, EventType, RespondedHead,
+    FRAME_CAPACITY,
 };
 use crate::error::{CallError, ErrorCode};
 use crate::peer::Peer;
@@ -181,6 +181,7 @@ async fn stream<D: std::future::Future<Output = CallError>>(
 ) {
     let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
     let mut held = Vec::new();
+    let head = RespondedHead::new(id);
     loop {
         let first = tokio::select! {
             biased;
@@ -199,35 +200,35 @@ async fn stream<D: std::future::Future<Output = CallError>>(
             let mut large = None;
             match item {
                 Some(Ok(Item::Value(output))) => match op.vet_output(&output, validate) {
-                    Ok(()) => encode_responded_frame(id, &output, &mut batch),
+                    Ok(()) => head.encode(id, &output, &mut batch),
                     Err(e) => {
                         encode_frame_of(&EventType::Error, id, &e, &mut batch);
                         ended = true;
                     }
                 },
-                Some(Ok(Item::Shared(queued))) => match responded_head(id, queued.json.len()) {
-                    Some(head) if queued.json.len() >= SHARE_ABOVE => {
-                        large = Some(SharedFrame {
-                            head,
-                            body: queued.json,
-                            held: queued.charge,
-                        });
+                Some(Ok(Item::Shared(queued))) if queued.json.len() >= SHARE_ABOVE => {
+                    match head.framed(queued.json.len()) {
+                        Some(head) => {
+                            large = Some(SharedFrame {
+                                head,
+                                body: queued.json,
+                                held: queued.charge,
+                            })
+                        }
+                        None => {
+                            too_large(id, &mut batch);
+                            ended = true;
+                        }
                     }
-                    Some(head) => {
-                        batch.extend_from_slice(&head);
-                        batch.extend_from_slice(&queued.json);
-                        batch.extend_from_slice(RESPONDED_TAIL);
+                }
+                Some(Ok(Item::Shared(queued))) => {
+                    if head.encode_around(&queued.json, &mut batch) {
                         held.push(queued.charge);
-                    }
-                    None => {
-                        let e = CallError::new(
-                            ErrorCode::Internal,
-                            "the response exceeds the maximum frame size",
-                        );
-                        encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                    } else {
+                        too_large(id, &mut batch);
                         ended = true;
                     }
-                },
+                }
                 Some(Err(e)) => {
                     encode_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
                     ended = true;
@@ -266,6 +267,15 @@ async fn stream<D: std::future::Future<Output = CallError>>(
             return;
         }
     }
+}
+
+/// Appends the `call.error` that ends a subscription whose item is too large for a frame.
+fn too_large(id: &str, batch: &mut BytesMut) {
+    let e = CallError::new(
+        ErrorCode::Internal,
+        "the response exceeds the maximum frame size",
+    );
+    encode_frame_of(&EventType::Error, id, &e, batch);
 }
 
 /// Queues frames unless the request is cancelled first; `false` when nothing more can be sent.

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use alknet_call::access::Access;
 use alknet_call::{
-    CallError, CallOptions, CallService, Handler, OperationRegistry, OperationSpec, OperationType,
-    Peer,
+    CallError, CallOptions, CallService, ErrorCode, Handler, OperationRegistry, OperationSpec,
+    OperationType, Peer,
 };
 use alknet_core::config::{AuthConfig, PeerEntry};
 use alknet_core::fingerprint::token_hash;
 use alknet_core::{ConfigStore, Connection};
 use bytes::BytesMut;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
@@ -130,6 +131,29 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
             })
         },
     )
+    .unwrap();
+    let p = probe.clone();
+    r.subscription("test/items", any(), any(), move |_, input| {
+        // Yields the input's `items`, then fails with `UNAVAILABLE` if `fail` is set, waits
+        // forever if `hold` is set, or completes.
+        let items: Vec<Value> = input["items"].as_array().cloned().unwrap_or_default();
+        let fail = input["fail"].as_bool().unwrap_or(false);
+        let hold = input["hold"].as_bool().unwrap_or(false);
+        // Reports "items" when a held subscription's handler is dropped (cancelled).
+        let guard = hold.then(|| OnDrop(p.dropped.clone(), "items"));
+        let end = futures::stream::once(async move {
+            let _guard = guard;
+            if hold {
+                std::future::pending::<()>().await;
+            }
+            Err(CallError::new(
+                ErrorCode::Unavailable,
+                "the source went away",
+            ))
+        })
+        .filter(move |_| std::future::ready(fail || hold));
+        futures::stream::iter(items.into_iter().map(Ok)).chain(end)
+    })
     .unwrap();
     r.register(
         OperationSpec::new("test/fail", OperationType::Query, any(), any())
