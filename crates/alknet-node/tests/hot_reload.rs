@@ -201,9 +201,20 @@ async fn no_request_sees_a_half_applied_reload_under_load() {
                 .unwrap(),
         );
     }
-    while node.publish("t/s", &json!(-1)).unwrap() < SUBSCRIBERS {
-        tokio::task::yield_now().await;
-    }
+    // Wait for the node to hold all of them. (Publishing until all count the message would fill
+    // the queues of the first ones before the last registers: a full queue does not count.)
+    let broker = node.call_service().unwrap().broker().clone();
+    let registered = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while broker.len() < SUBSCRIBERS {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        registered.is_ok(),
+        "{} of {SUBSCRIBERS} subscriptions registered",
+        broker.len()
+    );
     // A marker: what each subscription reads after it is what is published next.
     assert_eq!(node.publish("t/s", &json!(-2)).unwrap(), SUBSCRIBERS);
     for sub in &mut subs {
