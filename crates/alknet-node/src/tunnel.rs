@@ -60,12 +60,13 @@ pub fn native_tunnel(key: SecretKey, target: DialTarget) -> Arc<TunnelClient> {
 }
 
 /// One dialer for every (re)dial of a tunnel: made on first use (a dialer needs the runtime),
-/// closed when the tunnel and every connection dialed through it are gone.
+/// made anew after a failed dial (its socket or iroh endpoint may be what failed), closed when
+/// the tunnel and every connection dialed through it are gone.
 #[derive(Clone)]
 struct SharedDialer {
     key: SecretKey,
     target: DialTarget,
-    client: Arc<tokio::sync::OnceCell<Arc<ClosesOnDrop>>>,
+    client: Arc<std::sync::Mutex<Option<Arc<ClosesOnDrop>>>>,
 }
 
 impl SharedDialer {
@@ -82,18 +83,29 @@ impl SharedDialer {
         let refused = |e: crate::ConnectError| {
             io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string())
         };
-        let client = self
-            .client
-            .get_or_try_init(|| async {
-                dialer(self.key.clone(), &self.target).map(|c| Arc::new(ClosesOnDrop(c)))
-            })
-            .await
-            .map_err(refused)?
-            .clone();
-        let (conn, _) = dial_with(&client.0, self.target.clone(), alpn)
-            .await
-            .map_err(refused)?;
-        Ok((client, conn))
+        let client = {
+            let mut shared = self.client.lock().unwrap_or_else(|e| e.into_inner());
+            match shared.as_ref() {
+                Some(client) => client.clone(),
+                None => {
+                    let client = dialer(self.key.clone(), &self.target)
+                        .map(|c| Arc::new(ClosesOnDrop(c)))
+                        .map_err(refused)?;
+                    *shared = Some(client.clone());
+                    client
+                }
+            }
+        };
+        match dial_with(&client.0, self.target.clone(), alpn).await {
+            Ok((conn, _)) => Ok((client, conn)),
+            Err(e) => {
+                let mut shared = self.client.lock().unwrap_or_else(|e| e.into_inner());
+                if shared.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                    *shared = None;
+                }
+                Err(refused(e))
+            }
+        }
     }
 }
 

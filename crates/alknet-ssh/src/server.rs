@@ -719,6 +719,7 @@ impl russh::server::Handler for SessionHandler {
             let mut watching = true;
             loop {
                 let accepted = tokio::select! {
+                    biased;
                     () = stop.cancelled() => return,
                     changed = changes.changed(), if watching => {
                         watching = changed.is_ok();
@@ -731,6 +732,11 @@ impl russh::server::Handler for SessionHandler {
                     accepted = listener.accept() => accepted,
                 };
                 if let Ok((socket, from)) = accepted {
+                    // A reload the watch has not reported yet still counts.
+                    if !ctx.may_listen(credential.as_ref(), bind) {
+                        log_channel(&ctx.peer, &ctx.identity, kind, "closed");
+                        return;
+                    }
                     ctx.forward(socket, from, stop.clone());
                 }
             }

@@ -223,7 +223,15 @@ pub struct TunnelClient {
     /// Whether the last dial landed on a single-stream carrier (TCP+TLS): then every forwarded
     /// connection dials its own, without waiting for the others' dials.
     single: AtomicBool,
+    /// Bounds the dials of single-stream connections in flight at once
+    /// ([`SINGLE_DIALS`]), so a burst of forwarded connections (a browser opening dozens) stays
+    /// within the node's handshakes per address.
+    dials: tokio::sync::Semaphore,
 }
+
+/// Dials of single-stream (TCP+TLS) tunnel connections one client runs at once: half the node's
+/// default `limits.handshakes_per_ip` (32).
+const SINGLE_DIALS: usize = 16;
 
 impl TunnelClient {
     /// A client that reaches the node through `dial`; nothing is dialed until first use.
@@ -236,6 +244,7 @@ impl TunnelClient {
             dial: Box::new(move || Box::pin(dial())),
             current: tokio::sync::Mutex::new(None),
             single: AtomicBool::new(false),
+            dials: tokio::sync::Semaphore::new(SINGLE_DIALS),
         })
     }
 
@@ -247,7 +256,11 @@ impl TunnelClient {
 
     async fn stream(&self) -> Result<BoxedStream, ClientError> {
         if self.single.load(Ordering::Relaxed) {
-            let dialed = self.dial().await?;
+            let dialed = {
+                // Never closed, so acquiring cannot fail.
+                let _permit = self.dials.acquire().await.ok();
+                self.dial().await?
+            };
             if dialed.conn.is_single_stream() {
                 return self.only_stream(dialed).await;
             }

@@ -331,8 +331,9 @@ impl RespondedHead {
 
     /// Appends a `call.responded` frame carrying `output` to `out`, serializing it straight into
     /// the buffer. As with [`encode_responded_frame`], an output that cannot be sent (too large
-    /// for a frame) becomes `call.error` `INTERNAL` for `id`, the id this head was made for.
-    pub(crate) fn encode(&self, id: &str, output: &Value, out: &mut BytesMut) {
+    /// for a frame) becomes `call.error` `INTERNAL` for `id`, the id this head was made for:
+    /// then `false`, and the request has had its terminal answer.
+    pub(crate) fn encode(&self, id: &str, output: &Value, out: &mut BytesMut) -> bool {
         let start = out.len();
         out.reserve(4 + self.0.len() + FRAME_CAPACITY);
         out.put_u32(0);
@@ -343,10 +344,12 @@ impl RespondedHead {
             Some(prefix) => {
                 out.extend_from_slice(RESPONDED_TAIL);
                 out[start..start + 4].copy_from_slice(&prefix);
+                true
             }
             None => {
                 out.truncate(start);
                 encode_responded_frame(id, output, out);
+                false
             }
         }
     }

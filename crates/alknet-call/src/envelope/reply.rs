@@ -126,8 +126,10 @@ impl From<Value> for RawOutput {
 /// nothing. Every other frame is decoded by [`decode_reply`].
 ///
 /// Accepts what `decode_reply` accepts; of a `call.responded` for `id` it checks only the JSON
-/// syntax (and UTF-8) of the payload's fields, so a number out of range or nesting beyond
-/// `serde_json`'s limit in the output fails when the output is deserialized, not here.
+/// syntax (and UTF-8) of the payload's fields, so a number out of range (`1e999`), a lone
+/// surrogate escape (`"\ud800"`) or nesting beyond `serde_json`'s limit in the output fails when
+/// the output is deserialized (`into_value`, `deserialize`), not here. Consumers of the raw text
+/// see it as sent: JavaScript's `JSON.parse` (the napi binding) reads `1e999` as `Infinity`.
 pub fn decode_reply_raw(
     frame: &Bytes,
     id: &str,

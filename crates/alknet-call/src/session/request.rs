@@ -200,7 +200,8 @@ async fn stream<D: std::future::Future<Output = CallError>>(
             let mut large = None;
             match item {
                 Some(Ok(Item::Value(output))) => match op.vet_output(&output, validate) {
-                    Ok(()) => head.encode(id, &output, &mut batch),
+                    // An output too large for a frame was answered with `INTERNAL`: the end.
+                    Ok(()) => ended = !head.encode(id, &output, &mut batch),
                     Err(e) => {
                         encode_frame_of(&EventType::Error, id, &e, &mut batch);
                         ended = true;
