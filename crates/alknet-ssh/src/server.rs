@@ -723,20 +723,17 @@ impl russh::server::Handler for SessionHandler {
                     () = stop.cancelled() => return,
                     changed = changes.changed(), if watching => {
                         watching = changed.is_ok();
-                        if watching && !ctx.may_listen(credential.as_ref(), bind) {
-                            log_channel(&ctx.peer, &ctx.identity, kind, "closed");
-                            return;
-                        }
-                        continue;
+                        None
                     }
-                    accepted = listener.accept() => accepted,
+                    accepted = listener.accept() => Some(accepted),
                 };
-                if let Ok((socket, from)) = accepted {
-                    // A reload the watch has not reported yet still counts.
-                    if !ctx.may_listen(credential.as_ref(), bind) {
-                        log_channel(&ctx.peer, &ctx.identity, kind, "closed");
-                        return;
-                    }
+                // On every reload, and on every accepted connection (a reload the watch has not
+                // reported yet still counts).
+                if !ctx.may_listen(credential.as_ref(), bind) {
+                    log_channel(&ctx.peer, &ctx.identity, kind, "closed");
+                    return;
+                }
+                if let Some(Ok((socket, from))) = accepted {
                     ctx.forward(socket, from, stop.clone());
                 }
             }
