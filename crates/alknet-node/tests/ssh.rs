@@ -157,6 +157,17 @@ async fn socks5_over_quic_and_tcp_reaches_a_local_http_server_by_name_resolved_o
     t.node.shutdown().await;
 }
 
+/// Waits (at most 20 s) until nothing accepts on the loopback `port`.
+async fn stops_accepting(port: u16, what: &str) {
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{what}");
+}
+
 #[tokio::test]
 async fn local_and_remote_forwards_carry_http_both_ways() {
     let http = http_server("forward").await;
@@ -183,6 +194,18 @@ async fn local_and_remote_forwards_carry_http_both_ways() {
     let mut held = TcpStream::connect(("127.0.0.1", echo_port)).await.unwrap();
     echoes(&mut held).await;
 
+    // A cancelled -R stops listening; cancelling it again is refused.
+    let cancelled = tunnel.remote_forward("127.0.0.1", 0, http).await.unwrap();
+    tunnel
+        .cancel_remote_forward("127.0.0.1", cancelled)
+        .await
+        .unwrap();
+    stops_accepting(cancelled, "the cancelled -R listener still accepts").await;
+    assert!(matches!(
+        tunnel.cancel_remote_forward("127.0.0.1", cancelled).await,
+        Err(ClientError::Refused)
+    ));
+
     // A reload that takes away alice's -R (she may still connect out) closes the node's
     // listeners; the connection one forwarded before goes on, as -L channels do.
     let mut dynamic = t.node.dynamic();
@@ -192,18 +215,19 @@ async fn local_and_remote_forwards_carry_http_both_ways() {
     .unwrap();
     t.node.reload(dynamic).unwrap();
     for port in [port, echo_port] {
-        let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
-        assert!(
-            closed.is_ok(),
-            "the -R listener still accepts after the reload"
-        );
+        stops_accepting(port, "the -R listener still accepts after the reload").await;
     }
     echoes(&mut held).await;
+    let s = TcpStream::connect(local.local_addr()).await.unwrap();
+    assert_eq!(get(s).await, "hello forward");
+    // The closed listener's entry is gone: the node has no forward to cancel there.
+    assert!(matches!(
+        tunnel.cancel_remote_forward("127.0.0.1", port).await,
+        Err(ClientError::Refused)
+    ));
+    // A new session (after the old one ends) asks for the remaining -R again; the node refuses
+    // it now, and the session still carries -L.
+    tunnel.close().await;
     let s = TcpStream::connect(local.local_addr()).await.unwrap();
     assert_eq!(get(s).await, "hello forward");
     local.close().await;

@@ -41,6 +41,7 @@ use russh::{Channel, ChannelOpenFailure};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::keys::{fingerprint_of_ssh_key, private_key};
 
@@ -236,6 +237,19 @@ impl SshClient {
         Ok(bound as u16)
     }
 
+    /// Asks the node to stop the `-R` listener on `bind:port` (the port it bound) and the
+    /// connections it forwarded. [`ClientError::Refused`] when the node has no such listener (never
+    /// asked for, already cancelled, or closed by a reload that took the permission away).
+    pub async fn cancel_remote_forward(&self, bind: &str, port: u16) -> Result<(), ClientError> {
+        if let Ok(mut m) = self.remote.lock() {
+            m.remove(&(bind.to_owned(), u32::from(port)));
+        }
+        self.handle
+            .cancel_tcpip_forward(bind, u32::from(port))
+            .await
+            .map_err(ClientError::from_ssh)
+    }
+
     /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
@@ -345,7 +359,19 @@ impl Tunnel {
                     .map(|f| f.clone())
                     .unwrap_or_default();
                 for (bind, port, to) in forwards {
-                    session.remote_forward(&bind, port, to).await?;
+                    match session.remote_forward(&bind, port, to).await {
+                        Ok(_) => {}
+                        // The node no longer grants this one (its policy changed, or the port is
+                        // taken): it is dropped, and the session serves everything else.
+                        Err(ClientError::Refused) => {
+                            warn!(target: "alknet::ssh", "a remote forward was refused on reconnect and is dropped");
+                            self.forget_remote_forward(&bind, port);
+                        }
+                        Err(e) => {
+                            state.failures = state.failures.saturating_add(1);
+                            return Err(e);
+                        }
+                    }
                 }
                 state.failures = 0;
                 state.session = Some(session.clone());
@@ -376,6 +402,27 @@ impl Tunnel {
             f.push((bind.to_owned(), bound, to));
         }
         Ok(bound)
+    }
+
+    /// Stops the `-R` listener on `bind:port` (the port [`remote_forward`](Self::remote_forward)
+    /// returned): the node closes it and the connections it forwarded, and it is not asked for
+    /// again after a reconnect. [`ClientError::Refused`] when the node has no such listener.
+    pub async fn cancel_remote_forward(&self, bind: &str, port: u16) -> Result<(), ClientError> {
+        self.forget_remote_forward(bind, port);
+        let live = self.state.lock().await.session.clone();
+        match live {
+            Some(session) if !session.is_closed() => {
+                session.cancel_remote_forward(bind, port).await
+            }
+            // No session: the node has no listener of ours.
+            _ => Err(ClientError::Refused),
+        }
+    }
+
+    fn forget_remote_forward(&self, bind: &str, port: u16) {
+        if let Ok(mut f) = self.remote_forwards.lock() {
+            f.retain(|(b, p, _)| !(b == bind && *p == port));
+        }
     }
 
     /// Ends the current session (the next use dials again).

@@ -304,7 +304,7 @@ struct SessionHandler {
     credential: Option<Credential>,
     slots: Slots,
     /// `-R` listeners by (address, port) as the client named them.
-    forwards: HashMap<(String, u32), CancellationToken>,
+    forwards: ForwardTable,
     /// Cancelled when the session ends: stops its listeners and pipes.
     ended: CancellationToken,
 }
@@ -358,7 +358,7 @@ impl SessionHandler {
             identity: None,
             credential: None,
             slots: Slots::default(),
-            forwards: HashMap::new(),
+            forwards: ForwardTable::default(),
             ended: CancellationToken::new(),
         }
     }
@@ -696,8 +696,9 @@ impl russh::server::Handler for SessionHandler {
             *port = u32::from(bound);
         }
         let stop = self.ended.child_token();
-        self.forwards
-            .insert((address.to_owned(), *port), stop.clone());
+        let key = (address.to_owned(), *port);
+        let entry = self.forwards.insert(key.clone(), stop.clone());
+        let forwards = self.forwards.clone();
         log_channel(&self.peer, &identity.id, kind, "opened");
         let ctx = ForwardContext {
             handle: session.handle(),
@@ -730,6 +731,8 @@ impl russh::server::Handler for SessionHandler {
                 // On every reload, and on every accepted connection (a reload the watch has not
                 // reported yet still counts).
                 if !ctx.may_listen(credential.as_ref(), bind) {
+                    // The port is free again: a cancel for it is refused, and a new -R may take it.
+                    forwards.forget(&key, entry);
                     log_channel(&ctx.peer, &ctx.identity, kind, "closed");
                     return;
                 }
@@ -748,6 +751,7 @@ impl russh::server::Handler for SessionHandler {
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
         Ok(match self.forwards.remove(&(address.to_owned(), port)) {
+            // Stops the listener and the connections it forwarded.
             Some(stop) => {
                 stop.cancel();
                 true
@@ -784,6 +788,48 @@ impl russh::server::Handler for SessionHandler {
 }
 
 /// What a `-R` listener needs to hand each accepted connection to the client.
+/// A session's `-R` listeners by (address, port) as the client named them, each with the token
+/// that stops it and the connections it forwarded. A listener that closes by itself (a reload took
+/// the permission away) takes its entry out: a later cancel for the port is refused, and a new
+/// `-R` for it gets an entry of its own.
+#[derive(Clone, Default)]
+struct ForwardTable(Arc<std::sync::Mutex<ForwardEntries>>);
+
+#[derive(Default)]
+struct ForwardEntries {
+    next: u64,
+    by_bind: HashMap<(String, u32), (u64, CancellationToken)>,
+}
+
+impl ForwardTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ForwardEntries> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a listener; returns its entry's number for [`forget`](Self::forget).
+    fn insert(&self, key: (String, u32), stop: CancellationToken) -> u64 {
+        let mut entries = self.lock();
+        entries.next += 1;
+        let entry = entries.next;
+        entries.by_bind.insert(key, (entry, stop));
+        entry
+    }
+
+    fn remove(&self, key: &(String, u32)) -> Option<CancellationToken> {
+        self.lock().by_bind.remove(key).map(|(_, stop)| stop)
+    }
+
+    /// Takes out `key` if it is still the entry numbered `entry`.
+    fn forget(&self, key: &(String, u32), entry: u64) {
+        let mut entries = self.lock();
+        if entries.by_bind.get(key).is_some_and(|(e, _)| *e == entry) {
+            entries.by_bind.remove(key);
+        }
+    }
+}
+
 struct ForwardContext {
     handle: russh::server::Handle,
     address: String,
