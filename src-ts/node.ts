@@ -75,6 +75,12 @@ export interface ForwardRule {
    * or `'ssh'` (the node's plain SSH port).
    */
   transports?: ('quic' | 'tcp-tls' | 'iroh' | 'ssh')[]
+  /**
+   * Unix sockets on the node (`'/run/app.sock'`, or `'/run/app/'` for the sockets under it) for
+   * `ssh -L port:/path`; a rule with `sockets` has no `hosts` or `ports`, and a socket is opened
+   * only by such a rule.
+   */
+  sockets?: string[]
   /** Allow or deny. */
   action: 'allow' | 'deny'
 }

@@ -63,6 +63,7 @@ export const FORWARD_RULE = {
   ports: 'ports',
   direction: 'direction',
   transports: 'transports',
+  sockets: 'sockets',
   action: 'action',
 } as const satisfies KeyTable<ForwardRule>
 

@@ -75,6 +75,8 @@ pub fn samples() -> Value {
         ports: vec![PortSpec::Port(22), PortSpec::Text("8000-8999".into())],
         direction: Direction::Connect,
         transports: vec![Carrier::Iroh, Carrier::Ssh],
+        // A rule names sockets or hosts, never both: the key is what the sample carries.
+        sockets: Vec::new(),
         action: Action::Allow,
     };
     let forwarding = ForwardingPolicy {

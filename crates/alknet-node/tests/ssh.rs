@@ -22,27 +22,43 @@ async fn http_server(tag: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = format!("hello {tag}");
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(answer_http(socket, tag));
         }
     });
     addr
+}
+
+/// The same on a Unix socket at `path`.
+fn unix_http_server(path: &std::path::Path, tag: &'static str) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(answer_http(socket, tag));
+        }
+    });
+}
+
+/// Reads one request head from `socket` and answers `200` with body `hello <tag>`.
+async fn answer_http(
+    mut socket: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    tag: &str,
+) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = format!("hello {tag}");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
 }
 
 /// An HTTP/1.0 GET over `stream`; returns the body.
@@ -921,6 +937,90 @@ async fn openssh_local_and_remote_forwards_work() {
         curl(&[&format!("http://127.0.0.1:{port}/")]).await,
         (true, "hello openssh-lr".into())
     );
+    t.node.shutdown().await;
+}
+
+/// A node whose policy opens `<dir>/allowed/` to alice only (and TCP loopback, which opens
+/// no socket); `<dir>/other.sock` is named by no rule.
+async fn node_with_sockets() -> (TestNode, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("allowed")).unwrap();
+    unix_http_server(&dir.path().join("allowed/app.sock"), "unix");
+    unix_http_server(&dir.path().join("other.sock"), "other");
+    let rules = serde_json::json!({ "default": "allow", "rules": [
+        { "peers": ["alice"], "sockets": [format!("{}/allowed/", dir.path().display())], "action": "allow" },
+    ]});
+    let t = node_with(serde_json::from_value(rules).unwrap(), None).await;
+    (t, dir)
+}
+
+#[tokio::test]
+async fn unix_sockets_open_only_where_a_sockets_rule_allows() {
+    let (t, dir) = node_with_sockets().await;
+    let path = |p: &str| format!("{}/{p}", dir.path().display());
+    let (alice, _c) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    let stream = alice.open_socket(&path("allowed/app.sock")).await.unwrap();
+    assert_eq!(get(stream).await, "hello unix");
+    // Another socket (`default = "allow"` opens none), a way out of the directory, a relative
+    // path, and another peer: refused, and the session goes on.
+    for refused in [
+        path("other.sock"),
+        path("allowed/../other.sock"),
+        "allowed/app.sock".into(),
+    ] {
+        assert!(
+            matches!(alice.open_socket(&refused).await, Err(ClientError::Refused)),
+            "{refused}"
+        );
+    }
+    let (bob, _c) = session(&t.node, Transport::Tcp, &t.bob, &t.bob)
+        .await
+        .unwrap();
+    assert!(matches!(
+        bob.open_socket(&path("allowed/app.sock")).await,
+        Err(ClientError::Refused)
+    ));
+    // Allowed, but nothing listens there.
+    assert!(matches!(
+        alice.open_socket(&path("allowed/none.sock")).await,
+        Err(ClientError::ConnectFailed)
+    ));
+    let stream = alice.open_socket(&path("allowed/app.sock")).await.unwrap();
+    assert_eq!(get(stream).await, "hello unix");
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn openssh_local_forward_reaches_a_unix_socket() {
+    if !openssh_tools() {
+        return;
+    }
+    let (t, dir) = node_with_sockets().await;
+    let ssh = OpenSsh::new(&t.node, &t.alice);
+    let (allowed, other) = (free_port(), free_port());
+    let _l = ssh_listening(
+        &ssh,
+        &[
+            "-L",
+            &format!(
+                "127.0.0.1:{allowed}:{}/allowed/app.sock",
+                dir.path().display()
+            ),
+            "-L",
+            &format!("127.0.0.1:{other}:{}/other.sock", dir.path().display()),
+        ],
+        allowed,
+    )
+    .await;
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{allowed}/")]).await,
+        (true, "hello unix".into())
+    );
+    // The node refuses the channel; ssh closes the local connection, and curl gets nothing.
+    let (ok, _) = curl(&[&format!("http://127.0.0.1:{other}/")]).await;
+    assert!(!ok, "a socket no rule names was reached");
     t.node.shutdown().await;
 }
 

@@ -217,6 +217,17 @@ impl SshClient {
         Ok(Box::new(channel.into_stream()))
     }
 
+    /// Opens a `direct-streamlocal` channel (`ssh -L port:/path`): the node connects to the Unix
+    /// socket at `path`, if one of its policy's `sockets` rules allows it.
+    pub async fn open_socket(&self, path: &str) -> Result<BoxedDuplex, ClientError> {
+        let channel = self
+            .handle
+            .channel_open_direct_streamlocal(path)
+            .await
+            .map_err(ClientError::from_ssh)?;
+        Ok(Box::new(channel.into_stream()))
+    }
+
     /// Asks the node to listen on `bind:port` (`port` 0: any) and hand each connection back to
     /// be connected to `to` here; returns the port the node bound.
     pub async fn remote_forward(
@@ -387,6 +398,11 @@ impl Tunnel {
     /// Opens a stream to `host:port` from the node.
     pub async fn open(&self, host: &str, port: u16) -> Result<BoxedDuplex, ClientError> {
         self.session().await?.open(host, port).await
+    }
+
+    /// Opens a stream to the Unix socket at `path` on the node (see [`SshClient::open_socket`]).
+    pub async fn open_socket(&self, path: &str) -> Result<BoxedDuplex, ClientError> {
+        self.session().await?.open_socket(path).await
     }
 
     /// `-R`: the node listens on `bind:port` and each connection is connected to `to` here;

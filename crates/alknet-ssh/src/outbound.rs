@@ -86,3 +86,12 @@ pub async fn connect(
         .await
         .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
 }
+
+/// Connects to the Unix socket at `path` on the node (the policy was checked by the caller).
+pub async fn connect_socket(path: &str) -> Result<tokio::net::UnixStream, OutboundError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(OutboundError::Connect(e.kind())),
+        Err(_) => Err(OutboundError::Connect(io::ErrorKind::TimedOut)),
+    }
+}

@@ -97,6 +97,12 @@ pub struct ForwardRule {
     /// The carriers it applies to (empty: every carrier).
     #[serde(default)]
     pub transports: Vec<Transport>,
+    /// Unix sockets on the node, by absolute path (`/run/app.sock`), or a directory ending in `/`
+    /// for the sockets under it (`ssh -L 8080:/run/app.sock`, a `direct-streamlocal` channel). A
+    /// rule with `sockets` governs socket channels only (no `hosts` or `ports`, direction
+    /// `connect`); a socket is opened only by such a rule, whatever `default` says.
+    #[serde(default)]
+    pub sockets: Vec<String>,
     /// Allow or deny.
     pub action: Action,
 }
@@ -306,6 +312,14 @@ impl ForwardRule {
         self.hosts.iter().map(|h| h.parse())
     }
 
+    /// Whether it applies to this identity, carrier and direction (destinations aside).
+    fn covers(&self, identity: &str, transport: Option<Transport>, direction: Direction) -> bool {
+        self.direction == direction
+            && (self.transports.is_empty()
+                || transport.is_some_and(|t| self.transports.contains(&t)))
+            && (self.peers.is_empty() || self.peers.iter().any(|p| p == identity || p == "*"))
+    }
+
     fn applies(
         &self,
         identity: &str,
@@ -313,10 +327,8 @@ impl ForwardRule {
         direction: Direction,
         port: u16,
     ) -> bool {
-        self.direction == direction
-            && (self.transports.is_empty()
-                || transport.is_some_and(|t| self.transports.contains(&t)))
-            && (self.peers.is_empty() || self.peers.iter().any(|p| p == identity || p == "*"))
+        self.sockets.is_empty()
+            && self.covers(identity, transport, direction)
             && (self.ports.is_empty()
                 || self
                     .ports
@@ -394,6 +406,53 @@ impl ForwardingPolicy {
     }
 }
 
+/// Why `path` is not a socket path a rule may name or a client may ask for: it must be absolute,
+/// with no empty, `.` or `..` components and no NUL (so a prefix match cannot be walked out of).
+fn socket_path_error(path: &str) -> Option<&'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Some("must be an absolute path");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if path.contains('\0') {
+        return Some("must not contain NUL");
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Some("must not have empty, `.` or `..` components");
+    }
+    None
+}
+
+impl ForwardingPolicy {
+    /// Whether `identity`, on a connection that came on `transport`, may connect to the Unix
+    /// socket at `path` on the node: only a rule that names it (or a directory above it) in
+    /// `sockets` allows it; without one, or for a path that is not plainly absolute, it is refused.
+    pub fn check_socket(
+        &self,
+        transport: Option<Transport>,
+        identity: &str,
+        path: &str,
+    ) -> Verdict {
+        if path.ends_with('/') || socket_path_error(path).is_some() {
+            return Verdict::Deny;
+        }
+        let names = |entry: &String| match entry.strip_suffix('/') {
+            Some(_) => path.starts_with(entry.as_str()),
+            None => path == entry,
+        };
+        self.rules
+            .iter()
+            .filter(|r| !r.sockets.is_empty() && r.covers(identity, transport, Direction::Connect))
+            .find(|r| r.sockets.iter().any(names))
+            .map_or(Verdict::Deny, |r| match r.action {
+                Action::Allow => Verdict::Allow,
+                Action::Deny => Verdict::Deny,
+            })
+    }
+}
+
 impl ConfigSection for ForwardingPolicy {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_channels == Some(0) {
@@ -415,6 +474,23 @@ impl ConfigSection for ForwardingPolicy {
             }
             if rule.peers.iter().any(String::is_empty) {
                 return Err(invalid("a peer id must not be empty".into()));
+            }
+            if !rule.sockets.is_empty()
+                && (!rule.hosts.is_empty()
+                    || !rule.ports.is_empty()
+                    || rule.direction != Direction::Connect)
+            {
+                return Err(invalid(
+                    "a rule with `sockets` has no `hosts` or `ports` and direction `connect`"
+                        .into(),
+                ));
+            }
+            if let Some((path, e)) = rule
+                .sockets
+                .iter()
+                .find_map(|p| socket_path_error(p).map(|e| (p, e)))
+            {
+                return Err(invalid(format!("socket {path:?} {e}")));
             }
         }
         Ok(())
@@ -582,6 +658,11 @@ mod tests {
             r#"{"rules":[{"hosts":["*"],"action":"allow"}]}"#,
             r#"{"rules":[{"ports":["90-80"],"action":"allow"}]}"#,
             r#"{"rules":[{"peers":[""],"action":"allow"}]}"#,
+            r#"{"rules":[{"sockets":["run/app.sock"],"action":"allow"}]}"#,
+            r#"{"rules":[{"sockets":["/run/../etc/x"],"action":"allow"}]}"#,
+            r#"{"rules":[{"sockets":["/run//x"],"action":"allow"}]}"#,
+            r#"{"rules":[{"sockets":["/run/x"],"hosts":["10.0.0.1"],"action":"allow"}]}"#,
+            r#"{"rules":[{"sockets":["/run/x"],"direction":"listen","action":"allow"}]}"#,
         ] {
             let p: ForwardingPolicy = serde_json::from_str(bad).unwrap();
             let err = p.validate().unwrap_err().to_string();
@@ -593,5 +674,57 @@ mod tests {
         assert_eq!(zero.max_channels(), DEFAULT_MAX_CHANNELS as usize);
         let p: ForwardingPolicy = serde_json::from_str(r#"{"max_channels":0}"#).unwrap();
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn sockets_open_only_by_a_rule_that_names_them() {
+        let p = policy(
+            r#"{"default":"allow","rules":[
+                {"sockets":["/run/app/private.sock"],"action":"deny"},
+                {"peers":["ops"],"sockets":["/run/app/"],"action":"allow"},
+                {"sockets":["/tmp/echo.sock"],"transports":["quic"],"action":"allow"}
+            ]}"#,
+        );
+        let sock = |who, t, path| p.check_socket(t, who, path);
+        assert_eq!(sock("ops", None, "/run/app/api.sock"), Verdict::Allow);
+        assert_eq!(sock("ops", None, "/run/app/sub/api.sock"), Verdict::Allow);
+        assert_eq!(sock("ops", None, "/run/app/private.sock"), Verdict::Deny);
+        assert_eq!(sock("guest", None, "/run/app/api.sock"), Verdict::Deny);
+        // Walking out of the directory, or naming it in another spelling, opens nothing.
+        for bad in [
+            "/run/app/../docker.sock",
+            "/run/app/./api.sock",
+            "/run/app//api.sock",
+            "run/app/api.sock",
+            "/run/app/",
+            "/run/app/a\0b",
+        ] {
+            assert_eq!(sock("ops", None, bad), Verdict::Deny, "{bad:?}");
+        }
+        assert_eq!(sock("ops", None, "/run/application.sock"), Verdict::Deny);
+        assert_eq!(
+            sock("bob", Some(Transport::Quic), "/tmp/echo.sock"),
+            Verdict::Allow
+        );
+        assert_eq!(
+            sock("bob", Some(Transport::Ssh), "/tmp/echo.sock"),
+            Verdict::Deny
+        );
+        // `default = "allow"` opens TCP destinations, never a socket; a socket rule never
+        // decides a TCP check.
+        assert_eq!(
+            ForwardingPolicy {
+                default: DefaultAction::Allow,
+                ..Default::default()
+            }
+            .check_socket(None, "ops", "/var/run/docker.sock"),
+            Verdict::Deny
+        );
+        let tcp_only =
+            policy(r#"{"default":"deny","rules":[{"sockets":["/run/"],"action":"allow"}]}"#);
+        assert_eq!(
+            tcp_only.check("ops", Direction::Connect, None, at("93.184.216.34:443")),
+            Verdict::Deny
+        );
     }
 }

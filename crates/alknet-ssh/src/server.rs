@@ -461,6 +461,73 @@ impl SessionHandler {
         Some((identity, config.get::<ForwardingPolicy>()))
     }
 
+    /// The checks every channel to a destination starts with: a peer the current configuration
+    /// still resolves, `allowed` by its policy, and a free channel slot. `None` once it has
+    /// refused the channel (and logged it).
+    fn begin_channel(
+        &self,
+        kind: &str,
+        reply: ChannelOpenHandle,
+        allowed: impl FnOnce(&Identity, &ForwardingPolicy) -> bool,
+    ) -> Option<(Identity, Arc<ForwardingPolicy>, Slot, ChannelOpenHandle)> {
+        let Some((identity, policy)) = self
+            .current()
+            .filter(|(identity, policy)| allowed(identity, policy))
+        else {
+            self.refuse(kind, reply);
+            return None;
+        };
+        let Some(slot) = self.slots.take(policy.max_channels()) else {
+            log_channel(&self.peer, &identity.id, kind, "limit");
+            tokio::spawn(reply.reject(ChannelOpenFailure::ResourceShortage));
+            return None;
+        };
+        Some((identity, policy, slot, reply))
+    }
+
+    /// Runs `connect` off the session loop, so a slow destination holds up no one; the client
+    /// learns the outcome as the channel's confirmation or failure, and then the channel and the
+    /// destination are piped until either ends or the session does.
+    fn connect_channel<T, F>(
+        &self,
+        kind: &'static str,
+        identity: Identity,
+        slot: Slot,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        connect: F,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: std::future::Future<Output = Result<T, outbound::OutboundError>> + Send + 'static,
+    {
+        let peer = self.peer.clone();
+        let ended = self.ended.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match connect.await {
+                Ok(mut target) => {
+                    log_channel(&peer, &identity.id, kind, "opened");
+                    reply.accept().await;
+                    let mut stream = channel.into_stream();
+                    tokio::select! {
+                        _ = crate::pipe(&mut stream, &mut target) => {}
+                        () = ended.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    log_channel(&peer, &identity.id, kind, e.result());
+                    let reason = match e {
+                        outbound::OutboundError::Refused => {
+                            ChannelOpenFailure::AdministrativelyProhibited
+                        }
+                        _ => ChannelOpenFailure::ConnectFailed,
+                    };
+                    reply.reject(reason).await;
+                }
+            }
+        });
+    }
+
     fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
         log_channel(&self.peer, self.identity_id(), kind, "refused");
         tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
@@ -574,12 +641,24 @@ impl russh::server::Handler for SessionHandler {
 
     async fn channel_open_direct_streamlocal(
         &mut self,
-        _channel: Channel<Msg>,
-        _socket_path: &str,
+        channel: Channel<Msg>,
+        socket_path: &str,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse("direct-streamlocal", reply);
+        let kind = "direct-streamlocal";
+        let transport = self.peer.transport;
+        let Some((identity, _, slot, reply)) =
+            self.begin_channel(kind, reply, |identity, policy| {
+                policy.check_socket(transport, &identity.id, socket_path) == Verdict::Allow
+            })
+        else {
+            return Ok(());
+        };
+        let path = socket_path.to_owned();
+        self.connect_channel(kind, identity, slot, channel, reply, async move {
+            outbound::connect_socket(&path).await
+        });
         Ok(())
     }
 
@@ -608,47 +687,20 @@ impl russh::server::Handler for SessionHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let kind = "direct-tcpip";
-        let Some((identity, policy)) = self.current() else {
-            self.refuse(kind, reply);
-            return Ok(());
-        };
-        let Some(slot) = self.slots.take(policy.max_channels()) else {
-            log_channel(&self.peer, &identity.id, kind, "limit");
-            tokio::spawn(reply.reject(ChannelOpenFailure::ResourceShortage));
-            return Ok(());
-        };
         let Ok(port) = u16::try_from(port_to_connect) else {
             self.refuse(kind, reply);
             return Ok(());
         };
+        // The policy is checked against the addresses the name resolves to, off the session loop.
+        let Some((identity, policy, slot, reply)) = self.begin_channel(kind, reply, |_, _| true)
+        else {
+            return Ok(());
+        };
         let host = host_to_connect.to_owned();
-        let peer = self.peer.clone();
-        let ended = self.ended.clone();
-        // Connecting happens off the session loop, so a slow destination holds up no one; the
-        // client learns the outcome as the channel's confirmation or failure.
-        tokio::spawn(async move {
-            let _slot = slot;
-            match outbound::connect(&policy, peer.transport, &identity.id, &host, port).await {
-                Ok(mut target) => {
-                    log_channel(&peer, &identity.id, kind, "opened");
-                    reply.accept().await;
-                    let mut stream = channel.into_stream();
-                    tokio::select! {
-                        _ = crate::pipe(&mut stream, &mut target) => {}
-                        () = ended.cancelled() => {}
-                    }
-                }
-                Err(e) => {
-                    log_channel(&peer, &identity.id, kind, e.result());
-                    let reason = match e {
-                        outbound::OutboundError::Refused => {
-                            ChannelOpenFailure::AdministrativelyProhibited
-                        }
-                        _ => ChannelOpenFailure::ConnectFailed,
-                    };
-                    reply.reject(reason).await;
-                }
-            }
+        let transport = self.peer.transport;
+        let id = identity.id.clone();
+        self.connect_channel(kind, identity, slot, channel, reply, async move {
+            outbound::connect(&policy, transport, &id, &host, port).await
         });
         Ok(())
     }
