@@ -68,34 +68,6 @@ impl Drop for CreditHold {
     }
 }
 
-/// A QUIC connection.
-pub struct QuicTransport {
-    conn: quinn::Connection,
-    credit: Option<Arc<StreamCredit>>,
-}
-
-impl QuicTransport {
-    /// A connection whose stream credit stays as its transport config set it.
-    pub fn new(conn: quinn::Connection) -> Self {
-        Self { conn, credit: None }
-    }
-
-    /// A connection whose stream credit grows with use (see [`StreamCredit`]).
-    pub(crate) fn with_credit(conn: quinn::Connection, credit: Arc<StreamCredit>) -> Self {
-        Self {
-            conn,
-            credit: Some(credit),
-        }
-    }
-}
-
-/// One QUIC bidirectional stream.
-pub struct QuicStream {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    _credit: Option<CreditHold>,
-}
-
 fn closed(e: impl std::fmt::Display) -> ConnectionError {
     ConnectionError::Closed(e.to_string())
 }
@@ -113,237 +85,199 @@ fn stopped_code<V: Into<u64>, E>(
     })
 }
 
-#[async_trait]
-impl Transport for QuicTransport {
-    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.conn.accept_bi().await.map_err(closed)?;
-        let credit = self
-            .credit
-            .as_ref()
-            .map(|credit| credit.accepted(|n| self.conn.set_max_concurrent_bi_streams(n.into())));
-        Ok(Box::new(QuicStream {
-            send,
-            recv,
-            _credit: credit,
-        }))
-    }
-
-    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.conn.open_bi().await.map_err(closed)?;
-        Ok(Box::new(QuicStream {
-            send,
-            recv,
-            _credit: None,
-        }))
-    }
-
-    fn close(&self, code: u32, reason: &str) {
-        self.conn.close(code.into(), reason.as_bytes());
-    }
-
-    async fn closed(&self) {
-        self.conn.closed().await;
-    }
-
-    fn is_single_stream(&self) -> bool {
-        false
-    }
-}
-
-impl AsyncRead for QuicStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for QuicStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
-    }
-}
-
-impl BiStream for QuicStream {
-    fn reset(&mut self, code: u32) {
-        let _ = self.send.reset(code.into());
-        let _ = self.recv.stop(code.into());
-    }
-
-    fn stop(&mut self, code: u32) {
-        let _ = self.recv.stop(code.into());
-    }
-
-    fn stopped(&self) -> StoppedFuture {
-        stopped_code(self.send.stopped())
-    }
-
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        into: &mut Chunks,
-        _max: usize,
-    ) -> Poll<io::Result<usize>> {
-        // quinn's receive buffers, one chunk per STREAM frame (about a packet each): take up to
-        // READ_CHUNKS at once so that the copy loop writes them out together.
-        let mut chunks: [Bytes; READ_CHUNKS] = std::array::from_fn(|_| Bytes::new());
-        // `read_chunks` is cancel-safe: a future dropped while pending has taken nothing.
-        let read = ready!(pin!(self.recv.read_chunks(&mut chunks)).poll(cx));
-        match read {
-            Ok(Some(n)) => {
-                let before = into.len();
-                chunks.into_iter().take(n).for_each(|c| into.push(c));
-                Poll::Ready(Ok(into.len() - before))
-            }
-            Ok(None) => Poll::Ready(Ok(0)),
-            Err(e) => Poll::Ready(Err(e.into())),
-        }
-    }
-
-    fn poll_write_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut Chunks,
-    ) -> Poll<io::Result<usize>> {
-        // `write_chunks` is cancel-safe: a future dropped while pending has written nothing.
-        let written = ready!(pin!(self.send.write_chunks(from.as_mut_slice())).poll(cx))?;
-        from.written(written.bytes);
-        Poll::Ready(Ok(written.bytes))
-    }
-}
-
-/// How many received chunks [`QuicStream::poll_read_chunks`] takes at most (64 ≈ 90 KB at a
+/// How many received chunks a stream's `poll_read_chunks` takes at most (64 ≈ 90 KB at a
 /// 1 452-byte MTU; also the most one vectored write passes on).
 const READ_CHUNKS: usize = 64;
 
-/// An iroh connection (feature `iroh`): QUIC over iroh's paths (direct UDP or a relay).
-#[cfg(feature = "iroh")]
-pub struct IrohTransport {
-    conn: ::iroh::endpoint::Connection,
-    credit: Option<Arc<StreamCredit>>,
-}
-
-#[cfg(feature = "iroh")]
-impl IrohTransport {
-    /// A connection whose stream credit stays as its transport config set it.
-    pub fn new(conn: ::iroh::endpoint::Connection) -> Self {
-        Self { conn, credit: None }
-    }
-
-    /// A connection whose stream credit grows with use (see [`StreamCredit`]).
-    pub(crate) fn with_credit(
-        conn: ::iroh::endpoint::Connection,
-        credit: Arc<StreamCredit>,
-    ) -> Self {
-        Self {
-            conn,
-            credit: Some(credit),
+/// What a stream's chunk read gave, moved into `into`: `Ok(0)` at the end of the stream.
+fn take_read_chunks<E>(
+    read: Result<Option<usize>, E>,
+    chunks: [Bytes; READ_CHUNKS],
+    into: &mut Chunks,
+) -> io::Result<usize>
+where
+    io::Error: From<E>,
+{
+    match read? {
+        Some(n) => {
+            let before = into.len();
+            chunks.into_iter().take(n).for_each(|c| into.push(c));
+            Ok(into.len() - before)
         }
+        None => Ok(0),
     }
 }
 
-/// One bidirectional stream of an iroh connection.
-#[cfg(feature = "iroh")]
-pub struct IrohStream {
-    send: ::iroh::endpoint::SendStream,
-    recv: ::iroh::endpoint::RecvStream,
-    _credit: Option<CreditHold>,
+/// quinn's and iroh's connections and streams have the same shape under different types (iroh
+/// runs `noq`, a quinn fork); one definition makes both transports. `$read` and `$write` are the
+/// backend's cancel-safe chunk read and write, `$write` returning the bytes it took.
+macro_rules! quic_like_transport {
+    (
+        $(#[$cfg:meta])*
+        $doc:literal $Transport:ident($Conn:ty),
+        $stream_doc:literal $Stream:ident($Send:ty, $Recv:ty),
+        read_chunks: $read:ident,
+        write_chunks: |$send:ident, $bufs:ident| $write:expr
+    ) => {
+        #[doc = $doc]
+        $(#[$cfg])*
+        pub struct $Transport {
+            conn: $Conn,
+            credit: Option<Arc<StreamCredit>>,
+        }
+
+        $(#[$cfg])*
+        impl $Transport {
+            /// A connection whose stream credit stays as its transport config set it.
+            pub fn new(conn: $Conn) -> Self {
+                Self { conn, credit: None }
+            }
+
+            /// A connection whose stream credit grows with use (see [`StreamCredit`]).
+            pub(crate) fn with_credit(conn: $Conn, credit: Arc<StreamCredit>) -> Self {
+                Self {
+                    conn,
+                    credit: Some(credit),
+                }
+            }
+        }
+
+        #[doc = $stream_doc]
+        $(#[$cfg])*
+        pub struct $Stream {
+            send: $Send,
+            recv: $Recv,
+            _credit: Option<CreditHold>,
+        }
+
+        $(#[$cfg])*
+        #[async_trait]
+        impl Transport for $Transport {
+            async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
+                let (send, recv) = self.conn.accept_bi().await.map_err(closed)?;
+                let credit = self.credit.as_ref().map(|credit| {
+                    credit.accepted(|n| self.conn.set_max_concurrent_bi_streams(n.into()))
+                });
+                Ok(Box::new($Stream {
+                    send,
+                    recv,
+                    _credit: credit,
+                }))
+            }
+
+            async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
+                let (send, recv) = self.conn.open_bi().await.map_err(closed)?;
+                Ok(Box::new($Stream {
+                    send,
+                    recv,
+                    _credit: None,
+                }))
+            }
+
+            fn close(&self, code: u32, reason: &str) {
+                self.conn.close(code.into(), reason.as_bytes());
+            }
+
+            async fn closed(&self) {
+                self.conn.closed().await;
+            }
+
+            fn is_single_stream(&self) -> bool {
+                false
+            }
+        }
+
+        $(#[$cfg])*
+        impl AsyncRead for $Stream {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.recv).poll_read(cx, buf)
+            }
+        }
+
+        $(#[$cfg])*
+        impl AsyncWrite for $Stream {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
+            }
+
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
+            }
+        }
+
+        $(#[$cfg])*
+        impl BiStream for $Stream {
+            fn reset(&mut self, code: u32) {
+                let _ = self.send.reset(code.into());
+                let _ = self.recv.stop(code.into());
+            }
+
+            fn stop(&mut self, code: u32) {
+                let _ = self.recv.stop(code.into());
+            }
+
+            fn stopped(&self) -> StoppedFuture {
+                stopped_code(self.send.stopped())
+            }
+
+            fn poll_read_chunks(
+                &mut self,
+                cx: &mut Context<'_>,
+                into: &mut Chunks,
+                _max: usize,
+            ) -> Poll<io::Result<usize>> {
+                // The receive buffers, one chunk per STREAM frame (about a packet each): take
+                // up to READ_CHUNKS at once so that the copy loop writes them out together. The
+                // read is cancel-safe: a future dropped while pending has taken nothing.
+                let mut chunks: [Bytes; READ_CHUNKS] = std::array::from_fn(|_| Bytes::new());
+                let read = ready!(pin!(self.recv.$read(&mut chunks)).poll(cx));
+                Poll::Ready(take_read_chunks(read, chunks, into))
+            }
+
+            fn poll_write_chunks(
+                &mut self,
+                cx: &mut Context<'_>,
+                from: &mut Chunks,
+            ) -> Poll<io::Result<usize>> {
+                let $send = &mut self.send;
+                let $bufs = from.as_mut_slice();
+                // Cancel-safe: a future dropped while pending has written nothing.
+                let written: usize = ready!(pin!(async { $write }).poll(cx))?;
+                from.written(written);
+                Poll::Ready(Ok(written))
+            }
+        }
+    };
 }
 
-#[cfg(feature = "iroh")]
-#[async_trait]
-impl Transport for IrohTransport {
-    async fn accept_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.conn.accept_bi().await.map_err(closed)?;
-        let credit = self
-            .credit
-            .as_ref()
-            .map(|credit| credit.accepted(|n| self.conn.set_max_concurrent_bi_streams(n.into())));
-        Ok(Box::new(IrohStream {
-            send,
-            recv,
-            _credit: credit,
-        }))
-    }
+quic_like_transport!(
+    "A QUIC connection." QuicTransport(quinn::Connection),
+    "One QUIC bidirectional stream." QuicStream(quinn::SendStream, quinn::RecvStream),
+    read_chunks: read_chunks,
+    write_chunks: |send, bufs| send.write_chunks(bufs).await.map(|w| w.bytes)
+);
 
-    async fn open_bi(&self) -> Result<BoxedStream, ConnectionError> {
-        let (send, recv) = self.conn.open_bi().await.map_err(closed)?;
-        Ok(Box::new(IrohStream {
-            send,
-            recv,
-            _credit: None,
-        }))
-    }
-
-    fn close(&self, code: u32, reason: &str) {
-        self.conn.close(code.into(), reason.as_bytes());
-    }
-
-    async fn closed(&self) {
-        self.conn.closed().await;
-    }
-
-    fn is_single_stream(&self) -> bool {
-        false
-    }
-}
-
-#[cfg(feature = "iroh")]
-impl AsyncRead for IrohStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
-    }
-}
-
-#[cfg(feature = "iroh")]
-impl AsyncWrite for IrohStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
-    }
-}
-
-#[cfg(feature = "iroh")]
-impl BiStream for IrohStream {
-    fn reset(&mut self, code: u32) {
-        let _ = self.send.reset(code.into());
-        let _ = self.recv.stop(code.into());
-    }
-
-    fn stop(&mut self, code: u32) {
-        let _ = self.recv.stop(code.into());
-    }
-
-    fn stopped(&self) -> StoppedFuture {
-        stopped_code(self.send.stopped())
-    }
-}
+quic_like_transport!(
+    #[cfg(feature = "iroh")]
+    "An iroh connection (feature `iroh`): QUIC over iroh's paths (direct UDP or a relay)."
+    IrohTransport(::iroh::endpoint::Connection),
+    "One bidirectional stream of an iroh connection."
+    IrohStream(::iroh::endpoint::SendStream, ::iroh::endpoint::RecvStream),
+    read_chunks: read_many_chunks,
+    write_chunks: |send, bufs| send.write_many_chunks(&mut { bufs }).await
+);

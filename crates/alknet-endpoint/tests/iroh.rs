@@ -118,6 +118,12 @@ async fn direct_connection_works_without_a_relay() {
     let client = Client::with_iroh(SecretKey::generate(), direct()).unwrap();
     let conn = client.dial_iroh(&target, b"echo").await.unwrap();
     streams_echo(&conn).await;
+    // 4 MiB through the stream's chunk I/O (iroh's receive buffers handed over, the chunks
+    // kept in its send buffer), byte for byte.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let echoed = chunk_round_trip(&conn, big.clone().into()).await.unwrap();
+    assert_eq!(echoed.len(), big.len() + 5);
+    assert!(echoed[5..] == big[..], "the chunked echo differs");
     // quinn keeps working on the node's own port beside it.
     let quic = client
         .dial(
@@ -127,6 +133,11 @@ async fn direct_connection_works_without_a_relay() {
         .await
         .unwrap();
     assert_eq!(round_trip(&quic, b"quinn").await.unwrap(), b"echo:quinn");
+    let echoed = chunk_round_trip(&quic, big.clone().into()).await.unwrap();
+    assert!(
+        echoed[5..] == big[..],
+        "the chunked echo over quinn differs"
+    );
 }
 
 #[tokio::test]

@@ -298,6 +298,50 @@ pub async fn round_trip(conn: &Connection, msg: &[u8]) -> std::io::Result<Vec<u8
     Ok(out)
 }
 
+/// Like [`round_trip`], through the stream's chunk I/O (`poll_write_chunks` /
+/// `poll_read_chunks`, zero-copy on QUIC and iroh), both directions in one task.
+pub async fn chunk_round_trip(conn: &Connection, msg: bytes::Bytes) -> std::io::Result<Vec<u8>> {
+    use std::task::Poll;
+    let mut stream = conn.open_bi().await.map_err(std::io::Error::other)?;
+    let mut outgoing = alknet_core::Chunks::new();
+    // 64 KiB pieces, so that a write takes several and a partial write splits one.
+    for start in (0..msg.len()).step_by(64 * 1024) {
+        outgoing.push(msg.slice(start..msg.len().min(start + 64 * 1024)));
+    }
+    let mut incoming = alknet_core::Chunks::new();
+    let mut finished = false;
+    std::future::poll_fn(|cx| {
+        while !outgoing.is_empty() {
+            match stream.poll_write_chunks(cx, &mut outgoing) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if outgoing.is_empty() && !finished {
+            match tokio::io::AsyncWrite::poll_shutdown(std::pin::Pin::new(&mut stream), cx) {
+                Poll::Ready(Ok(())) => finished = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match stream.poll_read_chunks(cx, &mut incoming, 1 << 20) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await?;
+    Ok(incoming
+        .as_mut_slice()
+        .iter()
+        .flat_map(|c| c.iter().copied())
+        .collect())
+}
+
 /// Asks a WhoAmI handler who we are.
 pub async fn whoami(conn: &Connection) -> std::io::Result<String> {
     let mut stream = if conn.is_single_stream() {
