@@ -612,4 +612,23 @@ impl LocalForward {
         })
         .await
     }
+
+    /// Listens on `listen`; each connection is carried to the Unix socket at `path` on the node
+    /// (`ssh -L port:/path`), which the node's policy must allow by a `sockets` rule.
+    pub async fn start_socket(
+        listen: SocketAddr,
+        tunnel: Arc<Tunnel>,
+        path: String,
+    ) -> io::Result<Listener> {
+        serve(listen, move |mut socket| {
+            let tunnel = tunnel.clone();
+            let path = path.clone();
+            async move {
+                if let Ok(mut stream) = tunnel.open_socket(&path).await {
+                    let _ = pipe_opened(&mut socket, &mut stream).await;
+                }
+            }
+        })
+        .await
+    }
 }

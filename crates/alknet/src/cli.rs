@@ -149,7 +149,9 @@ pub struct ConnectArgs {
     /// leave from the node (names resolved there).
     #[arg(long, value_name = "ADDR")]
     pub socks5: Option<std::net::SocketAddr>,
-    /// `[bind:]lport:host:port`: a local port whose connections go to host:port from the node.
+    /// `[bind:]lport:host:port`: a local port whose connections go to host:port from the node;
+    /// `[bind:]lport:/path`: to the Unix socket at /path on the node (`--via ssh`; the node's
+    /// policy must name it in a `sockets` rule).
     #[arg(short = 'L', value_name = "SPEC")]
     pub local: Vec<String>,
     /// `[bind:]rport:host:port`: the node listens on rport (its loopback unless bind says

@@ -15,24 +15,38 @@ use crate::failure::{Failure, Outcome};
 use crate::remote::target;
 use crate::signals::Signals;
 
-/// A forward spec split into its parts: `[bind:]port:host:hostport`.
+/// A forward spec split into its parts: `[bind:]port:host:hostport` or `[bind:]port:/socket`.
 #[derive(Debug, PartialEq, Eq)]
 struct Spec {
     bind: Option<String>,
     port: u16,
-    host: String,
-    host_port: u16,
+    to: Destination,
 }
 
-/// Parses `[bind:]port:host:hostport`; an IPv6 bind or host goes in brackets (`[::1]`).
+/// Where a forward's connections go.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    /// `host:port` (resolved where the connection leaves).
+    Tcp { host: String, port: u16 },
+    /// A Unix socket on the node, by absolute path (`-L` over SSH only).
+    Socket(String),
+}
+
+/// Parses `[bind:]port:host:hostport` or `[bind:]port:/path/to/socket`; an IPv6 bind or host
+/// goes in brackets (`[::1]`).
 fn parse_spec(flag: &str, spec: &str) -> Result<Spec, Failure> {
     let bad = |why: &str| {
         Failure::usage(format!(
-            "{flag} {spec:?}: {why} (expected [bind:]port:host:port)"
+            "{flag} {spec:?}: {why} (expected [bind:]port:host:port or [bind:]port:/socket)"
         ))
     };
+    // A socket path is everything after the first ":/" (it may hold colons of its own).
+    let (head, socket) = match spec.find(":/") {
+        Some(at) => (&spec[..at], Some(&spec[at + 1..])),
+        None => (spec, None),
+    };
     let mut parts = Vec::new();
-    let mut rest = spec;
+    let mut rest = head;
     while !rest.is_empty() {
         let (part, tail) = if let Some(inner) = rest.strip_prefix('[') {
             let end = inner.find(']').ok_or_else(|| bad("unclosed ["))?;
@@ -56,19 +70,24 @@ fn parse_spec(flag: &str, spec: &str) -> Result<Spec, Failure> {
         text.parse::<u16>()
             .map_err(|_| bad(&format!("{what} {text:?} is not a port")))
     };
+    let fields = if socket.is_some() { 1 } else { 3 };
     let (bind, parts) = match parts.len() {
-        3 => (None, &parts[..]),
-        4 => (Some(parts[0].clone()), &parts[1..]),
+        n if n == fields => (None, &parts[..]),
+        n if n == fields + 1 => (Some(parts[0].clone()), &parts[1..]),
         _ => return Err(bad("wrong number of fields")),
     };
-    if parts[1].is_empty() {
-        return Err(bad("empty host"));
-    }
+    let to = match socket {
+        Some(path) => Destination::Socket(path.to_string()),
+        None if parts[1].is_empty() => return Err(bad("empty host")),
+        None => Destination::Tcp {
+            host: parts[1].clone(),
+            port: port(&parts[2], "port")?,
+        },
+    };
     Ok(Spec {
         bind,
         port: port(&parts[0], "port")?,
-        host: parts[1].clone(),
-        host_port: port(&parts[2], "port")?,
+        to,
     })
 }
 
@@ -105,6 +124,24 @@ pub async fn connect(args: ConnectArgs) -> Outcome {
         .iter()
         .map(|s| parse_spec("-R", s).map(|spec| (s, spec)))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some((text, _)) = remotes
+        .iter()
+        .find(|(_, spec)| matches!(spec.to, Destination::Socket(_)))
+    {
+        return Err(Failure::usage(format!(
+            "-R {text:?}: a -R forward goes to host:port, not to a Unix socket"
+        )));
+    }
+    if args.via == Via::Tunnel {
+        if let Some((text, _)) = locals
+            .iter()
+            .find(|(_, spec)| matches!(spec.to, Destination::Socket(_)))
+        {
+            return Err(Failure::usage(format!(
+                "-L {text:?}: a Unix socket on the node needs --via ssh"
+            )));
+        }
+    }
     let (target, key) = target(&args.remote).await?;
     let mut signals = Signals::new()?;
     let (opener, ssh): (Arc<dyn Opener>, Option<Arc<Tunnel>>) = match args.via {
@@ -130,13 +167,16 @@ pub async fn connect(args: ConnectArgs) -> Outcome {
                 Failure::usage(format!("-L {text:?}: bind {b:?} is not an IP address"))
             })?,
         };
-        let forward = LocalForward::start(
-            SocketAddr::new(ip, spec.port),
-            opener.clone(),
-            spec.host,
-            spec.host_port,
-        )
-        .await
+        let listen = SocketAddr::new(ip, spec.port);
+        let forward = match (spec.to, &ssh) {
+            (Destination::Tcp { host, port }, _) => {
+                LocalForward::start(listen, opener.clone(), host, port).await
+            }
+            (Destination::Socket(path), Some(tunnel)) => {
+                LocalForward::start_socket(listen, tunnel.clone(), path).await
+            }
+            (Destination::Socket(_), None) => unreachable!("refused above without --via ssh"),
+        }
         .map_err(|e| bind_failed(&format!("-L {text}"), e))?;
         announce(format!(
             "local {text} listening on {}",
@@ -146,7 +186,10 @@ pub async fn connect(args: ConnectArgs) -> Outcome {
     }
     if let Some(tunnel) = &ssh {
         for (text, spec) in remotes {
-            let to = tokio::net::lookup_host((spec.host.as_str(), spec.host_port))
+            let Destination::Tcp { host, port } = &spec.to else {
+                unreachable!("refused above");
+            };
+            let to = tokio::net::lookup_host((host.as_str(), *port))
                 .await
                 .ok()
                 .and_then(|mut found| found.next())
@@ -183,16 +226,34 @@ mod tests {
             Spec {
                 bind: None,
                 port: 8080,
-                host: "example.com".into(),
-                host_port: 80
+                to: Destination::Tcp {
+                    host: "example.com".into(),
+                    port: 80
+                }
             }
         );
         let v6 = parse_spec("-L", "[::1]:0:[fd00::1]:22").unwrap();
         assert_eq!(v6.bind.as_deref(), Some("::1"));
         assert_eq!(
-            (v6.port, v6.host.as_str(), v6.host_port),
-            (0, "fd00::1", 22)
+            (v6.port, v6.to),
+            (
+                0,
+                Destination::Tcp {
+                    host: "fd00::1".into(),
+                    port: 22
+                }
+            )
         );
+        assert_eq!(
+            parse_spec("-L", "8080:/run/app:v2.sock").unwrap(),
+            Spec {
+                bind: None,
+                port: 8080,
+                to: Destination::Socket("/run/app:v2.sock".into())
+            }
+        );
+        let socket = parse_spec("-L", "[::1]:0:/run/app.sock").unwrap();
+        assert_eq!((socket.bind.as_deref(), socket.port), (Some("::1"), 0));
         for bad in [
             "8080",
             "8080:host",
@@ -200,6 +261,9 @@ mod tests {
             "1:2:3:4:5",
             "80::80",
             "[::1:80:h:1",
+            "a:b:8080:/run/x.sock",
+            "x:/run/x.sock",
+            ":/run/x.sock",
         ] {
             assert!(parse_spec("-L", bad).is_err(), "{bad}");
         }

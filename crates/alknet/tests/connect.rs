@@ -20,26 +20,40 @@ fn http_server(tag: &'static str) -> u16 {
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for socket in listener.incoming() {
-            let Ok(mut socket) = socket else { continue };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = format!("hello {tag}");
-                let _ = write!(
-                    socket,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
+            let Ok(socket) = socket else { continue };
+            std::thread::spawn(move || answer_http(socket, tag));
         }
     });
     port
+}
+
+/// The same on a Unix socket at `path`.
+fn unix_http_server(path: &Path, tag: &'static str) {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(socket) = socket else { continue };
+            std::thread::spawn(move || answer_http(socket, tag));
+        }
+    });
+}
+
+/// Reads one request head and answers `200` with body `hello <tag>`.
+fn answer_http(mut socket: impl Read + Write, tag: &str) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = format!("hello {tag}");
+    let _ = write!(
+        socket,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 fn which(tool: &str) -> bool {
@@ -103,9 +117,18 @@ fingerprints = ["{alice}"]
 peers = ["alice"]
 hosts = ["127.0.0.1"]
 action = "allow"
-"#
+
+[[forwarding.rules]]
+peers = ["alice"]
+sockets = ["{sockets}/"]
+action = "allow"
+"#,
+            sockets = dir.join("sockets").display()
         ),
     );
+    std::fs::create_dir(dir.join("sockets")).unwrap();
+    unix_http_server(&dir.join("sockets/app.sock"), "unix");
+    unix_http_server(&dir.join("other.sock"), "other");
     Served::start(dir, "alknet.toml")
 }
 
@@ -182,6 +205,27 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
     ssh.signal("TERM");
     assert_eq!(ssh.wait(), Some(0));
 
+    // -L to a Unix socket on the node, which the node's `sockets` rule opens for alice; a socket
+    // the rule does not name is refused (curl gets the connection closed).
+    let socket = format!("0:{}", d.join("sockets/app.sock").display());
+    let other = format!("0:{}", d.join("other.sock").display());
+    let (mut unix, lines) = connect(d, &served, &["-L", &socket, "-L", &other], 2);
+    assert_eq!(
+        curl(&[&format!("http://{}/", last_word(&lines[0]))]),
+        "hello unix"
+    );
+    let refused = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .arg(format!("http://{}/", last_word(&lines[1])))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a socket no rule names was reached"
+    );
+    unix.signal("TERM");
+    assert_eq!(unix.wait(), Some(0));
+
     // The native tunnel: SOCKS5 and -L; SIGINT stops it.
     let (mut native, lines) = connect(
         d,
@@ -235,6 +279,30 @@ fn connect_refuses_bad_arguments_with_usage_errors() {
                 "0:127.0.0.1:80",
             ],
             "-R needs --via ssh",
+        ),
+        (
+            &[
+                "connect",
+                "127.0.0.1:1",
+                "--fingerprint",
+                "ed25519:00",
+                "--via",
+                "tunnel",
+                "-L",
+                "0:/run/app.sock",
+            ],
+            "a Unix socket on the node needs --via ssh",
+        ),
+        (
+            &[
+                "connect",
+                "127.0.0.1:1",
+                "--fingerprint",
+                "ed25519:00",
+                "-R",
+                "0:/run/app.sock",
+            ],
+            "not to a Unix socket",
         ),
     ] {
         let out = run(d, args);
