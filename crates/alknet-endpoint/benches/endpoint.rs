@@ -55,6 +55,7 @@ const CONCURRENT_DEADLINE: Duration = Duration::from_secs(60);
 /// Longest one bulk transfer may take.
 const BULK_TIMEOUT: Duration = Duration::from_secs(300);
 
+#[derive(Clone)]
 struct Settings {
     quick: bool,
     /// Only the bulk column (`ALKNET_BENCH_BULK_ONLY=1`, for profiling and tuning runs).
@@ -274,6 +275,9 @@ async fn endpoint(edit: impl FnOnce(&mut EndpointConfig)) -> Result<Endpoint> {
 enum Kind {
     Quic,
     QuicResumed,
+    /// Bulk only, on a node and client made after MTU discovery's ceiling was raised to 65 527
+    /// (loopback's limit): issue 15's "figure with discovery on".
+    QuicDiscovery,
     Tls,
     TlsResumed,
     Plain,
@@ -299,6 +303,7 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Quic => "QUIC, raw key",
+            Kind::QuicDiscovery => "QUIC, MTU up to 65 527",
             Kind::QuicResumed => "QUIC, raw key, resumed",
             Kind::Tls => "TCP+TLS, raw key",
             Kind::TlsResumed => "TCP+TLS, raw key, resumed",
@@ -318,6 +323,7 @@ impl Kind {
 }
 
 /// Where the servers are.
+#[derive(Clone)]
 struct Targets {
     endpoint: SocketAddr,
     fingerprint: String,
@@ -353,7 +359,7 @@ enum Dialed {
 
 async fn dial(client: &Client, targets: &Targets, kind: Kind, alpn: &[u8]) -> Result<Dialed> {
     let transport = match kind {
-        Kind::Quic | Kind::QuicResumed => TransportKind::Quic,
+        Kind::Quic | Kind::QuicResumed | Kind::QuicDiscovery => TransportKind::Quic,
         Kind::Tls | Kind::TlsResumed => TransportKind::Tcp,
         #[cfg(feature = "relay")]
         Kind::IrohDirect => {
@@ -642,13 +648,20 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
         } else {
             format!("{:.0}", row.bulk_mb_s)
         };
+        let dials = |text: String| {
+            if settings.bulk_only || row.kind == Kind::QuicDiscovery {
+                "-".to_string()
+            } else {
+                text
+            }
+        };
         println!(
-            "| {:<26} | {:>12} | {:>12} | {:>10.0} | {:>14} | {:>12} | {:>10} |",
+            "| {:<26} | {:>12} | {:>12} | {:>10} | {:>14} | {:>12} | {:>10} |",
             row.kind.label(),
-            ms(row.setup_p50),
-            ms(row.setup_p99),
-            row.sequential_rate,
-            concurrent,
+            dials(ms(row.setup_p50)),
+            dials(ms(row.setup_p99)),
+            dials(format!("{:.0}", row.sequential_rate)),
+            dials(concurrent),
             row.concurrent_cpu.map_or("-".to_string(), |cpu| format!(
                 "{:.0} µs",
                 cpu.as_secs_f64() * 1e6
@@ -673,6 +686,9 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
     );
     println!(
         "bulk = bytes / time from opening the stream until the sink reported the byte count; MB = 10^6 bytes."
+    );
+    println!(
+        "QUIC rows probe the path MTU up to 1 452 bytes of UDP payload (a 1 500-byte path); \"QUIC, MTU up to 65 527\" lets discovery climb to loopback's limit (bulk only)."
     );
     let short: Vec<String> = rows
         .iter()
@@ -734,7 +750,32 @@ async fn run(settings: Settings, workers: usize) -> Result<()> {
     for &kind in Kind::ALL {
         rows.push(measure(&targets, kind, &settings).await?);
     }
+    // The same bulk transfer with MTU discovery free to climb to loopback's limit (both ends
+    // made after the ceiling was raised accept datagrams that large).
+    let discovery = if settings.bulk {
+        alknet_endpoint::quic_transport::set_mtu_ceiling_for_benchmarks(65_527);
+        let jumbo = endpoint(|_| {}).await?;
+        let targets = Arc::new(Targets {
+            endpoint: jumbo.local_addr(),
+            fingerprint: jumbo.fingerprint().to_string(),
+            ..(*targets).clone()
+        });
+        let bulk_only = Settings {
+            bulk_only: true,
+            ..settings.clone()
+        };
+        rows.push(measure(&targets, Kind::QuicDiscovery, &bulk_only).await?);
+        alknet_endpoint::quic_transport::set_mtu_ceiling_for_benchmarks(
+            alknet_endpoint::quic_transport::MAX_UDP_PAYLOAD,
+        );
+        Some(jumbo)
+    } else {
+        None
+    };
     print_table(&settings, workers, &rows);
+    if let Some(jumbo) = discovery {
+        let _ = timeout(Duration::from_secs(15), jumbo.shutdown()).await;
+    }
     drop(plain);
     let _ = timeout(Duration::from_secs(15), node.shutdown()).await;
     #[cfg(feature = "relay")]

@@ -158,13 +158,10 @@ impl Client {
         };
         let socket = std::net::UdpSocket::bind(addr).map_err(io)?;
         quic_transport::size_socket_buffers(&socket);
-        let quic = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(io)?;
+        let mut config = quinn::EndpointConfig::default();
+        quic_transport::accept_mtu_ceiling(&mut config);
+        let quic = quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))
+            .map_err(io)?;
         Ok(Self {
             tls: Arc::new(ClientConfigs::new(&key)?),
             key,

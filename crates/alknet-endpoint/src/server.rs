@@ -223,6 +223,7 @@ fn quic_endpoint_config(key: &SecretKey) -> quinn::EndpointConfig {
     config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
+    quic_transport::accept_mtu_ceiling(&mut config);
     config
 }
 
