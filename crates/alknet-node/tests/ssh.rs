@@ -947,8 +947,17 @@ async fn node_with_sockets() -> (TestNode, tempfile::TempDir) {
     std::fs::create_dir(dir.path().join("allowed")).unwrap();
     unix_http_server(&dir.path().join("allowed/app.sock"), "unix");
     unix_http_server(&dir.path().join("other.sock"), "other");
+    // A link inside the allowed directory that leads out of it, and a rule that names a socket
+    // through a linked directory.
+    std::os::unix::fs::symlink(
+        dir.path().join("other.sock"),
+        dir.path().join("allowed/escape.sock"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.path().join("allowed"), dir.path().join("via")).unwrap();
+    let at = |p: &str| format!("{}/{p}", dir.path().display());
     let rules = serde_json::json!({ "default": "allow", "rules": [
-        { "peers": ["alice"], "sockets": [format!("{}/allowed/", dir.path().display())], "action": "allow" },
+        { "peers": ["alice"], "sockets": [at("allowed/"), at("via/app.sock")], "action": "allow" },
     ]});
     let t = node_with(serde_json::from_value(rules).unwrap(), None).await;
     (t, dir)
@@ -963,9 +972,13 @@ async fn unix_sockets_open_only_where_a_sockets_rule_allows() {
         .unwrap();
     let stream = alice.open_socket(&path("allowed/app.sock")).await.unwrap();
     assert_eq!(get(stream).await, "hello unix");
-    // Another socket (`default = "allow"` opens none), a way out of the directory, a relative
-    // path, and another peer: refused, and the session goes on.
+    let stream = alice.open_socket(&path("via/app.sock")).await.unwrap();
+    assert_eq!(get(stream).await, "hello unix");
+    // A link out of the allowed directory, another socket (`default = "allow"` opens none), a
+    // way out of the directory, a relative path, and another peer: refused, and the session
+    // goes on.
     for refused in [
+        path("allowed/escape.sock"),
         path("other.sock"),
         path("allowed/../other.sock"),
         "allowed/app.sock".into(),

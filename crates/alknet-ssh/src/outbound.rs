@@ -87,11 +87,35 @@ pub async fn connect(
         .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
 }
 
-/// Connects to the Unix socket at `path` on the node (the policy was checked by the caller).
-pub async fn connect_socket(path: &str) -> Result<tokio::net::UnixStream, OutboundError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(path)).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(OutboundError::Connect(e.kind())),
-        Err(_) => Err(OutboundError::Connect(io::ErrorKind::TimedOut)),
-    }
+/// Connects `identity`, whose connection came on `transport`, to the Unix socket at `path` on
+/// the node, if the policy allows both the path and where its symbolic links lead (see
+/// [`ForwardingPolicy::check_socket_resolved`]); connects to the real path it checked.
+pub async fn connect_socket(
+    policy: std::sync::Arc<ForwardingPolicy>,
+    transport: Option<Transport>,
+    identity: String,
+    path: String,
+) -> Result<tokio::net::UnixStream, OutboundError> {
+    let attempt = async {
+        let checked = tokio::task::spawn_blocking(move || {
+            let real =
+                std::fs::canonicalize(&path).map_err(|e| OutboundError::Connect(e.kind()))?;
+            let real = real
+                .into_os_string()
+                .into_string()
+                .map_err(|_| OutboundError::Refused)?;
+            match policy.check_socket_resolved(transport, &identity, &path, &real) {
+                Verdict::Allow => Ok(real),
+                Verdict::Deny => Err(OutboundError::Refused),
+            }
+        })
+        .await
+        .map_err(|_| OutboundError::Connect(io::ErrorKind::Other))??;
+        tokio::net::UnixStream::connect(checked)
+            .await
+            .map_err(|e| OutboundError::Connect(e.kind()))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
 }

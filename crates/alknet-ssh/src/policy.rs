@@ -429,18 +429,65 @@ impl ForwardingPolicy {
     /// Whether `identity`, on a connection that came on `transport`, may connect to the Unix
     /// socket at `path` on the node: only a rule that names it (or a directory above it) in
     /// `sockets` allows it; without one, or for a path that is not plainly absolute, it is refused.
+    /// The check is by the text of the paths; [`check_socket_resolved`](Self::check_socket_resolved)
+    /// adds the check of where symbolic links lead.
     pub fn check_socket(
         &self,
         transport: Option<Transport>,
         identity: &str,
         path: &str,
     ) -> Verdict {
+        self.check_socket_with(transport, identity, path, |entry| Some(entry.to_owned()))
+    }
+
+    /// [`check_socket`](Self::check_socket) on the node's file system, for `path` whose real
+    /// path (symbolic links followed) is `real`: `path` must pass the plain check, and `real`
+    /// the check against every rule's socket path resolved the same way. So a link inside an
+    /// allowed directory that points elsewhere opens nothing, while a rule may name a path
+    /// through a link (`/var/run` → `/run`). Connect to `real`, the path checked. Blocking
+    /// file-system calls: run it off the async threads.
+    pub fn check_socket_resolved(
+        &self,
+        transport: Option<Transport>,
+        identity: &str,
+        path: &str,
+        real: &str,
+    ) -> Verdict {
+        if self.check_socket(transport, identity, path) != Verdict::Allow {
+            return Verdict::Deny;
+        }
+        let resolve = |p: &str| {
+            std::fs::canonicalize(p)
+                .ok()?
+                .into_os_string()
+                .into_string()
+                .ok()
+        };
+        self.check_socket_with(transport, identity, real, |entry| {
+            match entry.strip_suffix('/') {
+                // A directory: its real path, as a directory again.
+                Some(dir) => resolve(dir).map(|d| format!("{}/", d.trim_end_matches('/'))),
+                None => resolve(entry),
+            }
+        })
+    }
+
+    /// The first socket rule for this peer and carrier whose entry (as `resolve` gives it;
+    /// `None`: it names nothing) names `path` decides; no rule: refused.
+    fn check_socket_with(
+        &self,
+        transport: Option<Transport>,
+        identity: &str,
+        path: &str,
+        resolve: impl Fn(&str) -> Option<String>,
+    ) -> Verdict {
         if path.ends_with('/') || socket_path_error(path).is_some() {
             return Verdict::Deny;
         }
-        let names = |entry: &String| match entry.strip_suffix('/') {
-            Some(_) => path.starts_with(entry.as_str()),
-            None => path == entry,
+        let names = |entry: &String| match resolve(entry) {
+            Some(e) if e.ends_with('/') => path.starts_with(e.as_str()),
+            Some(e) => path == e,
+            None => false,
         };
         self.rules
             .iter()

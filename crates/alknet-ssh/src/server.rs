@@ -648,17 +648,17 @@ impl russh::server::Handler for SessionHandler {
     ) -> Result<(), Self::Error> {
         let kind = "direct-streamlocal";
         let transport = self.peer.transport;
-        let Some((identity, _, slot, reply)) =
+        let Some((identity, policy, slot, reply)) =
             self.begin_channel(kind, reply, |identity, policy| {
                 policy.check_socket(transport, &identity.id, socket_path) == Verdict::Allow
             })
         else {
             return Ok(());
         };
-        let path = socket_path.to_owned();
-        self.connect_channel(kind, identity, slot, channel, reply, async move {
-            outbound::connect_socket(&path).await
-        });
+        // Where the path's symbolic links lead is checked off the session loop.
+        let connect =
+            outbound::connect_socket(policy, transport, identity.id.clone(), socket_path.into());
+        self.connect_channel(kind, identity, slot, channel, reply, connect);
         Ok(())
     }
 
