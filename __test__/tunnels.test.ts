@@ -4,6 +4,9 @@ import { describe, expect, it } from 'vitest'
 import { createServer, request, type Server } from 'node:http'
 import { connect as tcpConnect } from 'node:net'
 import type { AddressInfo } from 'node:net'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { alknet } from './helpers'
 import { addOps, start } from './support'
 
@@ -105,6 +108,35 @@ describe('tunnels', () => {
     } finally {
       await peer.close()
       http.server.close()
+    }
+  })
+
+  it('peer.forward({ socket }) reaches a Unix socket the node policy names, and no other', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'alknet-sock-'))
+    const allowed = createServer((_req, res) => res.end('hello unix'))
+    const other = createServer((_req, res) => res.end('hello other'))
+    await new Promise<void>((resolve) => allowed.listen(join(dir, 'app.sock'), resolve))
+    await new Promise<void>((resolve) => other.listen(join(dir, 'other.sock'), resolve))
+    const key = Keypair.generate()
+    const node = await start(addOps(), {
+      services: { ssh: true },
+      auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] },
+      forwarding: { rules: [{ sockets: [join(dir, 'app.sock')], action: 'allow' }] },
+    })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    try {
+      const forward = await peer.forward({ listen: '127.0.0.1:0', socket: join(dir, 'app.sock') })
+      expect(await get(Number(forward.address.split(':')[1]))).toBe('hello unix')
+      // The node refuses the channel and the local connection is closed without an answer.
+      const refused = await peer.forward({ listen: '127.0.0.1:0', socket: join(dir, 'other.sock') })
+      await expect(get(Number(refused.address.split(':')[1]))).rejects.toThrow(/socket hang up|ECONNRESET/)
+      await Promise.all([forward.close(), refused.close()])
+      await expect(peer.forward({ listen: '127.0.0.1:0', socket: join(dir, 'app.sock'), via: 'tunnel' })).rejects.toThrow(/via: 'ssh'/)
+    } finally {
+      await peer.close()
+      allowed.close()
+      other.close()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 

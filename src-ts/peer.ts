@@ -352,9 +352,21 @@ export class Peer implements RemoteOperations {
    * With `remote: true` it is `ssh -R` instead (over SSH only): the node listens on `listen`
    * (`bind:port` on the node; its forwarding policy must allow the bind, by default loopback only)
    * and each connection comes back to `host:port` as this machine reaches it; the listener's
-   * `address` is then the node's.
+   * `address` is then the node's. With `socket` instead of `host` and `port`, connections reach
+   * the Unix socket at that path on the node (`ssh -L port:/path`, over SSH; the node's
+   * forwarding policy must name it in a `sockets` rule).
    */
   async forward(options: ForwardOptions): Promise<TunnelListener> {
+    if ('socket' in options) {
+      if (options.via === 'tunnel') {
+        throw new TypeError("a Unix socket forward needs via: 'ssh' (the native tunnel reaches host:port only)")
+      }
+      try {
+        return await this.native.forwardSocket(options.listen, options.socket)
+      } catch (e) {
+        throw fromNative(e)
+      }
+    }
     if (options.remote === true && options.via === 'tunnel') {
       throw new TypeError("remote forwards need via: 'ssh' (the native tunnel carries outbound connections only)")
     }
@@ -403,14 +415,23 @@ export interface Socks5Options {
   via?: 'ssh' | 'tunnel'
 }
 
-/** Options of {@link Peer.forward}. */
-export interface ForwardOptions extends Socks5Options {
+/** Options of {@link Peer.forward}: to `host:port`, or to a Unix socket on the node. */
+export type ForwardOptions = HostForwardOptions | SocketForwardOptions
+
+/** Options of {@link Peer.forward} to `host:port`. */
+export interface HostForwardOptions extends Socks5Options {
   /** The destination as the node resolves it (a name or an address). */
   host: string
   /** The destination port. */
   port: number
   /** `ssh -R`: `listen` is on the node and `host:port` is reached from here (default false). */
   remote?: boolean
+}
+
+/** Options of {@link Peer.forward} to a Unix socket on the node (`ssh -L port:/path`, over SSH). */
+export interface SocketForwardOptions extends Socks5Options {
+  /** The socket's absolute path on the node; a `sockets` rule of the node's policy must name it. */
+  socket: string
 }
 
 /** Fans status events out to every `status()` iterator; each has its own unbounded-but-tiny queue. */

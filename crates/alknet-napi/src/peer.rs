@@ -170,6 +170,17 @@ impl Peer {
         crate::tunnel::forward(&listen, opener, host, port).await
     }
 
+    /// Starts a local forward to the Unix socket at `path` on the node (`ssh -L port:/path`,
+    /// over SSH): the node's forwarding policy must name the socket in a `sockets` rule.
+    #[napi]
+    pub async fn forward_socket(
+        &self,
+        listen: String,
+        path: String,
+    ) -> napi::Result<crate::tunnel::TunnelListener> {
+        crate::tunnel::forward_socket(self.key.clone(), self.target.clone(), &listen, path).await
+    }
+
     /// Starts a remote forward (`ssh -R`) over SSH: the node listens on `listen` (`bind:port`,
     /// port 0 picks one; its forwarding policy must allow the bind) and each connection it accepts
     /// is carried back to `host:port` as this machine reaches it. The listener's address is the

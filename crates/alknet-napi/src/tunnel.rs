@@ -90,6 +90,20 @@ pub(crate) async fn forward(
     Ok(wrap(listener))
 }
 
+/// Starts a local forward on `listen` to the Unix socket at `path` on the node, over SSH.
+pub(crate) async fn forward_socket(
+    key: SecretKey,
+    target: DialTarget,
+    listen: &str,
+    path: String,
+) -> napi::Result<TunnelListener> {
+    let tunnel = alknet_node::ssh_tunnel(key, target);
+    let listener = LocalForward::start_socket(listen_address(listen)?, tunnel, path)
+        .await
+        .map_err(|e| plain(format!("listen {listen}: {e}")))?;
+    Ok(wrap(listener))
+}
+
 /// Asks the node to listen on `listen` (`bind:port`, port 0 picks one) over SSH; each connection
 /// it accepts is carried back to `host:port` as this machine resolves it (`ssh -R`).
 pub(crate) async fn remote_forward(
