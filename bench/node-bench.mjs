@@ -9,6 +9,8 @@
 //   ALKNET_BENCH_ONLY=alknet-quic,grpc-tls ...       # only these columns (ids in SYSTEMS below)
 //   ALKNET_BENCH_ROUNDS=1 ...                         # fewer rounds
 //   ALKNET_BENCH_PUBSUB_ONLY=1 ...                    # only the pub/sub rows (and their CPU per message)
+//   ALKNET_BENCH_MESSAGES=300000 ...                  # pub/sub messages per row
+//   ALKNET_BENCH_PUBLISHERS=512 ...                   # concurrent publish calls of the peer row (default 16)
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
 //
 // Every server runs in its own child process (this file with `serve <kind>`); the clients run in
@@ -45,9 +47,10 @@ const S = QUICK
   ? { rounds: 1, warmup: 500, latencyCalls: 1_000, callsPerLevel: 2_000, items: 10_000, messages: 5_000, rssCalls: 10_000 }
   : { rounds: 3, warmup: 3_000, latencyCalls: 5_000, callsPerLevel: 20_000, items: 100_000, messages: 50_000, rssCalls: 100_000 }
 if (process.env.ALKNET_BENCH_ROUNDS) S.rounds = Number(process.env.ALKNET_BENCH_ROUNDS)
+if (process.env.ALKNET_BENCH_MESSAGES) S.messages = Number(process.env.ALKNET_BENCH_MESSAGES)
 const LEVELS = [1, 16, 256]
 const WINDOW = 512 // pub/sub: published but not yet received
-const PUBLISHERS = 16 // pub/sub: concurrent publish calls
+const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? 16) // pub/sub: concurrent publish calls
 const BURST = 128 // pub/sub from the node: messages per burst
 const KEEP_ALIVE_MS = 5_000 // QUIC connections close after 30 s idle
 
