@@ -8,6 +8,9 @@
 //   ALKNET_BENCH_QUICK=1 node bench/node-bench.mjs   # a short smoke run
 //   ALKNET_BENCH_ONLY=alknet-quic,grpc-tls ...       # only these columns (ids in SYSTEMS below)
 //   ALKNET_BENCH_ROUNDS=1 ...                         # fewer rounds
+//   ALKNET_BENCH_PUBSUB_ONLY=1 ...                    # only the pub/sub rows (and their CPU per message)
+//   ALKNET_BENCH_MESSAGES=300000 ...                  # pub/sub messages per row
+//   ALKNET_BENCH_PUBLISHERS=512 ...                   # concurrent publish calls of the peer row (default 16)
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
 //
 // Every server runs in its own child process (this file with `serve <kind>`); the clients run in
@@ -39,13 +42,15 @@ const root = path.resolve(path.dirname(here), '..')
 tls.DEFAULT_MIN_VERSION = 'TLSv1.3'
 
 const QUICK = process.env.ALKNET_BENCH_QUICK === '1'
+const PUBSUB_ONLY = process.env.ALKNET_BENCH_PUBSUB_ONLY === '1'
 const S = QUICK
   ? { rounds: 1, warmup: 500, latencyCalls: 1_000, callsPerLevel: 2_000, items: 10_000, messages: 5_000, rssCalls: 10_000 }
   : { rounds: 3, warmup: 3_000, latencyCalls: 5_000, callsPerLevel: 20_000, items: 100_000, messages: 50_000, rssCalls: 100_000 }
 if (process.env.ALKNET_BENCH_ROUNDS) S.rounds = Number(process.env.ALKNET_BENCH_ROUNDS)
+if (process.env.ALKNET_BENCH_MESSAGES) S.messages = Number(process.env.ALKNET_BENCH_MESSAGES)
 const LEVELS = [1, 16, 256]
 const WINDOW = 512 // pub/sub: published but not yet received
-const PUBLISHERS = 16 // pub/sub: concurrent publish calls
+const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? 16) // pub/sub: concurrent publish calls
 const BURST = 128 // pub/sub from the node: messages per burst
 const KEEP_ALIVE_MS = 5_000 // QUIC connections close after 30 s idle
 
@@ -680,7 +685,29 @@ async function cpuPerCall(sys, calls) {
   return { client: (c1.user + c1.system) / calls, server: (s1.user + s1.system - s0.user - s0.system) / calls }
 }
 
+/** Pub/sub messages/s (`from` the peer or the node) and CPU µs per message in each process. */
+async function pubsubCpu(sys, total, from) {
+  const s0 = await sys.stats(false)
+  const c0 = process.cpuUsage()
+  const rate = await pubsub(sys, total, from)
+  const c1 = process.cpuUsage(c0)
+  const s1 = await sys.stats(false)
+  return { rate, client: (c1.user + c1.system) / total, server: (s1.user + s1.system - s0.user - s0.system) / total }
+}
+
 async function round(sys) {
+  if (PUBSUB_ONLY) {
+    const peer = await pubsubCpu(sys, S.messages, 'peer')
+    const node = await pubsubCpu(sys, S.messages, 'node')
+    return {
+      messages: peer.rate,
+      nodeMessages: node.rate,
+      peerCpuClient: peer.client,
+      peerCpuServer: peer.server,
+      nodeCpuClient: node.client,
+      nodeCpuServer: node.server,
+    }
+  }
   const { p50, p99 } = await latency(sys, S.latencyCalls)
   const rates = []
   for (const c of LEVELS) rates.push(await throughput(sys, c, S.callsPerLevel))
@@ -780,6 +807,15 @@ function table(columns, results) {
     ['CPU µs/call client (c=256)', (f) => f.cpuClient, fmt.us, true],
     ['CPU µs/call server (c=256)', (f) => f.cpuServer, fmt.us, true],
   ]
+  const pubsubRows = [
+    rows[6],
+    ['  CPU µs/msg subscriber + publisher', (f) => f.peerCpuClient, fmt.us, true],
+    ['  CPU µs/msg server', (f) => f.peerCpuServer, fmt.us, true],
+    rows[7],
+    ['  CPU µs/msg subscriber', (f) => f.nodeCpuClient, fmt.us, true],
+    ['  CPU µs/msg server (publishes)', (f) => f.nodeCpuServer, fmt.us, true],
+  ]
+  if (PUBSUB_ONLY) rows.splice(0, rows.length, ...pubsubRows)
   const cell = (r, f) => (typeof f === 'string' ? f : r[2](r[1](f)))
   // Ratios, the like-for-like comparisons (>1 = alknet ahead): alknet QUIC against the TLS peers,
   // the WebSocket client against the bare ws server over TLS.
@@ -807,6 +843,7 @@ function median(values) {
 
 function combine(rounds) {
   const of = (get) => median(rounds.map(get))
+  if (PUBSUB_ONLY) return Object.fromEntries(Object.keys(rounds[0]).map((k) => [k, of((f) => f[k])]))
   return {
     p50: of((f) => f.p50),
     p99: of((f) => f.p99),
@@ -873,9 +910,11 @@ async function main() {
     }, KEEP_ALIVE_MS)
     for (const r of running) {
       current = r
-      for (let n = 0; n < S.warmup; n++) await checkedPing(r.sys, n)
-      await throughput(r.sys, 16, S.warmup)
-      await streaming(r.sys, Math.min(S.items, 10_000))
+      if (!PUBSUB_ONLY) {
+        for (let n = 0; n < S.warmup; n++) await checkedPing(r.sys, n)
+        await throughput(r.sys, 16, S.warmup)
+        await streaming(r.sys, Math.min(S.items, 10_000))
+      }
       await pubsub(r.sys, Math.min(S.messages, 5_000), 'peer')
       await pubsub(r.sys, Math.min(S.messages, 5_000), 'node')
     }
@@ -887,7 +926,8 @@ async function main() {
         try {
           const f = await round(r.sys)
           rounds[k].push(f)
-          process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
+          if (PUBSUB_ONLY) process.stdout.write(` pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
+          else process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
         } catch (e) {
           rounds[k].push(`failed: ${e?.message ?? e}`)
           process.stdout.write(` failed: ${e?.message ?? e}\n`)
@@ -899,7 +939,7 @@ async function main() {
     console.log(table(columns, results))
     console.log()
     const alk = running.find((r) => r.column.id === 'alknet-quic') ?? running.find((r) => r.column.id === 'alknet-tcp')
-    if (alk) {
+    if (alk && !PUBSUB_ONLY) {
       current = alk
       await rssCheck(alk.sys, S.rssCalls, alk.column.id === 'alknet-quic' ? 'QUIC' : 'TCP+TLS')
     }

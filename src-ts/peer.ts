@@ -5,6 +5,7 @@ import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
 import type { OperationMap, Registry } from './registry'
+import { Publisher } from './publisher'
 import { type OperationInfo, type TopicMessage, discover } from './remote'
 import { type TypedApi, typedApi } from './typed'
 import { connectConfigWire } from './wire'
@@ -113,6 +114,11 @@ export class Peer implements RemoteOperations {
   private connectedWaiters: (() => void)[] = []
   /** Resumable subscriptions renew themselves here when a new connection is up. */
   private readonly onConnected = new Set<() => void>()
+  /** Publishes waiting to travel together. */
+  private readonly publisher = new Publisher(
+    (operation, inputJson, token) => this.callJson(operation, inputJson, token === undefined ? undefined : { token }),
+    () => this.generation,
+  )
 
   /** @internal */
   constructor(peer: native.Peer, completions: Completions, redial?: () => Promise<native.Peer>, reconnect?: ReconnectOptions) {
@@ -197,8 +203,12 @@ export class Peer implements RemoteOperations {
   }
 
   /** Calls a query or mutation. Rejects with a {@link CallError}. */
-  async call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
-    const inputJson = JSON.stringify(input ?? null)
+  call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
+    return this.callJson<T>(operation, JSON.stringify(input ?? null), options)
+  }
+
+  /** {@link Peer.call} with the input already encoded. */
+  private async callJson<T>(operation: string, inputJson: string, options?: CallOptions): Promise<T> {
     const generation = this.generation
     const attempt = (): Promise<T> => {
       const peer = this.native
@@ -293,8 +303,12 @@ export class Peer implements RemoteOperations {
   /**
    * Publishes to a topic on the remote node (the `pubsub/publish` operation, with this peer's
    * token unless `options.token` names another); resolves with how many subscriptions it reached.
+   * Publishes made in the same tick or while earlier ones are in flight travel together as one
+   * `pubsub/publish_batch` request, in the order they were made (those with a `signal` or
+   * `timeoutMs` go alone); each promise still settles with its own count or error.
    */
   async publish(topic: string, data: unknown, options?: RequestOptions): Promise<number> {
+    if (options?.signal === undefined && options?.timeoutMs === undefined) return this.publisher.publish(topic, data, options?.token)
     const out = await this.call<{ delivered: number }>('pubsub/publish', { topic, data: data ?? null }, options)
     return out.delivered
   }

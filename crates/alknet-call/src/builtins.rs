@@ -1,5 +1,5 @@
 //! The built-in operations every call service serves: `services/list`, `services/schema`,
-//! `pubsub/publish` and `pubsub/subscribe`.
+//! `pubsub/publish`, `pubsub/publish_batch` and `pubsub/subscribe`.
 //!
 //! Each captures what it needs when it is registered (the catalog of operations, the broker, the
 //! queue depth) instead of reaching back into the service; topic rules are read from the
@@ -99,16 +99,50 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
         Handler::unary(move |ctx: CallContext, input: Value| {
             let broker = publish_broker.clone();
             async move {
-                let topic = input["topic"].as_str().unwrap_or_default();
-                validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
-                let config = ctx.config();
-                if !may_publish(&config.get::<PubSubPolicy>(), topic, ctx.identity.as_ref()) {
-                    return Err(denied(ctx.identity.as_ref(), "publish to this topic"));
-                }
-                // Delivered under the same snapshot: each subscriber's identity is resolved in
-                // it too.
-                let delivered = broker.publish(config, topic, &input["data"]);
+                let delivered = publish_one(&broker, &ctx, &input)?;
                 Ok(json!({ "delivered": delivered }))
+            }
+        }),
+    )?;
+    let batch_broker = broker.clone();
+    r.register(
+        OperationSpec::new(
+            "pubsub/publish_batch",
+            OperationType::Mutation,
+            object_schema(
+                json!({ "messages": {
+                    "type": "array",
+                    "maxItems": MAX_BATCH,
+                    "items": object_schema(
+                        json!({ "topic": { "type": "string" }, "data": true }),
+                        &["topic"],
+                    ),
+                } }),
+                &["messages"],
+            ),
+            object_schema(
+                json!({ "results": { "type": "array" } }),
+                &["results"],
+            ),
+        )
+        .describe(
+            "Publishes several messages in order; one result per message: `{ delivered }` or `{ error }`.",
+        ),
+        Handler::unary(move |ctx: CallContext, input: Value| {
+            let broker = batch_broker.clone();
+            async move {
+                let empty = Vec::new();
+                let messages = input["messages"].as_array().unwrap_or(&empty);
+                // Each message on its own: a refused one is answered with its error and the
+                // others are published all the same, in the order given.
+                let results: Vec<Value> = messages
+                    .iter()
+                    .map(|m| match publish_one(&broker, &ctx, m) {
+                        Ok(delivered) => json!({ "delivered": delivered }),
+                        Err(e) => json!({ "error": e }),
+                    })
+                    .collect();
+                Ok(json!({ "results": results }))
             }
         }),
     )?;
@@ -154,6 +188,23 @@ pub(crate) fn register(r: &mut OperationRegistry, with: Captured) -> Result<(), 
         })),
     )?;
     Ok(())
+}
+
+/// Messages one `pubsub/publish_batch` may carry; more is `INVALID_INPUT` for the whole batch.
+pub(crate) const MAX_BATCH: usize = 1024;
+
+/// One message `{ topic, data }` of `pubsub/publish` or `pubsub/publish_batch`: the topic
+/// checked, the caller's right to publish to it checked, then queued for the subscribers;
+/// returns how many it was queued for.
+fn publish_one(broker: &Broker, ctx: &CallContext, message: &Value) -> Result<usize, CallError> {
+    let topic = message["topic"].as_str().unwrap_or_default();
+    validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
+    let config = ctx.config();
+    if !may_publish(&config.get::<PubSubPolicy>(), topic, ctx.identity.as_ref()) {
+        return Err(denied(ctx.identity.as_ref(), "publish to this topic"));
+    }
+    // Delivered under the same snapshot: each subscriber's identity is resolved in it too.
+    Ok(broker.publish(config, topic, &message["data"]))
 }
 
 fn shutting_down() -> CallError {

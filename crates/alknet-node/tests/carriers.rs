@@ -374,3 +374,113 @@ async fn unidentified_partial_frames_share_one_budget_and_expire() {
     send_raw(&mut stream, &request("e", "/test/echo", json!(2))).await;
     assert_eq!(recv_raw(&mut stream).await.unwrap()["payload"]["output"], 2);
 }
+
+/// A subscription of `peer` to `pattern`, registered on the node: publishes `probe` until one
+/// reaches it, and reads that one off.
+async fn registered_topic(peer: &Peer, pattern: &str, probe: &str) -> alknet_call::Subscription {
+    let mut topic = peer.topic(pattern).await.unwrap();
+    while peer.publish(probe, json!("probe")).await.unwrap() == 0 {}
+    assert_eq!(topic.next().await.unwrap().unwrap()["topic"], probe);
+    topic
+}
+
+/// Only `root` may publish to `secret/>` (alice, an admin, may not).
+fn secret_for_root(node: &Node) {
+    let mut dynamic = node.endpoint.dynamic();
+    dynamic.pubsub.rules.push(alknet_call::TopicRule {
+        pattern: "secret/>".into(),
+        publish: Some(vec!["root".into()]),
+        subscribe: None,
+        anonymous: false,
+    });
+    node.endpoint.reload(dynamic).unwrap();
+}
+
+#[tokio::test]
+async fn batched_publishes_arrive_once_in_order_each_with_its_own_answer_over_quic_and_tcp() {
+    let alice = SecretKey::generate();
+    let node = node(&alice).await;
+    secret_for_root(&node);
+    for kind in [TransportKind::Quic, TransportKind::Tcp] {
+        let peer = connect(&node, alice.clone(), kind).await;
+        let mut topic = registered_topic(&peer, "b/>", "b/probe").await;
+        // 600 publishes at once, sent as batches (one after the other); one forbidden topic and
+        // one wildcard topic among them.
+        let published = futures::future::join_all((0..600).map(|n| {
+            let topic = match n {
+                100 => "secret/x".to_string(),
+                200 => "b/*".to_string(),
+                _ => format!("b/{}", n % 7),
+            };
+            let peer = peer.clone();
+            async move { peer.publish(&topic, json!({ "n": n })).await }
+        }))
+        .await;
+        for (n, result) in published.iter().enumerate() {
+            match n {
+                100 => assert_eq!(result.as_ref().unwrap_err().code, "FORBIDDEN", "{kind:?}"),
+                200 => assert_eq!(
+                    result.as_ref().unwrap_err().code,
+                    "INVALID_INPUT",
+                    "{kind:?}"
+                ),
+                _ => assert_eq!(result.as_ref().unwrap(), &1, "{kind:?} message {n}"),
+            }
+        }
+        // Each published message once, in the order it was published, then nothing else.
+        for n in (0..600).filter(|n| *n != 100 && *n != 200) {
+            let item = topic.next().await.unwrap().unwrap();
+            assert_eq!(item["data"]["n"], n, "{kind:?}");
+            assert_eq!(item["topic"], format!("b/{}", n % 7), "{kind:?}");
+        }
+        assert_eq!(peer.publish("b/end", json!("end")).await.unwrap(), 1);
+        assert_eq!(topic.next().await.unwrap().unwrap()["topic"], "b/end");
+        publish_batch_answers_each_message_and_refuses_an_oversized_batch(&peer, &mut topic).await;
+        peer.close();
+    }
+}
+
+/// `pubsub/publish_batch` called directly: one result per message, a refused message does not
+/// stop the others; more than 1 024 messages, or one that is not a message, is refused whole.
+async fn publish_batch_answers_each_message_and_refuses_an_oversized_batch(
+    peer: &Peer,
+    topic: &mut alknet_call::Subscription,
+) {
+    let out = peer
+        .call(
+            "pubsub/publish_batch",
+            json!({ "messages": [
+                { "topic": "b/1", "data": 1 },
+                { "topic": "secret/x", "data": 2 },
+                { "topic": "b/>", "data": 3 },
+                { "topic": "b/4" },
+            ] }),
+        )
+        .await
+        .unwrap();
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0], json!({ "delivered": 1 }));
+    assert_eq!(results[1]["error"]["code"], "FORBIDDEN");
+    assert_eq!(results[2]["error"]["code"], "INVALID_INPUT");
+    assert_eq!(results[3], json!({ "delivered": 1 }));
+    assert_eq!(topic.next().await.unwrap().unwrap()["data"], 1);
+    assert_eq!(
+        topic.next().await.unwrap().unwrap(),
+        json!({ "topic": "b/4", "data": null })
+    );
+    // More than 1 024 messages, or one that is not a message: nothing is published.
+    let many: Vec<_> = (0..1025)
+        .map(|n| json!({ "topic": "b/x", "data": n }))
+        .collect();
+    for messages in [json!(many), json!([{ "topic": "b/y" }, { "data": 1 }])] {
+        let refused = peer
+            .call("pubsub/publish_batch", json!({ "messages": messages }))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, "INVALID_INPUT");
+    }
+    // The connection and the subscription go on: the next message is the next one seen.
+    assert_eq!(peer.publish("b/after", json!(5)).await.unwrap(), 1);
+    assert_eq!(topic.next().await.unwrap().unwrap()["topic"], "b/after");
+}

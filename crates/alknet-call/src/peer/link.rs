@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::carrier::writer::Writer;
 use crate::envelope::Reply;
 use crate::options::CallOptions;
+use crate::peer::publisher::Publisher;
 use crate::pubsub::ByteBudget;
 
 /// One connection, as both directions of the protocol see it.
@@ -37,6 +38,8 @@ pub(crate) struct Link {
     /// resolved at (`None`: as the endpoint resolved it, see [`identity_at`](Self::identity_at)).
     identity: Mutex<(Option<u64>, Option<Identity>)>,
     next_id: AtomicU64,
+    /// Our publishes waiting to go out together.
+    pub(crate) publisher: Publisher,
 }
 
 impl Link {
@@ -52,6 +55,7 @@ impl Link {
             shared_writer: watch::channel(None).0,
             closed: CancellationToken::new(),
             next_id: AtomicU64::new(1),
+            publisher: Publisher::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 pub(crate) mod exchange;
 pub(crate) mod link;
+mod publisher;
 mod subscription;
 
 pub use exchange::RequestOptions;
@@ -88,18 +89,30 @@ impl Peer {
     }
 
     /// Publishes to a topic on the remote node; returns how many subscriptions it reached.
+    /// Publishes made while an earlier one is in flight go together as one
+    /// `pubsub/publish_batch` request (in the order they were made), each with its own answer;
+    /// against a node without that operation each is its own `pubsub/publish`.
     pub async fn publish(&self, topic: &str, data: Value) -> Result<u64, CallError> {
         self.publish_with(topic, data, RequestOptions::default())
             .await
     }
 
-    /// Publishes with per-request options (an `auth_token` to publish as, a deadline).
+    /// Publishes with per-request options (an `auth_token` to publish as, a deadline). Only
+    /// publishes without a deadline or cancellation token are batched (see
+    /// [`publish`](Self::publish)), those with the same `auth_token` together.
     pub async fn publish_with(
         &self,
         topic: &str,
         data: Value,
         options: RequestOptions,
     ) -> Result<u64, CallError> {
+        if options.timeout.is_none() && options.cancel.is_none() {
+            return self
+                .link
+                .publisher
+                .publish(self, options.auth_token, topic, data)
+                .await;
+        }
         let out = self
             .call_with(
                 "pubsub/publish",
