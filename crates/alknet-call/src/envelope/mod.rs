@@ -432,12 +432,34 @@ impl CallRequest {
 
 impl Serialize for CallRequest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RequestRef {
+            operation: &self.operation,
+            input: &self.input,
+            auth_token: self.auth_token.as_deref(),
+            timeout_ms: self.timeout_ms,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A `call.requested` payload borrowing its parts (what a caller encodes, without copying the
+/// operation name or the input into a [`CallRequest`] first); the wire shape of `CallRequest`.
+pub(crate) struct RequestRef<'a> {
+    /// The operation's registry name, without the leading slash.
+    pub(crate) operation: &'a str,
+    pub(crate) input: &'a Value,
+    pub(crate) auth_token: Option<&'a str>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Serialize for RequestRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let len =
             2 + usize::from(self.auth_token.is_some()) + usize::from(self.timeout_ms.is_some());
         let mut map = serializer.serialize_map(Some(len))?;
         map.serialize_entry("operationId", &format_args!("/{}", self.operation))?;
-        map.serialize_entry("input", &self.input)?;
-        if let Some(token) = &self.auth_token {
+        map.serialize_entry("input", self.input)?;
+        if let Some(token) = self.auth_token {
             map.serialize_entry("auth_token", token)?;
         }
         if let Some(timeout) = self.timeout_ms {

@@ -216,7 +216,8 @@ impl Dispatcher {
             };
             match self.on_envelope(envelope, writer, stream).await {
                 Ok(Some(served)) if inline && running.is_terminated() => {
-                    running.set(request::serve(self.clone(), served).fuse());
+                    // Boxed: the stream task's own future stays small (tokio moves it whole).
+                    running.set(Box::pin(request::serve(self.clone(), served)).fuse());
                 }
                 Ok(Some(served)) => {
                     self.requests.spawn(request::serve(self.clone(), served));
