@@ -11,6 +11,9 @@
 //! ALKNET_BENCH_VARIANTS=1 cargo run --release -p alknet-call-bench  # plus diagnostic variants
 //! ALKNET_BENCH_UNARY_ONLY=1 cargo run --release -p alknet-call-bench # unary rows only
 //! ALKNET_BENCH_UNARY_PROFILE=256 cargo run --release -p alknet-call-bench # alknet/call alone, for perf
+//!   (ALKNET_BENCH_RAW=1: the raw echo instead; ALKNET_BENCH_WIRE=1: the call server with a
+//!   minimal client; ALKNET_BENCH_CALLS=n calls instead of 200k; `--features count-allocs`
+//!   counts allocations per call; CPU time per call is the whole process's)
 //! ```
 //!
 //! Everything runs in one process on one multi-threaded tokio runtime and talks over 127.0.0.1
@@ -1064,6 +1067,68 @@ S: items in 32 KiB writes (the limit). U: one write per item. W: items one by on
 
 // ---------------------------------------------------------------------------------------------
 
+/// User plus system CPU time of the whole process so far, in seconds (`/proc/self/stat`).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field overall.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Counts heap allocations (`--features count-allocs`), for `ALKNET_BENCH_UNARY_PROFILE`.
+mod counting {
+    /// Whether allocations are counted in this build.
+    pub const ENABLED: bool = cfg!(feature = "count-allocs");
+
+    #[cfg(feature = "count-allocs")]
+    mod imp {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        pub static COUNT: AtomicU64 = AtomicU64::new(0);
+
+        struct Counting;
+
+        // SAFETY: forwards to the system allocator unchanged; only counts.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+                System.alloc(layout)
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                System.dealloc(ptr, layout)
+            }
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+                System.alloc_zeroed(layout)
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                COUNT.fetch_add(1, Ordering::Relaxed);
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+    }
+
+    /// Allocations (and reallocations) so far; 0 without the feature.
+    pub fn allocations() -> u64 {
+        #[cfg(feature = "count-allocs")]
+        return imp::COUNT.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(feature = "count-allocs"))]
+        0
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let s = Settings::from_env();
@@ -1087,22 +1152,39 @@ async fn main() -> Result<()> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     {
-        let system = if std::env::var("ALKNET_BENCH_RAW").is_ok_and(|v| v == "1") {
+        let system: SystemRef = if std::env::var("ALKNET_BENCH_RAW").is_ok_and(|v| v == "1") {
             node.raw_system(b'E', None).await?
+        } else if std::env::var("ALKNET_BENCH_WIRE").is_ok_and(|v| v == "1") {
+            Arc::new(CallWireSystem {
+                conn: node.dial(alknet_call::ALPN, TransportKind::Quic).await?,
+                next_id: AtomicU64::new(1),
+            })
         } else {
             node.call_system(1, TransportKind::Quic).await?
         };
+        let calls = std::env::var("ALKNET_BENCH_CALLS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(200_000);
+        // Warm up (connection windows, buffers, the allocator) outside the counted part.
+        throughput(&system, c, calls.min(2_000) / 2).await?;
+        let (allocs, cpu) = (counting::allocations(), cpu_seconds());
         let started = Instant::now();
-        let calls = 200_000;
         let rate = on_worker(
             "profile",
             async move { throughput(&system, c, calls).await },
         )
         .await;
+        let (allocs, cpu) = (counting::allocations() - allocs, cpu_seconds() - cpu);
         eprintln!(
-            "{calls} calls at concurrency {c}: {:.1} s, {:?} calls/s",
+            "{calls} calls at concurrency {c}: {:.1} s, {:?} calls/s, {:.1} µs CPU per call{}",
             started.elapsed().as_secs_f64(),
-            rate.map(|r| r.round())
+            rate.map(|r| r.round()),
+            cpu * 1e6 / calls as f64,
+            match counting::ENABLED {
+                true => format!(", {:.1} allocations per call", allocs as f64 / calls as f64),
+                false => String::new(),
+            }
         );
         return Ok(());
     }

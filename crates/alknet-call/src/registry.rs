@@ -170,6 +170,8 @@ impl Handler {
 pub struct Operation {
     /// The contract.
     pub spec: OperationSpec,
+    /// `spec.name`, shared by the contexts of its requests.
+    pub(crate) name: Arc<str>,
     input: jsonschema::Validator,
     output: jsonschema::Validator,
     /// The code.
@@ -337,6 +339,7 @@ impl OperationRegistry {
         self.operations.insert(
             spec.name.clone(),
             Arc::new(Operation {
+                name: spec.name.as_str().into(),
                 spec,
                 input,
                 output,

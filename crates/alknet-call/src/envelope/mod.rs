@@ -27,8 +27,10 @@ use alknet_core::log_text::escaped;
 use crate::error::{CallError, ErrorCode};
 use crate::framing::{FrameError, MAX_FRAME_LIMIT};
 
+mod received;
 mod reply;
 
+pub(crate) use received::{decode_received, PayloadFields, Received};
 pub use reply::{decode_reply, decode_reply_raw, RawOutput, Reply};
 
 /// The longest request id the protocol allows, in bytes.
@@ -100,32 +102,12 @@ pub struct ProtocolViolation(pub String);
 /// `payload`, or an `id` that is empty or longer than [`MAX_ID_LEN`] bytes is a violation. Unknown
 /// top-level and payload fields are ignored.
 pub fn decode_envelope(frame: &[u8]) -> Result<Envelope, ProtocolViolation> {
-    let value: Value = serde_json::from_slice(frame)
-        .map_err(|e| ProtocolViolation(format!("envelope is not valid JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
-        return Err(ProtocolViolation("envelope is not a JSON object".into()));
-    };
-    let kind = match fields.remove("type") {
-        Some(Value::String(kind)) => EventType::parse(&kind),
-        Some(_) => return Err(ProtocolViolation("envelope `type` is not a string".into())),
-        None => return Err(ProtocolViolation("envelope has no `type`".into())),
-    };
-    let id = match fields.remove("id") {
-        Some(Value::String(id)) => id,
-        Some(_) => return Err(ProtocolViolation("envelope `id` is not a string".into())),
-        None => return Err(ProtocolViolation("envelope has no `id`".into())),
-    };
-    check_id_len(&id)?;
-    let payload = match fields.remove("payload") {
-        Some(payload @ Value::Object(_)) => payload,
-        Some(_) => {
-            return Err(ProtocolViolation(
-                "envelope `payload` is not a JSON object".into(),
-            ))
-        }
-        None => return Err(ProtocolViolation("envelope has no `payload`".into())),
-    };
-    Ok(Envelope { kind, id, payload })
+    let Received { kind, id, payload } = decode_received(frame)?;
+    Ok(Envelope {
+        kind,
+        id,
+        payload: payload.into_value(),
+    })
 }
 
 /// The one rule on `id` lengths, shared by both decoders.
@@ -414,34 +396,19 @@ impl CallRequest {
     /// `timeout_ms` that is not a positive integer, or an `auth_token` that is neither a string nor
     /// `null`. A missing `input` is `null`; an `auth_token` of `null` is absent.
     pub fn from_payload(payload: &Value) -> Result<CallRequest, CallError> {
-        let invalid = |message: &str| CallError::new(ErrorCode::InvalidInput, message);
         let Some(fields) = payload.as_object() else {
-            return Err(invalid("call.requested payload must be a JSON object"));
+            return Err(CallError::new(
+                ErrorCode::InvalidInput,
+                "call.requested payload must be a JSON object",
+            ));
         };
-        let operation = match fields.get("operationId") {
-            Some(Value::String(op)) => op
-                .strip_prefix('/')
-                .ok_or_else(|| invalid("`operationId` must start with '/', e.g. \"/math/add\""))?,
-            Some(_) => return Err(invalid("`operationId` must be a string")),
-            None => return Err(invalid("`operationId` is missing")),
-        };
-        let auth_token = match fields.get("auth_token") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(token)) => Some(token.clone()),
-            Some(_) => return Err(invalid("`auth_token` must be a string or null")),
-        };
-        let timeout_ms = match fields.get("timeout_ms") {
-            None => None,
-            Some(value) => Some(positive_integer(value).ok_or_else(|| {
-                invalid("`timeout_ms` must be a positive integer (milliseconds)")
-            })?),
-        };
-        Ok(CallRequest {
-            operation: operation.to_owned(),
-            input: fields.get("input").cloned().unwrap_or(Value::Null),
-            auth_token,
-            timeout_ms,
-        })
+        let field = |name: &str| fields.get(name).cloned();
+        received::request_from(
+            field("operationId"),
+            field("input"),
+            field("auth_token"),
+            field("timeout_ms"),
+        )
     }
 
     /// The `call.requested` payload: `operationId` with its leading slash; absent optional fields
@@ -465,12 +432,34 @@ impl CallRequest {
 
 impl Serialize for CallRequest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RequestRef {
+            operation: &self.operation,
+            input: &self.input,
+            auth_token: self.auth_token.as_deref(),
+            timeout_ms: self.timeout_ms,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A `call.requested` payload borrowing its parts (what a caller encodes, without copying the
+/// operation name or the input into a [`CallRequest`] first); the wire shape of `CallRequest`.
+pub(crate) struct RequestRef<'a> {
+    /// The operation's registry name, without the leading slash.
+    pub(crate) operation: &'a str,
+    pub(crate) input: &'a Value,
+    pub(crate) auth_token: Option<&'a str>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Serialize for RequestRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let len =
             2 + usize::from(self.auth_token.is_some()) + usize::from(self.timeout_ms.is_some());
         let mut map = serializer.serialize_map(Some(len))?;
         map.serialize_entry("operationId", &format_args!("/{}", self.operation))?;
-        map.serialize_entry("input", &self.input)?;
-        if let Some(token) = &self.auth_token {
+        map.serialize_entry("input", self.input)?;
+        if let Some(token) = self.auth_token {
             map.serialize_entry("auth_token", token)?;
         }
         if let Some(timeout) = self.timeout_ms {

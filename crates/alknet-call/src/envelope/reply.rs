@@ -253,7 +253,7 @@ fn check_payload(payload: &str) -> Result<(), ProtocolViolation> {
 }
 
 /// A string borrowed from the frame when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
+pub(super) struct CowStr<'a>(pub(super) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

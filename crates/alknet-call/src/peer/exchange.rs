@@ -22,8 +22,8 @@ use crate::carrier::byte_stream::FrameReader;
 use crate::carrier::writer::Writer;
 use crate::carrier::{ReceiveError, STOP_CANCELLED};
 use crate::envelope::{
-    decode_reply, decode_reply_raw, frame_of, try_encode_frame_of, CallRequest, EventType,
-    ProtocolViolation, RawOutput, Reply, FRAME_CAPACITY,
+    decode_reply, decode_reply_raw, frame_of, try_encode_frame_of, EventType, ProtocolViolation,
+    RawOutput, Reply, RequestRef, FRAME_CAPACITY,
 };
 use crate::error::{CallError, ErrorCode};
 
@@ -81,10 +81,10 @@ impl Exchange {
             return Err(unavailable("closed"));
         }
         let id = link.next_id();
-        let request = CallRequest {
-            operation: operation.trim_start_matches('/').to_string(),
-            input,
-            auth_token: options.auth_token,
+        let request = RequestRef {
+            operation: operation.trim_start_matches('/'),
+            input: &input,
+            auth_token: options.auth_token.as_deref(),
             timeout_ms: options.timeout.map(|t| t.as_millis().max(1) as u64),
         };
         let mut frame = BytesMut::with_capacity(FRAME_CAPACITY);

@@ -10,7 +10,6 @@ use alknet_core::log_text::escaped;
 use alknet_core::{BoxedStream, StoppedFuture};
 use bytes::Bytes;
 use futures::future::{Fuse, FusedFuture, FutureExt};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +20,7 @@ use super::RESET_PROTOCOL_VIOLATION;
 use crate::carrier::byte_stream::{FrameReader, FrameWriter, SharedStream};
 use crate::carrier::writer::Writer;
 use crate::carrier::{EnvelopeSource, FrameSink, ReceiveError};
-use crate::envelope::{decode_envelope, frame_of, Envelope, EventType, Reply};
+use crate::envelope::{decode_received, frame_of, EventType, PayloadFields, Received, Reply};
 use crate::error::{CallError, ErrorCode};
 use crate::peer::link::Link;
 use crate::service::CallService;
@@ -202,7 +201,7 @@ impl Dispatcher {
                 _ = self.link.closed.cancelled() => break None,
             };
             let envelope = match next {
-                Ok(Some(frame)) => match decode_envelope(&frame) {
+                Ok(Some(frame)) => match decode_received(&frame) {
                     Ok(envelope) => envelope,
                     Err(v) => break Some(v.to_string()),
                 },
@@ -217,7 +216,8 @@ impl Dispatcher {
             };
             match self.on_envelope(envelope, writer, stream).await {
                 Ok(Some(served)) if inline && running.is_terminated() => {
-                    running.set(request::serve(self.clone(), served).fuse());
+                    // Boxed: the stream task's own future stays small (tokio moves it whole).
+                    running.set(Box::pin(request::serve(self.clone(), served)).fuse());
                 }
                 Ok(Some(served)) => {
                     self.requests.spawn(request::serve(self.clone(), served));
@@ -240,11 +240,11 @@ impl Dispatcher {
     /// `Err` is a protocol violation.
     async fn on_envelope(
         self: &Arc<Self>,
-        envelope: Envelope,
+        envelope: Received,
         writer: &Writer,
         stream: &CancellationToken,
     ) -> Result<Option<request::Served>, String> {
-        let Envelope { kind, id, payload } = envelope;
+        let Received { kind, id, payload } = envelope;
         match kind {
             EventType::Requested => match self.on_requested(id, payload, writer, stream)? {
                 Ok(served) => return Ok(Some(served)),
@@ -263,7 +263,7 @@ impl Dispatcher {
                 debug!(target: "alknet::call", kind = %escaped(&kind), "ignoring envelope of unknown type");
             }
             kind => {
-                if let Some(reply) = Reply::from_envelope(&kind, payload) {
+                if let Some(reply) = Reply::from_envelope(&kind, payload.into_value()) {
                     self.link.route(&id, reply).await;
                 }
             }
@@ -275,7 +275,7 @@ impl Dispatcher {
     fn on_requested(
         self: &Arc<Self>,
         id: String,
-        payload: Value,
+        payload: PayloadFields,
         writer: &Writer,
         stream: &CancellationToken,
     ) -> Result<Result<request::Served, Bytes>, String> {

@@ -19,7 +19,7 @@ use crate::carrier::writer::SharedFrame;
 use crate::carrier::writer::Writer;
 use crate::context::{CallContext, LiveIdentity};
 use crate::envelope::{
-    encode_frame_of, encode_responded_frame, frame_of, CallRequest, EventType, RespondedHead,
+    encode_frame_of, encode_responded_frame, frame_of, EventType, PayloadFields, RespondedHead,
     FRAME_CAPACITY,
 };
 use crate::error::{CallError, ErrorCode};
@@ -35,7 +35,7 @@ const SHARE_ABOVE: usize = 16 * 1024;
 /// A request being served.
 pub(super) struct Served {
     pub(super) id: String,
-    pub(super) payload: Value,
+    pub(super) payload: PayloadFields,
     /// The writer of the stream the request arrived on: its answers go there.
     pub(super) writer: Writer,
     /// Cancelled by `call.aborted`, by the peer stopping the stream, a reset, or the connection
@@ -73,7 +73,7 @@ pub(super) async fn serve(dispatcher: Arc<Dispatcher>, served: Served) {
 async fn run(
     dispatcher: &Arc<Dispatcher>,
     id: &str,
-    payload: Value,
+    payload: PayloadFields,
     writer: &Writer,
     token: &CancellationToken,
 ) {
@@ -83,7 +83,7 @@ async fn run(
             .send(frame_of(&EventType::Error, id, &e), Some(token))
             .await;
     };
-    let request = match CallRequest::from_payload(&payload) {
+    let request = match payload.into_request() {
         Ok(r) => r,
         Err(e) => return send_error(e).await,
     };
@@ -126,7 +126,7 @@ async fn run(
     let ctx = CallContext::new(
         config.clone(),
         live.clone(),
-        op.spec.name.as_str().into(),
+        op.name.clone(),
         handler_token,
         service.clone(),
         Some(Peer {
