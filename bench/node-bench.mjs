@@ -651,26 +651,36 @@ async function pubsub(sys, total, from = 'peer') {
     }
   })()
   const space = (k) => (published - received + k > WINDOW ? new Promise((r) => waiters.push(r)).then(() => space(k)) : undefined)
-  if (from === 'node') {
-    while (published < total) {
-      await space(BURST)
-      const count = Math.min(BURST, total - published)
-      const start = published
-      published += count
-      if ((await sys.burst(start, count)) !== count) throw new Error(`burst at ${start} did not reach the subscriber`)
+  // A subscription that ends early (OVERLOADED when the subscriber's queue overflowed) fails the
+  // row at once instead of leaving the publishers waiting for room that never comes.
+  const ended = consumer.then(() => {
+    if (received < total) throw new Error(`the subscription ended after ${received} of ${total} messages`)
+    return new Promise(() => {})
+  })
+  ended.catch(() => {}) // seen through the race below, or through `await consumer`
+  const publishing = (async () => {
+    if (from === 'node') {
+      while (published < total) {
+        await space(BURST)
+        const count = Math.min(BURST, total - published)
+        const start = published
+        published += count
+        if ((await sys.burst(start, count)) !== count) throw new Error(`burst at ${start} did not reach the subscriber`)
+      }
+    } else {
+      await Promise.all(
+        Array.from({ length: PUBLISHERS }, async () => {
+          for (;;) {
+            await space(1)
+            const n = published++
+            if (n >= total) return
+            if ((await sys.publish('bench/t', { n })) !== 1) throw new Error(`publish ${n} reached no subscriber`)
+          }
+        }),
+      )
     }
-  } else {
-    await Promise.all(
-      Array.from({ length: PUBLISHERS }, async () => {
-        for (;;) {
-          await space(1)
-          const n = published++
-          if (n >= total) return
-          if ((await sys.publish('bench/t', { n })) !== 1) throw new Error(`publish ${n} reached no subscriber`)
-        }
-      }),
-    )
-  }
+  })()
+  await Promise.race([publishing, ended])
   await consumer
   return total / ((performance.now() - started) / 1e3)
 }
