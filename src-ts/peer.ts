@@ -197,20 +197,24 @@ export class Peer implements RemoteOperations {
   }
 
   /** Calls a query or mutation. Rejects with a {@link CallError}. */
-  async call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
-    const inputJson = JSON.stringify(input ?? null)
-    const generation = this.generation
+  call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
+    let inputJson: string
+    try {
+      inputJson = JSON.stringify(input ?? null)
+    } catch (e) {
+      return Promise.reject(e)
+    }
     const attempt = (): Promise<T> => {
       const peer = this.native
       return this.completions.run<T>((id, o) => peer.call(id, operation, inputJson, o), (id) => peer.cancel(id), options)
     }
-    try {
-      return await attempt()
-    } catch (e) {
-      if (!(options?.retry && e instanceof CallError && e.code === 'UNAVAILABLE' && this.redial !== undefined)) throw e
+    if (!options?.retry || this.redial === undefined) return attempt()
+    const generation = this.generation
+    return attempt().catch(async (e: unknown) => {
+      if (!(e instanceof CallError && e.code === 'UNAVAILABLE')) throw e
       await this.connectedAfter(generation, options.signal)
       return attempt()
-    }
+    })
   }
 
   /**
@@ -465,10 +469,10 @@ class StatusBroadcast {
  */
 export async function connect(options: ConnectOptions): Promise<Peer> {
   const host = options.operations ? new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole) : undefined
-  const completions = new Completions()
+  const completions = new Completions((wake) => new native.CompletionQueue(wake))
   try {
     const args = { config: JSON.stringify(connectConfigWire(options)), token: options.token, operations: host?.specsJson() }
-    const dial = () => native.connect(args, options.key.native, completions.complete, host?.native)
+    const dial = () => native.connect(args, options.key.native, completions.queue, host?.native)
     const peer = await dial()
     const reconnect = options.reconnect === true ? {} : options.reconnect === false ? undefined : options.reconnect
     return new Peer(peer, completions, reconnect === undefined ? undefined : dial, reconnect)

@@ -43,6 +43,7 @@ pub use host::Host;
 pub use keypair::Keypair;
 pub use node::{serve, Node};
 pub use peer::{connect, ConnectOptions, Peer};
+pub use request::CompletionQueue;
 pub use subscription::Subscription;
 pub use tunnel::TunnelListener;
 pub use wire::{protocol_constants, wire_samples};
@@ -50,8 +51,27 @@ pub use wire::{protocol_constants, wire_samples};
 /// The node's log lines (warnings and errors by default: a handler's output failing its schema,
 /// refused connections) go to stderr; `ALKNET_LOG` takes a `tracing` filter (`info`, `debug`,
 /// `alknet::call=debug`, `off`). Log lines never carry payloads, tokens or keys.
+///
+/// `ALKNET_WORKER_THREADS` sets the number of the binding's Tokio worker threads (default: one
+/// per CPU, Tokio's default).
 #[napi_derive::module_init]
 fn init_logging() {
+    let workers = std::env::var("ALKNET_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    if let Some(workers) = workers {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => napi::bindgen_prelude::create_custom_tokio_runtime(runtime),
+            Err(e) => eprintln!(
+                "alknet: ALKNET_WORKER_THREADS={workers}: no runtime ({e}); using the default"
+            ),
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALKNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
