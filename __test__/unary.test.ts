@@ -3,7 +3,7 @@
 // deadlines through both.
 import { describe, expect, it } from 'vitest'
 import { alknet } from './helpers'
-import { deferred, dial, rejection, start } from './support'
+import { deferred, dial, gatedOps, rejection, start } from './support'
 
 const { CallError, Registry, Type } = alknet
 
@@ -103,5 +103,45 @@ describe('unary calls', () => {
     expect((await rejection(peer.call('work/mark', {}, { signal: controller.signal }))).code).toBe('CANCELLED')
     await expect(peer.call('services/list', {})).resolves.toBeTruthy()
     expect(ran).toBe(false)
+  })
+
+  it('cancelling a subscription leaves the calls in flight on the same peer alone', async () => {
+    const started = deferred()
+    const release = deferred()
+    const stopped = deferred<boolean>()
+    const ops = new Registry()
+      .query('work/gated', { input: Type.Object({}), output: Type.String() }, async () => {
+        started.resolve()
+        await release.promise
+        return 'finished'
+      })
+      .subscription('feed/forever', { input: Type.Object({}), output: Type.Integer() }, async function* (_i, ctx) {
+        try {
+          for (let n = 0; !ctx.signal.aborted; n++) {
+            yield n
+            await new Promise(setImmediate)
+          }
+        } finally {
+          stopped.resolve(ctx.signal.aborted)
+        }
+      })
+    const peer = await dial(await start(ops))
+    const call = peer.call('work/gated', {})
+    await started.promise
+    const items = peer.subscribe<number>('feed/forever', {})
+    expect((await items.next()).value).toBe(0)
+    await items.return()
+    expect(await stopped.promise).toBe(true)
+    release.resolve()
+    await expect(call).resolves.toBe('finished')
+  })
+
+  it('closing the peer fails the calls it has in flight', async () => {
+    const { ops, started } = gatedOps()
+    const peer = await dial(await start(ops))
+    const call = rejection(peer.call('work/gated', {}))
+    await started
+    await peer.close()
+    expect(['UNAVAILABLE', 'CANCELLED']).toContain((await call).code)
   })
 })
