@@ -123,7 +123,7 @@ impl Host {
     ) -> napi::Result<()> {
         let ctx = self.bridge.context(request_id)?;
         let input: Value = parse_json(&input_json, "input")?;
-        let request = self.cancels.call(None, ctx.token(), None)?;
+        let request = self.cancels.request(None, ctx.token(), None)?;
         complete(&self.completions, call_id, request, async move {
             ctx.call(&operation, input).await.map(RawOutput::from)
         });
@@ -146,7 +146,7 @@ impl Host {
         let input: Value = parse_json(&input_json, "input")?;
         let request = self
             .cancels
-            .call(options_json.as_deref(), ctx.token(), None)?;
+            .request(options_json.as_deref(), ctx.token(), None)?;
         let options = request.options.clone();
         complete(&self.completions, call_id, request, async move {
             peer.call_raw_with(&operation, input, options).await

@@ -101,7 +101,7 @@ impl Peer {
         let input: Value = parse_json(&input_json, "input")?;
         let request =
             self.cancels
-                .call(options_json.as_deref(), &self.closed, self.token.as_deref())?;
+                .request(options_json.as_deref(), &self.closed, self.token.as_deref())?;
         let options = request.options.clone();
         let peer = self.peer.clone();
         complete(&self.completions, call_id, request, async move {

@@ -48,45 +48,18 @@ impl Drop for Request {
 
 impl Cancels {
     /// Parses `json` into options whose cancel token is a child of `parent`, registered under the
-    /// `cancelId` it names; `token` is used when the request names none. For subscriptions, which
-    /// cancel their token themselves.
+    /// `cancelId` it names; `token` is used when the request names none.
     pub fn request(
         &self,
         json: Option<&str>,
         parent: &CancellationToken,
         token: Option<&str>,
     ) -> napi::Result<Request> {
-        self.parse(json, parent, token, true)
-    }
-
-    /// As [`Cancels::request`], for a unary call: its token is a child of `parent` only when the
-    /// call can be cancelled by itself (a `cancelId`); otherwise it is `parent`'s, so a call
-    /// adds no node to the token tree (nothing but `parent` cancels it).
-    pub fn call(
-        &self,
-        json: Option<&str>,
-        parent: &CancellationToken,
-        token: Option<&str>,
-    ) -> napi::Result<Request> {
-        self.parse(json, parent, token, false)
-    }
-
-    fn parse(
-        &self,
-        json: Option<&str>,
-        parent: &CancellationToken,
-        token: Option<&str>,
-        own: bool,
-    ) -> napi::Result<Request> {
         let parsed: OptionsJson = match json {
             Some(j) if !j.is_empty() => parse_json(j, "options")?,
             _ => OptionsJson::default(),
         };
-        let cancel = if own || parsed.cancel_id.is_some() {
-            parent.child_token()
-        } else {
-            parent.clone()
-        };
+        let cancel = parent.child_token();
         if let (Some(id), Ok(mut tokens)) = (parsed.cancel_id, self.tokens.lock()) {
             tokens.insert(id, cancel.clone());
         }
