@@ -11,8 +11,9 @@
 //! - [`serve`] → [`Node`]: an endpoint serving a host's operations.
 //! - [`run_cli`]: the `alknet` command (`npx @alkdev/alknet …`), the same entry point as the binary.
 //! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node, optionally
-//!   serving a host's operations back to it. Failures reject with a JSON-encoded `CallError` as
-//!   the message, so TypeScript can rebuild it. Subscriptions deliver items in batches, within
+//!   serving a host's operations back to it. Calls finish into a [`CompletionQueue`] (one per
+//!   peer or host): outcomes that arrive together reach JavaScript as one JSON array per
+//!   wake-up, failures as JSON-encoded `CallError`s, so TypeScript can rebuild them. Subscriptions deliver items in batches, within
 //!   the credit JavaScript grants ([`Subscription`]). A peer also starts local SOCKS5 servers
 //!   and forwards whose connections leave from the node ([`TunnelListener`]).
 //!
@@ -20,8 +21,8 @@
 //! TypeScript layer holds one timer per open node or peer instead, and clears it on `close()`.
 //!
 //! ```js
-//! const { Host, Keypair, serve } = require('./index.js')
-//! const host = new Host((event, id, op, input, identity) => {})
+//! const { CompletionQueue, Host, Keypair, serve } = require('./index.js')
+//! const host = new Host(() => host.takeEvents(), new CompletionQueue(() => {}))
 //! const node = await serve('{"listen":"127.0.0.1:0"}', '[]', Keypair.generate(), host)
 //! await node.close()
 //! ```

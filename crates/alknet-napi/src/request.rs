@@ -144,19 +144,25 @@ impl CompletionQueue {
     /// none); the queue is emptied.
     #[napi]
     pub fn take(&self) -> String {
-        let Ok(mut waiting) = self.inner.waiting.lock() else {
-            return "[]".into();
-        };
-        let mut out = String::with_capacity(waiting.len() + 2);
-        out.push('[');
-        out.push_str(&waiting);
-        out.push(']');
-        waiting.clear();
-        if waiting.capacity() > 1 << 20 {
-            waiting.shrink_to(4096);
-        }
-        out
+        take_array(&self.inner.waiting)
     }
+}
+
+/// The comma-separated JSON elements in `buffer` as one JSON array (`[]` when none); the buffer
+/// is emptied (and shrunk after a burst).
+pub(crate) fn take_array(buffer: &Mutex<String>) -> String {
+    let Ok(mut waiting) = buffer.lock() else {
+        return "[]".into();
+    };
+    let mut out = String::with_capacity(waiting.len() + 2);
+    out.push('[');
+    out.push_str(&waiting);
+    out.push(']');
+    waiting.clear();
+    if waiting.capacity() > 1 << 20 {
+        waiting.shrink_to(4096);
+    }
+    out
 }
 
 /// Runs `call` on the runtime and queues its outcome (the output's JSON text, or the error) on
