@@ -90,7 +90,7 @@ describe('Host.push', () => {
           host.end(requestId)
         }
       },
-      () => {},
+      new native.CompletionQueue(() => {}),
     )
     const specs = JSON.stringify([{ name: 'feed/many', type: 'subscription', input_schema: {}, output_schema: {} }])
     const node = await native.serve(JSON.stringify({ listen: '127.0.0.1:0' }), specs, native.Keypair.generate(), host)

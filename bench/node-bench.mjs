@@ -11,6 +11,7 @@
 //   ALKNET_BENCH_PUBSUB_ONLY=1 ...                    # only the pub/sub rows (and their CPU per message)
 //   ALKNET_BENCH_MESSAGES=300000 ...                  # pub/sub messages per row
 //   ALKNET_BENCH_PUBLISHERS=512 ...                   # concurrent publish calls of the peer row (default 16)
+//   ALKNET_BENCH_UNARY=1 ...                          # only the unary rows (latency, calls/s, CPU per call)
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
 //
 // Every server runs in its own child process (this file with `serve <kind>`); the clients run in
@@ -48,6 +49,7 @@ const S = QUICK
   : { rounds: 3, warmup: 3_000, latencyCalls: 5_000, callsPerLevel: 20_000, items: 100_000, messages: 50_000, rssCalls: 100_000 }
 if (process.env.ALKNET_BENCH_ROUNDS) S.rounds = Number(process.env.ALKNET_BENCH_ROUNDS)
 if (process.env.ALKNET_BENCH_MESSAGES) S.messages = Number(process.env.ALKNET_BENCH_MESSAGES)
+const UNARY_ONLY = process.env.ALKNET_BENCH_UNARY === '1'
 const LEVELS = [1, 16, 256]
 const WINDOW = 512 // pub/sub: published but not yet received
 const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? 16) // pub/sub: concurrent publish calls
@@ -721,6 +723,10 @@ async function round(sys) {
   const { p50, p99 } = await latency(sys, S.latencyCalls)
   const rates = []
   for (const c of LEVELS) rates.push(await throughput(sys, c, S.callsPerLevel))
+  if (UNARY_ONLY) {
+    const cpu = await cpuPerCall(sys, S.callsPerLevel)
+    return { p50, p99, rates, items: NaN, messages: NaN, nodeMessages: NaN, cpuClient: cpu.client, cpuServer: cpu.server }
+  }
   const items = await streaming(sys, S.items)
   const messages = await pubsub(sys, S.messages, 'peer')
   const nodeMessages = await pubsub(sys, S.messages, 'node')
@@ -811,9 +817,13 @@ function table(columns, results) {
     ['latency p50 (sequential)', (f) => f.p50, fmt.us, true],
     ['latency p99 (sequential)', (f) => f.p99, fmt.us, true],
     ...LEVELS.map((c, i) => [`calls/s, concurrency ${c}`, (f) => f.rates[i], fmt.rate, false]),
-    ['subscription items/s', (f) => f.items, fmt.rate, false],
-    ['pub/sub msgs/s, peer publishes', (f) => f.messages, fmt.rate, false],
-    ['pub/sub msgs/s, node publishes', (f) => f.nodeMessages, fmt.rate, false],
+    ...(UNARY_ONLY
+      ? []
+      : [
+          ['subscription items/s', (f) => f.items, fmt.rate, false],
+          ['pub/sub msgs/s, peer publishes', (f) => f.messages, fmt.rate, false],
+          ['pub/sub msgs/s, node publishes', (f) => f.nodeMessages, fmt.rate, false],
+        ]),
     ['CPU µs/call client (c=256)', (f) => f.cpuClient, fmt.us, true],
     ['CPU µs/call server (c=256)', (f) => f.cpuServer, fmt.us, true],
   ]
@@ -923,6 +933,7 @@ async function main() {
       if (!PUBSUB_ONLY) {
         for (let n = 0; n < S.warmup; n++) await checkedPing(r.sys, n)
         await throughput(r.sys, 16, S.warmup)
+        if (UNARY_ONLY) continue
         await streaming(r.sys, Math.min(S.items, 10_000))
       }
       await pubsub(r.sys, Math.min(S.messages, 5_000), 'peer')
@@ -937,7 +948,10 @@ async function main() {
           const f = await round(r.sys)
           rounds[k].push(f)
           if (PUBSUB_ONLY) process.stdout.write(` pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
-          else process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
+          else {
+            const more = UNARY_ONLY ? `CPU/call ${fmt.us(f.cpuClient)} client, ${fmt.us(f.cpuServer)} server` : `items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}`
+            process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, ${more}\n`)
+          }
         } catch (e) {
           rounds[k].push(`failed: ${e?.message ?? e}`)
           process.stdout.write(` failed: ${e?.message ?? e}\n`)

@@ -1,5 +1,5 @@
 import type * as native from '../index.js'
-import { CallError, fromNative, parseCallError } from './errors'
+import { CallError, callErrorFrom, fromNative, parseCallError } from './errors'
 
 /** Per-request options of a call or subscription. */
 export interface RequestOptions {
@@ -43,22 +43,45 @@ function optionsJson(options: RequestOptions | undefined, cancelId?: number): st
   return JSON.stringify({ timeoutMs: options?.timeoutMs, token: options?.token, cancelId })
 }
 
+/** A call in flight: how it settles, and the abort listener to remove when it does. */
+interface Waiter {
+  resolve: (value: unknown) => void
+  reject: (error: unknown) => void
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
 /**
- * The calls a peer or host has in flight: the native side reports each outcome to
- * {@link Completions.complete} under the id the call was started with.
+ * The calls a peer or host has in flight. The native side queues each outcome under the id the
+ * call was started with and wakes {@link Completions.drain}, which takes every outcome waiting
+ * as one JSON array: calls that finish together cost one wake-up and one `JSON.parse`. One
+ * promise per call, settled with the parsed output.
  * @internal
  */
 export class Completions {
-  private readonly pending = new Map<number, { resolve: (json: string) => void; reject: (error: unknown) => void }>()
+  /** The native queue the peer's or host's calls finish into. */
+  readonly queue: native.CompletionQueue
+  private readonly pending = new Map<number, Waiter>()
   private nextId = 1
 
-  /** The listener the native side calls: `(callId, ok, json)`. */
-  readonly complete = (id: number, ok: boolean, json: string): void => {
+  /** `makeQueue` builds the native queue around the wake-up it is given. */
+  constructor(makeQueue: (wake: () => void) => native.CompletionQueue) {
+    this.queue = makeQueue(() => this.drain())
+  }
+
+  /** Settles the calls whose outcomes wait in the native queue. */
+  private drain(): void {
+    const outcomes = JSON.parse(this.queue.take()) as Array<[number, boolean, unknown]>
+    for (const [id, ok, value] of outcomes) this.complete(id, ok, value)
+  }
+
+  private complete(id: number, ok: boolean, value: unknown): void {
     const waiter = this.pending.get(id)
     if (waiter === undefined) return
     this.pending.delete(id)
-    if (ok) waiter.resolve(json)
-    else waiter.reject(parseCallError(json) ?? new CallError('INTERNAL', json))
+    if (waiter.onAbort !== undefined) waiter.signal?.removeEventListener('abort', waiter.onAbort)
+    if (ok) waiter.resolve(value)
+    else waiter.reject(callErrorFrom(value) ?? new CallError('INTERNAL', JSON.stringify(value)))
   }
 
   /**
@@ -73,20 +96,18 @@ export class Completions {
     const signal = options?.signal
     if (signal?.aborted) return Promise.reject(cancelled())
     const id = this.nextId++
-    const outcome = new Promise<string>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject })
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = signal === undefined ? undefined : (): void => cancel(id)
+      this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, signal, onAbort })
       try {
         start(id, optionsJson(options, signal === undefined ? undefined : id))
       } catch (e) {
         this.pending.delete(id)
         reject(fromNative(e))
+        return
       }
+      if (onAbort !== undefined) signal?.addEventListener('abort', onAbort, { once: true })
     })
-    const parse = (json: string): T => JSON.parse(json) as T
-    if (signal === undefined) return outcome.then(parse)
-    const onAbort = (): void => cancel(id)
-    signal.addEventListener('abort', onAbort, { once: true })
-    return outcome.finally(() => signal.removeEventListener('abort', onAbort)).then(parse)
   }
 }
 

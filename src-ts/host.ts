@@ -33,6 +33,10 @@ interface Running {
   flushing: boolean
 }
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as PromiseLike<unknown>).then === 'function'
+}
+
 /** Parsed identities by their JSON: a connection's requests share one (frozen) object. */
 const identities = new Map<string, Identity | null>()
 
@@ -102,7 +106,7 @@ class RequestContext implements HandlerContext {
  */
 export class HandlerHost {
   readonly native: native.Host
-  private readonly completions = new Completions()
+  private readonly completions = new Completions((wake) => new native.CompletionQueue(wake))
   private readonly running = new Map<number, Running>()
   private readonly operations: ReadonlyMap<string, RegisteredOperation>
 
@@ -111,7 +115,7 @@ export class HandlerHost {
     private readonly report: HandlerErrorReporter,
   ) {
     this.operations = registry.operations
-    this.native = new native.Host(() => this.wake(), this.completions.complete)
+    this.native = new native.Host(() => this.wake(), this.completions.queue)
   }
 
   /** The specs the native registry is built from. */
@@ -223,15 +227,23 @@ export class HandlerHost {
       this.pull(id, entry)
       return
     }
-    new Promise<unknown>((resolve) => resolve(op.handler(input, ctx))).then(
-      (out) => {
-        const json = this.encode(id, operation, out)
-        if (json === undefined) return
-        this.running.delete(id)
-        this.answer(0, id, json)
-      },
-      (e: unknown) => this.fail(id, operation, e, entry),
-    )
+    let out: unknown
+    try {
+      out = op.handler(input, ctx)
+    } catch (e) {
+      this.fail(id, operation, e, entry)
+      return
+    }
+    // A handler that answers at once is answered without a promise hop.
+    if (isThenable(out)) out.then((v) => this.resolved(id, operation, v), (e: unknown) => this.fail(id, operation, e, entry))
+    else this.resolved(id, operation, out)
+  }
+
+  private resolved(id: number, operation: string, out: unknown): void {
+    const json = this.encode(id, operation, out)
+    if (json === undefined) return
+    this.running.delete(id)
+    this.answer(0, id, json)
   }
 
   private dispatch(event: string, id: number, operation: string, input: unknown, identityJson: string): void {

@@ -204,23 +204,28 @@ export class Peer implements RemoteOperations {
 
   /** Calls a query or mutation. Rejects with a {@link CallError}. */
   call<T = unknown>(operation: string, input: unknown, options?: CallOptions): Promise<T> {
-    return this.callJson<T>(operation, JSON.stringify(input ?? null), options)
+    let inputJson: string
+    try {
+      inputJson = JSON.stringify(input ?? null)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return this.callJson<T>(operation, inputJson, options)
   }
 
   /** {@link Peer.call} with the input already encoded. */
-  private async callJson<T>(operation: string, inputJson: string, options?: CallOptions): Promise<T> {
-    const generation = this.generation
+  private callJson<T>(operation: string, inputJson: string, options?: CallOptions): Promise<T> {
     const attempt = (): Promise<T> => {
       const peer = this.native
       return this.completions.run<T>((id, o) => peer.call(id, operation, inputJson, o), (id) => peer.cancel(id), options)
     }
-    try {
-      return await attempt()
-    } catch (e) {
-      if (!(options?.retry && e instanceof CallError && e.code === 'UNAVAILABLE' && this.redial !== undefined)) throw e
+    if (!options?.retry || this.redial === undefined) return attempt()
+    const generation = this.generation
+    return attempt().catch(async (e: unknown) => {
+      if (!(e instanceof CallError && e.code === 'UNAVAILABLE')) throw e
       await this.connectedAfter(generation, options.signal)
       return attempt()
-    }
+    })
   }
 
   /**
@@ -500,10 +505,10 @@ class StatusBroadcast {
  */
 export async function connect(options: ConnectOptions): Promise<Peer> {
   const host = options.operations ? new HandlerHost(options.operations, options.onHandlerError ?? reportToConsole) : undefined
-  const completions = new Completions()
+  const completions = new Completions((wake) => new native.CompletionQueue(wake))
   try {
     const args = { config: JSON.stringify(connectConfigWire(options)), token: options.token, operations: host?.specsJson() }
-    const dial = () => native.connect(args, options.key.native, completions.complete, host?.native)
+    const dial = () => native.connect(args, options.key.native, completions.queue, host?.native)
     const peer = await dial()
     const reconnect = options.reconnect === true ? {} : options.reconnect === false ? undefined : options.reconnect
     return new Peer(peer, completions, reconnect === undefined ? undefined : dial, reconnect)

@@ -245,18 +245,7 @@ impl Bridge {
 
     /// The events waiting, as one JSON array (`[]` when none), and the buffer emptied.
     pub fn take_events(&self) -> String {
-        let Ok(mut events) = self.events.lock() else {
-            return "[]".into();
-        };
-        let mut out = String::with_capacity(events.len() + 2);
-        out.push('[');
-        out.push_str(&events);
-        out.push(']');
-        events.clear();
-        if events.capacity() > 1 << 20 {
-            events.shrink_to(4096);
-        }
-        out
+        crate::request::take_array(&self.events)
     }
 
     /// How many requests JavaScript is working on (answers still awaited).

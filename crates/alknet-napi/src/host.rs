@@ -8,13 +8,15 @@
 
 use std::sync::Arc;
 
-use alknet_call::{CallError, ErrorCode, OperationRegistry, OperationSpec, OperationType, Peer};
+use alknet_call::{
+    CallError, ErrorCode, OperationRegistry, OperationSpec, OperationType, Peer, RawOutput,
+};
 use napi_derive::napi;
 use serde_json::Value;
 
 use crate::bridge::{Bridge, Dispatch};
 use crate::errors::{call_error, parse_json, plain};
-use crate::request::{complete, Cancels, Completer};
+use crate::request::{complete, Cancels, CompletionQueue, Completions};
 use crate::subscription::{self, Listener, Subscription};
 
 /// Operations answered by JavaScript, and the calls their handlers make.
@@ -22,7 +24,7 @@ use crate::subscription::{self, Listener, Subscription};
 pub struct Host {
     pub(crate) bridge: Arc<Bridge>,
     cancels: Cancels,
-    completer: Arc<Completer>,
+    completions: Arc<Completions>,
 }
 
 impl Host {
@@ -56,16 +58,16 @@ impl Host {
 impl Host {
     /// A host announcing requests through `wake` (called when events wait for
     /// [`Host::take_events`]; see [`crate::bridge`] for the events); the calls its handlers make
-    /// finish through `completer`.
+    /// finish through `completions`.
     #[napi(
         constructor,
-        ts_args_type = "wake: () => void, completer: (callId: number, ok: boolean, json: string) => void"
+        ts_args_type = "wake: () => void, completions: CompletionQueue"
     )]
-    pub fn new(dispatch: Dispatch, completer: Completer) -> Self {
+    pub fn new(dispatch: Dispatch, completions: &CompletionQueue) -> Self {
         Self {
             bridge: Bridge::new(dispatch),
             cancels: Cancels::default(),
-            completer: Arc::new(completer),
+            completions: completions.inner.clone(),
         }
     }
 
@@ -110,7 +112,7 @@ impl Host {
     }
 
     /// Calls `operation` of this node (internal ones too) on behalf of request `requestId`, as its
-    /// caller's identity; the outcome reaches the completer under `callId`.
+    /// caller's identity; the outcome reaches the completion queue under `callId`.
     #[napi]
     pub fn call_local(
         &self,
@@ -122,14 +124,14 @@ impl Host {
         let ctx = self.bridge.context(request_id)?;
         let input: Value = parse_json(&input_json, "input")?;
         let request = self.cancels.request(None, ctx.token(), None)?;
-        complete(&self.completer, call_id, request, async move {
-            ctx.call(&operation, input).await
+        complete(&self.completions, call_id, request, async move {
+            ctx.call(&operation, input).await.map(RawOutput::from)
         });
         Ok(())
     }
 
     /// Calls `operation` on the peer at the other end of request `requestId`'s connection; the
-    /// outcome reaches the completer under `callId`. Options as for `Peer.call`; the call is
+    /// outcome reaches the completion queue under `callId`. Options as for `Peer.call`; the call is
     /// cancelled with its parent request.
     #[napi]
     pub fn call_peer(
@@ -146,8 +148,8 @@ impl Host {
             .cancels
             .request(options_json.as_deref(), ctx.token(), None)?;
         let options = request.options.clone();
-        complete(&self.completer, call_id, request, async move {
-            peer.call_with(&operation, input, options).await
+        complete(&self.completions, call_id, request, async move {
+            peer.call_raw_with(&operation, input, options).await
         });
         Ok(())
     }

@@ -11,8 +11,9 @@
 //! - [`serve`] → [`Node`]: an endpoint serving a host's operations.
 //! - [`run_cli`]: the `alknet` command (`npx @alkdev/alknet …`), the same entry point as the binary.
 //! - [`connect`] → [`Peer`]: calls, subscriptions and pub/sub on a remote node, optionally
-//!   serving a host's operations back to it. Failures reject with a JSON-encoded `CallError` as
-//!   the message, so TypeScript can rebuild it. Subscriptions deliver items in batches, within
+//!   serving a host's operations back to it. Calls finish into a [`CompletionQueue`] (one per
+//!   peer or host): outcomes that arrive together reach JavaScript as one JSON array per
+//!   wake-up, failures as JSON-encoded `CallError`s, so TypeScript can rebuild them. Subscriptions deliver items in batches, within
 //!   the credit JavaScript grants ([`Subscription`]). A peer also starts local SOCKS5 servers
 //!   and forwards whose connections leave from the node ([`TunnelListener`]).
 //!
@@ -20,8 +21,8 @@
 //! TypeScript layer holds one timer per open node or peer instead, and clears it on `close()`.
 //!
 //! ```js
-//! const { Host, Keypair, serve } = require('./index.js')
-//! const host = new Host((event, id, op, input, identity) => {})
+//! const { CompletionQueue, Host, Keypair, serve } = require('./index.js')
+//! const host = new Host(() => host.takeEvents(), new CompletionQueue(() => {}))
 //! const node = await serve('{"listen":"127.0.0.1:0"}', '[]', Keypair.generate(), host)
 //! await node.close()
 //! ```
@@ -43,6 +44,7 @@ pub use host::Host;
 pub use keypair::Keypair;
 pub use node::{serve, Node};
 pub use peer::{connect, ConnectOptions, Peer};
+pub use request::CompletionQueue;
 pub use subscription::Subscription;
 pub use tunnel::TunnelListener;
 pub use wire::{protocol_constants, wire_samples};
@@ -50,8 +52,27 @@ pub use wire::{protocol_constants, wire_samples};
 /// The node's log lines (warnings and errors by default: a handler's output failing its schema,
 /// refused connections) go to stderr; `ALKNET_LOG` takes a `tracing` filter (`info`, `debug`,
 /// `alknet::call=debug`, `off`). Log lines never carry payloads, tokens or keys.
+///
+/// `ALKNET_WORKER_THREADS` sets the number of the binding's Tokio worker threads (default: one
+/// per CPU, Tokio's default).
 #[napi_derive::module_init]
 fn init_logging() {
+    let workers = std::env::var("ALKNET_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    if let Some(workers) = workers {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => napi::bindgen_prelude::create_custom_tokio_runtime(runtime),
+            Err(e) => eprintln!(
+                "alknet: ALKNET_WORKER_THREADS={workers}: no runtime ({e}); using the default"
+            ),
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("ALKNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()

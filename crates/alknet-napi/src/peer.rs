@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::errors::{connect_error, node_error, parse_json, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
-use crate::request::{complete, Cancels, Completer};
+use crate::request::{complete, Cancels, CompletionQueue, Completions};
 use crate::subscription::{self, Listener, Subscription};
 
 /// Where and how to dial.
@@ -40,21 +40,21 @@ pub struct Peer {
     token: Option<String>,
     cancels: Cancels,
     closed: CancellationToken,
-    completer: Arc<Completer>,
+    completions: Arc<Completions>,
 }
 
 /// Dials the node `options.config` names with `key`, pinning its key; the peer's calls finish
-/// through `completer`. With `host`, the operations in `options.operations` are served to the
+/// through `completions`. With `host`, the operations in `options.operations` are served to the
 /// node over the same connection.
 #[napi(
-    ts_args_type = "options: ConnectOptions, key: Keypair, completer: (callId: number, ok: boolean, json: string) => void, host?: Host | undefined | null",
+    ts_args_type = "options: ConnectOptions, key: Keypair, completions: CompletionQueue, host?: Host | undefined | null",
     ts_return_type = "Promise<Peer>"
 )]
 pub fn connect<'env>(
     env: &'env Env,
     options: ConnectOptions,
     key: &Keypair,
-    completer: Completer,
+    completions: &CompletionQueue,
     host: Option<&Host>,
 ) -> napi::Result<PromiseRaw<'env, Peer>> {
     let config = ConnectConfig::from_json(&options.config).map_err(node_error)?;
@@ -68,6 +68,7 @@ pub fn connect<'env>(
     };
     let service = CallService::anonymous(registry).map_err(plain)?;
     let key = key.key.clone();
+    let completions = completions.inner.clone();
     env.spawn_future(async move {
         let Connected { peer, client } = alknet_node::connect(key.clone(), target.clone(), service)
             .await
@@ -80,14 +81,14 @@ pub fn connect<'env>(
             token: options.token,
             cancels: Cancels::default(),
             closed: CancellationToken::new(),
-            completer: Arc::new(completer),
+            completions,
         })
     })
 }
 
 #[napi]
 impl Peer {
-    /// Starts a query or mutation; its outcome reaches the completer under `callId`. Options
+    /// Starts a query or mutation; its outcome reaches the completion queue under `callId`. Options
     /// (JSON): `{ timeoutMs?, cancelId?, token? }`.
     #[napi]
     pub fn call(
@@ -103,8 +104,8 @@ impl Peer {
                 .request(options_json.as_deref(), &self.closed, self.token.as_deref())?;
         let options = request.options.clone();
         let peer = self.peer.clone();
-        complete(&self.completer, call_id, request, async move {
-            peer.call_with(&operation, input, options).await
+        complete(&self.completions, call_id, request, async move {
+            peer.call_raw_with(&operation, input, options).await
         });
         Ok(())
     }

@@ -2,16 +2,16 @@
 //! JavaScript chose (an `AbortSignal` on the TypeScript side).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alknet_call::{CallError, RequestOptions};
-use napi::bindgen_prelude::FnArgs;
+use alknet_call::{CallError, RawOutput, RequestOptions};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
+use napi_derive::napi;
 use serde::Deserialize;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::parse_json;
@@ -86,35 +86,103 @@ impl Cancels {
     }
 }
 
-/// How a finished call reaches JavaScript: `(callId, ok, json)`, where `json` is the output, or
-/// the `CallError` when `ok` is false. One listener serves every call of a peer or host, so
-/// completions that finish together are delivered in one wake-up of the event loop, and no
-/// call creates a promise or a threadsafe function of its own on the native side.
-pub type Completion = (i64, bool, String);
+/// Finished calls waiting for JavaScript. The first one into an empty queue wakes JavaScript
+/// (weakly: it never keeps the event loop alive), which takes everything waiting as one JSON
+/// array with [`CompletionQueue::take`]: calls that finish together cost one wake-up, one
+/// crossing and one `JSON.parse`, and no call creates a promise or a threadsafe function of its
+/// own on the native side. One queue serves every call of a peer (across reconnects) or host.
+#[napi]
+pub struct CompletionQueue {
+    pub(crate) inner: Arc<Completions>,
+}
 
-/// The completion listener; weak, so it never keeps the event loop alive.
-pub type Completer =
-    ThreadsafeFunction<FnArgs<Completion>, (), FnArgs<Completion>, Status, false, true>;
+/// The queue's shared state (see [`CompletionQueue`]).
+pub(crate) struct Completions {
+    wake: Wake,
+    /// `[callId, ok, json]` entries, comma-separated, without the brackets; `json` is the
+    /// output, or the `CallError` when `ok` is false.
+    waiting: Mutex<String>,
+}
 
-/// Runs `call` on the runtime and delivers its outcome to `completer` under `call_id`.
+/// Called with no arguments when completions wait; weak.
+pub type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
+
+impl Completions {
+    /// Queues a call's outcome; `json` is valid JSON text.
+    fn push(&self, call_id: i64, ok: bool, json: &str) {
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return;
+        };
+        let first = waiting.is_empty();
+        if !first {
+            waiting.push(',');
+        }
+        let _ = write!(waiting, "[{call_id},{ok},");
+        waiting.push_str(json);
+        waiting.push(']');
+        drop(waiting);
+        if first {
+            self.wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+}
+
+#[napi]
+impl CompletionQueue {
+    /// A queue that calls `wake` when finished calls wait to be taken.
+    #[napi(constructor, ts_args_type = "wake: () => void")]
+    pub fn new(wake: Wake) -> Self {
+        Self {
+            inner: Arc::new(Completions {
+                wake,
+                waiting: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The finished calls waiting, as one JSON array of `[callId, ok, outputOrError]` (`[]` when
+    /// none); the queue is emptied.
+    #[napi]
+    pub fn take(&self) -> String {
+        take_array(&self.inner.waiting)
+    }
+}
+
+/// The comma-separated JSON elements in `buffer` as one JSON array (`[]` when none); the buffer
+/// is emptied (and shrunk after a burst).
+pub(crate) fn take_array(buffer: &Mutex<String>) -> String {
+    let Ok(mut waiting) = buffer.lock() else {
+        return "[]".into();
+    };
+    let mut out = String::with_capacity(waiting.len() + 2);
+    out.push('[');
+    out.push_str(&waiting);
+    out.push(']');
+    waiting.clear();
+    if waiting.capacity() > 1 << 20 {
+        waiting.shrink_to(4096);
+    }
+    out
+}
+
+/// Runs `call` on the runtime and queues its outcome (the output's JSON text, or the error) on
+/// `completions` under `call_id`.
 pub(crate) fn complete(
-    completer: &Arc<Completer>,
+    completions: &Arc<Completions>,
     call_id: i64,
     request: Request,
-    call: impl Future<Output = Result<Value, CallError>> + Send + 'static,
+    call: impl Future<Output = Result<RawOutput, CallError>> + Send + 'static,
 ) {
-    let completer = completer.clone();
+    let completions = completions.clone();
     napi::bindgen_prelude::spawn(async move {
         let outcome = call.await;
         drop(request);
-        let completion = match outcome {
-            Ok(v) => (call_id, true, v.to_string()),
-            Err(e) => (
-                call_id,
-                false,
-                serde_json::to_string(&e).unwrap_or_default(),
-            ),
-        };
-        completer.call(completion.into(), ThreadsafeFunctionCallMode::NonBlocking);
+        match outcome {
+            Ok(output) => completions.push(call_id, true, &output.json()),
+            Err(e) => {
+                let json = serde_json::to_string(&e).unwrap_or_else(|_| "null".into());
+                completions.push(call_id, false, &json);
+            }
+        }
     });
 }

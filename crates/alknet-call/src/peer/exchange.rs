@@ -177,11 +177,6 @@ impl Exchange {
         }
     }
 
-    /// The next reply; terminal replies finish the exchange.
-    pub(crate) async fn next(&mut self) -> Reply {
-        self.next_as().await
-    }
-
     /// The next reply, its output read as `O`; terminal replies finish the exchange.
     pub(crate) async fn next_as<O: Output>(&mut self) -> Reply<O> {
         let deadline = self.deadline;

@@ -18,7 +18,7 @@ mod subscription;
 pub use exchange::RequestOptions;
 pub use subscription::Subscription;
 
-use crate::envelope::Reply;
+use crate::envelope::{RawOutput, Reply};
 use crate::error::{CallError, ErrorCode};
 use exchange::{Exchange, DEADLINE_GRACE};
 use link::Link;
@@ -47,10 +47,30 @@ impl Peer {
         input: Value,
         options: RequestOptions,
     ) -> Result<Value, CallError> {
+        self.call_as(operation, input, options).await
+    }
+
+    /// Calls a query or mutation and keeps its output as the JSON text it arrived as (no
+    /// `Value` is built): for callers that hand the text on, such as the Node binding.
+    pub async fn call_raw_with(
+        &self,
+        operation: &str,
+        input: Value,
+        options: RequestOptions,
+    ) -> Result<RawOutput, CallError> {
+        self.call_as(operation, input, options).await
+    }
+
+    async fn call_as<O: exchange::Output>(
+        &self,
+        operation: &str,
+        input: Value,
+        options: RequestOptions,
+    ) -> Result<O, CallError> {
         let local = self.link.options.default_timeout + DEADLINE_GRACE;
         let mut exchange =
             Exchange::open(&self.link, operation, input, options, Some(local)).await?;
-        match exchange.next().await {
+        match exchange.next_as::<O>().await {
             Reply::Output(v) => {
                 exchange.finish();
                 Ok(v)
