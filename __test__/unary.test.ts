@@ -55,6 +55,34 @@ describe('unary calls', () => {
     })
   }
 
+  it('a thenable that calls back twice settles its call once, and one whose then throws fails only its call', async () => {
+    const ops = echoOps()
+      .query('echo/twice', { input: N, output: N, errors }, ({ n }) => {
+        const thenable = {
+          then(resolve: (v: { n: number }) => void, reject: (e: unknown) => void) {
+            resolve({ n })
+            reject(new CallError('CONFLICT', 'too late'))
+            resolve({ n: n + 1 })
+          },
+        }
+        return thenable as unknown as Promise<{ n: number }>
+      })
+      .query('echo/throws', { input: N, output: N }, () => {
+        const thenable = {
+          then() {
+            throw new Error('then threw')
+          },
+        }
+        return thenable as unknown as Promise<{ n: number }>
+      })
+    const peer = await dial(await start(ops))
+    await expect(peer.call('echo/twice', { n: 6 })).resolves.toEqual({ n: 6 })
+    expect((await rejection(peer.call('echo/throws', { n: 1 }))).code).toBe('INTERNAL')
+    // The connection goes on serving, each call with its own answer.
+    const more = await Promise.all([8, 10, 12].map((n) => peer.call('echo/twice', { n })))
+    expect(more).toEqual([{ n: 8 }, { n: 10 }, { n: 12 }])
+  })
+
   it('an input JSON cannot hold rejects that call only', async () => {
     const peer = await dial(await start(echoOps()))
     await expect(peer.call('echo/sync', { n: 1n })).rejects.toThrow(/BigInt/)

@@ -234,8 +234,10 @@ export class HandlerHost {
       this.fail(id, operation, e, entry)
       return
     }
-    // A handler that answers at once is answered without a promise hop.
-    if (isThenable(out)) out.then((v) => this.resolved(id, operation, v), (e: unknown) => this.fail(id, operation, e, entry))
+    // A handler that answers at once is answered without a promise hop. A thenable goes through
+    // `Promise.resolve` (the same object for a native promise), so one that calls back twice, or
+    // throws in `then`, still settles the request once.
+    if (isThenable(out)) Promise.resolve(out).then((v) => this.resolved(id, operation, v), (e: unknown) => this.fail(id, operation, e, entry))
     else this.resolved(id, operation, out)
   }
 

@@ -11,6 +11,8 @@ type Send = (operation: string, inputJson: string, token: string | undefined) =>
 interface Waiting {
   token: string | undefined
   json: string
+  /** The UTF-8 length of `json`, as the frame carries it. */
+  bytes: number
   resolve: (delivered: number) => void
   reject: (error: unknown) => void
 }
@@ -48,7 +50,7 @@ export class Publisher {
     const json = JSON.stringify({ topic, data: data ?? null })
     if (this.unsupportedAt === this.generation()) return this.send('pubsub/publish', json, token).then(deliveredOf)
     return new Promise<number>((resolve, reject) => {
-      this.queue.push({ token, json, resolve, reject })
+      this.queue.push({ token, json, bytes: Buffer.byteLength(json), resolve, reject })
       if (!this.busy) {
         this.busy = true
         // What this tick still publishes joins the batch.
@@ -59,7 +61,15 @@ export class Publisher {
 
   /** Sends what waits, batch after batch, until nothing does. */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0) await this.sendBatch(this.takeBatch())
+    while (this.queue.length > 0) {
+      const batch = this.takeBatch()
+      try {
+        await this.sendBatch(batch)
+      } catch (e) {
+        // Not expected (sendBatch settles every promise itself); no batch is left unsettled.
+        for (const w of batch) w.reject(e)
+      }
+    }
     this.busy = false
   }
 
@@ -69,8 +79,8 @@ export class Publisher {
     let bytes = 0
     let n = 0
     for (const w of this.queue) {
-      if (n > 0 && (n >= MAX_BATCH || bytes + w.json.length > MAX_BATCH_BYTES || w.token !== first.token)) break
-      bytes += w.json.length
+      if (n > 0 && (n >= MAX_BATCH || bytes + w.bytes > MAX_BATCH_BYTES || w.token !== first.token)) break
+      bytes += w.bytes
       n++
     }
     return this.queue.splice(0, n)

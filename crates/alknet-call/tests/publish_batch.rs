@@ -113,3 +113,49 @@ async fn each_publish_of_a_batch_gets_its_own_result_or_the_batch_error() {
         assert_eq!(r.unwrap_err().code, "OVERLOADED");
     }
 }
+
+#[tokio::test]
+async fn a_batch_answer_of_another_shape_fails_its_publishes_and_the_next_ones_still_go() {
+    let (raw, c) = alknet_core::connection::memory::pair(alknet_call::ALPN);
+    let peer = alknet_call::Peer::connect(c, client_service(), None);
+    let publish_two = |peer: alknet_call::Peer| {
+        tokio::spawn(async move {
+            futures::future::join_all((0..2).map(|n| peer.publish("t", json!(n)))).await
+        })
+    };
+    // A remote that is not alknet's: outputs that are not `{ results: [...] }`, and results
+    // that are not objects. Each fails its publishes with INTERNAL; none stops the sender.
+    for output in [
+        json!(5),
+        json!([]),
+        json!({ "results": 7 }),
+        json!({ "results": [1, "x"] }),
+    ] {
+        let published = publish_two(peer.clone());
+        let (mut stream, id, op, _) = next_request(&raw).await;
+        assert_eq!(op, "pubsub/publish_batch");
+        answer(
+            &mut stream,
+            &id,
+            "call.responded",
+            json!({ "output": output }),
+        )
+        .await;
+        for r in published.await.unwrap() {
+            assert_eq!(r.unwrap_err().code, "INTERNAL", "{output}");
+        }
+    }
+    let published = publish_two(peer);
+    let (mut stream, id, _, _) = next_request(&raw).await;
+    let results = json!({ "results": [{ "delivered": 1 }, { "delivered": 1 }] });
+    answer(
+        &mut stream,
+        &id,
+        "call.responded",
+        json!({ "output": results }),
+    )
+    .await;
+    for r in published.await.unwrap() {
+        assert_eq!(r.unwrap(), 1);
+    }
+}

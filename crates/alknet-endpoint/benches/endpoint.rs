@@ -694,6 +694,7 @@ fn print_table(settings: &Settings, workers: usize, rows: &[Row]) {
         .iter()
         .filter(|r| {
             !settings.bulk_only
+                && r.kind != Kind::QuicDiscovery
                 && r.concurrent_done + r.concurrent_failed < settings.concurrent_total
         })
         .map(|r| format!("{} ({} done)", r.kind.label(), r.concurrent_done))

@@ -37,7 +37,8 @@ static MTU_CEILING: AtomicU16 = AtomicU16::new(MAX_UDP_PAYLOAD);
 /// datagrams that large. Real paths keep [`MAX_UDP_PAYLOAD`].
 #[doc(hidden)]
 pub fn set_mtu_ceiling_for_benchmarks(ceiling: u16) {
-    MTU_CEILING.store(ceiling.max(1200), Ordering::Relaxed);
+    // QUIC's minimum up to the largest UDP payload quinn accepts.
+    MTU_CEILING.store(ceiling.clamp(1200, 65_527), Ordering::Relaxed);
 }
 
 /// A quinn endpoint config that accepts datagrams up to the current ceiling (quinn's default,

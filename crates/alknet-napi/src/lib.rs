@@ -57,10 +57,15 @@ pub use wire::{protocol_constants, wire_samples};
 /// per CPU, Tokio's default).
 #[napi_derive::module_init]
 fn init_logging() {
-    let workers = std::env::var("ALKNET_WORKER_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n > 0);
+    let workers = std::env::var("ALKNET_WORKER_THREADS").ok().and_then(|v| {
+        let n = v.parse::<usize>().ok().filter(|n| *n > 0);
+        if n.is_none() {
+            eprintln!(
+                "alknet: ALKNET_WORKER_THREADS={v:?} is not a positive number; using the default"
+            );
+        }
+        n
+    });
     if let Some(workers) = workers {
         match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)

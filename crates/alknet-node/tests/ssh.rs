@@ -246,6 +246,25 @@ async fn local_and_remote_forwards_carry_http_both_ways() {
     tunnel.close().await;
     let s = TcpStream::connect(local.local_addr()).await.unwrap();
     assert_eq!(get(s).await, "hello forward");
+    // The refused -R is asked for again with backoff: once a reload grants it, the node listens
+    // on its port again, without another reconnect.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = loopback_allowed();
+    t.node.reload(dynamic).unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", echo_port)).await {
+                echoes(&mut s).await;
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        back.is_ok(),
+        "the refused -R never came back after the reload"
+    );
     local.close().await;
     tunnel.close().await;
     t.node.shutdown().await;

@@ -316,7 +316,7 @@ pub struct Tunnel {
     config: TunnelConfig,
     dial: Dialer,
     state: tokio::sync::Mutex<TunnelState>,
-    remote_forwards: Mutex<Vec<(String, u16, SocketAddr)>>,
+    remote_forwards: Arc<Mutex<Vec<(String, u16, SocketAddr)>>>,
 }
 
 impl Tunnel {
@@ -334,7 +334,7 @@ impl Tunnel {
                 session: None,
                 failures: 0,
             }),
-            remote_forwards: Mutex::new(Vec::new()),
+            remote_forwards: Arc::default(),
         })
     }
 
@@ -372,11 +372,12 @@ impl Tunnel {
                 for (bind, port, to) in forwards {
                     match session.remote_forward(&bind, port, to).await {
                         Ok(_) => {}
-                        // The node no longer grants this one (its policy changed, or the port is
-                        // taken): it is dropped, and the session serves everything else.
+                        // The node does not grant it now (its policy changed, or the old session
+                        // still holds the port): the session serves everything else, and the
+                        // forward is asked for again with backoff until the node grants it.
                         Err(ClientError::Refused) => {
-                            warn!(target: "alknet::ssh", "a remote forward was refused on reconnect and is dropped");
-                            self.forget_remote_forward(&bind, port);
+                            warn!(target: "alknet::ssh", "a remote forward was refused on reconnect; asking again with backoff");
+                            self.ask_again(session.clone(), bind, port, to);
                         }
                         Err(e) => {
                             state.failures = state.failures.saturating_add(1);
@@ -433,6 +434,38 @@ impl Tunnel {
             // No session: the node has no listener of ours.
             _ => Err(ClientError::Refused),
         }
+    }
+
+    /// Asks `session` for a refused remote forward again, waiting `min_backoff` and doubling up
+    /// to `max_backoff`, until the node grants it, the session ends (a new one asks for it
+    /// itself) or it is cancelled.
+    fn ask_again(&self, session: Arc<SshClient>, bind: String, port: u16, to: SocketAddr) {
+        let wanted = self.remote_forwards.clone();
+        let still_wanted = move || {
+            wanted
+                .lock()
+                .is_ok_and(|f| f.iter().any(|(b, p, _)| *b == bind && *p == port))
+                .then(|| bind.clone())
+        };
+        let (mut backoff, max) = (self.config.min_backoff, self.config.max_backoff);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(backoff).await;
+                let Some(bind) = still_wanted().filter(|_| !session.is_closed()) else {
+                    return;
+                };
+                match session.remote_forward(&bind, port, to).await {
+                    // Cancelled while it was being asked for: take it back.
+                    Ok(_) if still_wanted().is_none() => {
+                        let _ = session.cancel_remote_forward(&bind, port).await;
+                        return;
+                    }
+                    Ok(_) => return,
+                    Err(ClientError::Refused) => backoff = backoff.saturating_mul(2).min(max),
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     fn forget_remote_forward(&self, bind: &str, port: u16) {

@@ -89,7 +89,9 @@ pub async fn connect(
 
 /// Connects `identity`, whose connection came on `transport`, to the Unix socket at `path` on
 /// the node, if the policy allows both the path and where its symbolic links lead (see
-/// [`ForwardingPolicy::check_socket_resolved`]); connects to the real path it checked.
+/// [`ForwardingPolicy::check_socket_resolved`]). On Linux the socket file is opened first and the
+/// path of what was opened is checked, then connected to through that open file, so a link
+/// swapped in between cannot redirect the connection.
 pub async fn connect_socket(
     policy: std::sync::Arc<ForwardingPolicy>,
     transport: Option<Transport>,
@@ -97,25 +99,84 @@ pub async fn connect_socket(
     path: String,
 ) -> Result<tokio::net::UnixStream, OutboundError> {
     let attempt = async {
-        let checked = tokio::task::spawn_blocking(move || {
-            let real =
-                std::fs::canonicalize(&path).map_err(|e| OutboundError::Connect(e.kind()))?;
-            let real = real
-                .into_os_string()
-                .into_string()
-                .map_err(|_| OutboundError::Refused)?;
+        let (connect_path, opened) = tokio::task::spawn_blocking(move || {
+            let opened = OpenedSocket::open(&path).map_err(|e| OutboundError::Connect(e.kind()))?;
+            let real = opened.real_path().ok_or(OutboundError::Refused)?;
             match policy.check_socket_resolved(transport, &identity, &path, &real) {
-                Verdict::Allow => Ok(real),
+                Verdict::Allow => Ok((opened.connect_path(&real), opened)),
                 Verdict::Deny => Err(OutboundError::Refused),
             }
         })
         .await
         .map_err(|_| OutboundError::Connect(io::ErrorKind::Other))??;
-        tokio::net::UnixStream::connect(checked)
+        let stream = tokio::net::UnixStream::connect(connect_path)
             .await
-            .map_err(|e| OutboundError::Connect(e.kind()))
+            .map_err(|e| OutboundError::Connect(e.kind()));
+        // Held open until connected: the path above names it.
+        drop(opened);
+        stream
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
         .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
+}
+
+/// A Unix socket file, opened without I/O (`O_PATH`) so that the path checked and the socket
+/// connected to are the same file.
+#[cfg(target_os = "linux")]
+struct OpenedSocket(std::fs::File);
+
+#[cfg(target_os = "linux")]
+impl OpenedSocket {
+    fn open(path: &str) -> io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(path)?;
+        if !file.metadata()?.file_type().is_socket() {
+            return Err(io::ErrorKind::ConnectionRefused.into());
+        }
+        Ok(Self(file))
+    }
+
+    /// The opened file's real path (links resolved), as the kernel names it.
+    fn real_path(&self) -> Option<String> {
+        std::fs::read_link(self.fd_path())
+            .ok()?
+            .into_os_string()
+            .into_string()
+            .ok()
+    }
+
+    /// Connecting to `/proc/self/fd/N` reaches the opened socket whatever its path now leads to.
+    fn connect_path(&self, _real: &str) -> String {
+        self.fd_path()
+    }
+
+    fn fd_path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.0.as_raw_fd())
+    }
+}
+
+/// Elsewhere: the real path as resolved now, connected to by that path.
+#[cfg(not(target_os = "linux"))]
+struct OpenedSocket(String);
+
+#[cfg(not(target_os = "linux"))]
+impl OpenedSocket {
+    fn open(path: &str) -> io::Result<Self> {
+        let real = std::fs::canonicalize(path)?.into_os_string().into_string();
+        real.map(Self)
+            .map_err(|_| io::ErrorKind::InvalidInput.into())
+    }
+
+    fn real_path(&self) -> Option<String> {
+        Some(self.0.clone())
+    }
+
+    fn connect_path(&self, real: &str) -> String {
+        real.to_owned()
+    }
 }

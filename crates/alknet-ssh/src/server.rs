@@ -839,7 +839,6 @@ impl russh::server::Handler for SessionHandler {
     }
 }
 
-/// What a `-R` listener needs to hand each accepted connection to the client.
 /// A session's `-R` listeners by (address, port) as the client named them, each with the token
 /// that stops it and the connections it forwarded. A listener that closes by itself (a reload took
 /// the permission away) takes its entry out: a later cancel for the port is refused, and a new
@@ -882,6 +881,7 @@ impl ForwardTable {
     }
 }
 
+/// What a `-R` listener needs to hand each accepted connection to the client.
 struct ForwardContext {
     handle: russh::server::Handle,
     address: String,

@@ -111,7 +111,8 @@ impl Peer {
     /// Publishes to a topic on the remote node; returns how many subscriptions it reached.
     /// Publishes made while an earlier one is in flight go together as one
     /// `pubsub/publish_batch` request (in the order they were made), each with its own answer;
-    /// against a node without that operation each is its own `pubsub/publish`.
+    /// against a node without that operation each is its own `pubsub/publish`. Dropping the
+    /// returned future does not withdraw a publish once it is queued: it is still published.
     pub async fn publish(&self, topic: &str, data: Value) -> Result<u64, CallError> {
         self.publish_with(topic, data, RequestOptions::default())
             .await

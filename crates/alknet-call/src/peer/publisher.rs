@@ -101,11 +101,16 @@ impl Publisher {
 
     /// Sends what waits, batch after batch, until nothing does.
     async fn send_all(&self, peer: &Peer) {
+        let mut sending = Sending {
+            publisher: self,
+            done: false,
+        };
         loop {
             let batch = {
                 let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if queue.0.is_empty() {
                     queue.1 = false;
+                    sending.done = true;
                     return;
                 }
                 take_batch(&mut queue.0)
@@ -128,8 +133,9 @@ impl Publisher {
             )
             .await;
         let results = match out {
-            Ok(mut out) => match out["results"].take() {
-                Value::Array(results) if results.len() == batch.len() => results,
+            // Any other shape (a remote that is not alknet's, or a broken one) fails the batch.
+            Ok(mut out) => match out.get_mut("results").map(Value::take) {
+                Some(Value::Array(results)) if results.len() == batch.len() => results,
                 _ => {
                     let e = CallError::new(
                         ErrorCode::Internal,
@@ -154,13 +160,40 @@ impl Publisher {
             }
         };
         for (w, mut result) in batch.into_iter().zip(results) {
-            let answer = match result["error"].take() {
-                Value::Null => Ok(result["delivered"].as_u64().unwrap_or(0)),
-                error => Err(serde_json::from_value(error).unwrap_or_else(|_| {
-                    CallError::new(ErrorCode::Internal, "an unreadable error for this message")
-                })),
+            let unreadable =
+                || CallError::new(ErrorCode::Internal, "an unreadable result for this message");
+            let answer = match result.as_object_mut().map(|r| (r.remove("error"), r)) {
+                Some((None | Some(Value::Null), r)) => {
+                    Ok(r.get("delivered").and_then(Value::as_u64).unwrap_or(0))
+                }
+                Some((Some(error), _)) => {
+                    Err(serde_json::from_value(error).unwrap_or_else(|_| unreadable()))
+                }
+                None => Err(unreadable()),
             };
             let _ = w.answer.send(answer);
+        }
+    }
+}
+
+/// The connection's sender while it runs. Should it stop other than by finding the queue empty
+/// (its task dropped as the runtime shuts down, or a panic), the publishes still waiting are
+/// dropped, so that their callers learn it, and the next publish starts a new sender.
+struct Sending<'a> {
+    publisher: &'a Publisher,
+    done: bool,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut queue = self
+                .publisher
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            queue.0.clear();
+            queue.1 = false;
         }
     }
 }
