@@ -24,6 +24,22 @@ async fn answer(stream: &mut BoxedStream, id: &str, kind: &str, payload: Value) 
     send_raw(stream, &frame.to_string()).await;
 }
 
+/// Publishes `data` 0..n on `peer` at once, from a task of their own; each its own answer.
+fn publish_n(
+    peer: &alknet_call::Peer,
+    n: u64,
+) -> tokio::task::JoinHandle<Vec<Result<u64, alknet_call::CallError>>> {
+    let peer = peer.clone();
+    tokio::spawn(async move {
+        futures::future::join_all((0..n).map(|i| peer.publish("t", json!(i)))).await
+    })
+}
+
+/// Answers the request `id` on `stream` with `output`.
+async fn respond(stream: &mut BoxedStream, id: &str, output: Value) {
+    answer(stream, id, "call.responded", json!({ "output": output })).await;
+}
+
 /// Answers the next `count` requests, each a `pubsub/publish` (in any order), with `delivered` =
 /// the message's `data`; returns the data seen, sorted.
 async fn answer_each_publish(raw: &alknet_core::Connection, count: usize) -> Vec<u64> {
@@ -80,12 +96,7 @@ async fn publishes_made_together_become_one_batch_and_fall_back_on_not_found() {
 async fn each_publish_of_a_batch_gets_its_own_result_or_the_batch_error() {
     let (raw, c) = alknet_core::connection::memory::pair(alknet_call::ALPN);
     let peer = alknet_call::Peer::connect(c, client_service(), None);
-    let publish_three = |peer: alknet_call::Peer| {
-        tokio::spawn(async move {
-            futures::future::join_all((0..3).map(|n| peer.publish("t", json!(n)))).await
-        })
-    };
-    let published = publish_three(peer.clone());
+    let published = publish_n(&peer, 3);
     let (mut stream, id, op, _) = next_request(&raw).await;
     assert_eq!(op, "pubsub/publish_batch");
     let results = json!({ "results": [
@@ -93,19 +104,13 @@ async fn each_publish_of_a_batch_gets_its_own_result_or_the_batch_error() {
         { "error": { "code": "FORBIDDEN", "message": "not allowed", "retryable": false } },
         { "delivered": 2 },
     ] });
-    answer(
-        &mut stream,
-        &id,
-        "call.responded",
-        json!({ "output": results }),
-    )
-    .await;
+    respond(&mut stream, &id, results).await;
     let results = published.await.unwrap();
     assert_eq!(results[0].as_ref().unwrap(), &1);
     assert_eq!(results[1].as_ref().unwrap_err().code, "FORBIDDEN");
     assert_eq!(results[2].as_ref().unwrap(), &2);
     // A batch refused whole: each of its publishes fails with that error.
-    let published = publish_three(peer);
+    let published = publish_n(&peer, 3);
     let (mut stream, id, _, _) = next_request(&raw).await;
     let busy = json!({ "code": "OVERLOADED", "message": "too many requests", "retryable": true });
     answer(&mut stream, &id, "call.error", busy).await;
@@ -118,11 +123,6 @@ async fn each_publish_of_a_batch_gets_its_own_result_or_the_batch_error() {
 async fn a_batch_answer_of_another_shape_fails_its_publishes_and_the_next_ones_still_go() {
     let (raw, c) = alknet_core::connection::memory::pair(alknet_call::ALPN);
     let peer = alknet_call::Peer::connect(c, client_service(), None);
-    let publish_two = |peer: alknet_call::Peer| {
-        tokio::spawn(async move {
-            futures::future::join_all((0..2).map(|n| peer.publish("t", json!(n)))).await
-        })
-    };
     // A remote that is not alknet's: outputs that are not `{ results: [...] }`, and results
     // that are not objects. Each fails its publishes with INTERNAL; none stops the sender.
     for output in [
@@ -131,30 +131,18 @@ async fn a_batch_answer_of_another_shape_fails_its_publishes_and_the_next_ones_s
         json!({ "results": 7 }),
         json!({ "results": [1, "x"] }),
     ] {
-        let published = publish_two(peer.clone());
+        let published = publish_n(&peer, 2);
         let (mut stream, id, op, _) = next_request(&raw).await;
         assert_eq!(op, "pubsub/publish_batch");
-        answer(
-            &mut stream,
-            &id,
-            "call.responded",
-            json!({ "output": output }),
-        )
-        .await;
+        respond(&mut stream, &id, output.clone()).await;
         for r in published.await.unwrap() {
             assert_eq!(r.unwrap_err().code, "INTERNAL", "{output}");
         }
     }
-    let published = publish_two(peer);
+    let published = publish_n(&peer, 2);
     let (mut stream, id, _, _) = next_request(&raw).await;
     let results = json!({ "results": [{ "delivered": 1 }, { "delivered": 1 }] });
-    answer(
-        &mut stream,
-        &id,
-        "call.responded",
-        json!({ "output": results }),
-    )
-    .await;
+    respond(&mut stream, &id, results).await;
     for r in published.await.unwrap() {
         assert_eq!(r.unwrap(), 1);
     }

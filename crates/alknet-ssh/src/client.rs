@@ -634,14 +634,9 @@ impl LocalForward {
         host: String,
         port: u16,
     ) -> io::Result<Listener> {
-        serve(listen, move |mut socket| {
-            let opener = opener.clone();
-            let host = host.clone();
-            async move {
-                if let Ok(mut stream) = opener.open(host, port).await {
-                    let _ = pipe_opened(&mut socket, &mut stream).await;
-                }
-            }
+        forward_each(listen, move || {
+            let (opener, host) = (opener.clone(), host.clone());
+            async move { opener.open(host, port).await }
         })
         .await
     }
@@ -653,15 +648,27 @@ impl LocalForward {
         tunnel: Arc<Tunnel>,
         path: String,
     ) -> io::Result<Listener> {
-        serve(listen, move |mut socket| {
-            let tunnel = tunnel.clone();
-            let path = path.clone();
-            async move {
-                if let Ok(mut stream) = tunnel.open_socket(&path).await {
-                    let _ = pipe_opened(&mut socket, &mut stream).await;
-                }
-            }
+        forward_each(listen, move || {
+            let (tunnel, path) = (tunnel.clone(), path.clone());
+            async move { tunnel.open_socket(&path).await }
         })
         .await
     }
+}
+
+/// Listens on `listen` and pipes each connection to the stream `open` makes for it.
+async fn forward_each<F, Fut>(listen: SocketAddr, open: F) -> io::Result<Listener>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<BoxedDuplex, ClientError>> + Send + 'static,
+{
+    serve(listen, move |mut socket| {
+        let opened = open();
+        async move {
+            if let Ok(mut stream) = opened.await {
+                let _ = pipe_opened(&mut socket, &mut stream).await;
+            }
+        }
+    })
+    .await
 }
