@@ -31,6 +31,7 @@
 
 mod client;
 mod client_configs;
+mod connection_ids;
 #[cfg(feature = "iroh")]
 mod iroh_config;
 #[cfg(feature = "iroh")]

@@ -8,9 +8,10 @@ mod suite;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use alknet_call::{CallService, OperationRegistry, Peer};
-use alknet_core::SecretKey;
+use alknet_call::{CallOptions, CallService, OperationRegistry, Peer};
+use alknet_core::{LiveConfig, SecretKey};
 use alknet_endpoint::{Client, DialOptions};
 use alknet_node::NodeConfig;
 use serde_json::json;
@@ -59,7 +60,18 @@ async fn a_thousand_connections_and_ten_thousand_calls_in_flight_are_all_answere
     // One client endpoint (one UDP socket) carries every connection.
     let client = Client::new(SecretKey::generate()).unwrap();
     let options = DialOptions::pinned(alknet_call::ALPN, node.fingerprint().to_string());
-    let service = CallService::anonymous(OperationRegistry::new()).unwrap();
+    // The calls wait for each other, so on a loaded machine the last answer may come late: the
+    // callers' deadline is as far off as the node's (the test is about answers, not speed).
+    let call_options = CallOptions {
+        default_timeout: Duration::from_secs(600),
+        ..CallOptions::default()
+    };
+    let service = CallService::new(
+        OperationRegistry::new(),
+        LiveConfig::default(),
+        call_options,
+    )
+    .unwrap();
     let mut peers = Vec::with_capacity(connections);
     for _ in 0..connections {
         let conn = client.dial(node.local_addr(), &options).await.unwrap();
