@@ -15,6 +15,7 @@ use alknet_core::{BoxedStream, Connection, ConnectionError, SecretKey};
 use alknet_endpoint::Client;
 use alknet_ssh::client::{BoxedDuplex, Tunnel, TunnelConfig};
 use alknet_ssh::tunnel::{Dialed as TunnelDialed, TunnelClient};
+use alknet_ssh::Carrier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connect::{dial_with, dialer, DialTarget};
@@ -23,7 +24,10 @@ use crate::connect::{dial_with, dialer, DialTarget};
 /// peers). Nothing is dialed until first use; redials go through the same dialer, so they resume
 /// the TLS session.
 pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
-    let config = TunnelConfig::new(key.clone(), None);
+    let config = TunnelConfig {
+        carrier: Carrier::Encrypted,
+        ..TunnelConfig::new(key.clone(), None)
+    };
     let dialer = SharedDialer::new(key, target);
     Tunnel::new(config, move || {
         let dialer = dialer.clone();

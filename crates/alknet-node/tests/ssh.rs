@@ -14,6 +14,7 @@ use alknet_core::SecretKey;
 use alknet_node::{ssh_tunnel, DialTarget, Node, NodeConfig, Transport};
 use alknet_ssh::client::{ClientError, LocalForward, Socks5, SshClient};
 use alknet_ssh::policy::ForwardingPolicy;
+use alknet_ssh::Carrier;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -131,7 +132,13 @@ async fn session(
             .await
             .unwrap();
     let stream = alknet_node::open_stream(&conn).await.unwrap();
-    let ssh = SshClient::connect_stream(stream, ssh_key, Some(node.fingerprint())).await?;
+    let ssh = SshClient::connect_stream(
+        stream,
+        ssh_key,
+        Some(node.fingerprint()),
+        Carrier::Encrypted,
+    )
+    .await?;
     Ok((ssh, client))
 }
 
@@ -334,7 +341,7 @@ async fn a_pinned_host_key_that_does_not_match_is_refused() {
         .await
         .unwrap();
     let other = SecretKey::generate().public().fingerprint();
-    let result = SshClient::connect_stream(socket, &t.alice, Some(&other)).await;
+    let result = SshClient::connect_stream(socket, &t.alice, Some(&other), Carrier::Plain).await;
     assert!(
         matches!(result, Err(ClientError::HostKeyMismatch(_))),
         "{:?}",
@@ -505,9 +512,10 @@ async fn a_rule_for_plain_ssh_only_refuses_the_destination_over_quic_and_tcp_tls
     let socket = TcpStream::connect(t.node.ssh_addr().unwrap())
         .await
         .unwrap();
-    let plain = SshClient::connect_stream(socket, &t.alice, Some(t.node.fingerprint()))
-        .await
-        .unwrap();
+    let plain =
+        SshClient::connect_stream(socket, &t.alice, Some(t.node.fingerprint()), Carrier::Plain)
+            .await
+            .unwrap();
     let stream = plain.open("127.0.0.1", http.port()).await.unwrap();
     assert_eq!(get(stream).await, "hello per-transport");
 
@@ -1426,5 +1434,106 @@ async fn revoking_a_peer_ends_its_open_ssh_sessions_and_tunnel_connections() {
     echoes(&mut bobs).await;
     let mut again = bob_ssh.open("127.0.0.1", echo.port()).await.unwrap();
     echoes(&mut again).await;
+    t.node.shutdown().await;
+}
+
+/// A stream that keeps a copy of every byte written to and read from it: what the SSH client
+/// hands its carrier, before the carrier's own encryption.
+struct Tapped<S> {
+    inner: S,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tapped<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled()[before..].to_vec();
+        self.seen.lock().unwrap().extend_from_slice(&read);
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tapped<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = poll {
+            self.seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Fetches over a forwarded channel of an SSH session on `stream` (the client saying the
+/// carrier is `carrier`) and says whether the request and the answer crossed the carrier as
+/// cleartext SSH payload, that is whether SSH negotiated its `none` cipher.
+async fn ssh_in_cleartext(
+    t: &TestNode,
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    carrier: Carrier,
+) -> bool {
+    let http = http_server("tapped").await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tapped = Tapped {
+        inner: stream,
+        seen: seen.clone(),
+    };
+    let ssh = SshClient::connect_stream(tapped, &t.alice, Some(t.node.fingerprint()), carrier)
+        .await
+        .unwrap();
+    let channel = ssh.open("127.0.0.1", http.port()).await.unwrap();
+    assert_eq!(get(channel).await, "hello tapped");
+    let seen = seen.lock().unwrap();
+    let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+    let (request, answer) = (contains(b"GET / HTTP/1.0"), contains(b"hello tapped"));
+    assert_eq!(request, answer, "one direction encrypted, the other not");
+    request
+}
+
+#[tokio::test]
+async fn ssh_inside_quic_or_tls_skips_its_own_encryption_and_never_on_a_plain_carrier() {
+    let t = node_with(loopback_allowed(), None).await;
+    // A client that does not know its carrier is encrypted keeps SSH's encryption.
+    for over in [Transport::Quic, Transport::Tcp] {
+        for carrier in [Carrier::Encrypted, Carrier::Plain] {
+            let (_client, conn, _) =
+                alknet_node::dial(t.alice.clone(), target(&t.node, over), alknet_ssh::ALPN)
+                    .await
+                    .unwrap();
+            let stream = alknet_node::open_stream(&conn).await.unwrap();
+            assert_eq!(
+                ssh_in_cleartext(&t, stream, carrier).await,
+                carrier == Carrier::Encrypted,
+                "{over:?}, client on {carrier:?}"
+            );
+        }
+    }
+    // On the plain SSH port the node never agrees to `none`, whatever the client offers.
+    let socket = TcpStream::connect(t.node.ssh_addr().unwrap())
+        .await
+        .unwrap();
+    assert!(!ssh_in_cleartext(&t, socket, Carrier::Encrypted).await);
     t.node.shutdown().await;
 }

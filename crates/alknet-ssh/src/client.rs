@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::keys::{fingerprint_of_ssh_key, private_key};
+use crate::Carrier;
 
 /// A byte stream in both directions.
 pub trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -173,16 +174,18 @@ pub struct SshClient {
 impl SshClient {
     /// Runs SSH over `stream` and authenticates with `key`. With `pinned` (`ed25519:<hex>`) the
     /// node's host key must have that fingerprint; without, the transport must have proved the
-    /// node already (TLS with a pinned key does).
+    /// node already (TLS with a pinned key does). `carrier` says what `stream` is: only on an
+    /// [`Carrier::Encrypted`] one does the client offer SSH's `none` cipher.
     pub async fn connect_stream<S: Duplex>(
         stream: S,
         key: &SecretKey,
         pinned: Option<&str>,
+        carrier: Carrier,
     ) -> Result<Self, ClientError> {
         let config = russh::client::Config {
             nodelay: true,
             keepalive_interval: Some(Duration::from_secs(30)),
-            preferred: crate::preferred(),
+            preferred: crate::preferred(carrier),
             ..Default::default()
         };
         let remote = RemoteTargets::default();
@@ -290,16 +293,19 @@ pub struct TunnelConfig {
     pub min_backoff: Duration,
     /// Longest wait between redials.
     pub max_backoff: Duration,
+    /// What the dialer's streams are ([`Carrier::Plain`] unless it dials QUIC, TLS or iroh).
+    pub carrier: Carrier,
 }
 
 impl TunnelConfig {
-    /// Backoff from 100 ms to 10 s.
+    /// Backoff from 100 ms to 10 s, on a [`Carrier::Plain`] carrier.
     pub fn new(key: SecretKey, pinned: Option<String>) -> Self {
         Self {
             key,
             pinned,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            carrier: Carrier::Plain,
         }
     }
 }
@@ -359,7 +365,14 @@ impl Tunnel {
             let stream = (self.dial)()
                 .await
                 .map_err(|e| ClientError::Disconnected(e.to_string()))?;
-            SshClient::connect_stream(stream, &self.config.key, self.config.pinned.as_deref()).await
+            let config = &self.config;
+            SshClient::connect_stream(
+                stream,
+                &config.key,
+                config.pinned.as_deref(),
+                config.carrier,
+            )
+            .await
         };
         match dialed.await {
             Ok(session) => {

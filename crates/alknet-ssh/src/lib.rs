@@ -52,11 +52,25 @@ where
     tokio::io::copy_bidirectional_with_sizes(a, b, COPY_BUFFER, COPY_BUFFER).await
 }
 
+/// What an SSH session runs inside, which decides whether SSH encrypts at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// An alknet carrier: QUIC, TLS over TCP or iroh, end to end between the client and the node,
+    /// with both ends' keys checked in its handshake. SSH inside it may negotiate the `none`
+    /// cipher: the carrier already encrypts and authenticates every byte, so a second AEAD pass
+    /// only costs CPU (the native tunnel makes the same choice).
+    Encrypted,
+    /// Anything else: a plain TCP socket (OpenSSH clients on the node's SSH port), a stream of
+    /// unknown origin. SSH encrypts as usual and never offers `none`.
+    Plain,
+}
+
 /// The cipher preference of the node's server and the client: russh's algorithm lists, with
 /// AES-GCM ahead of ChaCha20-Poly1305 where the CPU has AES instructions (ring's AES-GCM then
 /// outruns its ChaCha20-Poly1305; without them ChaCha20 stays first, as russh and OpenSSH
-/// order it).
-pub(crate) fn preferred() -> russh::Preferred {
+/// order it). Inside an [`Carrier::Encrypted`] carrier `none` leads; it is chosen only when both
+/// ends offer it, and an end offers it only on such a carrier (OpenSSH never offers it).
+pub(crate) fn preferred(carrier: Carrier) -> russh::Preferred {
     const AES_FIRST: &[russh::cipher::Name] = &[
         russh::cipher::AES_256_GCM,
         russh::cipher::AES_128_GCM,
@@ -68,6 +82,11 @@ pub(crate) fn preferred() -> russh::Preferred {
     let mut preferred = russh::Preferred::default();
     if hardware_aes() {
         preferred.cipher = std::borrow::Cow::Borrowed(AES_FIRST);
+    }
+    if carrier == Carrier::Encrypted {
+        let mut ciphers = vec![russh::cipher::NONE];
+        ciphers.extend(preferred.cipher.iter().copied());
+        preferred.cipher = std::borrow::Cow::Owned(ciphers);
     }
     preferred
 }
@@ -89,7 +108,7 @@ mod tests {
 
     #[test]
     fn aes_gcm_leads_only_with_hardware_aes_and_no_default_cipher_is_dropped() {
-        let ours = preferred().cipher;
+        let ours = preferred(Carrier::Plain).cipher;
         let expected_first = if hardware_aes() {
             russh::cipher::AES_256_GCM
         } else {
@@ -99,5 +118,13 @@ mod tests {
         for cipher in russh::Preferred::default().cipher.iter() {
             assert!(ours.contains(cipher), "{cipher:?} is no longer offered");
         }
+        assert!(!ours.contains(&russh::cipher::NONE));
+    }
+
+    #[test]
+    fn none_leads_only_inside_an_encrypted_carrier() {
+        let inside = preferred(Carrier::Encrypted).cipher;
+        assert_eq!(inside[0], russh::cipher::NONE);
+        assert_eq!(&inside[1..], &preferred(Carrier::Plain).cipher[..]);
     }
 }

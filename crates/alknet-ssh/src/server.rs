@@ -56,6 +56,7 @@ use tracing::info;
 use crate::keys::{fingerprint_of_ssh_key, host_key};
 use crate::outbound;
 use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
+use crate::Carrier;
 use crate::ALPN;
 
 /// The SSH service: one per node, shared by every connection.
@@ -65,7 +66,10 @@ pub struct SshServer {
 }
 
 struct Shared {
+    /// Sessions on a plain carrier (the SSH port, a stream of unknown origin).
     config: Arc<russh::server::Config>,
+    /// Sessions inside QUIC, TLS or iroh: the same, with `none` offered first (see [`Carrier`]).
+    carrier_config: Arc<russh::server::Config>,
     identity: Arc<dyn IdentityProvider>,
     policy: ConfigStore<ForwardingPolicy>,
     /// SHA-256 fingerprints of the CAs trusted to sign user certificates.
@@ -109,23 +113,27 @@ impl SshServer {
         identity: Arc<dyn IdentityProvider>,
         policy: ConfigStore<ForwardingPolicy>,
     ) -> Self {
-        let mut methods = MethodSet::empty();
-        methods.push(MethodKind::PublicKey);
-        let config = russh::server::Config {
-            methods,
-            keys: vec![PrivateKey::from(host_key(key))],
-            auth_rejection_time: Duration::from_millis(300),
-            auth_rejection_time_initial: Some(Duration::ZERO),
-            max_auth_attempts: 6,
-            inactivity_timeout: Some(Duration::from_secs(3600)),
-            keepalive_interval: Some(Duration::from_secs(30)),
-            nodelay: true,
-            preferred: crate::preferred(),
-            ..Default::default()
+        let host_key = PrivateKey::from(host_key(key));
+        let config = |carrier| {
+            let mut methods = MethodSet::empty();
+            methods.push(MethodKind::PublicKey);
+            Arc::new(russh::server::Config {
+                methods,
+                keys: vec![host_key.clone()],
+                auth_rejection_time: Duration::from_millis(300),
+                auth_rejection_time_initial: Some(Duration::ZERO),
+                max_auth_attempts: 6,
+                inactivity_timeout: Some(Duration::from_secs(3600)),
+                keepalive_interval: Some(Duration::from_secs(30)),
+                nodelay: true,
+                preferred: crate::preferred(carrier),
+                ..Default::default()
+            })
         };
         Self {
             shared: Arc::new(Shared {
-                config: Arc::new(config),
+                config: config(Carrier::Plain),
+                carrier_config: config(Carrier::Encrypted),
                 identity,
                 policy,
                 user_ca: Vec::new(),
@@ -140,6 +148,7 @@ impl SshServer {
         Self {
             shared: Arc::new(Shared {
                 config: shared.config.clone(),
+                carrier_config: shared.carrier_config.clone(),
                 identity: shared.identity.clone(),
                 policy: shared.policy.clone(),
                 user_ca: cas.iter().map(|k| k.fingerprint(HashAlg::Sha256)).collect(),
@@ -165,9 +174,15 @@ impl SshServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let config = match peer.transport {
+            Some(Transport::Quic | Transport::TcpTls | Transport::Iroh) => {
+                &self.shared.carrier_config
+            }
+            Some(Transport::Ssh) | None => &self.shared.config,
+        };
+        let config = config.clone();
         let handler = SessionHandler::new(self.shared.clone(), peer);
-        let session =
-            russh::server::run_stream(self.shared.config.clone(), stream, handler).await?;
+        let session = russh::server::run_stream(config, stream, handler).await?;
         let handle = session.handle();
         tokio::pin!(session);
         tokio::select! {
