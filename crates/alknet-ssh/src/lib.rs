@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod keys;
+mod listen;
 pub mod outbound;
 pub mod policy;
 pub mod server;
