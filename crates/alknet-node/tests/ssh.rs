@@ -1128,15 +1128,31 @@ async fn a_remote_forward_on_a_unix_socket_carries_bytes_and_its_socket_goes_whe
     let mut held = tokio::net::UnixStream::connect(&path).await.unwrap();
     echoes(&mut held).await;
     let mut dynamic = t.node.dynamic();
-    dynamic.forwarding = loopback_allowed();
+    let sockets = std::mem::replace(&mut dynamic.forwarding, loopback_allowed());
     t.node.reload(dynamic).unwrap();
     removed(&path, "the socket is still there after a reload denied it").await;
     // What it forwarded before goes on, as -L channels opened before a reload do.
     echoes(&mut held).await;
-    assert!(matches!(
-        tunnel.cancel_remote_forward_socket(text).await,
-        Err(ClientError::Refused)
-    ));
+
+    // Once allowed again, the tunnel's next session asks for it again and the node listens.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = sockets;
+    t.node.reload(dynamic).unwrap();
+    tunnel.close().await;
+    tunnel.session().await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(mut s) = tokio::net::UnixStream::connect(&path).await {
+                echoes(&mut s).await;
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the socket -R was not asked for again");
+    tunnel.cancel_remote_forward_socket(text).await.unwrap();
+    assert!(std::fs::symlink_metadata(&path).is_err());
     tunnel.close().await;
     t.node.shutdown().await;
 }
