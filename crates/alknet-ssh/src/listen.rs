@@ -15,10 +15,10 @@
 //!   that no longer allows it), if the file at the path is still the socket it created.
 
 use std::io;
-use std::path::PathBuf;
 
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::opened::Opened;
 use crate::policy::{ForwardingPolicy, Transport, Verdict};
 
 /// Why the node did not listen. The messages name no path (they reach logs).
@@ -49,7 +49,7 @@ impl ListenError {
 /// A Unix socket listener the node created for a client; dropping it removes the socket file.
 pub(crate) struct SocketListener {
     listener: UnixListener,
-    dir: ParentDir,
+    dir: Opened,
     /// The file name in `dir`.
     name: String,
     /// The path as the client named it.
@@ -75,13 +75,13 @@ impl SocketListener {
         if name.is_empty() {
             return Err(ListenError::Refused);
         }
-        let dir = ParentDir::open(if dir.is_empty() { "/" } else { dir })
+        let dir = Opened::open(if dir.is_empty() { "/" } else { dir }, true)
             .map_err(|e| ListenError::Failed(e.kind()))?;
         let parent = dir.real_path().ok_or(ListenError::Refused)?;
         if policy.check_socket_listen(transport, identity, path, &parent) != Verdict::Allow {
             return Err(ListenError::Refused);
         }
-        let at = dir.at(name);
+        let at = dir.path().join(name);
         if std::fs::symlink_metadata(&at).is_ok() {
             return Err(ListenError::Exists);
         }
@@ -128,7 +128,7 @@ impl Drop for SocketListener {
 
         // Only the socket it created: a file put there since (after an operator removed the
         // socket) is left alone.
-        let at = self.dir.at(&self.name);
+        let at = self.dir.path().join(&self.name);
         let ours = std::fs::symlink_metadata(&at)
             .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.file);
         if ours {
@@ -163,61 +163,4 @@ fn bind_private(at: &std::path::Path) -> io::Result<UnixListener> {
     UnixListener::from_std(std::os::unix::net::UnixListener::from(
         std::os::fd::OwnedFd::from(socket),
     ))
-}
-
-/// The directory a socket is created in, opened without I/O (`O_PATH`) so that the directory
-/// checked and the one the socket is created in are the same.
-#[cfg(target_os = "linux")]
-struct ParentDir(std::fs::File);
-
-#[cfg(target_os = "linux")]
-impl ParentDir {
-    fn open(dir: &str) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(dir)
-            .map(Self)
-    }
-
-    /// The opened directory's real path, as the kernel names it.
-    fn real_path(&self) -> Option<String> {
-        std::fs::read_link(self.fd_path())
-            .ok()?
-            .into_os_string()
-            .into_string()
-            .ok()
-    }
-
-    /// `name` in the opened directory, whatever its path now leads to.
-    fn at(&self, name: &str) -> PathBuf {
-        PathBuf::from(self.fd_path()).join(name)
-    }
-
-    fn fd_path(&self) -> String {
-        use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.0.as_raw_fd())
-    }
-}
-
-/// Elsewhere: the directory's real path as resolved now.
-#[cfg(not(target_os = "linux"))]
-struct ParentDir(String);
-
-#[cfg(not(target_os = "linux"))]
-impl ParentDir {
-    fn open(dir: &str) -> io::Result<Self> {
-        let real = std::fs::canonicalize(dir)?.into_os_string().into_string();
-        real.map(Self)
-            .map_err(|_| io::ErrorKind::InvalidInput.into())
-    }
-
-    fn real_path(&self) -> Option<String> {
-        Some(self.0.clone())
-    }
-
-    fn at(&self, name: &str) -> PathBuf {
-        PathBuf::from(&self.0).join(name)
-    }
 }
