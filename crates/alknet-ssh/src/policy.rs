@@ -14,6 +14,9 @@
 //!   `iroh`, or `ssh` (the opt-in plain SSH TCP port); a rule that names transports never
 //!   applies to a connection whose carrier is unknown (an SSH session run over a stream handed
 //!   to [`SshServer::run_stream`](crate::SshServer::run_stream) without one);
+//! - `sockets`: Unix socket paths or directories (ending in `/`) on the node, for a rule that
+//!   governs sockets instead of hosts and ports: to connect to (`-L port:/path`) or, with
+//!   direction `listen`, to create for `-R /path:host:port`; only such a rule opens a socket;
 //! - `action`: `allow` or `deny`.
 //!
 //! **Private addresses are opened only by address.** Loopback, private (RFC 1918, ULA),
