@@ -236,6 +236,14 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
         curl(&["--unix-socket", node_socket.to_str().unwrap(), "http://x/"]),
         "hello connect"
     );
+    // The node logs the forward and the connection it carried, never the path.
+    for kind in ["\"streamlocal-forward\"", "\"forwarded-streamlocal\""] {
+        let line = served.process.stderr_line_with(kind);
+        assert!(
+            line.contains("alice") && line.contains("opened") && !line.contains("in.sock"),
+            "{line}"
+        );
+    }
     assert_eq!(
         curl(&[&format!("http://{}/", last_word(&lines[0]))]),
         "hello unix"
