@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest'
 import { createServer, request, type Server } from 'node:http'
 import { connect as tcpConnect } from 'node:net'
 import type { AddressInfo } from 'node:net'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { alknet } from './helpers'
@@ -19,10 +19,11 @@ async function httpServer(tag: string): Promise<{ port: number; server: Server }
   return { port: (server.address() as AddressInfo).port, server }
 }
 
-/** GET / through a local forward. */
-function get(port: number): Promise<string> {
+/** GET / through a local forward's port, or over the Unix socket at a path. */
+function get(at: number | string): Promise<string> {
+  const target = typeof at === 'number' ? { host: '127.0.0.1', port: at } : { socketPath: at }
   return new Promise((resolve, reject) => {
-    request({ host: '127.0.0.1', port, path: '/' }, (res) => {
+    request({ ...target, path: '/' }, (res) => {
       let body = ''
       res.on('data', (chunk: Buffer) => (body += chunk.toString()))
       res.on('end', () => resolve(body))
@@ -155,12 +156,42 @@ describe('tunnels', () => {
       const port = Number(remote.address.split(':')[1])
       expect(port).toBeGreaterThan(0)
       expect(await get(port)).toBe('hello remote')
+      // close() resolves once the node has closed its port.
       await remote.close()
+      await expect(get(port)).rejects.toThrow(/ECONNREFUSED/)
       await expect(peer.forward({ remote: true, listen: '0.0.0.0:0', host: '127.0.0.1', port: http.port })).rejects.toThrow(/remote forward on 0\.0\.0\.0:0/)
       await expect(peer.forward({ remote: true, via: 'tunnel', listen: '127.0.0.1:0', host: '127.0.0.1', port: http.port })).rejects.toThrow(/via: 'ssh'/)
     } finally {
       await peer.close()
       http.server.close()
+    }
+  })
+
+  it('peer.forward({ remote: true }) on a socket path has the node listen on a Unix socket where a listen rule allows', async () => {
+    const http = await httpServer('remote-socket')
+    const dir = mkdtempSync(join(tmpdir(), 'alknet-srem-'))
+    const key = Keypair.generate()
+    const node = await start(addOps(), {
+      services: { ssh: true },
+      auth: { peers: [{ id: 'alice', fingerprints: [key.fingerprint] }] },
+      forwarding: { rules: [{ direction: 'listen', sockets: [`${dir}/`], action: 'allow' }] },
+    })
+    const peer = await connect({ address: node.address, fingerprint: node.fingerprint, key })
+    const path = join(dir, 'in.sock')
+    try {
+      const remote = await peer.forward({ remote: true, listen: path, host: '127.0.0.1', port: http.port })
+      expect(remote.address).toBe(path)
+      expect(await get(path)).toBe('hello remote-socket')
+      await remote.close()
+      expect(existsSync(path)).toBe(false)
+      // Outside the rule's directory the node refuses it, and creates nothing.
+      const outside = join(tmpdir(), `alknet-srem-${process.pid}.sock`)
+      await expect(peer.forward({ remote: true, listen: outside, host: '127.0.0.1', port: http.port })).rejects.toThrow(/remote forward on .*refused/)
+      expect(existsSync(outside)).toBe(false)
+    } finally {
+      await peer.close()
+      http.server.close()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 

@@ -76,9 +76,11 @@ export interface ForwardRule {
    */
   transports?: ('quic' | 'tcp-tls' | 'iroh' | 'ssh')[]
   /**
-   * Unix sockets on the node (`'/run/app.sock'`, or `'/run/app/'` for the sockets under it) for
-   * `ssh -L port:/path`; a rule with `sockets` has no `hosts` or `ports`, and a socket is opened
-   * only by such a rule.
+   * Unix sockets on the node (`'/run/app.sock'`, or `'/run/app/'` for the sockets under it): with
+   * direction `'connect'` for `ssh -L port:/path`, with `'listen'` the paths where the node may
+   * create a socket for `ssh -R /path:host:port` (never over an existing file; mode 0600; removed
+   * when the forward ends). A rule with `sockets` has no `hosts` or `ports`, and a socket is
+   * opened or created only by such a rule.
    */
   sockets?: string[]
   /** Allow or deny. */

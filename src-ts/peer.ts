@@ -369,9 +369,10 @@ export class Peer implements RemoteOperations {
   /**
    * Starts a local forward (`ssh -L`): connections to `listen` reach `host:port` from the node.
    * With `remote: true` it is `ssh -R` instead (over SSH only): the node listens on `listen`
-   * (`bind:port` on the node; its forwarding policy must allow the bind, by default loopback only)
-   * and each connection comes back to `host:port` as this machine reaches it; the listener's
-   * `address` is then the node's. With `socket` instead of `host` and `port`, connections reach
+   * (`bind:port` on the node; its forwarding policy must allow the bind, by default loopback only;
+   * or an absolute path: a new Unix socket on the node, which a `listen` rule's `sockets` must
+   * allow, refused if a file is there, removed on `close()`) and each connection comes back to
+   * `host:port` as this machine reaches it; the listener's `address` is then the node's. With `socket` instead of `host` and `port`, connections reach
    * the Unix socket at that path on the node (`ssh -L port:/path`, over SSH; the node's
    * forwarding policy must name it in a `sockets` rule).
    */
@@ -417,7 +418,7 @@ export class Peer implements RemoteOperations {
 
 /** A listener whose connections leave from the node, or for a remote forward come back from it (see {@link Peer.socks5}, {@link Peer.forward}). */
 export interface TunnelListener {
-  /** The bound `ip:port`. */
+  /** The bound `ip:port` (for a remote forward on a Unix socket: its path on the node). */
   readonly address: string
   /**
    * Stops accepting and ends the connections it carries; resolves once the port is closed (for a
@@ -443,7 +444,10 @@ export interface HostForwardOptions extends Socks5Options {
   host: string
   /** The destination port. */
   port: number
-  /** `ssh -R`: `listen` is on the node and `host:port` is reached from here (default false). */
+  /**
+   * `ssh -R`: `listen` is on the node (`bind:port`, or an absolute path for a Unix socket there)
+   * and `host:port` is reached from here (default false).
+   */
   remote?: boolean
 }
 

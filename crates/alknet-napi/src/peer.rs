@@ -183,9 +183,9 @@ impl Peer {
     }
 
     /// Starts a remote forward (`ssh -R`) over SSH: the node listens on `listen` (`bind:port`,
-    /// port 0 picks one; its forwarding policy must allow the bind) and each connection it accepts
-    /// is carried back to `host:port` as this machine reaches it. The listener's address is the
-    /// node's.
+    /// port 0 picks one, or an absolute path for a new Unix socket on the node; its forwarding
+    /// policy must allow the bind) and each connection it accepts is carried back to `host:port`
+    /// as this machine reaches it. The listener's address is the node's.
     #[napi]
     pub async fn remote_forward(
         &self,

@@ -11,8 +11,8 @@ use napi_derive::napi;
 
 use crate::errors::plain;
 
-/// A running listener: local (SOCKS5, `-L`), or on the node (`-R`); `close()` stops it and ends
-/// the connections it carries.
+/// A running listener: local (SOCKS5, `-L`), or on the node (`-R`, a port or a Unix socket);
+/// `close()` stops it and ends the connections it carries.
 #[napi]
 pub struct TunnelListener {
     address: String,
@@ -23,13 +23,21 @@ pub struct TunnelListener {
 enum Held {
     /// A local port.
     Local(Listener),
-    /// The SSH session that asked the node to listen; ending it ends the node's listener.
-    Remote(Arc<Tunnel>),
+    /// The SSH session that asked the node to listen, and where it listens.
+    Remote(Arc<Tunnel>, NodeListen),
+}
+
+/// Where the node listens for a remote forward.
+enum NodeListen {
+    /// A port at a bind address.
+    Port(String, u16),
+    /// A Unix socket path.
+    Socket(String),
 }
 
 #[napi]
 impl TunnelListener {
-    /// The bound `ip:port`.
+    /// The bound `ip:port` (for a remote forward on a Unix socket: its path on the node).
     #[napi(getter)]
     pub fn address(&self) -> String {
         self.address.clone()
@@ -41,7 +49,15 @@ impl TunnelListener {
         let listener = self.listener.lock().ok().and_then(|mut l| l.take());
         match listener {
             Some(Held::Local(listener)) => listener.close().await,
-            Some(Held::Remote(tunnel)) => tunnel.close().await,
+            Some(Held::Remote(tunnel, at)) => {
+                // Cancelled first: the node answers once its listener is closed (and a socket
+                // removed). Ending the session would close it too, but without telling when.
+                let _ = match at {
+                    NodeListen::Port(bind, port) => tunnel.cancel_remote_forward(&bind, port).await,
+                    NodeListen::Socket(path) => tunnel.cancel_remote_forward_socket(&path).await,
+                };
+                tunnel.close().await
+            }
             None => {}
         }
         Ok(())
@@ -104,8 +120,9 @@ pub(crate) async fn forward_socket(
     Ok(wrap(listener))
 }
 
-/// Asks the node to listen on `listen` (`bind:port`, port 0 picks one) over SSH; each connection
-/// it accepts is carried back to `host:port` as this machine resolves it (`ssh -R`).
+/// Asks the node to listen on `listen` over SSH: `bind:port` (port 0 picks one), or an absolute
+/// path for a new Unix socket on the node; each connection it accepts is carried back to
+/// `host:port` as this machine resolves it (`ssh -R`).
 pub(crate) async fn remote_forward(
     key: SecretKey,
     target: DialTarget,
@@ -113,36 +130,55 @@ pub(crate) async fn remote_forward(
     host: &str,
     port: u16,
 ) -> napi::Result<TunnelListener> {
-    let (bind, node_port) = listen
-        .rsplit_once(':')
-        .and_then(|(b, p)| {
-            Some((
-                b.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().ok()?,
-            ))
-        })
-        .ok_or_else(|| plain(format!("listen {listen:?} is not bind:port")))?;
+    let at = if listen.starts_with('/') {
+        NodeListen::Socket(listen.to_owned())
+    } else {
+        listen
+            .rsplit_once(':')
+            .and_then(|(b, p)| {
+                Some(NodeListen::Port(
+                    b.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                    p.parse().ok()?,
+                ))
+            })
+            .ok_or_else(|| {
+                plain(format!(
+                    "listen {listen:?} is not bind:port or /socket/path"
+                ))
+            })?
+    };
     let to = tokio::net::lookup_host((host, port))
         .await
         .ok()
         .and_then(|mut found| found.next())
         .ok_or_else(|| plain(format!("{host}:{port} does not resolve here")))?;
     let tunnel = alknet_node::ssh_tunnel(key, target);
-    let bound = match tunnel.remote_forward(bind, node_port, to).await {
-        Ok(bound) => bound,
+    let asked = match &at {
+        NodeListen::Port(bind, node_port) => tunnel
+            .remote_forward(bind, *node_port, to)
+            .await
+            .map(|bound| NodeListen::Port(bind.clone(), bound)),
+        NodeListen::Socket(path) => tunnel
+            .remote_forward_socket(path, to)
+            .await
+            .map(|()| NodeListen::Socket(path.clone())),
+    };
+    let at = match asked {
+        Ok(at) => at,
         Err(e) => {
             tunnel.close().await;
+            // The path is the caller's own; the message goes back to it, not to a log.
             return Err(plain(format!("remote forward on {listen}: {e}")));
         }
     };
-    let address = if bind.contains(':') {
-        format!("[{bind}]:{bound}")
-    } else {
-        format!("{bind}:{bound}")
+    let address = match &at {
+        NodeListen::Port(bind, bound) if bind.contains(':') => format!("[{bind}]:{bound}"),
+        NodeListen::Port(bind, bound) => format!("{bind}:{bound}"),
+        NodeListen::Socket(path) => path.clone(),
     };
     Ok(TunnelListener {
         address,
-        listener: Mutex::new(Some(Held::Remote(tunnel))),
+        listener: Mutex::new(Some(Held::Remote(tunnel, at))),
     })
 }
 

@@ -1064,6 +1064,229 @@ async fn openssh_local_forward_reaches_a_unix_socket() {
     t.node.shutdown().await;
 }
 
+/// A node whose policy lets alice have it listen on sockets under `<dir>/allowed/` only;
+/// `<dir>/allowed/out` is a link to the directory `<dir>/outside`.
+async fn node_with_socket_listeners() -> (TestNode, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("allowed")).unwrap();
+    std::fs::create_dir(dir.path().join("outside")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("allowed/out")).unwrap();
+    let allowed = format!("{}/allowed/", dir.path().display());
+    let rules = serde_json::json!({ "default": "allow", "rules": [
+        { "peers": ["alice"], "direction": "listen", "sockets": [allowed], "action": "allow" },
+    ]});
+    let t = node_with(serde_json::from_value(rules).unwrap(), None).await;
+    (t, dir)
+}
+
+/// Waits (at most 20 s) until nothing is at `path`.
+async fn removed(path: &Path, what: &str) {
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while std::fs::symlink_metadata(path).is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "{what}");
+}
+
+#[tokio::test]
+async fn a_remote_forward_on_a_unix_socket_carries_bytes_and_its_socket_goes_when_it_ends() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    let (t, dir) = node_with_socket_listeners().await;
+    let echo = echo_server().await;
+    let path = dir.path().join("allowed/in.sock");
+    let text = path.to_str().unwrap();
+    let tunnel = ssh_tunnel(t.alice.clone(), target(&t.node, Transport::Quic));
+    tunnel.remote_forward_socket(text, echo).await.unwrap();
+    // A socket only the node's user may connect to; a connection to it reaches `echo` here.
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let mut held = tokio::net::UnixStream::connect(&path).await.unwrap();
+    echoes(&mut held).await;
+    // Asking for it again while it is there is refused (the path exists).
+    assert!(matches!(
+        tunnel.remote_forward_socket(text, echo).await,
+        Err(ClientError::Refused)
+    ));
+
+    // Cancel removes the socket (by the time the node answers) and ends what it forwarded.
+    tunnel.cancel_remote_forward_socket(text).await.unwrap();
+    assert!(std::fs::symlink_metadata(&path).is_err());
+    ends(&mut held, "a connection of the cancelled forward").await;
+    assert!(matches!(
+        tunnel.cancel_remote_forward_socket(text).await,
+        Err(ClientError::Refused)
+    ));
+
+    // The end of the session removes it.
+    let (ssh, _client) = session(&t.node, Transport::Tcp, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    ssh.remote_forward_socket(text, echo).await.unwrap();
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    echoes(&mut s).await;
+    ssh.close().await;
+    removed(&path, "the socket of an ended session is still there").await;
+
+    // A reload that no longer allows it closes the listener and removes the socket.
+    tunnel.remote_forward_socket(text, echo).await.unwrap();
+    let mut held = tokio::net::UnixStream::connect(&path).await.unwrap();
+    echoes(&mut held).await;
+    let mut dynamic = t.node.dynamic();
+    let sockets = std::mem::replace(&mut dynamic.forwarding, loopback_allowed());
+    t.node.reload(dynamic).unwrap();
+    removed(&path, "the socket is still there after a reload denied it").await;
+    // What it forwarded before goes on, as -L channels opened before a reload do.
+    echoes(&mut held).await;
+
+    // Once allowed again, the tunnel's next session asks for it again and the node listens.
+    let mut dynamic = t.node.dynamic();
+    dynamic.forwarding = sockets;
+    t.node.reload(dynamic).unwrap();
+    tunnel.close().await;
+    tunnel.session().await.unwrap();
+    let back = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(mut s) = tokio::net::UnixStream::connect(&path).await {
+                echoes(&mut s).await;
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the socket -R was not asked for again");
+    tunnel.cancel_remote_forward_socket(text).await.unwrap();
+    assert!(std::fs::symlink_metadata(&path).is_err());
+    tunnel.close().await;
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_remote_forward_on_a_unix_socket_is_refused_outside_its_rules_and_over_a_file() {
+    let (t, dir) = node_with_socket_listeners().await;
+    let echo = echo_server().await;
+    let path = |p: &str| format!("{}/{p}", dir.path().display());
+    // Files already there, a plain one and a stale socket: neither is replaced nor removed.
+    std::fs::write(path("allowed/file"), "keep").unwrap();
+    drop(std::os::unix::net::UnixListener::bind(path("allowed/stale.sock")).unwrap());
+    let (alice, _c) = session(&t.node, Transport::Quic, &t.alice, &t.alice)
+        .await
+        .unwrap();
+    for refused in [
+        path("other.sock"),
+        path("outside/in.sock"),
+        path("allowed/../in.sock"),
+        path("allowed/out/in.sock"),
+        path("allowed/missing/in.sock"),
+        path("allowed/"),
+        path("allowed/file"),
+        path("allowed/stale.sock"),
+        "allowed/in.sock".into(),
+    ] {
+        assert!(
+            matches!(
+                alice.remote_forward_socket(&refused, echo).await,
+                Err(ClientError::Refused)
+            ),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(path("allowed/file")).unwrap(),
+        "keep"
+    );
+    assert!(std::fs::symlink_metadata(path("allowed/stale.sock")).is_ok());
+    for nothing in [
+        "other.sock",
+        "in.sock",
+        "outside/in.sock",
+        "allowed/in.sock",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(path(nothing)).is_err(),
+            "{nothing}"
+        );
+    }
+    // bob has no listen rule; a connect rule would not do either.
+    let (bob, _c) = session(&t.node, Transport::Quic, &t.bob, &t.bob)
+        .await
+        .unwrap();
+    assert!(matches!(
+        bob.remote_forward_socket(&path("allowed/bob.sock"), echo)
+            .await,
+        Err(ClientError::Refused)
+    ));
+    // The session that was refused still gets what its rule allows.
+    alice
+        .remote_forward_socket(&path("allowed/in.sock"), echo)
+        .await
+        .unwrap();
+    let mut s = tokio::net::UnixStream::connect(path("allowed/in.sock"))
+        .await
+        .unwrap();
+    echoes(&mut s).await;
+    t.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn openssh_remote_forward_on_a_unix_socket_is_served_where_allowed_and_refused_elsewhere() {
+    if !openssh_tools() {
+        return;
+    }
+    let (t, dir) = node_with_socket_listeners().await;
+    let http = http_server("openssh-srem").await;
+    let ssh = OpenSsh::new(&t.node, &t.alice);
+    let allowed = dir.path().join("allowed/web.sock");
+    let mut child = tokio::process::Command::from(ssh.command(&[
+        "-N",
+        "-R",
+        &format!("{}:127.0.0.1:{}", allowed.display(), http.port()),
+    ]))
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    // ssh sets up its forwards right after authenticating; the node creates the socket.
+    loop {
+        if tokio::net::UnixStream::connect(&allowed).await.is_ok() {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+            panic!("ssh exited ({status}) before the node listened: {err}");
+        }
+        tokio::task::yield_now().await;
+    }
+    let running = Running(child);
+    let socket = allowed.to_str().unwrap();
+    assert_eq!(
+        curl(&["--unix-socket", socket, "http://x/"]).await,
+        (true, "hello openssh-srem".into())
+    );
+    // ssh going away ends the session, and the node removes the socket.
+    drop(running);
+    removed(&allowed, "the socket is still there after ssh went away").await;
+
+    // Outside the allowed directory the node refuses it, and ssh (ExitOnForwardFailure) gives up.
+    let outside = dir.path().join("outside/web.sock");
+    let out = output(ssh.command(&[
+        "-N",
+        "-R",
+        &format!("{}:127.0.0.1:{}", outside.display(), http.port()),
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("remote port forwarding failed"), "{err}");
+    assert!(std::fs::symlink_metadata(&outside).is_err());
+    t.node.shutdown().await;
+}
+
 #[tokio::test]
 async fn openssh_refused_key_and_refused_commands() {
     if !openssh_tools() {

@@ -1,7 +1,8 @@
 //! The client side: an SSH session to a node over any byte stream ([`SshClient::connect_stream`]),
 //! and, on top of a [`Tunnel`] that redials with backoff when the connection drops, a local
 //! SOCKS5 server ([`Socks5`]), local forwards ([`LocalForward`], `-L`) and remote forwards
-//! ([`Tunnel::remote_forward`], `-R`).
+//! ([`Tunnel::remote_forward`], `-R`, and [`Tunnel::remote_forward_socket`] for a Unix socket
+//! on the node).
 //!
 //! Destinations travel to the node as the user gave them: a SOCKS5 domain name is resolved on the
 //! node (what `curl --socks5-hostname` asks for), never locally.
@@ -107,7 +108,39 @@ impl ClientError {
     }
 }
 
-type RemoteTargets = Arc<Mutex<HashMap<(String, u32), SocketAddr>>>;
+/// Where the node listens for a remote forward: a port (bind address and the port it bound) or a
+/// Unix socket path, as the channels it opens back name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum NodeListen {
+    Port(String, u32),
+    Socket(String),
+}
+
+type RemoteTargets = Arc<Mutex<HashMap<NodeListen, SocketAddr>>>;
+
+impl ClientHandler {
+    /// Connects a channel the node opened for the remote forward `at` to its target here, or
+    /// refuses it when no forward of ours is there.
+    fn connect_back(&self, at: NodeListen, channel: Channel<Msg>, reply: ChannelOpenHandle) {
+        let target = self.remote.lock().ok().and_then(|m| m.get(&at).copied());
+        tokio::spawn(async move {
+            let Some(target) = target else {
+                return reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            };
+            match TcpStream::connect(target).await {
+                Ok(mut socket) => {
+                    let _ = socket.set_nodelay(true);
+                    reply.accept().await;
+                    let mut stream = channel.into_stream();
+                    let _ = crate::pipe(&mut stream, &mut socket).await;
+                }
+                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
+            }
+        });
+    }
+}
 
 struct ClientHandler {
     pinned: Option<String>,
@@ -141,26 +174,19 @@ impl russh::client::Handler for ClientHandler {
         reply: ChannelOpenHandle,
         _session: &mut russh::client::Session,
     ) -> Result<(), Self::Error> {
-        let target = self.remote.lock().ok().and_then(|m| {
-            m.get(&(connected_address.to_owned(), connected_port))
-                .copied()
-        });
-        tokio::spawn(async move {
-            let Some(target) = target else {
-                return reply
-                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                    .await;
-            };
-            match TcpStream::connect(target).await {
-                Ok(mut socket) => {
-                    let _ = socket.set_nodelay(true);
-                    reply.accept().await;
-                    let mut stream = channel.into_stream();
-                    let _ = crate::pipe(&mut stream, &mut socket).await;
-                }
-                Err(_) => reply.reject(ChannelOpenFailure::ConnectFailed).await,
-            }
-        });
+        let at = NodeListen::Port(connected_address.to_owned(), connected_port);
+        self.connect_back(at, channel, reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.connect_back(NodeListen::Socket(socket_path.to_owned()), channel, reply);
         Ok(())
     }
 }
@@ -239,29 +265,78 @@ impl SshClient {
         port: u16,
         to: SocketAddr,
     ) -> Result<u16, ClientError> {
-        let bound = self
-            .handle
-            .tcpip_forward(bind, u32::from(port))
-            .await
-            .map_err(ClientError::from_ssh)?;
-        let bound = if port == 0 { bound } else { u32::from(port) };
-        if let Ok(mut m) = self.remote.lock() {
-            m.insert((bind.to_owned(), bound), to);
+        match self
+            .listen(NodeListen::Port(bind.to_owned(), u32::from(port)), to)
+            .await?
+        {
+            NodeListen::Port(_, bound) => Ok(bound as u16),
+            NodeListen::Socket(_) => unreachable!("a port forward binds a port"),
         }
-        Ok(bound as u16)
+    }
+
+    /// Asks the node to listen on a new Unix socket at `path` (`ssh -R /path:host:port`) and
+    /// hand each connection back to be connected to `to` here. The node's policy must allow the
+    /// path by a `listen` rule's `sockets`, and no file may be there yet
+    /// ([`ClientError::Refused`] otherwise); it removes the socket when the forward ends.
+    pub async fn remote_forward_socket(
+        &self,
+        path: &str,
+        to: SocketAddr,
+    ) -> Result<(), ClientError> {
+        self.listen(NodeListen::Socket(path.to_owned()), to)
+            .await
+            .map(drop)
     }
 
     /// Asks the node to stop the `-R` listener on `bind:port` (the port it bound) and the
     /// connections it forwarded. [`ClientError::Refused`] when the node has no such listener (never
     /// asked for, already cancelled, or closed by a reload that took the permission away).
     pub async fn cancel_remote_forward(&self, bind: &str, port: u16) -> Result<(), ClientError> {
-        if let Ok(mut m) = self.remote.lock() {
-            m.remove(&(bind.to_owned(), u32::from(port)));
-        }
-        self.handle
-            .cancel_tcpip_forward(bind, u32::from(port))
+        self.unlisten(NodeListen::Port(bind.to_owned(), u32::from(port)))
             .await
-            .map_err(ClientError::from_ssh)
+    }
+
+    /// Asks the node to stop the `-R` listener on the Unix socket at `path`, remove the socket and
+    /// end the connections it forwarded; [`ClientError::Refused`] when the node has no such
+    /// listener.
+    pub async fn cancel_remote_forward_socket(&self, path: &str) -> Result<(), ClientError> {
+        self.unlisten(NodeListen::Socket(path.to_owned())).await
+    }
+
+    /// Asks the node to listen `at`; returns where it listens (the port it bound for port 0).
+    async fn listen(&self, at: NodeListen, to: SocketAddr) -> Result<NodeListen, ClientError> {
+        let bound = match at {
+            NodeListen::Port(bind, port) => {
+                let bound = self
+                    .handle
+                    .tcpip_forward(bind.as_str(), port)
+                    .await
+                    .map_err(ClientError::from_ssh)?;
+                NodeListen::Port(bind, if port == 0 { bound } else { port })
+            }
+            NodeListen::Socket(path) => {
+                self.handle
+                    .streamlocal_forward(path.as_str())
+                    .await
+                    .map_err(ClientError::from_ssh)?;
+                NodeListen::Socket(path)
+            }
+        };
+        if let Ok(mut m) = self.remote.lock() {
+            m.insert(bound.clone(), to);
+        }
+        Ok(bound)
+    }
+
+    async fn unlisten(&self, at: NodeListen) -> Result<(), ClientError> {
+        if let Ok(mut m) = self.remote.lock() {
+            m.remove(&at);
+        }
+        match at {
+            NodeListen::Port(bind, port) => self.handle.cancel_tcpip_forward(bind, port).await,
+            NodeListen::Socket(path) => self.handle.cancel_streamlocal_forward(path).await,
+        }
+        .map_err(ClientError::from_ssh)
     }
 
     /// Whether the session has ended.
@@ -322,7 +397,7 @@ pub struct Tunnel {
     config: TunnelConfig,
     dial: Dialer,
     state: tokio::sync::Mutex<TunnelState>,
-    remote_forwards: Arc<Mutex<Vec<(String, u16, SocketAddr)>>>,
+    remote_forwards: Arc<Mutex<Vec<(NodeListen, SocketAddr)>>>,
 }
 
 impl Tunnel {
@@ -382,15 +457,15 @@ impl Tunnel {
                     .lock()
                     .map(|f| f.clone())
                     .unwrap_or_default();
-                for (bind, port, to) in forwards {
-                    match session.remote_forward(&bind, port, to).await {
+                for (at, to) in forwards {
+                    match session.listen(at.clone(), to).await {
                         Ok(_) => {}
                         // The node does not grant it now (its policy changed, or the old session
                         // still holds the port): the session serves everything else, and the
                         // forward is asked for again with backoff until the node grants it.
                         Err(ClientError::Refused) => {
                             warn!(target: "alknet::ssh", "a remote forward was refused on reconnect; asking again with backoff");
-                            self.ask_again(session.clone(), bind, port, to);
+                            self.ask_again(session.clone(), at, to);
                         }
                         Err(e) => {
                             state.failures = state.failures.saturating_add(1);
@@ -428,22 +503,54 @@ impl Tunnel {
         to: SocketAddr,
     ) -> Result<u16, ClientError> {
         let bound = self.session().await?.remote_forward(bind, port, to).await?;
-        if let Ok(mut f) = self.remote_forwards.lock() {
-            f.push((bind.to_owned(), bound, to));
-        }
+        self.remember(NodeListen::Port(bind.to_owned(), u32::from(bound)), to);
         Ok(bound)
+    }
+
+    /// `-R /path:host:port`: the node listens on a new Unix socket at `path` (see
+    /// [`SshClient::remote_forward_socket`]) and each connection is connected to `to` here.
+    /// Asked for again after a reconnect.
+    pub async fn remote_forward_socket(
+        &self,
+        path: &str,
+        to: SocketAddr,
+    ) -> Result<(), ClientError> {
+        self.session()
+            .await?
+            .remote_forward_socket(path, to)
+            .await?;
+        self.remember(NodeListen::Socket(path.to_owned()), to);
+        Ok(())
     }
 
     /// Stops the `-R` listener on `bind:port` (the port [`remote_forward`](Self::remote_forward)
     /// returned): the node closes it and the connections it forwarded, and it is not asked for
     /// again after a reconnect. [`ClientError::Refused`] when the node has no such listener.
     pub async fn cancel_remote_forward(&self, bind: &str, port: u16) -> Result<(), ClientError> {
-        self.forget_remote_forward(bind, port);
+        self.cancel(NodeListen::Port(bind.to_owned(), u32::from(port)))
+            .await
+    }
+
+    /// Stops the `-R` listener on the Unix socket at `path`: the node removes the socket and ends
+    /// the connections it forwarded, and it is not asked for again after a reconnect.
+    /// [`ClientError::Refused`] when the node has no such listener.
+    pub async fn cancel_remote_forward_socket(&self, path: &str) -> Result<(), ClientError> {
+        self.cancel(NodeListen::Socket(path.to_owned())).await
+    }
+
+    fn remember(&self, at: NodeListen, to: SocketAddr) {
+        if let Ok(mut f) = self.remote_forwards.lock() {
+            f.push((at, to));
+        }
+    }
+
+    async fn cancel(&self, at: NodeListen) -> Result<(), ClientError> {
+        if let Ok(mut f) = self.remote_forwards.lock() {
+            f.retain(|(a, _)| *a != at);
+        }
         let live = self.state.lock().await.session.clone();
         match live {
-            Some(session) if !session.is_closed() => {
-                session.cancel_remote_forward(bind, port).await
-            }
+            Some(session) if !session.is_closed() => session.unlisten(at).await,
             // No session: the node has no listener of ours.
             _ => Err(ClientError::Refused),
         }
@@ -452,25 +559,21 @@ impl Tunnel {
     /// Asks `session` for a refused remote forward again, waiting `min_backoff` and doubling up
     /// to `max_backoff`, until the node grants it, the session ends (a new one asks for it
     /// itself) or it is cancelled.
-    fn ask_again(&self, session: Arc<SshClient>, bind: String, port: u16, to: SocketAddr) {
+    fn ask_again(&self, session: Arc<SshClient>, at: NodeListen, to: SocketAddr) {
         let wanted = self.remote_forwards.clone();
-        let still_wanted = move || {
-            wanted
-                .lock()
-                .is_ok_and(|f| f.iter().any(|(b, p, _)| *b == bind && *p == port))
-                .then(|| bind.clone())
-        };
+        let still_wanted =
+            move |at: &NodeListen| wanted.lock().is_ok_and(|f| f.iter().any(|(a, _)| a == at));
         let (mut backoff, max) = (self.config.min_backoff, self.config.max_backoff);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(backoff).await;
-                let Some(bind) = still_wanted().filter(|_| !session.is_closed()) else {
+                if !still_wanted(&at) || session.is_closed() {
                     return;
-                };
-                match session.remote_forward(&bind, port, to).await {
+                }
+                match session.listen(at.clone(), to).await {
                     // Cancelled while it was being asked for: take it back.
-                    Ok(_) if still_wanted().is_none() => {
-                        let _ = session.cancel_remote_forward(&bind, port).await;
+                    Ok(_) if !still_wanted(&at) => {
+                        let _ = session.unlisten(at).await;
                         return;
                     }
                     Ok(_) => return,
@@ -479,12 +582,6 @@ impl Tunnel {
                 }
             }
         });
-    }
-
-    fn forget_remote_forward(&self, bind: &str, port: u16) {
-        if let Ok(mut f) = self.remote_forwards.lock() {
-            f.retain(|(b, p, _)| !(b == bind && *p == port));
-        }
     }
 
     /// Ends the current session (the next use dials again).

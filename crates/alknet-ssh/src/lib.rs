@@ -26,6 +26,8 @@
 
 pub mod client;
 pub mod keys;
+mod listen;
+mod opened;
 pub mod outbound;
 pub mod policy;
 pub mod server;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::opened::Opened;
 use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
 
 /// How long resolving and connecting may take together.
@@ -100,10 +101,10 @@ pub async fn connect_socket(
 ) -> Result<tokio::net::UnixStream, OutboundError> {
     let attempt = async {
         let (connect_path, opened) = tokio::task::spawn_blocking(move || {
-            let opened = OpenedSocket::open(&path).map_err(|e| OutboundError::Connect(e.kind()))?;
+            let opened = open_socket(&path).map_err(|e| OutboundError::Connect(e.kind()))?;
             let real = opened.real_path().ok_or(OutboundError::Refused)?;
             match policy.check_socket_resolved(transport, &identity, &path, &real) {
-                Verdict::Allow => Ok((opened.connect_path(&real), opened)),
+                Verdict::Allow => Ok((opened.path(), opened)),
                 Verdict::Deny => Err(OutboundError::Refused),
             }
         })
@@ -121,62 +122,12 @@ pub async fn connect_socket(
         .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
 }
 
-/// A Unix socket file, opened without I/O (`O_PATH`) so that the path checked and the socket
-/// connected to are the same file.
-#[cfg(target_os = "linux")]
-struct OpenedSocket(std::fs::File);
-
-#[cfg(target_os = "linux")]
-impl OpenedSocket {
-    fn open(path: &str) -> io::Result<Self> {
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(path)?;
-        if !file.metadata()?.file_type().is_socket() {
-            return Err(io::ErrorKind::ConnectionRefused.into());
-        }
-        Ok(Self(file))
+/// Opens the socket file at `path` (see [`Opened`]); anything but a socket is refused.
+fn open_socket(path: &str) -> io::Result<Opened> {
+    use std::os::unix::fs::FileTypeExt;
+    let opened = Opened::open(path, false)?;
+    if !std::fs::metadata(opened.path())?.file_type().is_socket() {
+        return Err(io::ErrorKind::ConnectionRefused.into());
     }
-
-    /// The opened file's real path (links resolved), as the kernel names it.
-    fn real_path(&self) -> Option<String> {
-        std::fs::read_link(self.fd_path())
-            .ok()?
-            .into_os_string()
-            .into_string()
-            .ok()
-    }
-
-    /// Connecting to `/proc/self/fd/N` reaches the opened socket whatever its path now leads to.
-    fn connect_path(&self, _real: &str) -> String {
-        self.fd_path()
-    }
-
-    fn fd_path(&self) -> String {
-        use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.0.as_raw_fd())
-    }
-}
-
-/// Elsewhere: the real path as resolved now, connected to by that path.
-#[cfg(not(target_os = "linux"))]
-struct OpenedSocket(String);
-
-#[cfg(not(target_os = "linux"))]
-impl OpenedSocket {
-    fn open(path: &str) -> io::Result<Self> {
-        let real = std::fs::canonicalize(path)?.into_os_string().into_string();
-        real.map(Self)
-            .map_err(|_| io::ErrorKind::InvalidInput.into())
-    }
-
-    fn real_path(&self) -> Option<String> {
-        Some(self.0.clone())
-    }
-
-    fn connect_path(&self, real: &str) -> String {
-        real.to_owned()
-    }
+    Ok(opened)
 }

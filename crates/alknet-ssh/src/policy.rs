@@ -14,6 +14,9 @@
 //!   `iroh`, or `ssh` (the opt-in plain SSH TCP port); a rule that names transports never
 //!   applies to a connection whose carrier is unknown (an SSH session run over a stream handed
 //!   to [`SshServer::run_stream`](crate::SshServer::run_stream) without one);
+//! - `sockets`: Unix socket paths or directories (ending in `/`) on the node, for a rule that
+//!   governs sockets instead of hosts and ports: to connect to (`-L port:/path`) or, with
+//!   direction `listen`, to create for `-R /path:host:port`; only such a rule opens a socket;
 //! - `action`: `allow` or `deny`.
 //!
 //! **Private addresses are opened only by address.** Loopback, private (RFC 1918, ULA),
@@ -98,9 +101,11 @@ pub struct ForwardRule {
     #[serde(default)]
     pub transports: Vec<Transport>,
     /// Unix sockets on the node, by absolute path (`/run/app.sock`), or a directory ending in `/`
-    /// for the sockets under it (`ssh -L 8080:/run/app.sock`, a `direct-streamlocal` channel). A
-    /// rule with `sockets` governs socket channels only (no `hosts` or `ports`, direction
-    /// `connect`); a socket is opened only by such a rule, whatever `default` says.
+    /// for the sockets under it: with direction `connect` the sockets a client may reach
+    /// (`ssh -L 8080:/run/app.sock`, a `direct-streamlocal` channel), with `listen` the paths at
+    /// which the node may create a socket for it (`ssh -R /run/app/in.sock:host:port`,
+    /// `streamlocal-forward`). A rule with `sockets` governs sockets only (no `hosts` or
+    /// `ports`); a socket is opened or created only by such a rule, whatever `default` says.
     #[serde(default)]
     pub sockets: Vec<String>,
     /// Allow or deny.
@@ -437,7 +442,9 @@ impl ForwardingPolicy {
         identity: &str,
         path: &str,
     ) -> Verdict {
-        self.check_socket_with(transport, identity, path, |entry| Some(entry.to_owned()))
+        self.check_socket_with(transport, identity, Direction::Connect, path, |entry| {
+            Some(entry.to_owned())
+        })
     }
 
     /// [`check_socket`](Self::check_socket) on the node's file system, for `path` whose real
@@ -456,28 +463,57 @@ impl ForwardingPolicy {
         if self.check_socket(transport, identity, path) != Verdict::Allow {
             return Verdict::Deny;
         }
-        let resolve = |p: &str| {
-            std::fs::canonicalize(p)
-                .ok()?
-                .into_os_string()
-                .into_string()
-                .ok()
+        self.check_socket_with(
+            transport,
+            identity,
+            Direction::Connect,
+            real,
+            |entry| match entry.strip_suffix('/') {
+                Some(dir) => real_dir(dir),
+                None => real_path(entry),
+            },
+        )
+    }
+
+    /// Whether `identity`, on a connection that came on `transport`, may have the node listen
+    /// on a new Unix socket at `path` (`ssh -R /path:host:port`), which will be created in the
+    /// directory whose real path (symbolic links followed) is `parent`: only a `listen` rule
+    /// that names `path` (or a directory above it) in `sockets` allows it, and the socket's real
+    /// path (`parent` and the file name) must pass the same check against the rules' paths
+    /// resolved the same way (the socket does not exist yet: a rule's path is resolved by its
+    /// directory). So a parent directory that is a link out of an allowed directory opens
+    /// nothing. Blocking file-system calls: run it off the async threads.
+    pub fn check_socket_listen(
+        &self,
+        transport: Option<Transport>,
+        identity: &str,
+        path: &str,
+        parent: &str,
+    ) -> Verdict {
+        let text = |entry: &str| Some(entry.to_owned());
+        if self.check_socket_with(transport, identity, Direction::Listen, path, text)
+            != Verdict::Allow
+        {
+            return Verdict::Deny;
+        }
+        let Some((_, name)) = path.rsplit_once('/') else {
+            return Verdict::Deny;
         };
-        self.check_socket_with(transport, identity, real, |entry| {
-            match entry.strip_suffix('/') {
-                // A directory: its real path, as a directory again.
-                Some(dir) => resolve(dir).map(|d| format!("{}/", d.trim_end_matches('/'))),
-                None => resolve(entry),
-            }
+        let real = format!("{}/{name}", parent.trim_end_matches('/'));
+        self.check_socket_with(transport, identity, Direction::Listen, &real, |entry| {
+            let (dir, name) = entry.rsplit_once('/')?;
+            let dir = real_dir(if dir.is_empty() { "/" } else { dir })?;
+            Some(format!("{dir}{name}"))
         })
     }
 
-    /// The first socket rule for this peer and carrier whose entry (as `resolve` gives it;
-    /// `None`: it names nothing) names `path` decides; no rule: refused.
+    /// The first socket rule for this peer, carrier and direction whose entry (as `resolve`
+    /// gives it; `None`: it names nothing) names `path` decides; no rule: refused.
     fn check_socket_with(
         &self,
         transport: Option<Transport>,
         identity: &str,
+        direction: Direction,
         path: &str,
         resolve: impl Fn(&str) -> Option<String>,
     ) -> Verdict {
@@ -491,13 +527,27 @@ impl ForwardingPolicy {
         };
         self.rules
             .iter()
-            .filter(|r| !r.sockets.is_empty() && r.covers(identity, transport, Direction::Connect))
+            .filter(|r| !r.sockets.is_empty() && r.covers(identity, transport, direction))
             .find(|r| r.sockets.iter().any(names))
             .map_or(Verdict::Deny, |r| match r.action {
                 Action::Allow => Verdict::Allow,
                 Action::Deny => Verdict::Deny,
             })
     }
+}
+
+/// The real path of `path` (symbolic links followed), if it exists.
+fn real_path(path: &str) -> Option<String> {
+    std::fs::canonicalize(path)
+        .ok()?
+        .into_os_string()
+        .into_string()
+        .ok()
+}
+
+/// The real path of the directory `dir`, ending in `/`.
+fn real_dir(dir: &str) -> Option<String> {
+    real_path(dir).map(|d| format!("{}/", d.trim_end_matches('/')))
 }
 
 impl ConfigSection for ForwardingPolicy {
@@ -522,14 +572,9 @@ impl ConfigSection for ForwardingPolicy {
             if rule.peers.iter().any(String::is_empty) {
                 return Err(invalid("a peer id must not be empty".into()));
             }
-            if !rule.sockets.is_empty()
-                && (!rule.hosts.is_empty()
-                    || !rule.ports.is_empty()
-                    || rule.direction != Direction::Connect)
-            {
+            if !rule.sockets.is_empty() && (!rule.hosts.is_empty() || !rule.ports.is_empty()) {
                 return Err(invalid(
-                    "a rule with `sockets` has no `hosts` or `ports` and direction `connect`"
-                        .into(),
+                    "a rule with `sockets` has no `hosts` or `ports`".into(),
                 ));
             }
             if let Some((path, e)) = rule
@@ -709,7 +754,6 @@ mod tests {
             r#"{"rules":[{"sockets":["/run/../etc/x"],"action":"allow"}]}"#,
             r#"{"rules":[{"sockets":["/run//x"],"action":"allow"}]}"#,
             r#"{"rules":[{"sockets":["/run/x"],"hosts":["10.0.0.1"],"action":"allow"}]}"#,
-            r#"{"rules":[{"sockets":["/run/x"],"direction":"listen","action":"allow"}]}"#,
         ] {
             let p: ForwardingPolicy = serde_json::from_str(bad).unwrap();
             let err = p.validate().unwrap_err().to_string();
@@ -771,6 +815,35 @@ mod tests {
             policy(r#"{"default":"deny","rules":[{"sockets":["/run/"],"action":"allow"}]}"#);
         assert_eq!(
             tcp_only.check("ops", Direction::Connect, None, at("93.184.216.34:443")),
+            Verdict::Deny
+        );
+    }
+
+    #[test]
+    fn a_socket_listen_rule_opens_binds_under_its_directory_and_no_connects() {
+        let dir = std::env::temp_dir();
+        let real = real_dir(dir.to_str().unwrap()).unwrap();
+        let p = policy(&format!(
+            r#"{{"rules":[{{"peers":["ops"],"direction":"listen","sockets":["{real}"],"action":"allow"}}]}}"#
+        ));
+        let listen = |who, path: &str| p.check_socket_listen(None, who, path, &real);
+        assert_eq!(listen("ops", &format!("{real}in.sock")), Verdict::Allow);
+        assert_eq!(listen("guest", &format!("{real}in.sock")), Verdict::Deny);
+        for bad in [
+            "in.sock",
+            "/elsewhere/in.sock",
+            &format!("{real}../in.sock"),
+        ] {
+            assert_eq!(listen("ops", bad), Verdict::Deny, "{bad}");
+        }
+        // The parent's real path must be allowed too: a directory that leads elsewhere is not.
+        assert_eq!(
+            p.check_socket_listen(None, "ops", &format!("{real}link/in.sock"), "/etc"),
+            Verdict::Deny
+        );
+        // A listen rule opens no socket to connect to.
+        assert_eq!(
+            p.check_socket(None, "ops", &format!("{real}in.sock")),
             Verdict::Deny
         );
     }

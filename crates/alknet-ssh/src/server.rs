@@ -14,10 +14,15 @@
 //! apply), the `permit-port-forwarding` extension present, and no critical option but a
 //! `source-address` that matches the client. The same TLS-identity rule holds.
 //!
-//! Channels: `direct-tcpip` (`-L`, `-D`, SOCKS) and `tcpip-forward` / `forwarded-tcpip` (`-R`).
-//! Sessions (shell, exec, subsystems), X11, agent and stream-local forwarding are refused.
+//! Channels: `direct-tcpip` (`-L`, `-D`, SOCKS), `direct-streamlocal` (`-L port:/path`),
+//! `tcpip-forward` / `forwarded-tcpip` (`-R port:host:port`) and `streamlocal-forward` /
+//! `forwarded-streamlocal` (`-R /path:host:port`: a Unix socket on the node, created only where
+//! a `listen` rule's `sockets` allows, never over an existing file, mode `0600`, removed when
+//! the forward is cancelled, the session ends or a reload no longer allows it).
+//! Sessions (shell, exec, subsystems), X11 and agent forwarding are refused.
 //! Every outbound connection and every `-R` bind is checked against the
-//! [`ForwardingPolicy`] in force first; a connection holds at most `max_channels` channels.
+//! [`ForwardingPolicy`] in force first; a connection holds at most `max_channels` channels
+//! (`-R` listeners included).
 //!
 //! Log lines (targets `alknet::auth` and `alknet::ssh`), stable for fail2ban; they carry the
 //! remote address, identity and result, never a destination, a name or a byte count:
@@ -29,6 +34,7 @@
 //! ssh authentication accepted: certificate remote=… transport=… fingerprint=SHA256:… ca=SHA256:… serial=… peer=…
 //! ssh authentication rejected: certificate remote=… transport=… fingerprint=SHA256:… reason=…
 //! ssh channel remote=… peer=… kind=direct-tcpip result=opened|refused|unresolved|failed|limit
+//! ssh channel remote=… peer=… kind=streamlocal-forward result=opened|refused|exists|failed|limit|closed
 //! ```
 
 use std::collections::HashMap;
@@ -54,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::keys::{fingerprint_of_ssh_key, host_key};
+use crate::listen::SocketListener;
 use crate::outbound;
 use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
 use crate::Carrier;
@@ -318,7 +325,7 @@ struct SessionHandler {
     /// What `identity` was resolved from: each channel resolves it again.
     credential: Option<Credential>,
     slots: Slots,
-    /// `-R` listeners by (address, port) as the client named them.
+    /// `-R` listeners by (address, port) or socket path as the client named them.
     forwards: ForwardTable,
     /// Cancelled when the session ends: stops its listeners and pipes.
     ended: CancellationToken,
@@ -543,6 +550,68 @@ impl SessionHandler {
         });
     }
 
+    /// Runs a `-R` listener the client asked for as `key` until the client cancels it, the
+    /// session ends, or a reload after which the policy no longer lets this peer listen there
+    /// (checked on every reload and every accepted connection); connections it already
+    /// forwarded go on after such a reload, as -L channels opened before a reload do.
+    fn serve_forward(
+        &self,
+        key: ForwardKey,
+        listener: RemoteListener,
+        identity: Identity,
+        slot: Slot,
+        session: &Session,
+    ) {
+        let kind = key.kind();
+        let stop = self.ended.child_token();
+        let closed = CancellationToken::new();
+        let entry = self
+            .forwards
+            .insert(key.clone(), stop.clone(), closed.clone());
+        let forwards = self.forwards.clone();
+        log_channel(&self.peer, &identity.id, kind, "opened");
+        let ctx = ForwardContext {
+            handle: session.handle(),
+            key,
+            peer: self.peer.clone(),
+            identity: identity.id,
+            slots: self.slots.clone(),
+            shared: self.shared.clone(),
+        };
+        let credential = self.credential.clone();
+        let mut changes = self.shared.policy.live().changes();
+        changes.mark_changed();
+        tokio::spawn(async move {
+            // Declared first, dropped last: a cancel returns once the listener is closed (and a
+            // socket file removed).
+            let _closed = closed.drop_guard();
+            let (_slot, listener) = (slot, listener);
+            let mut watching = true;
+            loop {
+                let accepted = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    changed = changes.changed(), if watching => {
+                        watching = changed.is_ok();
+                        None
+                    }
+                    accepted = listener.accept() => Some(accepted),
+                };
+                // On every reload, and on every accepted connection (a reload the watch has not
+                // reported yet still counts).
+                if !ctx.may_listen(credential.as_ref(), &listener).await {
+                    // The bind is free again: a cancel for it is refused, and a new -R may take it.
+                    forwards.forget(&ctx.key, entry);
+                    log_channel(&ctx.peer, &ctx.identity, kind, "closed");
+                    return;
+                }
+                if let Some(Ok((stream, from))) = accepted {
+                    ctx.forward(stream, from, stop.clone());
+                }
+            }
+        });
+    }
+
     fn refuse(&self, kind: &str, reply: ChannelOpenHandle) {
         log_channel(&self.peer, self.identity_id(), kind, "refused");
         tokio::spawn(reply.reject(ChannelOpenFailure::AdministrativelyProhibited));
@@ -762,53 +831,66 @@ impl russh::server::Handler for SessionHandler {
         if *port == 0 {
             *port = u32::from(bound);
         }
-        let stop = self.ended.child_token();
-        let key = (address.to_owned(), *port);
-        let entry = self.forwards.insert(key.clone(), stop.clone());
-        let forwards = self.forwards.clone();
-        log_channel(&self.peer, &identity.id, kind, "opened");
-        let ctx = ForwardContext {
-            handle: session.handle(),
-            address: address.to_owned(),
-            port: *port,
-            peer: self.peer.clone(),
-            identity: identity.id,
-            slots: self.slots.clone(),
-            shared: self.shared.clone(),
-        };
-        // A reload after which the policy no longer lets this peer listen there closes the
-        // listener; connections it already forwarded go on, as -L channels opened before a
-        // reload do.
-        let credential = self.credential.clone();
-        let mut changes = self.shared.policy.live().changes();
-        changes.mark_changed();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut watching = true;
-            loop {
-                let accepted = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return,
-                    changed = changes.changed(), if watching => {
-                        watching = changed.is_ok();
-                        None
-                    }
-                    accepted = listener.accept() => Some(accepted),
-                };
-                // On every reload, and on every accepted connection (a reload the watch has not
-                // reported yet still counts).
-                if !ctx.may_listen(credential.as_ref(), bind) {
-                    // The port is free again: a cancel for it is refused, and a new -R may take it.
-                    forwards.forget(&key, entry);
-                    log_channel(&ctx.peer, &ctx.identity, kind, "closed");
-                    return;
-                }
-                if let Some(Ok((socket, from))) = accepted {
-                    ctx.forward(socket, from, stop.clone());
-                }
-            }
-        });
+        let key = ForwardKey::Port(address.to_owned(), *port);
+        self.serve_forward(
+            key,
+            RemoteListener::Tcp(listener, bind),
+            identity,
+            slot,
+            session,
+        );
         Ok(true)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let kind = "streamlocal-forward";
+        let Some((identity, policy)) = self.current() else {
+            log_channel(&self.peer, self.identity_id(), kind, "refused");
+            return Ok(false);
+        };
+        let Some(slot) = self.slots.take(policy.max_channels()) else {
+            log_channel(&self.peer, &identity.id, kind, "limit");
+            return Ok(false);
+        };
+        // The policy check resolves the directory on the file system: off the async threads.
+        let (transport, id, path) = (
+            self.peer.transport,
+            identity.id.clone(),
+            socket_path.to_owned(),
+        );
+        let bound = tokio::task::spawn_blocking(move || {
+            SocketListener::bind(&policy, transport, &id, &path)
+        })
+        .await;
+        let listener = match bound {
+            Ok(Ok(listener)) => listener,
+            Ok(Err(e)) => {
+                log_channel(&self.peer, &identity.id, kind, e.result());
+                return Ok(false);
+            }
+            Err(_) => {
+                log_channel(&self.peer, &identity.id, kind, "failed");
+                return Ok(false);
+            }
+        };
+        let key = ForwardKey::Socket(socket_path.to_owned());
+        self.serve_forward(key, RemoteListener::Unix(listener), identity, slot, session);
+        Ok(true)
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(self
+            .forwards
+            .cancel(&ForwardKey::Socket(socket_path.to_owned()))
+            .await)
     }
 
     async fn cancel_tcpip_forward(
@@ -817,14 +899,10 @@ impl russh::server::Handler for SessionHandler {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        Ok(match self.forwards.remove(&(address.to_owned(), port)) {
-            // Stops the listener and the connections it forwarded.
-            Some(stop) => {
-                stop.cancel();
-                true
-            }
-            None => false,
-        })
+        Ok(self
+            .forwards
+            .cancel(&ForwardKey::Port(address.to_owned(), port))
+            .await)
     }
 
     async fn shell_request(
@@ -854,17 +932,56 @@ impl russh::server::Handler for SessionHandler {
     }
 }
 
-/// A session's `-R` listeners by (address, port) as the client named them, each with the token
-/// that stops it and the connections it forwarded. A listener that closes by itself (a reload took
-/// the permission away) takes its entry out: a later cancel for the port is refused, and a new
-/// `-R` for it gets an entry of its own.
+/// A `-R` forward as the client named it: (address, port) or a socket path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ForwardKey {
+    Port(String, u32),
+    Socket(String),
+}
+
+impl ForwardKey {
+    /// The request's name in log lines.
+    fn kind(&self) -> &'static str {
+        match self {
+            ForwardKey::Port(..) => "tcpip-forward",
+            ForwardKey::Socket(_) => "streamlocal-forward",
+        }
+    }
+}
+
+/// What a `-R` forward listens on.
+enum RemoteListener {
+    /// A TCP port, bound at the address.
+    Tcp(TcpListener, SocketAddr),
+    /// A Unix socket the node created.
+    Unix(SocketListener),
+}
+
+impl RemoteListener {
+    /// The next connection, and where it came from (a TCP peer).
+    async fn accept(&self) -> std::io::Result<(crate::client::BoxedDuplex, Option<SocketAddr>)> {
+        match self {
+            RemoteListener::Tcp(listener, _) => {
+                let (socket, from) = listener.accept().await?;
+                let _ = socket.set_nodelay(true);
+                Ok((Box::new(socket), Some(from)))
+            }
+            RemoteListener::Unix(listener) => Ok((Box::new(listener.accept().await?), None)),
+        }
+    }
+}
+
+/// A session's `-R` listeners by [`ForwardKey`], each with the token that stops it and the
+/// connections it forwarded, and one cancelled once it has closed. A listener that closes by
+/// itself (a reload took the permission away) takes its entry out: a later cancel for it is
+/// refused, and a new `-R` for it gets an entry of its own.
 #[derive(Clone, Default)]
 struct ForwardTable(Arc<std::sync::Mutex<ForwardEntries>>);
 
 #[derive(Default)]
 struct ForwardEntries {
     next: u64,
-    by_bind: HashMap<(String, u32), (u64, CancellationToken)>,
+    by_bind: HashMap<ForwardKey, (u64, CancellationToken, CancellationToken)>,
 }
 
 impl ForwardTable {
@@ -874,23 +991,31 @@ impl ForwardTable {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Adds a listener; returns its entry's number for [`forget`](Self::forget).
-    fn insert(&self, key: (String, u32), stop: CancellationToken) -> u64 {
+    /// Adds a listener stopped by `stop` that cancels `closed` once closed; returns its entry's
+    /// number for [`forget`](Self::forget).
+    fn insert(&self, key: ForwardKey, stop: CancellationToken, closed: CancellationToken) -> u64 {
         let mut entries = self.lock();
         entries.next += 1;
         let entry = entries.next;
-        entries.by_bind.insert(key, (entry, stop));
+        entries.by_bind.insert(key, (entry, stop, closed));
         entry
     }
 
-    fn remove(&self, key: &(String, u32)) -> Option<CancellationToken> {
-        self.lock().by_bind.remove(key).map(|(_, stop)| stop)
+    /// Stops the listener at `key` and the connections it forwarded; resolves once it has
+    /// closed. `false` when there is none.
+    async fn cancel(&self, key: &ForwardKey) -> bool {
+        let Some((_, stop, closed)) = self.lock().by_bind.remove(key) else {
+            return false;
+        };
+        stop.cancel();
+        closed.cancelled().await;
+        true
     }
 
     /// Takes out `key` if it is still the entry numbered `entry`.
-    fn forget(&self, key: &(String, u32), entry: u64) {
+    fn forget(&self, key: &ForwardKey, entry: u64) {
         let mut entries = self.lock();
-        if entries.by_bind.get(key).is_some_and(|(e, _)| *e == entry) {
+        if entries.by_bind.get(key).is_some_and(|(e, ..)| *e == entry) {
             entries.by_bind.remove(key);
         }
     }
@@ -899,8 +1024,7 @@ impl ForwardTable {
 /// What a `-R` listener needs to hand each accepted connection to the client.
 struct ForwardContext {
     handle: russh::server::Handle,
-    address: String,
-    port: u32,
+    key: ForwardKey,
     peer: PeerInfo,
     identity: String,
     slots: Slots,
@@ -908,55 +1032,64 @@ struct ForwardContext {
 }
 
 impl ForwardContext {
-    /// Whether the current configuration still lets the session's peer listen on `bind`.
-    fn may_listen(&self, credential: Option<&Credential>, bind: SocketAddr) -> bool {
+    /// Whether the current configuration still lets the session's peer listen on `listener`.
+    async fn may_listen(&self, credential: Option<&Credential>, listener: &RemoteListener) -> bool {
         let config = self.shared.policy.snapshot();
         let Some(identity) = credential.and_then(|c| self.shared.identity.resolve_at(&config, c))
         else {
             return false;
         };
-        let verdict = config.get::<ForwardingPolicy>().check_on(
-            self.peer.transport,
-            &identity.id,
-            Direction::Listen,
-            None,
-            bind,
-        );
-        verdict == Verdict::Allow
+        let policy = config.get::<ForwardingPolicy>();
+        let transport = self.peer.transport;
+        match listener {
+            RemoteListener::Tcp(_, bind) => {
+                policy.check_on(transport, &identity.id, Direction::Listen, None, *bind)
+                    == Verdict::Allow
+            }
+            RemoteListener::Unix(socket) => socket.allowed(policy, transport, identity.id).await,
+        }
     }
 
     fn forward(
         &self,
-        mut socket: tokio::net::TcpStream,
-        from: SocketAddr,
+        mut stream: crate::client::BoxedDuplex,
+        from: Option<SocketAddr>,
         stop: CancellationToken,
     ) {
-        let kind = "forwarded-tcpip";
+        let kind = match self.key {
+            ForwardKey::Port(..) => "forwarded-tcpip",
+            ForwardKey::Socket(_) => "forwarded-streamlocal",
+        };
         let max = self.shared.policy.load().max_channels();
         let Some(slot) = self.slots.take(max) else {
             log_channel(&self.peer, &self.identity, kind, "limit");
             return;
         };
         let handle = self.handle.clone();
-        let (address, port) = (self.address.clone(), self.port);
+        let key = self.key.clone();
         let (peer, identity) = (self.peer.clone(), self.identity.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = socket.set_nodelay(true);
-            let channel = handle
-                .channel_open_forwarded_tcpip(
-                    address,
-                    port,
-                    from.ip().to_string(),
-                    u32::from(from.port()),
-                )
-                .await;
+            let channel = match key {
+                ForwardKey::Port(address, port) => {
+                    let from = from.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+                    handle
+                        .channel_open_forwarded_tcpip(
+                            address,
+                            port,
+                            from.ip().to_string(),
+                            u32::from(from.port()),
+                        )
+                        .await
+                }
+                ForwardKey::Socket(path) => handle.channel_open_forwarded_streamlocal(path).await,
+            };
             match channel {
                 Ok(channel) => {
                     log_channel(&peer, &identity, kind, "opened");
-                    let mut stream = channel.into_stream();
+                    let mut channel = channel.into_stream();
                     tokio::select! {
-                        _ = crate::pipe(&mut stream, &mut socket) => {}
+                        _ = crate::pipe(&mut channel, &mut stream) => {}
                         () = stop.cancelled() => {}
                     }
                 }

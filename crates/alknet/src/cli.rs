@@ -155,7 +155,9 @@ pub struct ConnectArgs {
     #[arg(short = 'L', value_name = "SPEC")]
     pub local: Vec<String>,
     /// `[bind:]rport:host:port`: the node listens on rport (its loopback unless bind says
-    /// otherwise; 0 picks one) and each connection comes back to host:port here (SSH only).
+    /// otherwise; 0 picks one) and each connection comes back to host:port here (SSH only);
+    /// `/path:host:port`: the node listens on a new Unix socket at /path (its policy must allow
+    /// it in a `listen` rule's `sockets`; no file may be there; removed when the forward ends).
     #[arg(short = 'R', value_name = "SPEC")]
     pub remote_forward: Vec<String>,
     /// What carries the connections: SSH (`alknet/ssh`, any carrier) or the native tunnel

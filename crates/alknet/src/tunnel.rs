@@ -37,7 +37,7 @@ enum Destination {
 fn parse_spec(flag: &str, spec: &str) -> Result<Spec, Failure> {
     let bad = |why: &str| {
         Failure::usage(format!(
-            "{flag} {spec:?}: {why} (expected [bind:]port:host:port or [bind:]port:/socket)"
+            "{flag} {spec:?}: {why} (expected [bind:]port:host:port, [bind:]port:/socket for -L, or /socket:host:port for -R)"
         ))
     };
     // A socket path is everything after the first ":/" (it may hold colons of its own).
@@ -91,6 +91,47 @@ fn parse_spec(flag: &str, spec: &str) -> Result<Spec, Failure> {
     })
 }
 
+/// Where a `-R` forward has the node listen: `[bind:]port` or a Unix socket path on the node.
+#[derive(Debug, PartialEq, Eq)]
+enum NodeSide {
+    /// A TCP port (`bind` defaults to the node's loopback).
+    Port { bind: Option<String>, port: u16 },
+    /// A Unix socket the node creates at this absolute path.
+    Socket(String),
+}
+
+/// Parses a `-R` spec: `[bind:]port:host:hostport`, or `/path/on/node.sock:host:hostport` (the
+/// path may hold colons of its own; an IPv6 host goes in brackets).
+fn parse_remote(spec: &str) -> Result<(NodeSide, String, u16), Failure> {
+    if !spec.starts_with('/') {
+        let parsed = parse_spec("-R", spec)?;
+        let Destination::Tcp { host, port } = parsed.to else {
+            return Err(Failure::usage(format!(
+                "-R {spec:?}: a -R forward goes to host:port here, not to a Unix socket"
+            )));
+        };
+        let side = NodeSide::Port {
+            bind: parsed.bind,
+            port: parsed.port,
+        };
+        return Ok((side, host, port));
+    }
+    let bad = || Failure::usage(format!("-R {spec:?}: expected /socket/on/node:host:port"));
+    let (head, port) = spec.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let (path, host) = match head.strip_suffix(']') {
+        Some(bracketed) => {
+            let (path, host) = bracketed.rsplit_once('[').ok_or_else(bad)?;
+            (path.strip_suffix(':').ok_or_else(bad)?, host)
+        }
+        None => head.rsplit_once(':').ok_or_else(bad)?,
+    };
+    if path.len() < 2 || host.is_empty() {
+        return Err(bad());
+    }
+    Ok((NodeSide::Socket(path.to_owned()), host.to_owned(), port))
+}
+
 /// Prints one announcement line and flushes it, so a script reading stdout sees it at once.
 fn announce(line: String) {
     let mut out = std::io::stdout().lock();
@@ -122,16 +163,8 @@ pub async fn connect(args: ConnectArgs) -> Outcome {
     let remotes = args
         .remote_forward
         .iter()
-        .map(|s| parse_spec("-R", s).map(|spec| (s, spec)))
+        .map(|s| parse_remote(s).map(|spec| (s, spec)))
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some((text, _)) = remotes
-        .iter()
-        .find(|(_, spec)| matches!(spec.to, Destination::Socket(_)))
-    {
-        return Err(Failure::usage(format!(
-            "-R {text:?}: a -R forward goes to host:port, not to a Unix socket"
-        )));
-    }
     if args.via == Via::Tunnel {
         if let Some((text, _)) = locals
             .iter()
@@ -185,23 +218,32 @@ pub async fn connect(args: ConnectArgs) -> Outcome {
         listeners.push(forward);
     }
     if let Some(tunnel) = &ssh {
-        for (text, spec) in remotes {
-            let Destination::Tcp { host, port } = &spec.to else {
-                unreachable!("refused above");
-            };
-            let to = tokio::net::lookup_host((host.as_str(), *port))
+        for (text, (side, host, port)) in remotes {
+            let to = tokio::net::lookup_host((host.as_str(), port))
                 .await
                 .ok()
                 .and_then(|mut found| found.next())
                 .ok_or_else(|| {
                     Failure::usage(format!("-R {text:?}: the host does not resolve here"))
                 })?;
-            let bind = spec.bind.as_deref().unwrap_or("127.0.0.1");
-            let port = tunnel
-                .remote_forward(bind, spec.port, to)
-                .await
-                .map_err(|e| Failure::call(format!("-R {text}: {e}")))?;
-            announce(format!("remote {text} listening on node port {port}"));
+            let failed = |e| Failure::call(format!("-R {text}: {e}"));
+            match side {
+                NodeSide::Port { bind, port } => {
+                    let bind = bind.as_deref().unwrap_or("127.0.0.1");
+                    let port = tunnel
+                        .remote_forward(bind, port, to)
+                        .await
+                        .map_err(failed)?;
+                    announce(format!("remote {text} listening on node port {port}"));
+                }
+                NodeSide::Socket(path) => {
+                    tunnel
+                        .remote_forward_socket(&path, to)
+                        .await
+                        .map_err(failed)?;
+                    announce(format!("remote {text} listening on node socket {path}"));
+                }
+            }
         }
     }
 
@@ -266,6 +308,44 @@ mod tests {
             ":/run/x.sock",
         ] {
             assert!(parse_spec("-L", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn remote_specs_name_a_node_port_or_a_node_socket() {
+        assert_eq!(
+            parse_remote("0:localhost:80").unwrap(),
+            (
+                NodeSide::Port {
+                    bind: None,
+                    port: 0
+                },
+                "localhost".into(),
+                80
+            )
+        );
+        assert_eq!(
+            parse_remote("/run/app:v2/in.sock:localhost:8080").unwrap(),
+            (
+                NodeSide::Socket("/run/app:v2/in.sock".into()),
+                "localhost".into(),
+                8080
+            )
+        );
+        assert_eq!(
+            parse_remote("/run/in.sock:[::1]:22").unwrap(),
+            (NodeSide::Socket("/run/in.sock".into()), "::1".into(), 22)
+        );
+        for bad in [
+            "0:/run/x.sock",
+            "/run/in.sock",
+            "/run/in.sock:80",
+            "/run/in.sock:host:x",
+            "/run/in.sock::80",
+            "/:host:80",
+            "/run/in.sock[::1]:22",
+        ] {
+            assert!(parse_remote(bad).is_err(), "{bad}");
         }
     }
 }

@@ -122,6 +122,12 @@ action = "allow"
 peers = ["alice"]
 sockets = ["{sockets}/"]
 action = "allow"
+
+[[forwarding.rules]]
+peers = ["alice"]
+direction = "listen"
+sockets = ["{sockets}/"]
+action = "allow"
 "#,
             sockets = dir.join("sockets").display()
         ),
@@ -206,10 +212,38 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
     assert_eq!(ssh.wait(), Some(0));
 
     // -L to a Unix socket on the node, which the node's `sockets` rule opens for alice; a socket
-    // the rule does not name is refused (curl gets the connection closed).
+    // the rule does not name is refused (curl gets the connection closed). -R to a new socket on
+    // the node, which its `listen` rule allows: it comes back here to the HTTP server, and goes
+    // when alknet connect stops.
     let socket = format!("0:{}", d.join("sockets/app.sock").display());
     let other = format!("0:{}", d.join("other.sock").display());
-    let (mut unix, lines) = connect(d, &served, &["-L", &socket, "-L", &other], 2);
+    let node_socket = d.join("sockets/in.sock");
+    let remote_socket = format!("{}:127.0.0.1:{http}", node_socket.display());
+    let (mut unix, lines) = connect(
+        d,
+        &served,
+        &["-L", &socket, "-L", &other, "-R", &remote_socket],
+        3,
+    );
+    assert_eq!(
+        lines[2],
+        format!(
+            "remote {remote_socket} listening on node socket {}",
+            node_socket.display()
+        )
+    );
+    assert_eq!(
+        curl(&["--unix-socket", node_socket.to_str().unwrap(), "http://x/"]),
+        "hello connect"
+    );
+    // The node logs the forward and the connection it carried, never the path.
+    for kind in ["\"streamlocal-forward\"", "\"forwarded-streamlocal\""] {
+        let line = served.process.stderr_line_with(kind);
+        assert!(
+            line.contains("alice") && line.contains("opened") && !line.contains("in.sock"),
+            "{line}"
+        );
+    }
     assert_eq!(
         curl(&[&format!("http://{}/", last_word(&lines[0]))]),
         "hello unix"
@@ -225,6 +259,14 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
     );
     unix.signal("TERM");
     assert_eq!(unix.wait(), Some(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::symlink_metadata(&node_socket).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the -R socket is still there after alknet connect stopped"
+        );
+        std::thread::yield_now();
+    }
 
     // The native tunnel: SOCKS5 and -L; SIGINT stops it.
     let (mut native, lines) = connect(
@@ -302,7 +344,7 @@ fn connect_refuses_bad_arguments_with_usage_errors() {
                 "-R",
                 "0:/run/app.sock",
             ],
-            "not to a Unix socket",
+            "goes to host:port here, not to a Unix socket",
         ),
     ] {
         let out = run(d, args);
