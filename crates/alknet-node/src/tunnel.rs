@@ -20,6 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connect::{dial_with, dialer, DialTarget};
 
+/// How long closing a tunnel waits for the node to be told.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A tunnel to the node at `target`, authenticating with `key` (which must be in the node's
 /// peers). Nothing is dialed until first use; redials go through the same dialer, so they resume
 /// the TLS session.
@@ -29,7 +32,8 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
         ..TunnelConfig::new(key.clone(), None)
     };
     let dialer = SharedDialer::new(key, target);
-    Tunnel::new(config, move || {
+    let shared = dialer.client.clone();
+    let tunnel = Tunnel::new(config, move || {
         let dialer = dialer.clone();
         async move {
             let (client, conn) = dialer.dial(alknet_ssh::ALPN).await?;
@@ -41,7 +45,19 @@ pub fn ssh_tunnel(key: SecretKey, target: DialTarget) -> Arc<Tunnel> {
                 _client: client,
             }) as BoxedDuplex)
         }
-    })
+    });
+    // Closing the tunnel closes the dialer's connections and waits until the node was told, so
+    // a process that exits right after (`alknet connect` on SIGTERM) does not leave the node
+    // to find out at its idle timeout; the next use dials a new one.
+    tunnel.on_close(move || {
+        let client = shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+        async move {
+            if let Some(client) = client {
+                client.0.close_and_wait(CLOSE_WAIT).await;
+            }
+        }
+    });
+    tunnel
 }
 
 /// A native tunnel (`alknet/tunnel`) to the node at `target`, authenticating with `key` in TLS

@@ -145,6 +145,9 @@ impl ClientHandler {
 struct ClientHandler {
     pinned: Option<String>,
     remote: RemoteTargets,
+    /// Cancels the session's `ended` token when russh drops the handler: the session task has
+    /// ended, after shutting down its write half of the stream.
+    _ended: tokio_util::sync::DropGuard,
 }
 
 impl russh::client::Handler for ClientHandler {
@@ -195,6 +198,7 @@ impl russh::client::Handler for ClientHandler {
 pub struct SshClient {
     handle: russh::client::Handle<ClientHandler>,
     remote: RemoteTargets,
+    ended: CancellationToken,
 }
 
 impl SshClient {
@@ -215,9 +219,11 @@ impl SshClient {
             ..Default::default()
         };
         let remote = RemoteTargets::default();
+        let ended = CancellationToken::new();
         let handler = ClientHandler {
             pinned: pinned.map(str::to_owned),
             remote: remote.clone(),
+            _ended: ended.clone().drop_guard(),
         };
         let mut handle = russh::client::connect_stream(Arc::new(config), stream, handler)
             .await
@@ -233,7 +239,11 @@ impl SshClient {
         if !auth.success() {
             return Err(ClientError::AuthRejected);
         }
-        Ok(Self { handle, remote })
+        Ok(Self {
+            handle,
+            remote,
+            ended,
+        })
     }
 
     /// Opens a `direct-tcpip` channel: the node connects to `host:port` (resolving a name itself).
@@ -350,6 +360,10 @@ impl SshClient {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "")
             .await;
+        // The disconnect is only queued; wait (bounded, for a node that stopped reading) until
+        // the session has written it and shut its stream down, so a process that exits next
+        // still tells the node.
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.ended.cancelled()).await;
     }
 }
 
@@ -398,7 +412,13 @@ pub struct Tunnel {
     dial: Dialer,
     state: tokio::sync::Mutex<TunnelState>,
     remote_forwards: Arc<Mutex<Vec<(NodeListen, SocketAddr)>>>,
+    on_close: Mutex<Option<Arc<CloseHook>>>,
 }
+
+type CloseHook = dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+/// How long [`SshClient::close`] waits for the session to end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Tunnel {
     /// A tunnel that reaches the node through `dial` (a QUIC or TCP+TLS connection with ALPN
@@ -416,7 +436,20 @@ impl Tunnel {
                 failures: 0,
             }),
             remote_forwards: Arc::default(),
+            on_close: Mutex::default(),
         })
+    }
+
+    /// Runs `hook` at the end of [`close`](Self::close), after the session ended: the dialer's
+    /// chance to close its carrier and wait until the node was told (QUIC's CONNECTION_CLOSE
+    /// sent), before a process that exits next takes the socket with it.
+    pub fn on_close<F, Fut>(&self, hook: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let hook: Arc<CloseHook> = Arc::new(move || Box::pin(hook()));
+        *self.on_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// The live session, dialing (after the backoff due) when there is none.
@@ -588,6 +621,14 @@ impl Tunnel {
     pub async fn close(&self) {
         if let Some(session) = self.state.lock().await.session.take() {
             session.close().await;
+        }
+        let hook = self
+            .on_close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook().await;
         }
     }
 }
