@@ -10,7 +10,7 @@
 //   ALKNET_BENCH_ROUNDS=1 ...                         # fewer rounds
 //   ALKNET_BENCH_PUBSUB_ONLY=1 ...                    # only the pub/sub rows (and their CPU per message)
 //   ALKNET_BENCH_MESSAGES=300000 ...                  # pub/sub messages per row
-//   ALKNET_BENCH_PUBLISHERS=512 ...                   # concurrent publish calls of the peer row (default 16)
+//   ALKNET_BENCH_PUBLISHERS=16 ...                    # concurrent publish calls of the peer row (default: WINDOW)
 //   ALKNET_BENCH_UNARY=1 ...                          # only the unary rows (latency, calls/s, CPU per call)
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
 //
@@ -52,7 +52,11 @@ if (process.env.ALKNET_BENCH_MESSAGES) S.messages = Number(process.env.ALKNET_BE
 const UNARY_ONLY = process.env.ALKNET_BENCH_UNARY === '1'
 const LEVELS = [1, 16, 256]
 const WINDOW = 512 // pub/sub: published but not yet received
-const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? 16) // pub/sub: concurrent publish calls
+// pub/sub: concurrent publish calls of the peer row. nats.js publishes without an answer, so its
+// publisher is held back by WINDOW alone; alknet's publish answers with the count delivered, so
+// as many calls as WINDOW allows may be waiting for their answers, and both are bound by the same
+// window. (Before, 16 calls: alknet had 16 messages in flight against nats.js's 512.)
+const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? WINDOW)
 const BURST = 128 // pub/sub from the node: messages per burst
 const KEEP_ALIVE_MS = 5_000 // QUIC connections close after 30 s idle
 
