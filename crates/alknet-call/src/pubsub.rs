@@ -150,9 +150,9 @@ pub struct Published {
 }
 
 #[derive(Serialize)]
-struct ItemRef<'a> {
+struct ItemRef<'a, D: ?Sized> {
     topic: &'a str,
-    data: &'a Value,
+    data: &'a D,
 }
 
 #[derive(Deserialize)]
@@ -167,8 +167,18 @@ struct ItemIn<'a> {
 impl Published {
     /// Encodes `data` published to `topic` (a valid concrete topic).
     pub fn new(topic: &str, data: &Value) -> Self {
+        Self::encode(topic, data)
+    }
+
+    /// Like [`new`](Self::new) with `data` already encoded: it goes into the item as it is, with
+    /// no `Value` built and written again (the node's own publishes from JS).
+    pub fn raw(topic: &str, data: &RawValue) -> Self {
+        Self::encode(topic, data)
+    }
+
+    fn encode<D: Serialize + ?Sized>(topic: &str, data: &D) -> Self {
         let json = serde_json::to_vec(&ItemRef { topic, data })
-            .expect("a JSON value and a string always serialize");
+            .expect("JSON data and a string always serialize");
         Self {
             topic: topic.into(),
             json: json.into(),
@@ -439,7 +449,11 @@ impl Broker {
     /// `auth`), and hands it to the backplane; returns how many local subscriptions it was
     /// queued for.
     pub fn publish(&self, config: &Snapshot, topic: &str, data: &Value) -> usize {
-        let item = Published::new(topic, data);
+        self.publish_item(config, Published::new(topic, data))
+    }
+
+    /// [`publish`](Self::publish) for an item already encoded ([`Published::raw`]).
+    pub fn publish_item(&self, config: &Snapshot, item: Published) -> usize {
         let delivered = self.deliver(config, &item, None);
         if let Some(backplane) = self.inner.backplane.get() {
             backplane.publish(&item);
@@ -505,6 +519,18 @@ mod tests {
 
     fn next(sub: &mut BrokerSubscription) -> Value {
         serde_json::from_slice(&sub.items.try_recv().unwrap().json).unwrap()
+    }
+
+    #[test]
+    fn an_item_encoded_from_raw_json_is_the_item_encoded_from_its_value() {
+        let data = json!({"n": 1, "s": "a\"b", "list": [true, null, 2.5]});
+        let raw = RawValue::from_string(data.to_string()).unwrap();
+        let item = Published::raw("a/b", &raw);
+        assert_eq!(item.json(), Published::new("a/b", &data).json());
+        assert_eq!(
+            Published::decode(item.json().clone()).unwrap().topic(),
+            "a/b"
+        );
     }
 
     #[test]

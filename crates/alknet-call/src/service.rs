@@ -7,6 +7,7 @@ use alknet_core::config::{LiveConfig, Snapshot};
 use alknet_core::{AuthConfig, AuthContext, Credential, Identity};
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::access::Access;
@@ -16,7 +17,7 @@ use crate::context::{CallContext, LiveIdentity, LocalOperations};
 use crate::envelope::CallRequest;
 use crate::error::{CallError, ErrorCode};
 use crate::peer::link::Link;
-use crate::pubsub::{Broker, QueueLimits};
+use crate::pubsub::{Broker, Published, QueueLimits};
 use crate::registry::{Handler, Operation, OperationRegistry, RegistryError, Visibility};
 use crate::throttle::TokenThrottle;
 use crate::topic::validate_topic;
@@ -142,6 +143,14 @@ impl CallService {
     pub fn publish(&self, topic: &str, data: &Value) -> Result<usize, CallError> {
         validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
         Ok(self.broker.publish(&self.config.load(), topic, data))
+    }
+
+    /// [`publish`](Self::publish) with `data` already encoded as JSON: it is checked and passed
+    /// on as it is, with no `Value` built and written again.
+    pub fn publish_raw(&self, topic: &str, data: &RawValue) -> Result<usize, CallError> {
+        validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
+        let item = Published::raw(topic, data);
+        Ok(self.broker.publish_item(&self.config.load(), item))
     }
 
     /// `services/list` for `identity`.

@@ -9,7 +9,7 @@ use alknet_node::{DynamicConfig, NodeConfig};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::Env;
 use napi_derive::napi;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::bridge::Bridge;
 use crate::errors::{call_error, node_error, parse_json, plain};
@@ -103,8 +103,8 @@ impl Node {
     /// Publishes `dataJson` to `topic` as the node itself; returns how many subscriptions it reached.
     #[napi]
     pub fn publish(&self, topic: String, data_json: String) -> napi::Result<u32> {
-        let data: Value = parse_json(&data_json, "data")?;
-        let delivered = self.with(|node| node.publish(&topic, &data).map_err(call_error))?;
+        let data: Box<RawValue> = parse_json(&data_json, "data")?;
+        let delivered = self.with(|node| node.publish_raw(&topic, &data).map_err(call_error))?;
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
     }
 

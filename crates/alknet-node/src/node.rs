@@ -196,13 +196,25 @@ impl Node {
     /// Publishes `data` to `topic` as the node itself (no topic rules apply to the node);
     /// returns how many subscriptions it was queued for.
     pub fn publish(&self, topic: &str, data: &Value) -> Result<usize, CallError> {
-        match &self.service {
-            Some(service) => service.publish(topic, data),
-            None => Err(CallError::new(
+        self.serving_calls()?.publish(topic, data)
+    }
+
+    /// [`publish`](Self::publish) with `data` already encoded as JSON (passed on as it is).
+    pub fn publish_raw(
+        &self,
+        topic: &str,
+        data: &serde_json::value::RawValue,
+    ) -> Result<usize, CallError> {
+        self.serving_calls()?.publish_raw(topic, data)
+    }
+
+    fn serving_calls(&self) -> Result<&Arc<CallService>, CallError> {
+        self.service.as_ref().ok_or_else(|| {
+            CallError::new(
                 alknet_call::ErrorCode::Unavailable,
                 "the call service is off on this node (services.call = false)",
-            )),
-        }
+            )
+        })
     }
 
     /// The pub/sub backplane (`None` without `pubsub.backplane`): its connection state and
