@@ -162,7 +162,7 @@ impl Writer {
                                 buf.extend_from_slice(&frames);
                             }
                         }
-                        Item::End(_) => {}
+                        Item::End(ending) => drop(ending),
                         Item::Flush(done) => flushed.push(done),
                     }
                     if (large.is_some() || buf.len() >= WRITE_BATCH || !flushed.is_empty())
