@@ -1,7 +1,7 @@
 //! What a handler gets besides its input: who is calling, a cancellation signal, and the means
 //! to call other operations (composition) here or on another node.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use alknet_core::config::Snapshot;
 use alknet_core::{AuthConfig, Credential, Identity};
@@ -49,8 +49,8 @@ enum Source {
     Fixed,
     /// The request's `auth_token`.
     Token(Credential),
-    /// Whatever the connection was authenticated with.
-    Connection(Arc<Link>),
+    /// Whatever the connection was authenticated with (weak: the connection holds this one).
+    Connection(Weak<Link>),
 }
 
 impl LiveIdentity {
@@ -70,13 +70,20 @@ impl LiveIdentity {
         Self::resolved(Source::Token(token), at, Some(identity))
     }
 
-    /// The identity of a connection, resolved at `at`.
-    pub(crate) fn of_connection(
-        link: Arc<Link>,
-        at: &Snapshot,
-        identity: Option<Identity>,
-    ) -> Arc<Self> {
-        Self::resolved(Source::Connection(link), at, identity)
+    /// The identity of a connection: one per connection, shared by its requests and resolved
+    /// again (by [`with_at`](Self::with_at)) whenever a newer configuration asks.
+    pub(crate) fn of_connection(link: &Arc<Link>) -> Arc<Self> {
+        link.live
+            .get_or_init(|| {
+                Arc::new(Self {
+                    resolved: ArcSwap::from_pointee(Resolved {
+                        version: None,
+                        identity: link.auth.identity.clone(),
+                    }),
+                    source: Source::Connection(Arc::downgrade(link)),
+                })
+            })
+            .clone()
     }
 
     fn resolved(source: Source, at: &Snapshot, identity: Option<Identity>) -> Arc<Self> {
@@ -109,7 +116,7 @@ impl LiveIdentity {
         let identity = match &self.source {
             Source::Fixed => None,
             Source::Token(credential) => at.get::<AuthConfig>().resolve(credential),
-            Source::Connection(link) => link.identity_at(at),
+            Source::Connection(link) => link.upgrade().and_then(|link| link.identity_at(at)),
         };
         let answer = f(identity.as_ref());
         // Only ever move forward: a request still reading an older snapshot does not undo
@@ -128,8 +135,8 @@ impl LiveIdentity {
         match &self.source {
             Source::Token(credential) => at.get::<AuthConfig>().expires_at(credential),
             Source::Connection(link) => link
-                .auth
-                .credential()
+                .upgrade()
+                .and_then(|link| link.auth.credential())
                 .and_then(|c| at.get::<AuthConfig>().expires_at(&c)),
             Source::Fixed => None,
         }
@@ -160,7 +167,7 @@ impl CallContext {
         peer: Option<Peer>,
     ) -> Self {
         Self {
-            identity: live.current(),
+            identity: live.at(&config),
             operation,
             config,
             live,

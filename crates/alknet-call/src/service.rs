@@ -190,15 +190,14 @@ impl CallService {
                 let identity = self.resolve_token(&credential, &link.auth, at)?;
                 LiveIdentity::of_token(credential, at, identity)
             }
-            None => LiveIdentity::of_connection(link.clone(), at, link.identity_at(at)),
+            None => LiveIdentity::of_connection(link),
         };
-        let identity = live.current();
         let op = self
             .registry
             .get(&request.operation)
             .filter(|op| op.spec.visibility == Visibility::External)
             .ok_or_else(|| not_found(&request.operation))?;
-        op.spec.access.check(identity.as_ref())?;
+        live.with_at(at, |identity| op.spec.access.check(identity))?;
         op.validate_input(&request.input)?;
         Ok((op.clone(), live))
     }

@@ -223,6 +223,23 @@ async fn deadline_cancels_the_handler_and_answers_timeout() {
     assert_eq!(dropped.recv().await, Some("hold"));
 }
 
+/// The request's one token ends with it, after its answer went out: the answer is not
+/// suppressed and work the handler left behind is cancelled.
+#[tokio::test]
+async fn a_finished_request_cancels_its_token_after_answering() {
+    for single_stream in [false, true] {
+        let (probe, mut dropped) = probe();
+        let p = pair_with(&probe, CallOptions::default(), single_stream);
+        for n in 0..3 {
+            assert_eq!(
+                p.client.call("test/spawns", json!({"n": n})).await.unwrap(),
+                json!({"n": n})
+            );
+            assert_eq!(dropped.recv().await, Some("spawned"));
+        }
+    }
+}
+
 #[tokio::test]
 async fn default_deadline_applies_to_queries() {
     let (probe, mut dropped) = probe();

@@ -34,8 +34,38 @@ enum Item {
     Frames(Bytes, Option<CancellationToken>, Vec<Charge>),
     /// One frame around a shared body.
     Shared(SharedFrame, Option<CancellationToken>),
+    /// A request's last frame, dropped unwritten if the request was cancelled meanwhile; then
+    /// the request ends (see [`Ending`]).
+    Last(Bytes, Ending),
+    /// Ends a request once everything queued before it has been handled.
+    End(Ending),
     /// Answer once everything queued before has been written.
     Flush(oneshot::Sender<()>),
+}
+
+/// Cancels a request's token when dropped: handed to the writer with the request's last frame
+/// (or after it), it ends the request once that frame is in the writer's buffer, so the token
+/// that tells the writer the request was aborted can also be the one its handler watches,
+/// without the end of the request suppressing its own answer. Dropped unhandled (the writer
+/// gone), it cancels at once.
+pub(crate) struct Ending(CancellationToken);
+
+impl Ending {
+    /// Ends the request of `token`.
+    pub(crate) fn new(token: CancellationToken) -> Self {
+        Self(token)
+    }
+
+    /// Whether the request was cancelled already.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 /// A handle to one stream's writer task. Cheap to clone; the task finishes the stream once every
@@ -127,6 +157,12 @@ impl Writer {
                                 large = Some(frame);
                             }
                         }
+                        Item::Last(frames, ending) => {
+                            if !ending.is_cancelled() {
+                                buf.extend_from_slice(&frames);
+                            }
+                        }
+                        Item::End(ending) => drop(ending),
                         Item::Flush(done) => flushed.push(done),
                     }
                     if (large.is_some() || buf.len() >= WRITE_BATCH || !flushed.is_empty())
@@ -188,6 +224,19 @@ impl Writer {
             .send(Item::Frames(frames, token.cloned(), held))
             .await
             .is_ok()
+    }
+
+    /// Queues a request's last frame, dropped unwritten if its token is cancelled before its
+    /// turn; once it is taken (or dropped) the request ends: `ending` cancels its token.
+    pub(crate) async fn send_last(&self, frames: Bytes, ending: Ending) -> bool {
+        self.0.send(Item::Last(frames, ending)).await.is_ok()
+    }
+
+    /// Ends a request (cancels the token of `ending`) once what was queued before is handled.
+    pub(crate) async fn end(&self, ending: Ending) {
+        if !ending.is_cancelled() {
+            let _ = self.0.send(Item::End(ending)).await;
+        }
     }
 
     /// Queues one frame around a shared body (see [`SharedFrame`]).

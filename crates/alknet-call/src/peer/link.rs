@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use alknet_core::config::Snapshot;
 use alknet_core::{AuthContext, Connection, Identity};
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::carrier::writer::Writer;
+use crate::context::LiveIdentity;
 use crate::envelope::Reply;
 use crate::options::CallOptions;
 use crate::peer::publisher::Publisher;
@@ -38,6 +39,8 @@ pub(crate) struct Link {
     /// resolved at (`None`: as the endpoint resolved it, see [`identity_at`](Self::identity_at)).
     identity: Mutex<(Option<u64>, Option<Identity>)>,
     next_id: AtomicU64,
+    /// The connection's identity as its requests see it (made by the first that needs it).
+    pub(crate) live: OnceLock<Arc<LiveIdentity>>,
     /// Our publishes waiting to go out together.
     pub(crate) publisher: Publisher,
 }
@@ -55,6 +58,7 @@ impl Link {
             shared_writer: watch::channel(None).0,
             closed: CancellationToken::new(),
             next_id: AtomicU64::new(1),
+            live: OnceLock::new(),
             publisher: Publisher::default(),
         }
     }

@@ -33,6 +33,16 @@ struct Incoming {
     token: CancellationToken,
 }
 
+/// What a new request's token is made a child of.
+#[derive(Clone, Copy)]
+enum Parent<'a> {
+    /// The token of the stream it arrived on.
+    Stream(&'a CancellationToken),
+    /// The connection's token: the request runs inline in the task reading the stream `.0`,
+    /// which cancels it with the stream.
+    Connection(&'a CancellationToken),
+}
+
 /// Serves one connection.
 pub(super) struct Dispatcher {
     pub(super) link: Arc<Link>,
@@ -194,10 +204,21 @@ impl Dispatcher {
         inline: bool,
     ) -> Option<String> {
         let mut running = pin!(Fuse::terminated());
+        // The token of the request running inline. It is a child of the connection's token, not
+        // of the stream's (a first child costs its parent a list): this loop cancels it with
+        // the stream.
+        let mut inline_token: Option<CancellationToken> = None;
         let violation = loop {
             let next = tokio::select! {
                 next = source.next_envelope() => next,
-                () = &mut running, if !running.is_terminated() => continue,
+                () = &mut running, if !running.is_terminated() => {
+                    inline_token = None;
+                    continue;
+                }
+                _ = stream.cancelled(), if inline_token.is_some() => {
+                    inline_token.take().inspect(CancellationToken::cancel);
+                    continue;
+                }
                 _ = self.link.closed.cancelled() => break None,
             };
             let envelope = match next {
@@ -214,8 +235,13 @@ impl Dispatcher {
                 }
                 Err(ReceiveError::Violation(reason)) => break Some(reason),
             };
-            match self.on_envelope(envelope, writer, stream).await {
+            let parent = match inline && running.is_terminated() {
+                true => Parent::Connection(stream),
+                false => Parent::Stream(stream),
+            };
+            match self.on_envelope(envelope, writer, parent).await {
                 Ok(Some(served)) if inline && running.is_terminated() => {
+                    inline_token = Some(served.token.clone());
                     // Boxed: the stream task's own future stays small (tokio moves it whole).
                     running.set(Box::pin(request::serve(self.clone(), served)).fuse());
                 }
@@ -229,8 +255,14 @@ impl Dispatcher {
         if violation.is_some() {
             stream.cancel();
         }
-        // Cancelled (a violation, a reset, the connection closing) it ends at once.
+        // Cancelled (a violation, a reset, the peer stopping the stream, the connection closing)
+        // it ends at once.
         if !running.is_terminated() {
+            tokio::select! {
+                () = &mut running => return violation,
+                _ = stream.cancelled() => {}
+            }
+            inline_token.take().inspect(CancellationToken::cancel);
             running.await;
         }
         violation
@@ -242,11 +274,11 @@ impl Dispatcher {
         self: &Arc<Self>,
         envelope: Received,
         writer: &Writer,
-        stream: &CancellationToken,
+        parent: Parent<'_>,
     ) -> Result<Option<request::Served>, String> {
         let Received { kind, id, payload } = envelope;
         match kind {
-            EventType::Requested => match self.on_requested(id, payload, writer, stream)? {
+            EventType::Requested => match self.on_requested(id, payload, writer, parent)? {
                 Ok(served) => return Ok(Some(served)),
                 Err(answer) => {
                     writer.send(answer, None).await;
@@ -277,7 +309,7 @@ impl Dispatcher {
         id: String,
         payload: PayloadFields,
         writer: &Writer,
-        stream: &CancellationToken,
+        parent: Parent<'_>,
     ) -> Result<Result<request::Served, Bytes>, String> {
         let mut incoming = self.incoming.lock().map_err(|_| "poisoned")?;
         if incoming.contains_key(&id) {
@@ -300,7 +332,16 @@ impl Dispatcher {
             );
             return Ok(Err(frame_of(&EventType::Error, &id, &err)));
         };
-        let token = stream.child_token();
+        let token = match parent {
+            Parent::Stream(stream) => stream.child_token(),
+            Parent::Connection(stream) => {
+                let token = self.link.closed.child_token();
+                if stream.is_cancelled() {
+                    token.cancel();
+                }
+                token
+            }
+        };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         incoming.insert(
             id.clone(),

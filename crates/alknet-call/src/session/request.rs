@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alknet_core::config::Snapshot;
 use alknet_core::log_text::escaped;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::dispatch::Dispatcher;
 use crate::carrier::writer::SharedFrame;
-use crate::carrier::writer::Writer;
+use crate::carrier::writer::{Ending, Writer};
 use crate::context::{CallContext, LiveIdentity};
 use crate::envelope::{
     encode_frame_of, encode_responded_frame, frame_of, EventType, PayloadFields, RespondedHead,
@@ -39,13 +39,18 @@ pub(super) struct Served {
     /// The writer of the stream the request arrived on: its answers go there.
     pub(super) writer: Writer,
     /// Cancelled by `call.aborted`, by the peer stopping the stream, a reset, or the connection
-    /// closing; from then on nothing is written for this id.
+    /// closing (from then on nothing is written for this id), and once the request ended.
     pub(super) token: CancellationToken,
     pub(super) generation: u64,
     pub(super) _permit: OwnedSemaphorePermit,
 }
 
 /// Serves one request; a panicking handler is answered `INTERNAL`.
+///
+/// The request has one cancellation token: the caller's abort, the stream and the connection
+/// cancel it, and so does the request's end, once its last frame is in the writer's buffer
+/// ([`Ending`]), so the handler's `ctx.cancelled()` sees every one of them and whatever the
+/// handler started ends with the request.
 pub(super) async fn serve(dispatcher: Arc<Dispatcher>, served: Served) {
     let Served {
         id,
@@ -58,34 +63,35 @@ pub(super) async fn serve(dispatcher: Arc<Dispatcher>, served: Served) {
     let outcome = AssertUnwindSafe(run(&dispatcher, &id, payload, &writer, &token))
         .catch_unwind()
         .await;
-    if outcome.is_err() {
-        warn!(target: "alknet::call", id = %escaped(&id), "handler panicked; answering INTERNAL");
-        writer
-            .send(
-                frame_of(&EventType::Error, &id, &CallError::internal()),
-                Some(&token),
-            )
-            .await;
+    let ending = Ending::new(token);
+    match outcome {
+        Ok(Some(last)) => {
+            writer.send_last(last, ending).await;
+        }
+        Ok(None) => writer.end(ending).await,
+        Err(_) => {
+            warn!(target: "alknet::call", id = %escaped(&id), "handler panicked; answering INTERNAL");
+            let last = frame_of(&EventType::Error, &id, &CallError::internal());
+            writer.send_last(last, ending).await;
+        }
     }
     dispatcher.done(&id, generation);
 }
 
+/// Serves the request up to its last frame, which it returns (`None`: cancelled, or a
+/// subscription, which sends its own frames).
 async fn run(
     dispatcher: &Arc<Dispatcher>,
     id: &str,
     payload: PayloadFields,
     writer: &Writer,
     token: &CancellationToken,
-) {
+) -> Option<Bytes> {
     let service = &dispatcher.service;
-    let send_error = |e: CallError| async move {
-        writer
-            .send(frame_of(&EventType::Error, id, &e), Some(token))
-            .await;
-    };
+    let error = |e: CallError| Some(frame_of(&EventType::Error, id, &e));
     let request = match payload.into_request() {
         Ok(r) => r,
-        Err(e) => return send_error(e).await,
+        Err(e) => return error(e),
     };
     // Watched from before the snapshot is taken, so a reload that lands meanwhile is not missed.
     let changes = service.identity_changes();
@@ -93,7 +99,7 @@ async fn run(
     let config = service.config().load();
     let (op, live) = match service.admit(&request, &dispatcher.link, &config) {
         Ok(admitted) => admitted,
-        Err(e) => return send_error(e).await,
+        Err(e) => return error(e),
     };
     let revoked = revoked(dispatcher, changes, &config, &op, &live);
     let options = service.options();
@@ -119,15 +125,11 @@ async fn run(
         }
     };
     tokio::pin!(deadline);
-    // `token` is cancelled by the caller's abort (and then no frame is written for this id); the
-    // handler's own token also ends when the request does, so whatever it started ends with it.
-    let handler_token = token.child_token();
-    let _ends_with_request = handler_token.clone().drop_guard();
     let ctx = CallContext::new(
         config.clone(),
         live.clone(),
         op.name.clone(),
-        handler_token,
+        token.clone(),
         service.clone(),
         Some(Peer {
             link: dispatcher.link.clone(),
@@ -137,27 +139,30 @@ async fn run(
         Handler::Unary(f) => {
             let result = tokio::select! {
                 biased;
-                _ = token.cancelled() => return,
+                _ = token.cancelled() => return None,
                 e = &mut deadline => Err(e),
                 r = f(ctx, request.input) => r.map_err(|e| op.vet_error(e)),
             };
-            let frame = match result.and_then(|out| op.vet_output(&out, validate).map(|()| out)) {
-                Ok(output) => {
-                    let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
-                    encode_responded_frame(id, &output, &mut buf);
-                    buf.freeze()
-                }
-                Err(e) => frame_of(&EventType::Error, id, &e),
-            };
-            writer.send(frame, Some(token)).await;
+            Some(
+                match result.and_then(|out| op.vet_output(&out, validate).map(|()| out)) {
+                    Ok(output) => {
+                        let mut buf = BytesMut::with_capacity(FRAME_CAPACITY);
+                        encode_responded_frame(id, &output, &mut buf);
+                        buf.freeze()
+                    }
+                    Err(e) => frame_of(&EventType::Error, id, &e),
+                },
+            )
         }
         Handler::Stream(f) => {
             let items = f(ctx, request.input).map(|r| r.map(Item::Value)).boxed();
             stream(&op, id, items, validate, writer, token, deadline).await;
+            None
         }
         Handler::Feed(f) => {
             let items = f(ctx, request.input).map(|r| r.map(Item::Shared)).boxed();
             stream(&op, id, items, validate, writer, token, deadline).await;
+            None
         }
     }
 }
@@ -305,7 +310,7 @@ async fn revoked(
     op: &Operation,
     live: &LiveIdentity,
 ) -> CallError {
-    if live.current().is_none() {
+    if live.with_at(started, |identity| identity.is_none()) {
         return std::future::pending().await;
     }
     let service = &dispatcher.service;

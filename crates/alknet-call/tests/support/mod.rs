@@ -101,6 +101,18 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
     })
     .unwrap();
     let p = probe.clone();
+    r.query("test/spawns", any(), any(), move |ctx, input| {
+        // Work the handler leaves behind: it watches the request's token.
+        let token = ctx.token().clone();
+        let dropped = p.dropped.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            let _ = dropped.send("spawned");
+        });
+        async move { Ok(input) }
+    })
+    .unwrap();
+    let p = probe.clone();
     r.query("test/hold", any(), any(), move |_, _| {
         let guard = OnDrop(p.dropped.clone(), "hold");
         let started = p.started.clone();
