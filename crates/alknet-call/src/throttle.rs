@@ -47,9 +47,9 @@ impl TokenThrottle {
         }
         entry.1 += 1;
         if entry.1 < FAILURES {
-            info!(target: "alknet::auth", remote = %remote, alpn, "authentication rejected: invalid token");
+            info!(target: "alknet::auth", remote = %remote, alpn = %alpn, "authentication rejected: invalid token");
         } else if entry.1 == FAILURES {
-            warn!(target: "alknet::auth", remote = %remote, alpn, window_s = WINDOW.as_secs(), "authentication rejected: invalid token; throttling this address");
+            warn!(target: "alknet::auth", remote = %remote, alpn = %alpn, window_s = WINDOW.as_secs(), "authentication rejected: invalid token; throttling this address");
         }
     }
 }

@@ -557,7 +557,7 @@ fn refused(remote: SocketAddr, transport: &str, what: &str, full: crate::limits:
         crate::limits::Full::Source(_) => "per-source",
         crate::limits::Full::Total(_) => "node-wide",
     };
-    warn!(target: "alknet::conn", remote = %remote, transport, limit, "{what} refused: limit reached");
+    warn!(target: "alknet::conn", remote = %remote, transport = %transport, limit, "{what} refused: limit reached");
 }
 
 #[cfg(feature = "iroh")]
@@ -714,7 +714,7 @@ async fn tcp_accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Server
 
 fn handshake_failed(remote: SocketAddr, transport: &str, error: &dyn std::fmt::Display) {
     // A failed signature check lands here; fail2ban can match this line.
-    info!(target: "alknet::auth", remote = %remote, transport, reason = %escaped(error), "authentication rejected: handshake failed");
+    info!(target: "alknet::auth", remote = %remote, transport = %transport, reason = %escaped(error), "authentication rejected: handshake failed");
 }
 
 /// Refuses new streams on multi-stream carriers once the node drains, so a handler that loops on
@@ -790,10 +790,10 @@ async fn serve(
             info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = %fp, peer = %id.id, "authentication accepted")
         }
         (fp, _) => {
-            info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = fp.as_deref().unwrap_or("none"), "authentication rejected: unknown key")
+            info!(target: "alknet::auth", remote = %remote, alpn = %alpn_shown, fingerprint = %fp.as_deref().unwrap_or("none"), "authentication rejected: unknown key")
         }
     }
-    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = kind, "connection opened");
+    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = %kind, "connection opened");
     let conn = Connection::new(
         DrainAware {
             inner: transport,
@@ -833,5 +833,5 @@ async fn serve(
     };
     shared.active.fetch_sub(1, Ordering::SeqCst);
     conn.close(0, "done");
-    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = kind, outcome = %outcome, duration_ms = started.elapsed().as_millis() as u64, "connection closed");
+    info!(target: "alknet::conn", remote = %remote, alpn = %alpn_shown, transport = %kind, outcome = %outcome, duration_ms = started.elapsed().as_millis() as u64, "connection closed");
 }

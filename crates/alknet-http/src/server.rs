@@ -79,10 +79,10 @@ impl App {
         });
         match &identity {
             Some(id) => {
-                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = "http", peer = %id.id, "authentication accepted: bearer token")
+                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = %"http", peer = %id.id, "authentication accepted: bearer token")
             }
             None => {
-                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = "http", "authentication rejected: invalid token")
+                tracing::info!(target: "alknet::auth", remote = %info.remote, transport = %"http", "authentication rejected: invalid token")
             }
         }
         identity

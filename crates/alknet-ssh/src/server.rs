@@ -338,7 +338,7 @@ impl Drop for SessionHandler {
 }
 
 fn log_channel(peer: &PeerInfo, identity: &str, kind: &str, result: &str) {
-    info!(target: "alknet::ssh", remote = %peer.remote_addr, peer = %identity, kind, result, "ssh channel");
+    info!(target: "alknet::ssh", remote = %peer.remote_addr, peer = %identity, kind = %kind, result = %result, "ssh channel");
 }
 
 /// The bind address of a `tcpip-forward` request, as OpenSSH sends it.
@@ -394,26 +394,26 @@ impl SessionHandler {
         let peer = &self.peer;
         let Some(fingerprint) = fingerprint_of_ssh_key(key) else {
             if log {
-                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = "none", "ssh authentication rejected: not an Ed25519 key");
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %Transport::name(peer.transport), fingerprint = %"none", "ssh authentication rejected: not an Ed25519 key");
             }
             return None;
         };
         let Some(identity) = self.shared.identity.resolve_from_fingerprint(&fingerprint) else {
             if log {
-                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, "ssh authentication rejected: unknown key");
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %Transport::name(peer.transport), fingerprint = %fingerprint, "ssh authentication rejected: unknown key");
             }
             return None;
         };
         if let Some(tls) = &peer.tls_identity {
             if tls.id != identity.id {
                 if log {
-                    info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: key does not match the TLS identity");
+                    info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %Transport::name(peer.transport), fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: key does not match the TLS identity");
                 }
                 return None;
             }
         }
         if log {
-            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = Transport::name(peer.transport), fingerprint = %fingerprint, peer = %identity.id, "ssh authentication accepted");
+            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %Transport::name(peer.transport), fingerprint = %fingerprint, peer = %identity.id, "ssh authentication accepted");
         }
         Some(identity)
     }
@@ -427,7 +427,7 @@ impl SessionHandler {
         let transport = Transport::name(peer.transport);
         let fingerprint = cert.public_key().fingerprint(HashAlg::Sha256);
         let reject = |reason: &str| -> Option<Identity> {
-            info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, reason, "ssh authentication rejected: certificate");
+            info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %transport, fingerprint = %fingerprint, reason = %reason, "ssh authentication rejected: certificate");
             None
         };
         let ca = cert.signature_key().fingerprint(HashAlg::Sha256);
@@ -463,11 +463,11 @@ impl SessionHandler {
         };
         if let Some(tls) = &peer.tls_identity {
             if tls.id != identity.id {
-                info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: certificate does not match the TLS identity");
+                info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %transport, fingerprint = %fingerprint, tls_peer = %tls.id, "ssh authentication rejected: certificate does not match the TLS identity");
                 return None;
             }
         }
-        info!(target: "alknet::auth", remote = %peer.remote_addr, transport, fingerprint = %fingerprint, ca = %ca, serial = cert.serial(), peer = %identity.id, "ssh authentication accepted: certificate");
+        info!(target: "alknet::auth", remote = %peer.remote_addr, transport = %transport, fingerprint = %fingerprint, ca = %ca, serial = cert.serial(), peer = %identity.id, "ssh authentication accepted: certificate");
         Some(identity)
     }
 

@@ -107,7 +107,7 @@ impl TunnelServer {
 }
 
 fn log_stream(auth: &AuthContext, transport: Option<Transport>, identity: &str, result: &str) {
-    info!(target: "alknet::tunnel", remote = %auth.remote_addr, transport = Transport::name(transport), peer = %identity, result, "tunnel stream");
+    info!(target: "alknet::tunnel", remote = %auth.remote_addr, transport = %Transport::name(transport), peer = %identity, result = %result, "tunnel stream");
 }
 
 #[async_trait]

@@ -236,11 +236,15 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
         curl(&["--unix-socket", node_socket.to_str().unwrap(), "http://x/"]),
         "hello connect"
     );
-    // The node logs the forward and the connection it carried, never the path.
-    for kind in ["\"streamlocal-forward\"", "\"forwarded-streamlocal\""] {
+    // The node logs the forward and the connection it carried, never the path, as plain
+    // `field=value` text (no colour codes, no quotes) for fail2ban to match.
+    for kind in ["kind=streamlocal-forward ", "kind=forwarded-streamlocal "] {
         let line = served.process.stderr_line_with(kind);
         assert!(
-            line.contains("alice") && line.contains("opened") && !line.contains("in.sock"),
+            line.contains("peer=alice")
+                && line.contains("result=opened")
+                && !line.contains("in.sock")
+                && !line.contains('\x1b'),
             "{line}"
         );
     }
