@@ -139,7 +139,7 @@ pub fn decode_reply_raw(
             frame, output,
         ))))));
     }
-    if let Ok(head) = serde_json::from_slice::<RawHead<'_>>(frame) {
+    if let Ok(head) = object(frame).and_then(serde_json::from_slice::<RawHead<'_>>) {
         if let (Some(kind), Some(wire_id), Some(payload)) = (head.kind, head.id, head.payload) {
             if kind.0 == EventType::Responded.as_str() && wire_id.0 == id {
                 let output = match payload.output {
@@ -175,6 +175,20 @@ fn output_as_encoded<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
     Some(output)
 }
 
+/// `frame` if it is a JSON object, as an envelope must be: serde's derived structs also read a
+/// JSON array, field by field in order, which would take `["call.responded", "id", {…}]`.
+fn object(frame: &[u8]) -> serde_json::Result<&[u8]> {
+    match frame
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        Some(b'{') => Ok(frame),
+        _ => Err(serde::de::Error::custom(
+            "an envelope must be a JSON object",
+        )),
+    }
+}
+
 /// `part` (borrowed from `frame`) as a slice of the same buffer.
 fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
     let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
@@ -191,7 +205,9 @@ fn slice_of(frame: &Bytes, part: &[u8]) -> Bytes {
 /// rejects is a [`ProtocolViolation`] here too: a missing or wrongly typed `type`, `id` or
 /// `payload`, a non-object payload, an id of the wrong length, bytes that are not JSON.
 pub fn decode_reply(frame: &[u8], id: &str) -> Result<Option<Reply>, ProtocolViolation> {
-    let head: Head<'_> = serde_json::from_slice(frame).map_err(|e| violation(&e))?;
+    let head: Head<'_> = object(frame)
+        .and_then(serde_json::from_slice)
+        .map_err(|e| violation(&e))?;
     let kind = head
         .kind
         .ok_or_else(|| ProtocolViolation("envelope has no `type`".into()))?;
@@ -346,6 +362,21 @@ mod tests {
 
     fn reply(json: &str) -> Result<Option<Reply>, ProtocolViolation> {
         decode_reply(json.as_bytes(), "1")
+    }
+
+    #[test]
+    fn an_envelope_written_as_a_json_array_is_a_violation() {
+        // serde's derived structs read arrays field by field; the envelope decoder does not.
+        for frame in [r#"["","x",{}]"#, r#" ["call.responded","1",{"output":1}]"#] {
+            assert!(reply(frame).is_err(), "{frame}");
+            assert!(
+                super::super::decode_envelope(frame.as_bytes()).is_err(),
+                "{frame}"
+            );
+            let raw = decode_reply_raw(&Bytes::from(frame), "1");
+            assert!(raw.is_err(), "{frame}");
+        }
+        assert!(reply(r#" {"type":"call.responded","id":"1","payload":{"output":1}}"#).is_ok());
     }
 
     #[test]
