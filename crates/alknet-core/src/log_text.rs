@@ -59,6 +59,34 @@ impl Write for Escaping<'_, '_> {
     }
 }
 
+/// Crates whose own `debug` lines carry what alknet never logs: russh writes the address of
+/// every `-R` forward and the path of every socket forward.
+const PRIVATE_DEBUG: &[&str] = &["russh"];
+
+/// The `tracing` filter for the `ALKNET_LOG` setting `configured` (or `default` when unset).
+/// A filter that asks for `debug` or `trace` holds the crates above at `info`, unless it names
+/// them (`ALKNET_LOG=debug,russh=debug`, to debug an SSH client, still gets russh's lines).
+///
+/// ```
+/// use alknet_core::log_text::filter_spec;
+/// assert_eq!(filter_spec(None, "warn"), "warn");
+/// assert_eq!(filter_spec(Some("debug"), "warn"), "debug,russh=info");
+/// assert_eq!(filter_spec(Some("alknet=trace"), "warn"), "alknet=trace,russh=info");
+/// assert_eq!(filter_spec(Some("debug,russh=debug"), "warn"), "debug,russh=debug");
+/// ```
+pub fn filter_spec(configured: Option<&str>, default: &str) -> String {
+    let mut spec = configured.unwrap_or(default).trim().to_owned();
+    let verbose = spec.contains("debug") || spec.contains("trace");
+    for target in PRIVATE_DEBUG {
+        if verbose && !spec.contains(target) {
+            spec.push(',');
+            spec.push_str(target);
+            spec.push_str("=info");
+        }
+    }
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,10 +78,8 @@ fn init_logging() {
             ),
         }
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALKNET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(alknet_cli::log_filter("warn"))
         .with_writer(std::io::stderr)
         .with_target(true)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

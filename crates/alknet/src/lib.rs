@@ -77,14 +77,24 @@ fn init_logging(command: &Command) {
         Command::Serve(_) | Command::Relay { .. } => "info",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ALKNET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = log_filter(default);
     // Colour only for a terminal: a log file or fail2ban reads the plain `field=value` lines.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// `ALKNET_LOG` as a filter (see [`alknet_core::log_text::filter_spec`]), or `default` when
+/// it is unset or not a filter.
+pub fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let configured = std::env::var("ALKNET_LOG").ok();
+    tracing_subscriber::EnvFilter::try_new(alknet_core::log_text::filter_spec(
+        configured.as_deref(),
+        default,
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
 }
 
 async fn execute(command: Command) -> Outcome {

@@ -135,7 +135,12 @@ action = "allow"
     std::fs::create_dir(dir.join("sockets")).unwrap();
     unix_http_server(&dir.join("sockets/app.sock"), "unix");
     unix_http_server(&dir.join("other.sock"), "other");
-    Served::start(dir, "alknet.toml")
+    // At `debug`, so the test sees that no crate's debug lines give away a destination.
+    Served::start_env(
+        dir,
+        &["serve", "--config", "alknet.toml"],
+        &[("ALKNET_LOG", "debug")],
+    )
 }
 
 /// `alknet connect <node> … --key alice.key`, once it announced `lines` listeners.
@@ -291,6 +296,16 @@ fn socks5_local_and_remote_forwards_through_a_served_node() {
     assert_eq!(native.wait(), Some(0));
     served.process.signal("TERM");
     assert_eq!(served.process.wait(), Some(0));
+    // Not a destination, not a socket path, not even at `debug`.
+    let log = served.process.whole_log();
+    let http_destination = format!("127.0.0.1:{http}");
+    for line in &log {
+        assert!(
+            !line.contains(".sock") && !line.contains(&http_destination),
+            "a log line names a destination: {line}"
+        );
+    }
+    assert!(log.iter().any(|line| line.contains("DEBUG")), "{log:?}");
 }
 
 #[test]

@@ -68,7 +68,13 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 impl Running {
     /// Starts `alknet args…` in `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Self {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// Starts `alknet args…` in `dir` with the environment variables `env` set.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = alknet()
+            .envs(env.iter().copied())
             .args(args)
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -136,6 +142,14 @@ impl Running {
         }
     }
 
+    /// Every stderr line, once the process has exited (call after [`wait`](Self::wait)).
+    pub fn whole_log(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.recv_timeout(PATIENCE) {
+            self.log.push(line);
+        }
+        self.log.clone()
+    }
+
     fn drain_log(&mut self) {
         while let Ok(line) = self.stderr.try_recv() {
             self.log.push(line);
@@ -184,7 +198,12 @@ impl Served {
 
     /// `alknet <args…>` (a `serve` command line) in `dir`, once it printed its `listening` line.
     pub fn start_with(dir: &Path, args: &[&str]) -> Self {
-        let mut process = Running::start(dir, args);
+        Self::start_env(dir, args, &[])
+    }
+
+    /// [`start_with`](Self::start_with) with the environment variables `env` set.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut process = Running::start_env(dir, args, env);
         let lines = process.stdout_until("listening on ");
         let field = |name: &str| {
             lines
