@@ -190,6 +190,9 @@ pub fn read_tls_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
 }
 
 fn read_key_file(path: &Path, root_group_read: bool) -> Result<Vec<u8>, KeyError> {
+    // Only Unix has the permission bits it checks.
+    #[cfg(not(unix))]
+    let _ = root_group_read;
     use std::io::Read;
     let shown = path.display().to_string();
     let io = |source: std::io::Error| match source.kind() {

@@ -27,6 +27,7 @@
 pub mod client;
 pub mod keys;
 mod listen;
+#[cfg(unix)]
 mod opened;
 pub mod outbound;
 pub mod policy;

@@ -16,13 +16,19 @@
 
 use std::io;
 
-use tokio::net::{UnixListener, UnixStream};
+#[cfg(unix)]
+use tokio::net::UnixListener;
 
+use crate::client::BoxedDuplex;
+#[cfg(unix)]
 use crate::opened::Opened;
-use crate::policy::{ForwardingPolicy, Transport, Verdict};
+#[cfg(unix)]
+use crate::policy::Verdict;
+use crate::policy::{ForwardingPolicy, Transport};
 
 /// Why the node did not listen. The messages name no path (they reach logs).
 #[derive(Debug, thiserror::Error)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) enum ListenError {
     /// The policy does not allow a socket there.
     #[error("refused by the forwarding policy")]
@@ -47,6 +53,7 @@ impl ListenError {
 }
 
 /// A Unix socket listener the node created for a client; dropping it removes the socket file.
+#[cfg(unix)]
 pub(crate) struct SocketListener {
     listener: UnixListener,
     dir: Opened,
@@ -60,6 +67,7 @@ pub(crate) struct SocketListener {
     file: (u64, u64),
 }
 
+#[cfg(unix)]
 impl SocketListener {
     /// Creates the socket at `path` for `identity`, whose connection came on `transport`, if
     /// `policy` allows it. Blocking file-system calls: run it off the async threads.
@@ -117,11 +125,43 @@ impl SocketListener {
     }
 
     /// The next connection.
-    pub(crate) async fn accept(&self) -> io::Result<UnixStream> {
-        self.listener.accept().await.map(|(stream, _)| stream)
+    pub(crate) async fn accept(&self) -> io::Result<BoxedDuplex> {
+        let (stream, _) = self.listener.accept().await?;
+        Ok(Box::new(stream))
     }
 }
 
+/// Without Unix sockets there is no listener: every request is refused as unsupported.
+#[cfg(not(unix))]
+pub(crate) enum SocketListener {}
+
+#[cfg(not(unix))]
+impl SocketListener {
+    /// Always [`ListenError::Failed`] with [`io::ErrorKind::Unsupported`].
+    pub(crate) fn bind(
+        _policy: &ForwardingPolicy,
+        _transport: Option<Transport>,
+        _identity: &str,
+        _path: &str,
+    ) -> Result<Self, ListenError> {
+        Err(ListenError::Failed(io::ErrorKind::Unsupported))
+    }
+
+    pub(crate) async fn allowed(
+        &self,
+        _policy: std::sync::Arc<ForwardingPolicy>,
+        _transport: Option<Transport>,
+        _identity: String,
+    ) -> bool {
+        match *self {}
+    }
+
+    pub(crate) async fn accept(&self) -> io::Result<BoxedDuplex> {
+        match *self {}
+    }
+}
+
+#[cfg(unix)]
 impl Drop for SocketListener {
     fn drop(&mut self) {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -138,6 +178,7 @@ impl Drop for SocketListener {
 }
 
 /// A Unix stream socket bound at `at` with mode `0600`, listening.
+#[cfg(unix)]
 fn bind_private(at: &std::path::Path) -> io::Result<UnixListener> {
     use socket2::{Domain, SockAddr, Socket, Type};
 

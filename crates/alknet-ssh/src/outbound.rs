@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+#[cfg(unix)]
 use crate::opened::Opened;
 use crate::policy::{Direction, ForwardingPolicy, Transport, Verdict};
 
@@ -93,6 +94,7 @@ pub async fn connect(
 /// [`ForwardingPolicy::check_socket_resolved`]). On Linux the socket file is opened first and the
 /// path of what was opened is checked, then connected to through that open file, so a link
 /// swapped in between cannot redirect the connection.
+#[cfg(unix)]
 pub async fn connect_socket(
     policy: std::sync::Arc<ForwardingPolicy>,
     transport: Option<Transport>,
@@ -122,7 +124,19 @@ pub async fn connect_socket(
         .unwrap_or(Err(OutboundError::Connect(io::ErrorKind::TimedOut)))
 }
 
+/// Without Unix sockets: always [`OutboundError::Connect`] with [`io::ErrorKind::Unsupported`].
+#[cfg(not(unix))]
+pub async fn connect_socket(
+    _policy: std::sync::Arc<ForwardingPolicy>,
+    _transport: Option<Transport>,
+    _identity: String,
+    _path: String,
+) -> Result<crate::client::BoxedDuplex, OutboundError> {
+    Err(OutboundError::Connect(io::ErrorKind::Unsupported))
+}
+
 /// Opens the socket file at `path` (see [`Opened`]); anything but a socket is refused.
+#[cfg(unix)]
 fn open_socket(path: &str) -> io::Result<Opened> {
     use std::os::unix::fs::FileTypeExt;
     let opened = Opened::open(path, false)?;

@@ -966,7 +966,7 @@ impl RemoteListener {
                 let _ = socket.set_nodelay(true);
                 Ok((Box::new(socket), Some(from)))
             }
-            RemoteListener::Unix(listener) => Ok((Box::new(listener.accept().await?), None)),
+            RemoteListener::Unix(listener) => Ok((listener.accept().await?, None)),
         }
     }
 }
