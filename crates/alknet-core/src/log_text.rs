@@ -64,8 +64,9 @@ impl Write for Escaping<'_, '_> {
 const PRIVATE_DEBUG: &[&str] = &["russh"];
 
 /// The `tracing` filter for the `ALKNET_LOG` setting `configured` (or `default` when unset).
-/// A filter that asks for `debug` or `trace` holds the crates above at `info`, unless it names
-/// them (`ALKNET_LOG=debug,russh=debug`, to debug an SSH client, still gets russh's lines).
+/// A filter that asks for `debug` or `trace` anywhere (`DEBUG`, `4`, a bare target, which means
+/// `trace`) holds the crates above at `info`, unless a directive names one of them as its
+/// target (`ALKNET_LOG=debug,russh=debug`, to debug an SSH client, still gets russh's lines).
 ///
 /// ```
 /// use alknet_core::log_text::filter_spec;
@@ -76,20 +77,94 @@ const PRIVATE_DEBUG: &[&str] = &["russh"];
 /// ```
 pub fn filter_spec(configured: Option<&str>, default: &str) -> String {
     let mut spec = configured.unwrap_or(default).trim().to_owned();
-    let verbose = spec.contains("debug") || spec.contains("trace");
-    for target in PRIVATE_DEBUG {
-        if verbose && !spec.contains(target) {
+    let directives: Vec<(&str, &str)> = spec
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| match d.rsplit_once('=') {
+            // `target[span{field=value}]=level`: the target ends at the first `[` or `=`.
+            Some((target, level)) => (target.split(['[', '=']).next().unwrap_or(""), level),
+            None if is_level(d) => ("", d),
+            // A bare target: everything it logs.
+            None => (d, "trace"),
+        })
+        .collect();
+    let verbose = directives.iter().any(|(_, level)| is_verbose(level));
+    let missing: Vec<&str> = PRIVATE_DEBUG
+        .iter()
+        .copied()
+        .filter(|private| {
+            !directives.iter().any(|(target, _)| {
+                target.trim() == *private
+                    || target
+                        .trim()
+                        .strip_prefix(private)
+                        .is_some_and(|rest| rest.starts_with("::"))
+            })
+        })
+        .collect();
+    if verbose {
+        for private in missing {
             spec.push(',');
-            spec.push_str(target);
+            spec.push_str(private);
             spec.push_str("=info");
         }
     }
     spec
 }
 
+/// A level as `tracing` reads one: a name in any case, or `0`–`5`.
+fn is_level(text: &str) -> bool {
+    [
+        "off", "error", "warn", "info", "debug", "trace", "0", "1", "2", "3", "4", "5",
+    ]
+    .iter()
+    .any(|level| text.trim().eq_ignore_ascii_case(level))
+}
+
+/// `debug` or `trace`, in any case or as `4`/`5`.
+fn is_verbose(level: &str) -> bool {
+    ["debug", "trace", "4", "5"]
+        .iter()
+        .any(|verbose| level.trim().eq_ignore_ascii_case(verbose))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_spelling_of_debug_holds_russh_at_info() {
+        for asked in [
+            "DEBUG",
+            "4",
+            "Trace",
+            "alknet",
+            "alknet::ssh",
+            "info,alknet=5",
+        ] {
+            assert_eq!(
+                filter_spec(Some(asked), "warn"),
+                format!("{asked},russh=info"),
+                "{asked}"
+            );
+        }
+        for quiet in ["warn", "INFO", "3", "off", "alknet=info", ""] {
+            assert_eq!(filter_spec(Some(quiet), "warn"), quiet, "{quiet}");
+        }
+        // Named as a target: as asked. A longer name that only starts with it is not russh.
+        for named in [
+            "debug,russh=debug",
+            "russh::server=trace",
+            "RUST=debug,russh",
+        ] {
+            assert_eq!(filter_spec(Some(named), "warn"), named, "{named}");
+        }
+        assert_eq!(
+            filter_spec(Some("debug,russh_keys=debug"), "warn"),
+            "debug,russh_keys=debug,russh=info"
+        );
+    }
 
     #[test]
     fn control_quote_and_bidi_characters_are_escaped() {

@@ -1112,10 +1112,18 @@ async fn a_remote_forward_on_a_unix_socket_carries_bytes_and_its_socket_goes_whe
         Err(ClientError::Refused)
     ));
 
+    // Once its file is gone (removed behind the node's back), asking again takes the path
+    // over: the new socket is served, and one cancel ends the forward.
+    std::fs::remove_file(&path).unwrap();
+    tunnel.remote_forward_socket(text, echo).await.unwrap();
+    let mut again = tokio::net::UnixStream::connect(&path).await.unwrap();
+    echoes(&mut again).await;
+
     // Cancel removes the socket (by the time the node answers) and ends what it forwarded.
     tunnel.cancel_remote_forward_socket(text).await.unwrap();
     assert!(std::fs::symlink_metadata(&path).is_err());
-    ends(&mut held, "a connection of the cancelled forward").await;
+    ends(&mut again, "a connection of the cancelled forward").await;
+    ends(&mut held, "a connection of the replaced forward").await;
     assert!(matches!(
         tunnel.cancel_remote_forward_socket(text).await,
         Err(ClientError::Refused)

@@ -315,27 +315,50 @@ impl SshClient {
 
     /// Asks the node to listen `at`; returns where it listens (the port it bound for port 0).
     async fn listen(&self, at: NodeListen, to: SocketAddr) -> Result<NodeListen, ClientError> {
-        let bound = match at {
-            NodeListen::Port(bind, port) => {
-                let bound = self
-                    .handle
-                    .tcpip_forward(bind.as_str(), port)
-                    .await
-                    .map_err(ClientError::from_ssh)?;
-                NodeListen::Port(bind, if port == 0 { bound } else { port })
-            }
-            NodeListen::Socket(path) => {
-                self.handle
-                    .streamlocal_forward(path.as_str())
-                    .await
-                    .map_err(ClientError::from_ssh)?;
-                NodeListen::Socket(path)
-            }
-        };
-        if let Ok(mut m) = self.remote.lock() {
-            m.insert(bound.clone(), to);
+        // The node accepts before it answers, so a connection can arrive ahead of the answer:
+        // where the name is known already (a socket, a fixed port) it is registered first, and
+        // taken out again if the node refuses.
+        let known = !matches!(at, NodeListen::Port(_, 0));
+        if known {
+            self.remember(at.clone(), to);
         }
-        Ok(bound)
+        let asked = match &at {
+            NodeListen::Port(bind, port) => self
+                .handle
+                .tcpip_forward(bind.as_str(), *port)
+                .await
+                .map(|bound| {
+                    NodeListen::Port(bind.clone(), if *port == 0 { bound } else { *port })
+                }),
+            NodeListen::Socket(path) => self
+                .handle
+                .streamlocal_forward(path.as_str())
+                .await
+                .map(|()| at.clone()),
+        };
+        match asked {
+            Ok(bound) => {
+                if !known {
+                    self.remember(bound.clone(), to);
+                }
+                Ok(bound)
+            }
+            Err(e) => {
+                if known {
+                    if let Ok(mut m) = self.remote.lock() {
+                        m.remove(&at);
+                    }
+                }
+                Err(ClientError::from_ssh(e))
+            }
+        }
+    }
+
+    /// Where connections the node forwards from `at` go.
+    fn remember(&self, at: NodeListen, to: SocketAddr) {
+        if let Ok(mut m) = self.remote.lock() {
+            m.insert(at, to);
+        }
     }
 
     async fn unlisten(&self, at: NodeListen) -> Result<(), ClientError> {
@@ -619,7 +642,10 @@ impl Tunnel {
 
     /// Ends the current session (the next use dials again).
     pub async fn close(&self) {
-        if let Some(session) = self.state.lock().await.session.take() {
+        // Taken out under the lock, closed without it: a `session()` meanwhile dials anew
+        // instead of waiting out the close.
+        let session = self.state.lock().await.session.take();
+        if let Some(session) = session {
             session.close().await;
         }
         let hook = self

@@ -79,6 +79,11 @@ impl SocketListener {
     ) -> Result<Self, ListenError> {
         use std::os::unix::fs::MetadataExt;
 
+        // Nothing on the file system is touched for a path no rule names as written: a peer
+        // cannot make the node walk (or automount) paths of its choosing.
+        if policy.check_socket_listen_path(transport, identity, path) != Verdict::Allow {
+            return Err(ListenError::Refused);
+        }
         let (dir, name) = path.rsplit_once('/').ok_or(ListenError::Refused)?;
         if name.is_empty() {
             return Err(ListenError::Refused);
@@ -193,15 +198,23 @@ fn bind_private(at: &std::path::Path) -> io::Result<UnixListener> {
         }
     }
     socket.bind(&SockAddr::unix(at)?)?;
-    #[cfg(not(target_os = "linux"))]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Before listen: nothing can connect in between.
-        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))?;
+    let listening = (move || {
+        #[cfg(not(target_os = "linux"))]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Before listen: nothing can connect in between.
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))?;
+        }
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        UnixListener::from_std(std::os::unix::net::UnixListener::from(
+            std::os::fd::OwnedFd::from(socket),
+        ))
+    })();
+    if listening.is_err() {
+        // The file bind just created, which no listener owns to remove: left there, it would
+        // refuse every later `-R` to this path as "exists".
+        let _ = std::fs::remove_file(at);
     }
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    UnixListener::from_std(std::os::unix::net::UnixListener::from(
-        std::os::fd::OwnedFd::from(socket),
-    ))
+    listening
 }

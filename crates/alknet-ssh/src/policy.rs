@@ -490,10 +490,7 @@ impl ForwardingPolicy {
         path: &str,
         parent: &str,
     ) -> Verdict {
-        let text = |entry: &str| Some(entry.to_owned());
-        if self.check_socket_with(transport, identity, Direction::Listen, path, text)
-            != Verdict::Allow
-        {
+        if self.check_socket_listen_path(transport, identity, path) != Verdict::Allow {
             return Verdict::Deny;
         }
         let Some((_, name)) = path.rsplit_once('/') else {
@@ -504,6 +501,20 @@ impl ForwardingPolicy {
             let (dir, name) = entry.rsplit_once('/')?;
             let dir = real_dir(if dir.is_empty() { "/" } else { dir })?;
             Some(format!("{dir}{name}"))
+        })
+    }
+
+    /// The first half of [`check_socket_listen`](Self::check_socket_listen): the path as
+    /// written against the rules as written, without touching the file system. A path that
+    /// fails it is refused before anything on the node is opened or resolved.
+    pub fn check_socket_listen_path(
+        &self,
+        transport: Option<Transport>,
+        identity: &str,
+        path: &str,
+    ) -> Verdict {
+        self.check_socket_with(transport, identity, Direction::Listen, path, |entry| {
+            Some(entry.to_owned())
         })
     }
 

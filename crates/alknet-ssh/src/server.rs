@@ -587,6 +587,7 @@ impl SessionHandler {
             let _closed = closed.drop_guard();
             let (_slot, listener) = (slot, listener);
             let mut watching = true;
+            let mut pause = ACCEPT_PAUSE_MIN;
             loop {
                 let accepted = tokio::select! {
                     biased;
@@ -597,6 +598,18 @@ impl SessionHandler {
                     }
                     accepted = listener.accept() => Some(accepted),
                 };
+                if let Some(Err(_)) = accepted {
+                    // Out of file descriptors, say: wait before the next accept instead of
+                    // spinning (and re-checking the policy) on the error.
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+                    continue;
+                }
+                pause = ACCEPT_PAUSE_MIN;
                 // On every reload, and on every accepted connection (a reload the watch has not
                 // reported yet still counts).
                 if !ctx.may_listen(credential.as_ref(), &listener).await {
@@ -932,6 +945,11 @@ impl russh::server::Handler for SessionHandler {
     }
 }
 
+/// The pause after a failed accept on a `-R` listener, doubling up to the maximum while accepts
+/// keep failing.
+const ACCEPT_PAUSE_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+const ACCEPT_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A `-R` forward as the client named it: (address, port) or a socket path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ForwardKey {
@@ -997,7 +1015,11 @@ impl ForwardTable {
         let mut entries = self.lock();
         entries.next += 1;
         let entry = entries.next;
-        entries.by_bind.insert(key, (entry, stop, closed));
+        // The same socket path again (its file was removed behind the old listener's back, so
+        // the new bind worked): the old listener stops rather than living on unreachable.
+        if let Some((_, old, _)) = entries.by_bind.insert(key, (entry, stop, closed)) {
+            old.cancel();
+        }
         entry
     }
 
