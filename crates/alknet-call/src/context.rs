@@ -153,6 +153,8 @@ pub struct CallContext {
     config: Arc<Snapshot>,
     live: Arc<LiveIdentity>,
     cancel: CancellationToken,
+    /// The child [`token`](Self::token) hands out, made on first use.
+    handler: std::sync::OnceLock<CancellationToken>,
     local: Arc<dyn LocalOperations>,
     peer: Option<Peer>,
 }
@@ -172,6 +174,7 @@ impl CallContext {
             config,
             live,
             cancel,
+            handler: std::sync::OnceLock::new(),
             local,
             peer,
         }
@@ -201,9 +204,11 @@ impl CallContext {
         self.cancel.is_cancelled()
     }
 
-    /// A token cancelled with this request; children made from it are cancelled too.
+    /// A token cancelled with this request (caller abort, deadline, connection closed, or the
+    /// request finished); children made from it are cancelled too. It is a child of the
+    /// request's own token: cancelling it stops what watches it, not the request or its answer.
     pub fn token(&self) -> &CancellationToken {
-        &self.cancel
+        self.handler.get_or_init(|| self.cancel.child_token())
     }
 
     /// The peer on the other end of the connection the request arrived on (to call it back).

@@ -241,6 +241,21 @@ async fn a_finished_request_cancels_its_token_after_answering() {
 }
 
 #[tokio::test]
+async fn a_handler_cancelling_its_token_still_answers() {
+    for single_stream in [false, true] {
+        let (probe, _dropped) = probe();
+        let p = pair_with(&probe, CallOptions::default(), single_stream);
+        assert_eq!(
+            p.client
+                .call("test/cancels-own-token", json!({"kept": true}))
+                .await
+                .unwrap(),
+            json!({"kept": true})
+        );
+    }
+}
+
+#[tokio::test]
 async fn default_deadline_applies_to_queries() {
     let (probe, mut dropped) = probe();
     let p = pair_with(

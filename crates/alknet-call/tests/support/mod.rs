@@ -112,6 +112,12 @@ pub fn registry(probe: &Probe) -> OperationRegistry {
         async move { Ok(input) }
     })
     .unwrap();
+    r.query("test/cancels-own-token", any(), any(), |ctx, input| {
+        // A handler cleaning up its own workers by cancelling the token it was given.
+        ctx.token().cancel();
+        async move { Ok(input) }
+    })
+    .unwrap();
     let p = probe.clone();
     r.query("test/hold", any(), any(), move |_, _| {
         let guard = OnDrop(p.dropped.clone(), "hold");
