@@ -120,12 +120,20 @@ impl LiveIdentity {
         };
         let answer = f(identity.as_ref());
         // Only ever move forward: a request still reading an older snapshot does not undo
-        // what a newer one resolved.
-        if cached.version.is_none_or(|v| v < at.version()) {
-            self.resolved.store(Arc::new(Resolved {
-                version: Some(at.version()),
+        // what a newer one resolved, even when two requests resolve at once (compare and swap).
+        let version = at.version();
+        if cached.version.is_none_or(|v| v < version) {
+            let newer = Arc::new(Resolved {
+                version: Some(version),
                 identity,
-            }));
+            });
+            self.resolved.rcu(|current| {
+                if current.version.is_none_or(|v| v < version) {
+                    newer.clone()
+                } else {
+                    current.clone()
+                }
+            });
         }
         answer
     }
