@@ -10,6 +10,9 @@
 //! ALKNET_BENCH_QUICK=1 cargo run --release -p alknet-call-bench     # smoke run
 //! ALKNET_BENCH_VARIANTS=1 cargo run --release -p alknet-call-bench  # plus diagnostic variants
 //! ALKNET_BENCH_UNARY_ONLY=1 cargo run --release -p alknet-call-bench # unary rows only
+//! ALKNET_BENCH_STREAM_ONLY=5 cargo run --release -p alknet-call-bench # 5 subscriptions, for perf
+//!   (rate, CPU and, with `--features count-allocs`, allocations per item; ALKNET_BENCH_TCP=1:
+//!   over TCP+TLS; ALKNET_BENCH_TONIC=1: tonic's stream instead)
 //! ALKNET_BENCH_UNARY_PROFILE=256 cargo run --release -p alknet-call-bench # alknet/call alone, for perf
 //!   (ALKNET_BENCH_RAW=1: the raw echo instead; ALKNET_BENCH_WIRE=1: the call server with a
 //!   minimal client; ALKNET_BENCH_CALLS=n calls instead of 200k; `--features count-allocs`
@@ -1083,7 +1086,7 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Counts heap allocations (`--features count-allocs`), for `ALKNET_BENCH_UNARY_PROFILE`.
+/// Counts heap allocations (`--features count-allocs`), for the profiling modes.
 mod counting {
     /// Whether allocations are counted in this build.
     pub const ENABLED: bool = cfg!(feature = "count-allocs");
@@ -1129,22 +1132,70 @@ mod counting {
     }
 }
 
+/// `ALKNET_BENCH_STREAM_ONLY=n`: one warm-up stream, then `n` streams of `items` items, on a
+/// worker like the full run's rounds; prints the median rate, CPU time and allocations per item.
+async fn stream_profile(system: SystemRef, what: &str, n: u32, items: u64) -> Result<()> {
+    let warm = system.clone();
+    on_worker("warm-up", async move {
+        streaming(&warm, items / 10).await;
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let (allocs, cpu) = (counting::allocations(), cpu_seconds());
+    let rates = on_worker("stream", async move {
+        let mut rates = Vec::new();
+        for _ in 0..n {
+            match streaming(&system, items).await {
+                Some(Ok(rate)) => rates.push(rate),
+                Some(Err(e)) => return Err(anyhow!(e)),
+                None => return Err(anyhow!("the system has no streams")),
+            }
+        }
+        Ok(rates)
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let (allocs, cpu) = (counting::allocations() - allocs, cpu_seconds() - cpu);
+    let total = items as f64 * f64::from(n);
+    eprintln!(
+        "{what}: {n} × {items} items, median {}, {:.3} µs CPU per item{}",
+        rate(median(rates)),
+        cpu * 1e6 / total,
+        match counting::ENABLED {
+            true => format!(", {:.2} allocations per item", allocs as f64 / total),
+            false => String::new(),
+        }
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let s = Settings::from_env();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let node = alknet_node(CallOptions::default(), true).await?;
-    // For a profiler: only alknet/call's stream, this many times, and nothing printed.
+    // For a profiler: only alknet/call's stream, this many times, then one line of figures.
     if let Some(n) = std::env::var("ALKNET_BENCH_STREAM_ONLY")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
     {
-        let system = node.call_system(1, TransportKind::Quic).await?;
-        for _ in 0..n {
-            streaming(&system, s.stream_items).await;
-        }
-        return Ok(());
+        let env = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+        let (system, what): (SystemRef, _) = if env("ALKNET_BENCH_TONIC") {
+            (tonic_system().await?.0, "tonic gRPC")
+        } else if env("ALKNET_BENCH_TCP") {
+            (
+                node.call_system(1, TransportKind::Tcp).await?,
+                "alknet/call over TCP+TLS",
+            )
+        } else {
+            (
+                node.call_system(1, TransportKind::Quic).await?,
+                "alknet/call over QUIC",
+            )
+        };
+        return stream_profile(system, what, n, s.stream_items).await;
     }
     // For a profiler: only alknet/call's unary calls at this concurrency, 200k calls (the raw
     // echo instead with ALKNET_BENCH_RAW=1), and nothing printed.

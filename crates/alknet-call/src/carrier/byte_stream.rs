@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use alknet_core::{BiStream, BoxedStream};
+use alknet_core::{BiStream, BoxedStream, Chunks};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -102,24 +102,32 @@ impl<R: AsyncRead + Unpin + Send> FrameReader<R> {
             if let Some(frame) = self.buffered_frame()? {
                 return Ok(Some(frame));
             }
-            let deadline = match &mut self.guard {
-                Some(guard) => guard.admit(&self.decoder).await?,
-                None => None,
-            };
-            self.decoder.buffer_mut().reserve(self.read_room);
-            self.read_room = READ_CHUNK;
-            let read = self.io.read_buf(self.decoder.buffer_mut());
-            let read = match deadline {
-                Some(at) => tokio::time::timeout_at(at.into(), read)
-                    .await
-                    .map_err(|_| late())?,
-                None => read.await,
-            };
-            match read {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) => return Err(ReceiveError::Broken(e.to_string())),
+            if !self.read_more().await? {
+                return Ok(None);
             }
+        }
+    }
+
+    /// Waits for more bytes and buffers them (see [`buffered_frame`](Self::buffered_frame));
+    /// `Ok(false)` at the end of the stream. Cancel safe.
+    pub async fn read_more(&mut self) -> Result<bool, ReceiveError> {
+        let deadline = match &mut self.guard {
+            Some(guard) => guard.admit(&self.decoder).await?,
+            None => None,
+        };
+        self.decoder.buffer_mut().reserve(self.read_room);
+        self.read_room = READ_CHUNK;
+        let read = self.io.read_buf(self.decoder.buffer_mut());
+        let read = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), read)
+                .await
+                .map_err(|_| late())?,
+            None => read.await,
+        };
+        match read {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(ReceiveError::Broken(e.to_string())),
         }
     }
 }
@@ -218,9 +226,13 @@ impl FrameSink for FrameWriter {
         self.0.flush().await
     }
 
-    async fn send_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        for part in parts {
-            self.0.write_all(part).await?;
+    async fn send_chunks(&mut self, frames: &mut Chunks) -> io::Result<()> {
+        while !frames.is_empty() {
+            let written =
+                std::future::poll_fn(|cx| self.0.with(|s| s.poll_write_chunks(cx, frames))).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
         }
         self.0.flush().await
     }

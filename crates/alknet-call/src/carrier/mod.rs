@@ -12,7 +12,8 @@
 use std::future::Future;
 use std::io;
 
-use bytes::Bytes;
+use alknet_core::Chunks;
+use bytes::{Buf, Bytes};
 
 pub mod byte_stream;
 pub(crate) mod writer;
@@ -53,12 +54,12 @@ pub trait FrameSink: Send + 'static {
     /// Writes a batch of whole frames and flushes it.
     fn send(&mut self, frames: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 
-    /// Writes one whole frame given in parts (a shared buffer between its head and tail) and
-    /// flushes it. The default joins the parts and calls [`send`](Self::send); a byte stream
-    /// writes them one after the other without the copy.
-    fn send_parts(&mut self, parts: &[&[u8]]) -> impl Future<Output = io::Result<()>> + Send {
+    /// Writes the whole frames queued in `frames` and flushes them, taking them out as they are
+    /// written. The default joins them and calls [`send`](Self::send); a byte stream hands the
+    /// chunks to the transport as they are (QUIC keeps them without a copy).
+    fn send_chunks(&mut self, frames: &mut Chunks) -> impl Future<Output = io::Result<()>> + Send {
         async move {
-            let joined = parts.concat();
+            let joined = frames.copy_to_bytes(frames.remaining());
             self.send(&joined).await
         }
     }

@@ -1,7 +1,7 @@
 //! The task that writes one stream's frames, so that many requests answer on one stream without
 //! waiting for each other, and what is ready is written in one go.
 
-use alknet_core::StoppedFuture;
+use alknet_core::{Chunks, StoppedFuture};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -15,9 +15,12 @@ use crate::pubsub::Charge;
 const WRITER_QUEUE: usize = 256;
 /// Bytes gathered into one write at most.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Frames below this size are copied together when they queue up behind others.
+const COPY_BELOW: usize = 4 * 1024;
 
-/// A `call.responded` frame whose output is a shared, already-encoded pub/sub item: written
-/// from the shared buffer without copying it, then [`RESPONDED_TAIL`].
+/// A `call.responded` frame whose output is a shared, already-encoded pub/sub item: handed to
+/// the sink as the shared buffer, between its head and [`RESPONDED_TAIL`], not copied (unless
+/// it is small and queued behind other frames).
 pub(crate) struct SharedFrame {
     /// The length prefix and envelope head ([`responded_head`](crate::envelope::responded_head)).
     pub(crate) head: Bytes,
@@ -68,6 +71,43 @@ impl Drop for Ending {
     }
 }
 
+/// Frames waiting to be written: handed to the sink as the chunks they came in (a subscription's
+/// batch, an answer), except that a small frame queued behind others is copied into one chunk
+/// with the small frames around it, so that many small answers do not make many small writes.
+#[derive(Default)]
+struct Pending {
+    chunks: Chunks,
+    /// Small frames copied together, after `chunks`.
+    staged: BytesMut,
+}
+
+impl Pending {
+    fn push(&mut self, frames: Bytes) {
+        if frames.len() < COPY_BELOW && self.len() > 0 {
+            self.staged.extend_from_slice(&frames);
+        } else {
+            self.unstage();
+            self.chunks.push(frames);
+        }
+    }
+
+    fn unstage(&mut self) {
+        if !self.staged.is_empty() {
+            self.chunks.push(self.staged.split().freeze());
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.chunks.len() + self.staged.len()
+    }
+
+    /// Writes everything pending.
+    async fn send(&mut self, sink: &mut impl FrameSink) -> std::io::Result<()> {
+        self.unstage();
+        sink.send_chunks(&mut self.chunks).await
+    }
+}
+
 /// A handle to one stream's writer task. Cheap to clone; the task finishes the stream once every
 /// handle is gone.
 #[derive(Clone)]
@@ -109,7 +149,7 @@ impl Writer {
         let (tx, mut rx) = mpsc::channel::<Item>(WRITER_QUEUE);
         let mut watching = acknowledged;
         let writing = async move {
-            let mut buf = BytesMut::new();
+            let mut pending = Pending::default();
             loop {
                 let first = tokio::select! {
                     biased;
@@ -131,67 +171,49 @@ impl Writer {
                     first = rx.recv() => first,
                 };
                 let Some(first) = first else { break };
-                // Batch whatever is queued into one write; a large shared frame is written from
-                // its shared buffer after what was batched before it.
+                // Batch whatever is queued into one write.
                 let mut next = Some(first);
                 let mut flushed = Vec::new();
                 let mut held = Vec::new();
                 while let Some(item) = next.take() {
-                    let mut large = None;
-                    let mut wrote = false;
                     match item {
                         Item::Frames(frames, token, charges) => {
                             if !token.is_some_and(|t| t.is_cancelled()) {
-                                buf.extend_from_slice(&frames);
+                                pending.push(frames);
                                 held.extend(charges);
                             }
                         }
                         Item::Shared(frame, token) => {
-                            if token.is_some_and(|t| t.is_cancelled()) {
-                            } else if frame.body.len() < WRITE_BATCH / 4 {
-                                buf.extend_from_slice(&frame.head);
-                                buf.extend_from_slice(&frame.body);
-                                buf.extend_from_slice(RESPONDED_TAIL);
+                            if !token.is_some_and(|t| t.is_cancelled()) {
+                                pending.push(frame.head);
+                                pending.push(frame.body);
+                                pending.push(Bytes::from_static(RESPONDED_TAIL));
                                 held.push(frame.held);
-                            } else {
-                                large = Some(frame);
                             }
                         }
                         Item::Last(frames, ending) => {
                             if !ending.is_cancelled() {
-                                buf.extend_from_slice(&frames);
+                                pending.push(frames);
                             }
                         }
                         Item::End(ending) => drop(ending),
                         Item::Flush(done) => flushed.push(done),
                     }
-                    if (large.is_some() || buf.len() >= WRITE_BATCH || !flushed.is_empty())
-                        && !buf.is_empty()
-                    {
-                        if sink.send(&buf).await.is_err() {
+                    let full = pending.len() >= WRITE_BATCH || !flushed.is_empty();
+                    if full && pending.len() > 0 {
+                        if pending.send(&mut sink).await.is_err() {
                             return;
                         }
-                        buf.clear();
                         held.clear();
-                        wrote = true;
-                    }
-                    if let Some(frame) = large {
-                        let parts = [&frame.head[..], &frame.body[..], RESPONDED_TAIL];
-                        if sink.send_parts(&parts).await.is_err() {
-                            return;
-                        }
-                        wrote = true;
-                    }
-                    // Back to watching for cancellation after each write.
-                    if flushed.is_empty() && !wrote {
+                    } else if flushed.is_empty() {
+                        // Back to watching for cancellation after each write.
                         next = rx.try_recv().ok();
                     }
                 }
-                if !buf.is_empty() {
-                    if sink.send(&buf).await.is_err() {
+                if pending.len() > 0 {
+                    if pending.send(&mut sink).await.is_err() {
                         return;
                     }
-                    buf.clear();
                     held.clear();
                 }
                 for done in flushed {

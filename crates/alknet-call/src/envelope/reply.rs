@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use serde::de::{
     self, Deserialize, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor,
 };
@@ -134,11 +134,26 @@ pub fn decode_reply_raw(
     frame: &Bytes,
     id: &str,
 ) -> Result<Option<Reply<RawOutput>>, ProtocolViolation> {
-    if let Some(output) = output_as_encoded(frame, id) {
-        return Ok(Some(Reply::Output(RawOutput(RawRepr::Json(slice_of(
-            frame, output,
-        ))))));
+    decode_owned_reply_raw(frame.clone(), id)
+}
+
+/// [`decode_reply_raw`] of a frame handed over: the output of the usual layout is the frame
+/// itself, narrowed, with no new reference to the buffer.
+pub(crate) fn decode_owned_reply_raw(
+    frame: Bytes,
+    id: &str,
+) -> Result<Option<Reply<RawOutput>>, ProtocolViolation> {
+    if let Some(output) = output_as_encoded(&frame, id) {
+        let (start, end) = (
+            output.as_ptr() as usize - frame.as_ptr() as usize,
+            output.len(),
+        );
+        let mut output = frame;
+        output.advance(start);
+        output.truncate(end);
+        return Ok(Some(Reply::Output(RawOutput(RawRepr::Json(output)))));
     }
+    let frame = &frame;
     if let Ok(head) = object(frame).and_then(serde_json::from_slice::<RawHead<'_>>) {
         if let (Some(kind), Some(wire_id), Some(payload)) = (head.kind, head.id, head.payload) {
             if kind.0 == EventType::Responded.as_str() && wire_id.0 == id {
@@ -154,25 +169,49 @@ pub fn decode_reply_raw(
     Ok(decode_reply(frame, id)?.map(|reply| reply.map_output(RawOutput::from)))
 }
 
+/// Decodes one frame like [`decode_reply`], but reads the output of a frame laid out as this
+/// crate's callee writes it straight into a `Value`, without parsing the envelope: one pass over
+/// the output, the one a caller that wants a `Value` needs anyway (a subscription's `Value`
+/// items, unary calls). Any other frame, and one whose output is not one JSON value, is decoded
+/// by [`decode_reply`]. As with [`decode_reply_raw`], the output's nesting is counted from the
+/// output, not from the envelope.
+pub(crate) fn decode_reply_value(
+    frame: &[u8],
+    id: &str,
+) -> Result<Option<Reply>, ProtocolViolation> {
+    if let Some(output) = output_by_layout(frame, id) {
+        if let Ok(output) = serde_json::from_slice::<Value>(output) {
+            return Ok(Some(Reply::Output(output)));
+        }
+    }
+    decode_reply(frame, id)
+}
+
 /// The output of a `call.responded` frame for `id` laid out byte for byte as a [`RespondedHead`]
 /// writes it (what this crate's callee sends), found without parsing the envelope; `None` for
 /// any other layout, which the general decoder then reads. Such a frame is a valid envelope
 /// exactly when what lies between the head and the tail is one JSON value, which is checked.
 fn output_as_encoded<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
+    let output = output_by_layout(frame, id)?;
+    // Checks the syntax and the UTF-8 of the output, and that nothing follows it.
+    serde_json::from_slice::<&RawValue>(output).ok()?;
+    Some(output)
+}
+
+/// What lies between the head and the tail of a frame laid out as a [`RespondedHead`] writes
+/// it for `id`: its output if that is one JSON value (not checked here).
+fn output_by_layout<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
     // An id that JSON escapes is not compared byte for byte.
     if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         return None;
     }
-    let output = frame
+    frame
         .strip_prefix(RESPONDED_START)?
         .strip_prefix(b"\"")?
         .strip_prefix(id.as_bytes())?
         .strip_prefix(b"\"")?
         .strip_prefix(RESPONDED_OUTPUT)?
-        .strip_suffix(RESPONDED_TAIL)?;
-    // Checks the syntax and the UTF-8 of the output, and that nothing follows it.
-    serde_json::from_slice::<&RawValue>(output).ok()?;
-    Some(output)
+        .strip_suffix(RESPONDED_TAIL)
 }
 
 /// `frame` if it is a JSON object, as an envelope must be: serde's derived structs also read a
@@ -491,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn the_raw_decoder_accepts_and_rejects_what_decode_reply_does() {
+    fn the_raw_and_layout_decoders_accept_and_reject_what_decode_reply_does() {
         let frames = [
             r#"{"type":"call.responded","id":"1","payload":{"output":[1,"x"]}}"#,
             r#"{"type":"call.responded","id":"1","payload":{"extra":1}}"#,
@@ -524,6 +563,8 @@ mod tests {
         ];
         for frame in frames {
             let by_value = reply(frame);
+            let by_layout = decode_reply_value(frame.as_bytes(), "1");
+            assert_eq!(by_layout, by_value, "{frame}");
             let by_raw = raw(frame).map(|r| r.map(|r| r.map_output(|o| o.into_value().unwrap())));
             assert_eq!(by_raw.is_ok(), by_value.is_ok(), "{frame}");
             if let Ok(by_value) = by_value {

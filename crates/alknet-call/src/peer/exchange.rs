@@ -22,8 +22,8 @@ use crate::carrier::byte_stream::FrameReader;
 use crate::carrier::writer::Writer;
 use crate::carrier::{ReceiveError, STOP_CANCELLED};
 use crate::envelope::{
-    decode_reply, decode_reply_raw, frame_of, try_encode_frame_of, EventType, ProtocolViolation,
-    RawOutput, Reply, RequestRef, FRAME_CAPACITY,
+    decode_owned_reply_raw, decode_reply_value, frame_of, try_encode_frame_of, EventType,
+    ProtocolViolation, RawOutput, Reply, RequestRef, FRAME_CAPACITY,
 };
 use crate::error::{CallError, ErrorCode};
 
@@ -47,6 +47,8 @@ enum Route {
     /// The shared stream of a single-stream carrier.
     Shared {
         replies: mpsc::Receiver<Reply>,
+        /// A reply received by [`Exchange::readable`], not yet taken.
+        routed: Option<Reply>,
         writer: Writer,
     },
 }
@@ -66,6 +68,14 @@ pub(crate) fn unavailable(why: &str) -> CallError {
         ErrorCode::Unavailable,
         format!("connection unavailable: {why}"),
     )
+}
+
+/// The error that ends a request whose stream failed.
+fn received(e: ReceiveError) -> CallError {
+    match e {
+        ReceiveError::Violation(e) => unavailable(&format!("peer sent an invalid frame: {e}")),
+        ReceiveError::Broken(e) => unavailable(&e),
+    }
 }
 
 impl Exchange {
@@ -142,86 +152,98 @@ impl Exchange {
             return Err(unavailable("stream closed"));
         }
         registered.keep();
-        Ok(Route::Shared { replies, writer })
+        Ok(Route::Shared {
+            replies,
+            routed: None,
+            writer,
+        })
     }
 
-    async fn read_reply<O: Output>(&mut self) -> Reply<O> {
+    /// Waits until [`buffered`](Self::buffered) may have a new reply: bytes arrived on our own
+    /// stream, or a reply was routed to us on a shared one. `Err` is the end of the request
+    /// without an answer (cancelled, past its deadline, the stream or the connection gone, a
+    /// broken frame), after which the exchange is finished.
+    pub(crate) async fn readable(&mut self) -> Result<(), CallError> {
+        let deadline = self.deadline;
+        let cancel = self.cancel.clone();
+        let readable = tokio::select! {
+            biased;
+            _ = async { match &cancel { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
+                self.abort();
+                Err(CallError::new(ErrorCode::Cancelled, "the request was cancelled"))
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                self.abort();
+                Err(CallError::new(ErrorCode::Timeout, "no answer before the deadline"))
+            }
+            readable = self.receive() => readable,
+        };
+        if readable.is_err() {
+            self.finish();
+        }
+        readable
+    }
+
+    /// Receives more of the answers: bytes on our own stream, a routed reply on a shared one.
+    async fn receive(&mut self) -> Result<(), CallError> {
         match &mut self.route {
-            Route::Shared { replies, .. } => match replies.recv().await {
-                Some(reply) => reply.map_output(O::from_value),
-                None => Reply::Error(unavailable("closed")),
-            },
-            Route::Own(None) => Reply::Error(unavailable("stream closed")),
-            Route::Own(Some(reader)) => loop {
-                match reader.next_frame().await {
-                    Ok(Some(frame)) => match O::decode(&frame, &self.id) {
-                        Ok(Some(reply)) => return reply,
-                        Ok(None) => continue,
-                        Err(v) => {
-                            return Reply::Error(unavailable(&format!(
-                                "peer sent an invalid frame: {v}"
-                            )))
-                        }
-                    },
-                    Ok(None) => {
-                        return Reply::Error(unavailable("the stream ended before an answer"))
-                    }
-                    Err(ReceiveError::Violation(e)) => {
-                        return Reply::Error(unavailable(&format!(
-                            "peer sent an invalid frame: {e}"
-                        )))
-                    }
-                    Err(ReceiveError::Broken(e)) => return Reply::Error(unavailable(&e)),
+            Route::Shared {
+                replies, routed, ..
+            } => match replies.recv().await {
+                Some(reply) => {
+                    *routed = Some(reply);
+                    Ok(())
                 }
+                None => Err(unavailable("closed")),
+            },
+            Route::Own(None) => Err(unavailable("stream closed")),
+            Route::Own(Some(reader)) => match reader.read_more().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(unavailable("the stream ended before an answer")),
+                Err(e) => Err(received(e)),
             },
         }
     }
 
     /// The next reply, its output read as `O`; terminal replies finish the exchange.
     pub(crate) async fn next_as<O: Output>(&mut self) -> Reply<O> {
-        let deadline = self.deadline;
-        let cancel = self.cancel.clone();
-        let reply = tokio::select! {
-            biased;
-            _ = async { match &cancel { Some(c) => c.cancelled().await, None => std::future::pending().await } } => {
-                self.abort();
-                Reply::Error(CallError::new(ErrorCode::Cancelled, "the request was cancelled"))
+        loop {
+            if let Some(reply) = self.buffered() {
+                return reply;
             }
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
-                self.abort();
-                Reply::Error(CallError::new(ErrorCode::Timeout, "no answer before the deadline"))
+            if let Err(e) = self.readable().await {
+                return Reply::Error(e);
             }
-            reply = self.read_reply() => reply,
-        };
-        if reply.is_terminal() {
-            self.finish();
         }
-        reply
     }
 
-    /// The next reply if a whole frame of it is already buffered on our own stream: no waiting,
-    /// no I/O (a subscription's items mostly arrive many to a read). `None` when the next reply
-    /// needs [`next_as`](Self::next_as): nothing buffered, a shared stream, or the request is
-    /// cancelled or past its deadline (which `next_as` then answers).
+    /// The next reply if it has arrived already: a whole frame of it buffered on our own stream
+    /// (a subscription's items mostly arrive many to a read), or routed to us on a shared one.
+    /// No waiting, no I/O. `None` when the next reply needs [`readable`](Self::readable) first:
+    /// nothing buffered, or the request is cancelled or past its deadline (which `readable`
+    /// then answers).
     pub(crate) fn buffered<O: Output>(&mut self) -> Option<Reply<O>> {
         if self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
             || self.deadline.is_some_and(|d| Instant::now() >= d)
         {
             return None;
         }
-        let Route::Own(Some(reader)) = &mut self.route else {
-            return None;
-        };
-        let reply = loop {
-            // A violation stays buffered: `next_as` reports it.
-            let frame = reader.buffered_frame().ok()??;
-            match O::decode(&frame, &self.id) {
-                Ok(Some(reply)) => break reply,
-                Ok(None) => continue,
-                Err(v) => {
-                    break Reply::Error(unavailable(&format!("peer sent an invalid frame: {v}")))
+        let reply = match &mut self.route {
+            Route::Shared { routed, .. } => routed.take()?.map_output(O::from_value),
+            Route::Own(None) => return None,
+            Route::Own(Some(reader)) => loop {
+                match reader.buffered_frame() {
+                    Ok(Some(frame)) => match O::decode(frame, &self.id) {
+                        Ok(Some(reply)) => break reply,
+                        Ok(None) => continue,
+                        Err(v) => {
+                            break Reply::Error(received(ReceiveError::Violation(v.to_string())))
+                        }
+                    },
+                    Ok(None) => return None,
+                    Err(e) => break Reply::Error(received(e)),
                 }
-            }
+            },
         };
         if reply.is_terminal() {
             self.finish();
@@ -262,15 +284,15 @@ impl Exchange {
 
 /// How an exchange reads outputs: built as a `Value`, or kept as the JSON text ([`RawOutput`]).
 pub(crate) trait Output: Sized {
-    /// Decodes a frame of our own stream (see [`decode_reply`]).
-    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation>;
+    /// Decodes a frame of our own stream (see [`decode_reply`](crate::envelope::decode_reply)).
+    fn decode(frame: Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation>;
     /// An output the dispatcher of a shared stream already decoded.
     fn from_value(value: Value) -> Self;
 }
 
 impl Output for Value {
-    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply>, ProtocolViolation> {
-        decode_reply(frame, id)
+    fn decode(frame: Bytes, id: &str) -> Result<Option<Reply>, ProtocolViolation> {
+        decode_reply_value(&frame, id)
     }
     fn from_value(value: Value) -> Self {
         value
@@ -278,8 +300,8 @@ impl Output for Value {
 }
 
 impl Output for RawOutput {
-    fn decode(frame: &Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation> {
-        decode_reply_raw(frame, id)
+    fn decode(frame: Bytes, id: &str) -> Result<Option<Reply<Self>>, ProtocolViolation> {
+        decode_owned_reply_raw(frame, id)
     }
     fn from_value(value: Value) -> Self {
         RawOutput::from(value)

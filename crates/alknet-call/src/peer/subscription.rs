@@ -10,7 +10,7 @@ use futures::{FutureExt, Stream};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::exchange::{unavailable, Exchange};
+use super::exchange::{Exchange, Output};
 use crate::envelope::{RawOutput, Reply};
 use crate::error::{CallError, ErrorCode};
 
@@ -22,8 +22,8 @@ use crate::error::{CallError, ErrorCode};
 pub struct Subscription {
     /// The request, while no read waits on it; `None` once the subscription has ended.
     exchange: Option<Exchange>,
-    /// A read that waits for the stream, holding the request until it answers.
-    waiting: Option<BoxFuture<'static, (Exchange, Reply<RawOutput>)>>,
+    /// A read that waits for more of the stream, holding the request until it answers.
+    waiting: Option<BoxFuture<'static, (Exchange, Result<(), CallError>)>>,
 }
 
 impl Subscription {
@@ -36,15 +36,17 @@ impl Subscription {
         }
     }
 
-    /// The next reply: taken from what the stream has buffered while there is some (most items,
-    /// without an await), else by waiting for the stream.
-    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Option<Reply<RawOutput>>> {
+    /// The next reply, its output read as `O`: taken from what the stream has buffered while
+    /// there is some (most items, without an await), else after waiting for more.
+    fn poll_reply<O: Output>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Reply<O>>> {
         loop {
             if let Some(waiting) = &mut self.waiting {
-                let (exchange, reply) = ready!(waiting.as_mut().poll(cx));
+                let (exchange, readable) = ready!(waiting.as_mut().poll(cx));
                 self.waiting = None;
                 self.exchange = Some(exchange);
-                return Poll::Ready(Some(reply));
+                if let Err(e) = readable {
+                    return Poll::Ready(Some(Reply::Error(e)));
+                }
             }
             let Some(mut exchange) = self.exchange.take() else {
                 return Poll::Ready(None);
@@ -55,19 +57,16 @@ impl Subscription {
             }
             self.waiting = Some(
                 async move {
-                    let reply = exchange.next_as().await;
-                    (exchange, reply)
+                    let readable = exchange.readable().await;
+                    (exchange, readable)
                 }
                 .boxed(),
             );
         }
     }
 
-    /// Polls for the next item as the JSON text it arrived as (see [`next_raw`](Self::next_raw)).
-    pub fn poll_next_raw(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<RawOutput, CallError>>> {
+    /// Polls for the next item, its output read as `O`.
+    fn poll_item<O: Output>(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<O, CallError>>> {
         let item = match ready!(self.poll_reply(cx)) {
             Some(Reply::Output(output)) => return Poll::Ready(Some(Ok(output))),
             None | Some(Reply::Completed) => None,
@@ -80,6 +79,14 @@ impl Subscription {
         // A terminal reply finished the request: nothing follows.
         self.end();
         Poll::Ready(item)
+    }
+
+    /// Polls for the next item as the JSON text it arrived as (see [`next_raw`](Self::next_raw)).
+    pub fn poll_next_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<RawOutput, CallError>>> {
+        self.poll_item(cx)
     }
 
     /// The next item as the JSON text it arrived as; `None` once the subscription has ended.
@@ -114,17 +121,10 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Result<Value, CallError>;
 
+    /// Each output is read straight from the frame into a `Value` (one pass); an output that is
+    /// not JSON `serde_json` accepts (a number out of range) ends the subscription as a broken
+    /// frame.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = ready!(self.poll_next_raw(cx));
-        Poll::Ready(item.map(|item| {
-            item.and_then(|raw| {
-                // JSON that passed the frame's syntax check but that `serde_json` refuses as a
-                // `Value` (a number out of range): the peer broke the protocol, as before.
-                raw.into_value().map_err(|e| {
-                    self.end();
-                    unavailable(&format!("peer sent an invalid frame: {e}"))
-                })
-            })
-        }))
+        self.poll_item(cx)
     }
 }

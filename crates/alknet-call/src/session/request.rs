@@ -184,7 +184,7 @@ async fn stream<D: std::future::Future<Output = CallError>>(
     token: &CancellationToken,
     mut deadline: std::pin::Pin<&mut D>,
 ) {
-    let mut batch = BytesMut::with_capacity(FRAME_CAPACITY);
+    let mut batch = Vec::with_capacity(FRAME_CAPACITY);
     let mut held = Vec::new();
     let head = RespondedHead::new(id);
     loop {
@@ -208,7 +208,7 @@ async fn stream<D: std::future::Future<Output = CallError>>(
                     // An output too large for a frame was answered with `INTERNAL`: the end.
                     Ok(()) => ended = !head.encode(id, &output, &mut batch),
                     Err(e) => {
-                        encode_frame_of(&EventType::Error, id, &e, &mut batch);
+                        append_frame_of(&EventType::Error, id, &e, &mut batch);
                         ended = true;
                     }
                 },
@@ -236,16 +236,16 @@ async fn stream<D: std::future::Future<Output = CallError>>(
                     }
                 }
                 Some(Err(e)) => {
-                    encode_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
+                    append_frame_of(&EventType::Error, id, &op.vet_error(e), &mut batch);
                     ended = true;
                 }
                 None => {
-                    encode_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
+                    append_frame_of(&EventType::Completed, id, &Map::new(), &mut batch);
                     ended = true;
                 }
             }
             if large.is_some() && !batch.is_empty() {
-                let frames = batch.split().freeze();
+                let frames = take_batch(&mut batch);
                 if !send(writer, token, frames, std::mem::take(&mut held)).await {
                     return;
                 }
@@ -264,7 +264,7 @@ async fn stream<D: std::future::Future<Output = CallError>>(
             }
         }
         if !batch.is_empty() {
-            let frames = batch.split().freeze();
+            let frames = take_batch(&mut batch);
             if !send(writer, token, frames, std::mem::take(&mut held)).await {
                 return;
             }
@@ -276,19 +276,38 @@ async fn stream<D: std::future::Future<Output = CallError>>(
 }
 
 /// Appends the `call.error` that ends a subscription whose item is too large for a frame.
-fn too_large(id: &str, batch: &mut BytesMut) {
+fn too_large(id: &str, batch: &mut Vec<u8>) {
     let e = CallError::new(
         ErrorCode::Internal,
         "the response exceeds the maximum frame size",
     );
-    encode_frame_of(&EventType::Error, id, &e, batch);
+    append_frame_of(&EventType::Error, id, &e, batch);
+}
+
+/// Appends a subscription's last frame (see [`encode_frame_of`]).
+fn append_frame_of(
+    kind: &EventType,
+    id: &str,
+    payload: &impl serde::Serialize,
+    batch: &mut Vec<u8>,
+) {
+    let mut frame = BytesMut::with_capacity(FRAME_CAPACITY);
+    encode_frame_of(kind, id, payload, &mut frame);
+    batch.extend_from_slice(&frame);
+}
+
+/// The batch's frames as one `Bytes` (its buffer handed over, not copied); the batch starts
+/// anew with room for as much again.
+fn take_batch(batch: &mut Vec<u8>) -> Bytes {
+    let room = batch.len() + batch.len() / 8 + FRAME_CAPACITY;
+    Bytes::from(std::mem::replace(batch, Vec::with_capacity(room)))
 }
 
 /// Queues frames unless the request is cancelled first; `false` when nothing more can be sent.
 async fn send(
     writer: &Writer,
     token: &CancellationToken,
-    frames: bytes::Bytes,
+    frames: Bytes,
     held: Vec<crate::pubsub::Charge>,
 ) -> bool {
     tokio::select! {
