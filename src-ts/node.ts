@@ -1,9 +1,10 @@
 import * as native from '../index.js'
-import { ConnectError, fromNative } from './errors'
+import { CallError, ConnectError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
 import type { Keypair } from './keypair'
 import type { Registry } from './registry'
+import type { TopicMessage } from './remote'
 import { type ProtocolConstants, dynamicConfigWire, nodeConfigWire } from './wire'
 
 /** A known peer (`PeerEntry`): who may connect and what they may do. */
@@ -290,6 +291,22 @@ export interface AlknetNode {
   reload(config: DynamicConfig): void
   /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
   publish(topic: string, data: unknown): Promise<number>
+  /**
+   * Publishes several messages as the node itself, in order, in one call into the native layer
+   * (cheaper per message than {@link AlknetNode.publish} when there are many); resolves with how
+   * many subscriptions each reached, in the same order. Each subscriber receives them as it would
+   * the same publishes one after another. If any topic is invalid, nothing is published and it
+   * rejects with `INVALID_INPUT` naming the message.
+   *
+   * @example
+   * ```ts
+   * const counts = await node.publishMany([
+   *   { topic: 'prices/eur', data: 1.08 },
+   *   { topic: 'prices/gbp', data: 0.86 },
+   * ])
+   * ```
+   */
+  publishMany(messages: readonly TopicMessage[]): Promise<number[]>
   /** The pub/sub backplane's state; `undefined` without `pubsub.backplane`. */
   backplaneStatus(): BackplaneStatus | undefined
   /**
@@ -333,6 +350,20 @@ function checkNumbers(options: ServeOptions): void {
 }
 
 /**
+ * `messages` as one JSON array of `{ "topic", "data" }` (a missing `data` is `null`); a topic
+ * that is not a string is refused here, naming the message.
+ */
+function messagesJson(messages: readonly TopicMessage[]): string {
+  let json = '['
+  for (let i = 0; i < messages.length; i++) {
+    const { topic, data } = messages[i]!
+    if (typeof topic !== 'string') throw new CallError('INVALID_INPUT', `message ${i}: the topic must be a string, not ${typeof topic}`)
+    json += `${i === 0 ? '' : ','}{"topic":${JSON.stringify(topic)},"data":${JSON.stringify(data ?? null) ?? 'null'}}`
+  }
+  return `${json}]`
+}
+
+/**
  * Starts a node serving `options.operations`; resolves once it listens.
  *
  * @example
@@ -360,6 +391,15 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
     publish: async (topic: string, data: unknown) => {
       try {
         return n.publish(topic, JSON.stringify(data ?? null))
+      } catch (e) {
+        throw fromNative(e)
+      }
+    },
+    publishMany: async (messages: readonly TopicMessage[]) => {
+      if (messages.length === 0) return []
+      const json = messagesJson(messages)
+      try {
+        return n.publishMany(json)
       } catch (e) {
         throw fromNative(e)
       }

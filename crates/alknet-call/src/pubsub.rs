@@ -195,6 +195,24 @@ impl Published {
         Ok(Self { topic, json })
     }
 
+    /// Takes a JSON array of items `{ "topic", "data" }` (the node's own publishes from JS, in
+    /// one call): each is checked as [`decode`](Self::decode) checks one and keeps its text as it
+    /// is, sharing `json`'s buffer (no item is encoded again). The error names the message.
+    pub fn decode_many(json: impl Into<Bytes>) -> Result<Vec<Self>, String> {
+        let json = json.into();
+        let text = std::str::from_utf8(&json).map_err(|e| format!("not UTF-8: {e}"))?;
+        let items: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|e| format!("not a JSON array of pub/sub items: {e}"))?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Self::decode(json.slice_ref(item.get().as_bytes()))
+                    .map_err(|e| format!("message {i}: {e}"))
+            })
+            .collect()
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -454,9 +472,22 @@ impl Broker {
 
     /// [`publish`](Self::publish) for an item already encoded ([`Published::raw`]).
     pub fn publish_item(&self, config: &Snapshot, item: Published) -> usize {
-        let delivered = self.deliver(config, &item, None);
+        self.publish_ref(config, &item)
+    }
+
+    /// [`publish_item`](Self::publish_item) for several items, in order, all under `config`;
+    /// returns how many local subscriptions each was queued for.
+    pub fn publish_items(&self, config: &Snapshot, items: &[Published]) -> Vec<usize> {
+        items
+            .iter()
+            .map(|item| self.publish_ref(config, item))
+            .collect()
+    }
+
+    fn publish_ref(&self, config: &Snapshot, item: &Published) -> usize {
+        let delivered = self.deliver(config, item, None);
         if let Some(backplane) = self.inner.backplane.get() {
-            backplane.publish(&item);
+            backplane.publish(item);
         }
         delivered
     }
@@ -531,6 +562,46 @@ mod tests {
             Published::decode(item.json().clone()).unwrap().topic(),
             "a/b"
         );
+    }
+
+    #[test]
+    fn items_published_together_arrive_in_order_with_a_count_each() {
+        let broker = Broker::new();
+        let policy = Snapshot::default();
+        let mut news = broker.subscribe("news/>", someone(), limits(8));
+        let mut tech = broker.subscribe("news/tech", someone(), limits(8));
+        let json = r#"[{"topic":"news/tech","data":1}, {"topic":"sport/x","data":2},
+            {"data":{"s":"\u00e9"},"topic":"news/a"}]"#;
+        let items = Published::decode_many(json.as_bytes().to_vec()).unwrap();
+        assert_eq!(broker.publish_items(&policy, &items), [2, 0, 1]);
+        assert_eq!(next(&mut news), json!({"topic": "news/tech", "data": 1}));
+        assert_eq!(
+            next(&mut news),
+            json!({"topic": "news/a", "data": {"s": "é"}})
+        );
+        assert_eq!(next(&mut tech), json!({"topic": "news/tech", "data": 1}));
+        assert!(news.items.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_item_is_refused_naming_it() {
+        for (json, named) in [
+            (
+                r#"[{"topic":"a","data":1},{"topic":"a/*","data":2}]"#,
+                "message 1:",
+            ),
+            (r#"[{"topic":"a","data":1},{"topic":"a"}]"#, "message 1:"),
+            (r#"[{"topic":"a","data":1},7]"#, "message 1:"),
+            (r#"{"topic":"a","data":1}"#, "not a JSON array"),
+            (r#"[{"topic":"a","data":1}"#, "not a JSON array"),
+        ] {
+            let e = Published::decode_many(json.as_bytes().to_vec()).err();
+            assert!(
+                e.as_deref().is_some_and(|e| e.starts_with(named)),
+                "{json}: {e:?}"
+            );
+        }
+        assert!(Published::decode_many(b"[]".to_vec()).unwrap().is_empty());
     }
 
     #[test]
