@@ -69,6 +69,22 @@ describe.each(['quic', 'tcp'] as const)('the node publishes over %s', (transport
     expect(await take(messages, 4)).toEqual([0, 1, null, 3].map((data) => ({ topic: 'news/a', data })))
   })
 
+  it('publishes made in one tick settle on their own: a bad topic rejects alone, the others arrive in order', async () => {
+    const n = await node()
+    const messages = await subscribed(n, await dial(n, { transport }), 'news/>', 'news/probe')
+    const topicOf = (i: number) => (i === 50 ? 'news/*' : `news/${i % 3}`)
+    const settled = await Promise.allSettled(Array.from({ length: 100 }, (_, i) => n.publish(topicOf(i), { i })))
+    settled.forEach((s, i) => {
+      if (i === 50) expect(s.status === 'rejected' && s.reason.code).toBe('INVALID_INPUT')
+      else expect(s).toEqual({ status: 'fulfilled', value: 1 })
+    })
+    const expected = Array.from({ length: 100 }, (_, i) => i).filter((i) => i !== 50)
+    expect(await take(messages, expected.length)).toEqual(expected.map((i) => ({ topic: `news/${i % 3}`, data: { i } })))
+    // Nothing else was delivered: the next message is the next one published.
+    expect(await n.publish('news/end', 'end')).toBe(1)
+    expect(await take(messages, 1)).toEqual([{ topic: 'news/end', data: 'end' }])
+  })
+
   it('a subscriber receives only the topics its rules let it', async () => {
     const n = await node()
     const anonymous = await subscribed(n, await dial(n, { transport }), '>', 'news/probe')

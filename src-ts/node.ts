@@ -1,7 +1,8 @@
 import * as native from '../index.js'
-import { CallError, ConnectError, fromNative } from './errors'
+import { ConnectError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
+import { NodePublisher } from './node-publisher'
 import type { Keypair } from './keypair'
 import type { Registry } from './registry'
 import type { TopicMessage } from './remote'
@@ -289,7 +290,12 @@ export interface AlknetNode {
   readonly irohTicket: string | null
   /** Replaces peers, API keys and pub/sub rules; throws with the reason (keeping the old ones) if invalid. */
   reload(config: DynamicConfig): void
-  /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
+  /**
+   * Publishes to a topic as the node itself; resolves with how many subscriptions it reached.
+   * Publishes made in the same tick cross into the native layer together at its end, in the order
+   * they were made (as one {@link AlknetNode.publishMany}); each still settles with its own count or
+   * error.
+   */
   publish(topic: string, data: unknown): Promise<number>
   /**
    * Publishes several messages as the node itself, in order, in one call into the native layer
@@ -350,20 +356,6 @@ function checkNumbers(options: ServeOptions): void {
 }
 
 /**
- * `messages` as one JSON array of `{ "topic", "data" }` (a missing `data` is `null`); a topic
- * that is not a string is refused here, naming the message.
- */
-function messagesJson(messages: readonly TopicMessage[]): string {
-  let json = '['
-  for (let i = 0; i < messages.length; i++) {
-    const { topic, data } = messages[i]!
-    if (typeof topic !== 'string') throw new CallError('INVALID_INPUT', `message ${i}: the topic must be a string, not ${typeof topic}`)
-    json += `${i === 0 ? '' : ','}{"topic":${JSON.stringify(topic)},"data":${JSON.stringify(data ?? null) ?? 'null'}}`
-  }
-  return `${json}]`
-}
-
-/**
  * Starts a node serving `options.operations`; resolves once it listens.
  *
  * @example
@@ -382,34 +374,25 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
     throw fromNative(e)
   }
   const release = holdEventLoop()
+  const publisher = new NodePublisher(n)
   let closing: Promise<void> | undefined
   return {
     fingerprint: n.fingerprint,
     address: n.address,
     irohTicket: n.irohTicket ?? null,
-    reload: (config: DynamicConfig) => n.reload(JSON.stringify(dynamicConfigWire(config))),
-    publish: async (topic: string, data: unknown) => {
-      try {
-        return n.publish(topic, JSON.stringify(data ?? null))
-      } catch (e) {
-        throw fromNative(e)
-      }
+    reload: (config: DynamicConfig) => {
+      publisher.flush() // what was published before the reload goes out under the old rules
+      n.reload(JSON.stringify(dynamicConfigWire(config)))
     },
-    publishMany: async (messages: readonly TopicMessage[]) => {
-      if (messages.length === 0) return []
-      const json = messagesJson(messages)
-      try {
-        return n.publishMany(json)
-      } catch (e) {
-        throw fromNative(e)
-      }
-    },
+    publish: (topic: string, data: unknown) => publisher.publish(topic, data),
+    publishMany: async (messages: readonly TopicMessage[]) => publisher.publishMany(messages),
     backplaneStatus: () => {
       const status = n.backplaneStatus()
       return status === null ? undefined : (JSON.parse(status) as BackplaneStatus)
     },
     backplaneReady: () => n.backplaneReady(),
     close: () => {
+      publisher.flush()
       closing ??= n.close().finally(release)
       return closing
     },
