@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import { createHash } from 'node:crypto'
 import { alknet } from './helpers'
-import { dial, rejection, start } from './support'
+import { dial, rejection, start, take } from './support'
 
 const { Registry } = alknet
 
@@ -23,17 +23,6 @@ const node = () =>
       ],
     },
   })
-
-/** Reads `count` messages (fewer if the subscription ends). */
-async function take(messages: AsyncIterableIterator<Message>, count: number): Promise<Message[]> {
-  const got: Message[] = []
-  while (got.length < count) {
-    const next = await messages.next()
-    if (next.done) break
-    got.push(next.value)
-  }
-  return got
-}
 
 /** A subscription to `pattern` on `peer`, registered on the node (a probe reached it and was read off). */
 async function subscribed(n: Awaited<ReturnType<typeof node>>, peer: Awaited<ReturnType<typeof dial>>, pattern: string, probe: string) {

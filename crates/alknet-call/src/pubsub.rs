@@ -188,29 +188,40 @@ impl Published {
     /// Takes an item encoded by another node (through a backplane): it must be a JSON object
     /// with a valid concrete `topic` and a `data` member.
     pub fn decode(json: Bytes) -> Result<Self, String> {
-        let item: ItemIn<'_> = serde_json::from_slice(&json)
+        let topic = Self::checked_topic(&json)?.as_ref().into();
+        Ok(Self { topic, json })
+    }
+
+    /// The valid concrete topic of an encoded item, which must also have a `data` member.
+    fn checked_topic(json: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+        let item: ItemIn<'_> = serde_json::from_slice(json)
             .map_err(|e| format!("not a pub/sub item ({{\"topic\", \"data\"}}): {e}"))?;
         validate_topic(&item.topic)?;
-        let topic = item.topic.as_ref().into();
-        Ok(Self { topic, json })
+        Ok(item.topic)
     }
 
     /// Takes a JSON array of items `{ "topic", "data" }` (the node's own publishes from JS, in
     /// one call): each is checked as [`decode`](Self::decode) checks one and keeps its text as it
-    /// is, sharing `json`'s buffer (no item is encoded again). The error names the message.
+    /// is, sharing `json`'s buffer (no item is encoded again), and consecutive items to one
+    /// topic share its name. The error names the message.
     pub fn decode_many(json: impl Into<Bytes>) -> Result<Vec<Self>, String> {
-        let json = json.into();
-        let text = std::str::from_utf8(&json).map_err(|e| format!("not UTF-8: {e}"))?;
+        let whole = json.into();
+        let text = std::str::from_utf8(&whole).map_err(|e| format!("not UTF-8: {e}"))?;
         let items: Vec<&RawValue> = serde_json::from_str(text)
             .map_err(|e| format!("not a JSON array of pub/sub items: {e}"))?;
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                Self::decode(json.slice_ref(item.get().as_bytes()))
-                    .map_err(|e| format!("message {i}: {e}"))
-            })
-            .collect()
+        let mut decoded: Vec<Self> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let json = whole.slice_ref(item.get().as_bytes());
+            let topic = {
+                let topic = Self::checked_topic(&json).map_err(|e| format!("message {i}: {e}"))?;
+                match decoded.last() {
+                    Some(last) if *last.topic == *topic => last.topic.clone(),
+                    _ => topic.as_ref().into(),
+                }
+            };
+            decoded.push(Self { topic, json });
+        }
+        Ok(decoded)
     }
 
     /// The topic.
@@ -602,6 +613,21 @@ mod tests {
             );
         }
         assert!(Published::decode_many(b"[]".to_vec()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_shares_its_buffer_and_the_name_of_a_repeated_topic() {
+        let json = br#"[{"topic":"a/b","data":1},{"topic":"a/b","data":2}]"#.to_vec();
+        let items = Published::decode_many(json).unwrap();
+        assert_eq!(&items[1].json()[..], br#"{"topic":"a/b","data":2}"#);
+        assert_eq!(items[0].topic().as_ptr(), items[1].topic().as_ptr());
+        assert_eq!(
+            items[0]
+                .json()
+                .as_ptr()
+                .wrapping_add(items[0].json().len() + 1),
+            items[1].json().as_ptr()
+        );
     }
 
     #[test]
