@@ -96,6 +96,9 @@ describe.each(['quic', 'tcp'] as const)('the node publishes over %s', (transport
     // Nothing of the refused calls arrived: the next message is the one published now.
     expect(await n.publishMany([{ topic: 'news/after', data: 'after' }])).toEqual([1])
     expect(await take(messages, 1)).toEqual([{ topic: 'news/after', data: 'after' }])
+    // Data JSON cannot express rejects, as a promise does.
+    await expect(n.publish('news/big', 1n)).rejects.toThrow(TypeError)
+    await expect(n.publishMany([{ topic: 'news/big', data: 1n }])).rejects.toThrow(TypeError)
     // The node serves on.
     expect(await n.publish('news/again', 'again')).toBe(1)
     expect(await take(messages, 1)).toEqual([{ topic: 'news/again', data: 'again' }])

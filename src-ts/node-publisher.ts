@@ -31,9 +31,9 @@ export class NodePublisher {
 
   /** Queues one publish for the end of this tick; resolves with how many subscriptions it reached. */
   publish(topic: string, data: unknown): Promise<number> {
-    const json = dataJson(data)
+    // Inside the executor: data JSON cannot express (a BigInt) rejects rather than throws.
     return new Promise((resolve, reject) => {
-      if (this.waiting.push({ topic, data: json, resolve, reject }) === 1) queueMicrotask(() => this.flush())
+      if (this.waiting.push({ topic, data: dataJson(data), resolve, reject }) === 1) queueMicrotask(() => this.flush())
     })
   }
 
