@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest'
 import { createHash } from 'node:crypto'
 import { alknet } from './helpers'
-import { dial, rejection, start } from './support'
+import { dial, rejection, start, take } from './support'
 
 const { Registry } = alknet
 
@@ -22,24 +22,12 @@ const node = () =>
     },
   })
 
-type Message = { topic: string; data: unknown }
-
 /** A subscription to `b/>` on `peer`, registered on the node (a probe reached it and was read off). */
 async function subscribed(publisher: Awaited<ReturnType<typeof dial>>, subscriber: Awaited<ReturnType<typeof dial>>) {
   const messages = subscriber.topic<unknown>('b/>')
   while ((await publisher.publish('b/probe', 'probe')) === 0);
   expect((await messages.next()).value).toEqual({ topic: 'b/probe', data: 'probe' })
   return messages
-}
-
-async function take(messages: AsyncIterableIterator<Message>, count: number): Promise<Message[]> {
-  const got: Message[] = []
-  while (got.length < count) {
-    const next = await messages.next()
-    if (next.done) break
-    got.push(next.value)
-  }
-  return got
 }
 
 describe.each(['quic', 'tcp'] as const)('batched publishes over %s', (transport) => {

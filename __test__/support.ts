@@ -77,3 +77,14 @@ export function foreverOps() {
   })
   return { ops, stopped: stopped.promise }
 }
+
+/** Reads `count` items of `items` (fewer if it ends first). */
+export async function take<T>(items: AsyncIterator<T>, count: number): Promise<T[]> {
+  const got: T[] = []
+  while (got.length < count) {
+    const next = await items.next()
+    if (next.done) break
+    got.push(next.value)
+  }
+  return got
+}

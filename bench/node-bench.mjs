@@ -10,6 +10,7 @@
 //   ALKNET_BENCH_ROUNDS=1 ...                         # fewer rounds
 //   ALKNET_BENCH_PUBSUB_ONLY=1 ...                    # only the pub/sub rows (and their CPU per message)
 //   ALKNET_BENCH_MESSAGES=300000 ...                  # pub/sub messages per row
+//   ALKNET_BENCH_PUBSUB_ROWS=node,node-many ...       # only these pub/sub rows (peer, node, node-many)
 //   ALKNET_BENCH_PUBLISHERS=16 ...                    # concurrent publish calls of the peer row (default: WINDOW)
 //   ALKNET_BENCH_UNARY=1 ...                          # only the unary rows (latency, calls/s, CPU per call)
 //   ALKNET_BENCH_SERVER_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' ...   # node flags of the servers
@@ -20,7 +21,10 @@
 // - `echo/items`: `{ count }` → `count` items `{ n: i }` from a server-side async generator,
 //   consumed by the client with `for await`;
 // - pub/sub: a subscriber on `bench/>` and a publisher on a second connection publishing
-//   `{ n }` to `bench/t` (at most WINDOW messages published but not yet received).
+//   `{ n }` to `bench/t` (at most WINDOW messages published but not yet received). "node
+//   publishes" has the server publish bursts of BURST messages, one publish call each (as
+//   nats.js does); "node publishes, batched" (alknet only) hands each burst to one
+//   `node.publishMany` call.
 // JSON is (de)serialised on both sides for every system; grpc-js uses a generic service with
 // JSON serialize/deserialize (no protobuf).
 import { execFileSync, spawn } from 'node:child_process'
@@ -50,6 +54,7 @@ const S = QUICK
 if (process.env.ALKNET_BENCH_ROUNDS) S.rounds = Number(process.env.ALKNET_BENCH_ROUNDS)
 if (process.env.ALKNET_BENCH_MESSAGES) S.messages = Number(process.env.ALKNET_BENCH_MESSAGES)
 const UNARY_ONLY = process.env.ALKNET_BENCH_UNARY === '1'
+const PUBSUB_ROWS = (process.env.ALKNET_BENCH_PUBSUB_ROWS ?? 'peer,node,node-many').split(',')
 const LEVELS = [1, 16, 256]
 const WINDOW = 512 // pub/sub: published but not yet received
 // pub/sub: concurrent publish calls of the peer row. nats.js publishes without an answer, so its
@@ -119,6 +124,10 @@ async function serveAlknet(certDir) {
       const delivered = []
       for (let i = 0; i < count; i++) delivered.push(node.publish('bench/t', { n: start + i }))
       return (await Promise.all(delivered)).reduce((a, b) => a + b, 0)
+    })
+    .query('bench/burst_many', { input: BURST, output: Type.Integer() }, async ({ start, count }) => {
+      const messages = Array.from({ length: count }, (_, i) => ({ topic: 'bench/t', data: { n: start + i } }))
+      return (await node.publishMany(messages)).reduce((a, b) => a + b, 0)
     })
     .subscription('echo/items', { input: Type.Object({ count: Type.Integer({ minimum: 0 }) }), output: N }, ({ count }) => numbers(count))
     .query(
@@ -388,6 +397,7 @@ function alknetSystem(peer, publisher) {
     publish: (topic, data) => publisher.publish(topic, data),
     stats: (gc) => peer.call('bench/stats', { gc }),
     burst: (start, count) => publisher.call('bench/burst', { start, count }),
+    burstMany: (start, count) => publisher.call('bench/burst_many', { start, count }),
     close: async () => {
       await peer.close()
       await publisher.close()
@@ -627,12 +637,19 @@ async function streaming(sys, count) {
   return count / ((performance.now() - started) / 1e3)
 }
 
+/** Whether the pub/sub row `from` runs: chosen (ALKNET_BENCH_PUBSUB_ROWS), and `sys` has it. */
+function runs(sys, from) {
+  return PUBSUB_ROWS.includes(from) && (from !== 'node-many' || sys.burstMany !== undefined)
+}
+
 /**
  * Pub/sub messages/s received by a `bench/>` subscriber. `peer`: a second connection publishes
  * each message (PUBLISHERS concurrent publish calls); `node`: the server publishes bursts of
- * BURST messages on request. Either way at most WINDOW messages are published but not received.
+ * BURST messages on request (`node-many`: each burst in one `publishMany`). Either way at most
+ * WINDOW messages are published but not received. NaN for a row not run.
  */
 async function pubsub(sys, total, from = 'peer') {
+  if (!runs(sys, from)) return NaN
   const messages = sys.topic('bench/>')
   // The subscription is in place once a probe reaches it.
   const probeUntil = Date.now() + 10_000
@@ -665,13 +682,15 @@ async function pubsub(sys, total, from = 'peer') {
   })
   ended.catch(() => {}) // seen through the race below, or through `await consumer`
   const publishing = (async () => {
-    if (from === 'node') {
+    if (from !== 'peer') {
+      const burst = from === 'node' ? sys.burst : sys.burstMany
       while (published < total) {
         await space(BURST)
         const count = Math.min(BURST, total - published)
         const start = published
         published += count
-        if ((await sys.burst(start, count)) !== count) throw new Error(`burst at ${start} did not reach the subscriber`)
+        const delivered = await burst(start, count)
+        if (delivered !== count) throw new Error(`burst at ${start} reached ${delivered} of ${count} messages' subscribers`)
       }
     } else {
       await Promise.all(
@@ -703,6 +722,7 @@ async function cpuPerCall(sys, calls) {
 
 /** Pub/sub messages/s (`from` the peer or the node) and CPU µs per message in each process. */
 async function pubsubCpu(sys, total, from) {
+  if (!runs(sys, from)) return { rate: NaN, client: NaN, server: NaN }
   const s0 = await sys.stats(false)
   const c0 = process.cpuUsage()
   const rate = await pubsub(sys, total, from)
@@ -715,6 +735,7 @@ async function round(sys) {
   if (PUBSUB_ONLY) {
     const peer = await pubsubCpu(sys, S.messages, 'peer')
     const node = await pubsubCpu(sys, S.messages, 'node')
+    const many = await pubsubCpu(sys, S.messages, 'node-many')
     return {
       messages: peer.rate,
       nodeMessages: node.rate,
@@ -722,6 +743,9 @@ async function round(sys) {
       peerCpuServer: peer.server,
       nodeCpuClient: node.client,
       nodeCpuServer: node.server,
+      nodeManyMessages: many.rate,
+      nodeManyCpuClient: many.client,
+      nodeManyCpuServer: many.server,
     }
   }
   const { p50, p99 } = await latency(sys, S.latencyCalls)
@@ -729,13 +753,14 @@ async function round(sys) {
   for (const c of LEVELS) rates.push(await throughput(sys, c, S.callsPerLevel))
   if (UNARY_ONLY) {
     const cpu = await cpuPerCall(sys, S.callsPerLevel)
-    return { p50, p99, rates, items: NaN, messages: NaN, nodeMessages: NaN, cpuClient: cpu.client, cpuServer: cpu.server }
+    return { p50, p99, rates, items: NaN, messages: NaN, nodeMessages: NaN, nodeManyMessages: NaN, cpuClient: cpu.client, cpuServer: cpu.server }
   }
   const items = await streaming(sys, S.items)
   const messages = await pubsub(sys, S.messages, 'peer')
   const nodeMessages = await pubsub(sys, S.messages, 'node')
+  const nodeManyMessages = await pubsub(sys, S.messages, 'node-many')
   const cpu = await cpuPerCall(sys, S.callsPerLevel)
-  return { p50, p99, rates, items, messages, nodeMessages, cpuClient: cpu.client, cpuServer: cpu.server }
+  return { p50, p99, rates, items, messages, nodeMessages, nodeManyMessages, cpuClient: cpu.client, cpuServer: cpu.server }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,8 +837,8 @@ function natsVersion() {
 }
 
 const fmt = {
-  us: (v) => `${v.toFixed(1)} µs`,
-  rate: (v) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)} M/s` : `${(v / 1e3).toFixed(1)} k/s`),
+  us: (v) => (Number.isNaN(v) ? '–' : `${v.toFixed(1)} µs`),
+  rate: (v) => (Number.isNaN(v) ? '–' : v >= 1e6 ? `${(v / 1e6).toFixed(2)} M/s` : `${(v / 1e3).toFixed(1)} k/s`),
 }
 
 function table(columns, results) {
@@ -827,6 +852,7 @@ function table(columns, results) {
           ['subscription items/s', (f) => f.items, fmt.rate, false],
           ['pub/sub msgs/s, peer publishes', (f) => f.messages, fmt.rate, false],
           ['pub/sub msgs/s, node publishes', (f) => f.nodeMessages, fmt.rate, false],
+          ['pub/sub msgs/s, node publishes, batched', (f) => f.nodeManyMessages, fmt.rate, false],
         ]),
     ['CPU µs/call client (c=256)', (f) => f.cpuClient, fmt.us, true],
     ['CPU µs/call server (c=256)', (f) => f.cpuServer, fmt.us, true],
@@ -838,8 +864,12 @@ function table(columns, results) {
     rows[7],
     ['  CPU µs/msg subscriber', (f) => f.nodeCpuClient, fmt.us, true],
     ['  CPU µs/msg server (publishes)', (f) => f.nodeCpuServer, fmt.us, true],
+    rows[8],
+    ['  CPU µs/msg subscriber', (f) => f.nodeManyCpuClient, fmt.us, true],
+    ['  CPU µs/msg server (publishMany)', (f) => f.nodeManyCpuServer, fmt.us, true],
   ]
   if (PUBSUB_ONLY) rows.splice(0, rows.length, ...pubsubRows)
+  // A row not run, or one a system has no counterpart for (the others' batched node publishes): `–`.
   const cell = (r, f) => (typeof f === 'string' ? f : r[2](r[1](f)))
   // Ratios, the like-for-like comparisons (>1 = alknet ahead): alknet QUIC against the TLS peers,
   // the WebSocket client against the bare ws server over TLS.
@@ -850,7 +880,7 @@ function table(columns, results) {
   const ratio = (r, [i, j]) => {
     const x = r[1](results[i])
     const y = r[1](results[j])
-    return `${(r[3] ? y / x : x / y).toFixed(2)}×`
+    return Number.isNaN(x) || Number.isNaN(y) ? '–' : `${(r[3] ? y / x : x / y).toFixed(2)}×`
   }
   const head = ['', ...columns.map((c) => c.head), ...ratioCols.map(([i, j]) => `${columns[i].head} vs ${columns[j].head}`)]
   const body = rows.map((r) => [r[0], ...results.map((f) => cell(r, f)), ...ratioCols.map((p) => ratio(r, p))])
@@ -875,6 +905,7 @@ function combine(rounds) {
     items: of((f) => f.items),
     messages: of((f) => f.messages),
     nodeMessages: of((f) => f.nodeMessages),
+    nodeManyMessages: of((f) => f.nodeManyMessages),
     cpuClient: of((f) => f.cpuClient),
     cpuServer: of((f) => f.cpuServer),
   }
@@ -942,6 +973,7 @@ async function main() {
       }
       await pubsub(r.sys, Math.min(S.messages, 5_000), 'peer')
       await pubsub(r.sys, Math.min(S.messages, 5_000), 'node')
+      await pubsub(r.sys, Math.min(S.messages, 5_000), 'node-many')
     }
     const rounds = running.map(() => [])
     for (let i = 0; i < S.rounds; i++) {
@@ -951,9 +983,10 @@ async function main() {
         try {
           const f = await round(r.sys)
           rounds[k].push(f)
-          if (PUBSUB_ONLY) process.stdout.write(` pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}\n`)
+          const batched = ` / ${fmt.rate(f.nodeManyMessages)}`
+          if (PUBSUB_ONLY) process.stdout.write(` pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}${batched}\n`)
           else {
-            const more = UNARY_ONLY ? `CPU/call ${fmt.us(f.cpuClient)} client, ${fmt.us(f.cpuServer)} server` : `items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}`
+            const more = UNARY_ONLY ? `CPU/call ${fmt.us(f.cpuClient)} client, ${fmt.us(f.cpuServer)} server` : `items ${fmt.rate(f.items)}, pub/sub ${fmt.rate(f.messages)} / ${fmt.rate(f.nodeMessages)}${batched}`
             process.stdout.write(` p50 ${fmt.us(f.p50)}, c256 ${fmt.rate(f.rates[2])}, ${more}\n`)
           }
         } catch (e) {

@@ -2,8 +2,10 @@ import * as native from '../index.js'
 import { ConnectError, fromNative } from './errors'
 import { HandlerHost, type HandlerErrorReporter, reportToConsole } from './host'
 import { holdEventLoop } from './keepalive'
+import { NodePublisher } from './node-publisher'
 import type { Keypair } from './keypair'
 import type { Registry } from './registry'
+import type { TopicMessage } from './remote'
 import { type ProtocolConstants, dynamicConfigWire, nodeConfigWire } from './wire'
 
 /** A known peer (`PeerEntry`): who may connect and what they may do. */
@@ -288,8 +290,29 @@ export interface AlknetNode {
   readonly irohTicket: string | null
   /** Replaces peers, API keys and pub/sub rules; throws with the reason (keeping the old ones) if invalid. */
   reload(config: DynamicConfig): void
-  /** Publishes to a topic as the node itself; resolves with how many subscriptions it reached. */
+  /**
+   * Publishes to a topic as the node itself; resolves with how many subscriptions it reached.
+   * Publishes made in the same tick cross into the native layer together at its end, in the order
+   * they were made (as one {@link AlknetNode.publishMany}); each still settles with its own count or
+   * error.
+   */
   publish(topic: string, data: unknown): Promise<number>
+  /**
+   * Publishes several messages as the node itself, in order, in one call into the native layer
+   * (cheaper per message than {@link AlknetNode.publish} when there are many); resolves with how
+   * many subscriptions each reached, in the same order. Each subscriber receives them as it would
+   * the same publishes one after another. If any topic is invalid, nothing is published and it
+   * rejects with `INVALID_INPUT` naming the message.
+   *
+   * @example
+   * ```ts
+   * const counts = await node.publishMany([
+   *   { topic: 'prices/eur', data: 1.08 },
+   *   { topic: 'prices/gbp', data: 0.86 },
+   * ])
+   * ```
+   */
+  publishMany(messages: readonly TopicMessage[]): Promise<number[]>
   /** The pub/sub backplane's state; `undefined` without `pubsub.backplane`. */
   backplaneStatus(): BackplaneStatus | undefined
   /**
@@ -351,25 +374,25 @@ export async function serve(options: ServeOptions): Promise<AlknetNode> {
     throw fromNative(e)
   }
   const release = holdEventLoop()
+  const publisher = new NodePublisher(n)
   let closing: Promise<void> | undefined
   return {
     fingerprint: n.fingerprint,
     address: n.address,
     irohTicket: n.irohTicket ?? null,
-    reload: (config: DynamicConfig) => n.reload(JSON.stringify(dynamicConfigWire(config))),
-    publish: async (topic: string, data: unknown) => {
-      try {
-        return n.publish(topic, JSON.stringify(data ?? null))
-      } catch (e) {
-        throw fromNative(e)
-      }
+    reload: (config: DynamicConfig) => {
+      publisher.flush() // what was published before the reload goes out under the old rules
+      n.reload(JSON.stringify(dynamicConfigWire(config)))
     },
+    publish: (topic: string, data: unknown) => publisher.publish(topic, data),
+    publishMany: async (messages: readonly TopicMessage[]) => publisher.publishMany(messages),
     backplaneStatus: () => {
       const status = n.backplaneStatus()
       return status === null ? undefined : (JSON.parse(status) as BackplaneStatus)
     },
     backplaneReady: () => n.backplaneReady(),
     close: () => {
+      publisher.flush()
       closing ??= n.close().finally(release)
       return closing
     },

@@ -188,11 +188,40 @@ impl Published {
     /// Takes an item encoded by another node (through a backplane): it must be a JSON object
     /// with a valid concrete `topic` and a `data` member.
     pub fn decode(json: Bytes) -> Result<Self, String> {
-        let item: ItemIn<'_> = serde_json::from_slice(&json)
+        let topic = Self::checked_topic(&json)?.as_ref().into();
+        Ok(Self { topic, json })
+    }
+
+    /// The valid concrete topic of an encoded item, which must also have a `data` member.
+    fn checked_topic(json: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+        let item: ItemIn<'_> = serde_json::from_slice(json)
             .map_err(|e| format!("not a pub/sub item ({{\"topic\", \"data\"}}): {e}"))?;
         validate_topic(&item.topic)?;
-        let topic = item.topic.as_ref().into();
-        Ok(Self { topic, json })
+        Ok(item.topic)
+    }
+
+    /// Takes a JSON array of items `{ "topic", "data" }` (the node's own publishes from JS, in
+    /// one call): each is checked as [`decode`](Self::decode) checks one and keeps its text as it
+    /// is, sharing `json`'s buffer (no item is encoded again), and consecutive items to one
+    /// topic share its name. The error names the message.
+    pub fn decode_many(json: impl Into<Bytes>) -> Result<Vec<Self>, String> {
+        let whole = json.into();
+        let text = std::str::from_utf8(&whole).map_err(|e| format!("not UTF-8: {e}"))?;
+        let items: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|e| format!("not a JSON array of pub/sub items: {e}"))?;
+        let mut decoded: Vec<Self> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let json = whole.slice_ref(item.get().as_bytes());
+            let topic = {
+                let topic = Self::checked_topic(&json).map_err(|e| format!("message {i}: {e}"))?;
+                match decoded.last() {
+                    Some(last) if *last.topic == *topic => last.topic.clone(),
+                    _ => topic.as_ref().into(),
+                }
+            };
+            decoded.push(Self { topic, json });
+        }
+        Ok(decoded)
     }
 
     /// The topic.
@@ -454,9 +483,22 @@ impl Broker {
 
     /// [`publish`](Self::publish) for an item already encoded ([`Published::raw`]).
     pub fn publish_item(&self, config: &Snapshot, item: Published) -> usize {
-        let delivered = self.deliver(config, &item, None);
+        self.publish_ref(config, &item)
+    }
+
+    /// [`publish_item`](Self::publish_item) for several items, in order, all under `config`;
+    /// returns how many local subscriptions each was queued for.
+    pub fn publish_items(&self, config: &Snapshot, items: &[Published]) -> Vec<usize> {
+        items
+            .iter()
+            .map(|item| self.publish_ref(config, item))
+            .collect()
+    }
+
+    fn publish_ref(&self, config: &Snapshot, item: &Published) -> usize {
+        let delivered = self.deliver(config, item, None);
         if let Some(backplane) = self.inner.backplane.get() {
-            backplane.publish(&item);
+            backplane.publish(item);
         }
         delivered
     }
@@ -530,6 +572,61 @@ mod tests {
         assert_eq!(
             Published::decode(item.json().clone()).unwrap().topic(),
             "a/b"
+        );
+    }
+
+    #[test]
+    fn items_published_together_arrive_in_order_with_a_count_each() {
+        let broker = Broker::new();
+        let policy = Snapshot::default();
+        let mut news = broker.subscribe("news/>", someone(), limits(8));
+        let mut tech = broker.subscribe("news/tech", someone(), limits(8));
+        let json = r#"[{"topic":"news/tech","data":1}, {"topic":"sport/x","data":2},
+            {"data":{"s":"\u00e9"},"topic":"news/a"}]"#;
+        let items = Published::decode_many(json.as_bytes().to_vec()).unwrap();
+        assert_eq!(broker.publish_items(&policy, &items), [2, 0, 1]);
+        assert_eq!(next(&mut news), json!({"topic": "news/tech", "data": 1}));
+        assert_eq!(
+            next(&mut news),
+            json!({"topic": "news/a", "data": {"s": "é"}})
+        );
+        assert_eq!(next(&mut tech), json!({"topic": "news/tech", "data": 1}));
+        assert!(news.items.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_item_is_refused_naming_it() {
+        for (json, named) in [
+            (
+                r#"[{"topic":"a","data":1},{"topic":"a/*","data":2}]"#,
+                "message 1:",
+            ),
+            (r#"[{"topic":"a","data":1},{"topic":"a"}]"#, "message 1:"),
+            (r#"[{"topic":"a","data":1},7]"#, "message 1:"),
+            (r#"{"topic":"a","data":1}"#, "not a JSON array"),
+            (r#"[{"topic":"a","data":1}"#, "not a JSON array"),
+        ] {
+            let e = Published::decode_many(json.as_bytes().to_vec()).err();
+            assert!(
+                e.as_deref().is_some_and(|e| e.starts_with(named)),
+                "{json}: {e:?}"
+            );
+        }
+        assert!(Published::decode_many(b"[]".to_vec()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_shares_its_buffer_and_the_name_of_a_repeated_topic() {
+        let json = br#"[{"topic":"a/b","data":1},{"topic":"a/b","data":2}]"#.to_vec();
+        let items = Published::decode_many(json).unwrap();
+        assert_eq!(&items[1].json()[..], br#"{"topic":"a/b","data":2}"#);
+        assert_eq!(items[0].topic().as_ptr(), items[1].topic().as_ptr());
+        assert_eq!(
+            items[0]
+                .json()
+                .as_ptr()
+                .wrapping_add(items[0].json().len() + 1),
+            items[1].json().as_ptr()
         );
     }
 

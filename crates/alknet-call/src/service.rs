@@ -153,6 +153,12 @@ impl CallService {
         Ok(self.broker.publish_item(&self.config.load(), item))
     }
 
+    /// Publishes items decoded by [`Published::decode_many`] as the node itself, in order, under
+    /// one configuration snapshot; returns how many subscriptions each was queued for.
+    pub fn publish_items(&self, items: &[Published]) -> Vec<usize> {
+        self.broker.publish_items(&self.config.load(), items)
+    }
+
     /// `services/list` for `identity`.
     pub fn list_for(&self, identity: Option<&Identity>) -> Value {
         builtins::list_for(&self.registry, identity)

@@ -5,6 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alknet_call::pubsub::Published;
+use alknet_call::{CallError, ErrorCode};
 use alknet_node::{DynamicConfig, NodeConfig};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::Env;
@@ -12,7 +14,7 @@ use napi_derive::napi;
 use serde_json::value::RawValue;
 
 use crate::bridge::Bridge;
-use crate::errors::{call_error, node_error, parse_json, plain};
+use crate::errors::{call_error, node_error, plain};
 use crate::host::Host;
 use crate::keypair::Keypair;
 
@@ -103,9 +105,24 @@ impl Node {
     /// Publishes `dataJson` to `topic` as the node itself; returns how many subscriptions it reached.
     #[napi]
     pub fn publish(&self, topic: String, data_json: String) -> napi::Result<u32> {
-        let data: Box<RawValue> = parse_json(&data_json, "data")?;
+        // Checked in place: the string becomes the `RawValue` without a copy.
+        let data = RawValue::from_string(data_json)
+            .map_err(|e| plain(format!("data is not valid: {e}")))?;
         let delivered = self.with(|node| node.publish_raw(&topic, &data).map_err(call_error))?;
         Ok(u32::try_from(delivered).unwrap_or(u32::MAX))
+    }
+
+    /// Publishes `messagesJson` (a JSON array of `{ topic, data }`) as the node itself, in order;
+    /// returns how many subscriptions each reached. If one is invalid, none is published.
+    #[napi]
+    pub fn publish_many(&self, messages_json: String) -> napi::Result<Vec<u32>> {
+        let items = Published::decode_many(messages_json.into_bytes())
+            .map_err(|e| call_error(CallError::new(ErrorCode::InvalidInput, e)))?;
+        let delivered = self.with(|node| node.publish_items(&items).map_err(call_error))?;
+        Ok(delivered
+            .into_iter()
+            .map(|d| u32::try_from(d).unwrap_or(u32::MAX))
+            .collect())
     }
 
     /// The pub/sub backplane's state as JSON `{ connected, sent, received, lost, rejected }`

@@ -208,6 +208,15 @@ impl Node {
         self.serving_calls()?.publish_raw(topic, data)
     }
 
+    /// Publishes items decoded by [`Published::decode_many`](alknet_call::pubsub::Published::decode_many)
+    /// as the node itself, in order; returns how many subscriptions each was queued for.
+    pub fn publish_items(
+        &self,
+        items: &[alknet_call::pubsub::Published],
+    ) -> Result<Vec<usize>, CallError> {
+        Ok(self.serving_calls()?.publish_items(items))
+    }
+
     fn serving_calls(&self) -> Result<&Arc<CallService>, CallError> {
         self.service.as_ref().ok_or_else(|| {
             CallError::new(
