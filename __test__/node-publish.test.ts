@@ -74,6 +74,26 @@ describe.each(['quic', 'tcp'] as const)('the node publishes over %s', (transport
     expect(await take(messages, 1)).toEqual([{ topic: 'news/end', data: 'end' }])
   })
 
+  it('data a subscriber could not decode is refused with INVALID_INPUT, and the subscriber keeps its connection', async () => {
+    const n = await node()
+    const messages = await subscribed(n, await dial(n, { transport }), 'news/>', 'news/probe')
+    // Half an emoji (text cut with slice) and nesting past the decoders' limit: valid JSON text,
+    // which a subscriber's decoder would refuse and, on a shared stream, close the connection on.
+    const half = '😀'.slice(0, 1)
+    let deep: unknown = 1
+    for (let i = 0; i < 200; i++) deep = [deep]
+    for (const data of [half, { text: half }, deep]) {
+      expect((await rejection(n.publish('news/bad', data))).code).toBe('INVALID_INPUT')
+      const many = await rejection(n.publishMany([{ topic: 'news/ok', data: 1 }, { topic: 'news/bad', data }]))
+      expect([many.code, many.message]).toEqual(['INVALID_INPUT', expect.stringMatching(/message 1/)])
+    }
+    const settled = await Promise.allSettled([n.publish('news/a', 1), n.publish('news/bad', half), n.publish('news/a', 2)])
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled'])
+    expect(await take(messages, 2)).toEqual([1, 2].map((data) => ({ topic: 'news/a', data })))
+    expect(await n.publish('news/end', 'end')).toBe(1)
+    expect(await take(messages, 1)).toEqual([{ topic: 'news/end', data: 'end' }])
+  })
+
   it('a subscriber receives only the topics its rules let it', async () => {
     const n = await node()
     const anonymous = await subscribed(n, await dial(n, { transport }), '>', 'news/probe')

@@ -159,9 +159,70 @@ struct ItemRef<'a, D: ?Sized> {
 struct ItemIn<'a> {
     #[serde(borrow)]
     topic: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    #[allow(dead_code)] // checked to be present and valid JSON
-    data: &'a RawValue,
+    #[allow(dead_code)] // checked to be present and to decode
+    data: Decodes,
+}
+
+/// A JSON value read through as a subscriber's decoder will read it (into a `serde_json::Value`):
+/// every string unescaped, so a lone surrogate escape (`"\ud83d"`) is refused, numbers in range,
+/// and nesting within serde_json's limit of 128. A `RawValue` checks only the syntax, and one item
+/// that passes it but not this would close every subscriber's connection that reads it (a
+/// protocol violation on a shared stream). Nothing is kept.
+struct Decodes;
+
+impl<'de> Deserialize<'de> for Decodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Decodes)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Decodes {
+    type Value = Decodes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_unit<E>(self) -> Result<Decodes, E> {
+        Ok(Decodes)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Decodes, A::Error> {
+        while seq.next_element::<Decodes>()?.is_some() {}
+        Ok(Decodes)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Decodes, A::Error> {
+        while map.next_entry::<Decodes, Decodes>()?.is_some() {}
+        Ok(Decodes)
+    }
+}
+
+/// Checks `data` as [`Decodes`] does: what passes, every subscriber can decode.
+pub(crate) fn check_data(data: &RawValue) -> Result<(), String> {
+    serde_json::from_str::<Decodes>(data.get())
+        .map(drop)
+        .map_err(|e| format!("data a subscriber could not decode: {e}"))
 }
 
 impl Published {
@@ -194,7 +255,9 @@ impl Published {
 
     /// The valid concrete topic of an encoded item, which must also have a `data` member.
     fn checked_topic(json: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
-        let item: ItemIn<'_> = serde_json::from_slice(json)
+        // An object only: serde's derived struct would also read `[topic, data]`.
+        let item: ItemIn<'_> = crate::envelope::object(json)
+            .and_then(serde_json::from_slice)
             .map_err(|e| format!("not a pub/sub item ({{\"topic\", \"data\"}}): {e}"))?;
         validate_topic(&item.topic)?;
         Ok(item.topic)
@@ -573,6 +636,35 @@ mod tests {
             Published::decode(item.json().clone()).unwrap().topic(),
             "a/b"
         );
+    }
+
+    #[test]
+    fn data_a_subscriber_could_not_decode_is_refused_everywhere_it_enters() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for bad in [r#""\ud83d""#, r#"{"\udc00": 1}"#, "1e400", deep.as_str()] {
+            // What a subscriber's decoder does with it: refused.
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+            let raw = RawValue::from_string(bad.to_owned()).unwrap();
+            assert!(check_data(&raw).is_err(), "{bad}");
+            let item = format!(r#"{{"topic":"a/b","data":{bad}}}"#);
+            assert!(Published::decode(item.clone().into()).is_err(), "{bad}");
+            let many = format!(r#"[{{"topic":"a/b","data":1}},{item}]"#);
+            let refused = Published::decode_many(many.into_bytes()).unwrap_err();
+            assert!(refused.starts_with("message 1: "), "{refused}");
+        }
+        for good in [
+            r#""\ud83d\ude00""#,
+            r#"{"k":[1,-2,2.5,true,null,"\n"]}"#,
+            "[[[[1]]]]",
+        ] {
+            let raw = RawValue::from_string(good.to_owned()).unwrap();
+            assert!(check_data(&raw).is_ok(), "{good}");
+            let item = format!(r#"{{"topic":"a/b","data":{good}}}"#);
+            assert!(Published::decode(item.into()).is_ok(), "{good}");
+        }
+        // An array laid out like an item is not one.
+        assert!(Published::decode(r#"["a/b", 1]"#.into()).is_err());
+        assert!(Published::decode(r#" ["a/b", {"x": 1}]"#.into()).is_err());
     }
 
     #[test]

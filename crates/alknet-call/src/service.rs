@@ -145,10 +145,12 @@ impl CallService {
         Ok(self.broker.publish(&self.config.load(), topic, data))
     }
 
-    /// [`publish`](Self::publish) with `data` already encoded as JSON: it is checked and passed
-    /// on as it is, with no `Value` built and written again.
+    /// [`publish`](Self::publish) with `data` already encoded as JSON: it is checked (as a
+    /// subscriber will decode it: no lone surrogate escapes, nesting within 128 levels) and
+    /// passed on as it is, with no `Value` built and written again.
     pub fn publish_raw(&self, topic: &str, data: &RawValue) -> Result<usize, CallError> {
         validate_topic(topic).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
+        crate::pubsub::check_data(data).map_err(|e| CallError::new(ErrorCode::InvalidInput, e))?;
         let item = Published::raw(topic, data);
         Ok(self.broker.publish_item(&self.config.load(), item))
     }

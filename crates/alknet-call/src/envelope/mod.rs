@@ -29,6 +29,7 @@ use crate::framing::{FrameError, MAX_FRAME_LIMIT};
 
 mod received;
 mod reply;
+pub(crate) use reply::object;
 
 pub(crate) use received::{decode_received, PayloadFields, Received};
 pub(crate) use reply::{decode_owned_reply_raw, decode_reply_value};

@@ -216,7 +216,7 @@ fn output_by_layout<'f>(frame: &'f [u8], id: &str) -> Option<&'f [u8]> {
 
 /// `frame` if it is a JSON object, as an envelope must be: serde's derived structs also read a
 /// JSON array, field by field in order, which would take `["call.responded", "id", {…}]`.
-fn object(frame: &[u8]) -> serde_json::Result<&[u8]> {
+pub(crate) fn object(frame: &[u8]) -> serde_json::Result<&[u8]> {
     match frame
         .iter()
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
