@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The NATS rows (the Rust fan-out and the Node package's nats.js columns) start a real nats-server.
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== apt-get install nats-server"
+    apt-get install -y -q nats-server >/dev/null
+  else
+    echo "the NATS rows need nats-server (Debian: nats-server); they are skipped without it"
+  fi
+fi
+
 if [ "${ALKNET_BENCH_NODE_ONLY:-}" != 1 ]; then
   echo "== cargo bench -p alknet-endpoint --features relay --bench endpoint (quinn and iroh)"
   cargo bench -p alknet-endpoint --features relay --bench endpoint
