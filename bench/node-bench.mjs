@@ -673,8 +673,13 @@ async function pubsub(sys, total, from = 'peer') {
       }
       if (received === total) break
     }
+    // Publishers still waiting for room learn that the row is over: otherwise a peer publisher
+    // that queued while the last messages were in flight waits for a receive that never comes.
+    waiters.forEach((r) => r())
+    waiters = []
   })()
-  const space = (k) => (published - received + k > WINDOW ? new Promise((r) => waiters.push(r)).then(() => space(k)) : undefined)
+  const space = (k) =>
+    received < total && published - received + k > WINDOW ? new Promise((r) => waiters.push(r)).then(() => space(k)) : undefined
   // A subscription that ends early (OVERLOADED when the subscriber's queue overflowed) fails the
   // row at once instead of leaving the publishers waiting for room that never comes.
   const ended = consumer.then(() => {
