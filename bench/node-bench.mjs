@@ -63,6 +63,9 @@ const WINDOW = 512 // pub/sub: published but not yet received
 // window. (Before, 16 calls: alknet had 16 messages in flight against nats.js's 512.)
 const PUBLISHERS = Number(process.env.ALKNET_BENCH_PUBLISHERS ?? WINDOW)
 const BURST = 128 // pub/sub from the node: messages per burst
+// A pub/sub row that has not finished by then fails with what it reached, instead of leaving the
+// whole run waiting (the slowest system finishes a full row in well under 10 s here).
+const ROW_DEADLINE_MS = Number(process.env.ALKNET_BENCH_ROW_DEADLINE_MS ?? 120_000)
 const KEEP_ALIVE_MS = 5_000 // QUIC connections close after 30 s idle
 
 // ---------------------------------------------------------------------------------------------
@@ -711,8 +714,19 @@ async function pubsub(sys, total, from = 'peer') {
       )
     }
   })()
-  await Promise.race([publishing, ended])
-  await consumer
+  let timer
+  const stalled = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const reached = `${Math.min(published, total)} published, ${received} received`
+      reject(new Error(`the ${from} row did not finish in ${ROW_DEADLINE_MS / 1e3} s (${reached} of ${total})`))
+    }, ROW_DEADLINE_MS)
+  })
+  try {
+    await Promise.race([publishing, ended, stalled])
+    await Promise.race([consumer, stalled])
+  } finally {
+    clearTimeout(timer)
+  }
   const rate = total / ((performance.now() - started) / 1e3)
   // Leaving the loop ended the subscription, but the server hears of it a moment later: the next
   // row starts once a probe reaches no one, or its first burst would count this subscription too.
